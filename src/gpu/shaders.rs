@@ -1,0 +1,88 @@
+//! Every WGSL source, and the one place where per-platform differences are applied:
+//! `enable subgroups;` (required by Chrome, rejected by naga) and the workgroup-reduction
+//! library (subgroup builtins when the device has them, shared memory otherwise).
+
+use super::context::Capabilities;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+    RmsNorm,
+    Rope,
+    Attention,
+    KvWrite,
+    SwiGlu,
+    Add,
+    Embedding,
+    Argmax,
+    Copy,
+}
+
+impl Shader {
+    pub const ALL: &'static [Shader] = &[
+        Shader::Matmul,
+        Shader::RmsNorm,
+        Shader::Rope,
+        Shader::Attention,
+        Shader::KvWrite,
+        Shader::SwiGlu,
+        Shader::Add,
+        Shader::Embedding,
+        Shader::Argmax,
+        Shader::Copy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul",
+            Shader::RmsNorm => "rmsnorm",
+            Shader::Rope => "rope",
+            Shader::Attention => "attention",
+            Shader::KvWrite => "kv_write",
+            Shader::SwiGlu => "swiglu",
+            Shader::Add => "add",
+            Shader::Embedding => "embedding",
+            Shader::Argmax => "argmax",
+            Shader::Copy => "copy",
+        }
+    }
+
+    /// The op's own file, `shaders/<name>.wgsl`.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Shader::Rope => include_str!("../../shaders/rope.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::KvWrite => include_str!("../../shaders/kv_write.wgsl"),
+            Shader::SwiGlu => include_str!("../../shaders/swiglu.wgsl"),
+            Shader::Add => include_str!("../../shaders/add.wgsl"),
+            Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
+            Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
+            Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+        }
+    }
+
+    /// Whether the op calls `wg_sum` (and so declares `const WG` and gets a reduction library).
+    pub fn uses_reduce(self) -> bool {
+        self.source().contains("wg_sum(")
+    }
+}
+
+pub const REDUCE_SHARED: &str = include_str!("../../shaders/lib/reduce_shared.wgsl");
+pub const REDUCE_SUBGROUP: &str = include_str!("../../shaders/lib/reduce_subgroup.wgsl");
+
+/// The full WGSL for `shader` on a device with `caps`; `web` selects the browser's dialect.
+pub fn compose(shader: Shader, caps: &Capabilities, web: bool) -> String {
+    let mut s = String::new();
+    let subgroup_lib = shader.uses_reduce() && caps.subgroups;
+    if web && subgroup_lib {
+        s.push_str("enable subgroups;\n");
+    }
+    s.push_str(shader.source());
+    if shader.uses_reduce() {
+        s.push('\n');
+        s.push_str(if subgroup_lib { REDUCE_SUBGROUP } else { REDUCE_SHARED });
+    }
+    s
+}

@@ -1,0 +1,8 @@
+//! webgpu-llm: LLM inference on WebGPU. Kernels in `shaders/`, their Rust wrappers in `ops`,
+//! the GPU context in `gpu`, CPU-side quantization formats in `quant`.
+
+pub mod gpu;
+pub mod ops;
+pub mod quant;
+
+pub use gpu::{Context, ContextOptions, GpuError, Kernel};
