@@ -38,7 +38,13 @@ fn rmsnorm_matches_reference() {
             assert_close(&format!("rmsnorm {name} {rows}x{dim}"), &read_f32(ctx, &yb, rows * dim), &want, 1e-5, 2e-5);
             let k = rms_norm_inplace(ctx, &xb, &wb, rows as u32, dim as u32, eps).unwrap();
             ctx.run(&[&k]);
-            assert_close(&format!("rmsnorm in place {name} {rows}x{dim}"), &read_f32(ctx, &xb, rows * dim), &want, 1e-5, 2e-5);
+            assert_close(
+                &format!("rmsnorm in place {name} {rows}x{dim}"),
+                &read_f32(ctx, &xb, rows * dim),
+                &want,
+                1e-5,
+                2e-5,
+            );
         }
     }
 }

@@ -179,8 +179,7 @@ impl Context {
             return Ok(p.clone());
         }
         let module = self.module(key.shader)?;
-        let constants: Vec<(&str, f64)> =
-            key.constants.iter().map(|(n, bits)| (*n, f64::from_bits(*bits))).collect();
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|(n, bits)| (*n, f64::from_bits(*bits))).collect();
         let label = key.label();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -267,7 +266,12 @@ impl Context {
     }
 
     /// Bind whole buffers to (binding slot, buffer) pairs of group 0 of `pipeline`.
-    pub fn bind(&self, pipeline: &wgpu::ComputePipeline, label: &str, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+    pub fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        label: &str,
+        buffers: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
@@ -295,7 +299,8 @@ impl Context {
     pub fn run(&self, kernels: &[&super::Kernel]) {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run"), timestamp_writes: None });
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run"), timestamp_writes: None });
             for k in kernels {
                 k.record(&mut pass);
             }
@@ -312,15 +317,14 @@ impl Context {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        let mut encoder =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.queue.submit([encoder.finish()]);
         let (tx, rx) = futures_oneshot();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
         rx.await.map_err(|e| GpuError::Readback(e.to_string()))?;
         let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = view[..bytes as usize].to_vec();
@@ -355,10 +359,9 @@ fn poisoned() -> GpuError {
 
 fn annotate(e: GpuError, what: &str) -> GpuError {
     match e {
-        GpuError::LimitTooSmall { limit, needed, available } => GpuError::Shape {
-            op: "buffer",
-            message: format!("{what}: {needed} bytes exceed {limit} = {available}"),
-        },
+        GpuError::LimitTooSmall { limit, needed, available } => {
+            GpuError::Shape { op: "buffer", message: format!("{what}: {needed} bytes exceed {limit} = {available}") }
+        }
         other => other,
     }
 }

@@ -13,7 +13,15 @@ struct Params {
 }
 
 /// `y[rows, dim] = rmsnorm(x[rows, dim]) * w[dim]`.
-pub fn rms_norm(ctx: &Context, x: &wgpu::Buffer, w: &wgpu::Buffer, y: &wgpu::Buffer, rows: u32, dim: u32, eps: f32) -> Result<Kernel> {
+pub fn rms_norm(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    rows: u32,
+    dim: u32,
+    eps: f32,
+) -> Result<Kernel> {
     check(x, w, rows, dim)?;
     check_len("rms_norm", "y", y, rows as u64 * dim as u64)?;
     let params = ctx.uniform("rmsnorm.params", &Params { rows, dim, eps, _pad: 0 });
@@ -22,7 +30,14 @@ pub fn rms_norm(ctx: &Context, x: &wgpu::Buffer, w: &wgpu::Buffer, y: &wgpu::Buf
 }
 
 /// In place: `x[rows, dim] = rmsnorm(x) * w`.
-pub fn rms_norm_inplace(ctx: &Context, x: &wgpu::Buffer, w: &wgpu::Buffer, rows: u32, dim: u32, eps: f32) -> Result<Kernel> {
+pub fn rms_norm_inplace(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    rows: u32,
+    dim: u32,
+    eps: f32,
+) -> Result<Kernel> {
     check(x, w, rows, dim)?;
     let params = ctx.uniform("rmsnorm.params", &Params { rows, dim, eps, _pad: 0 });
     let key = PipelineKey::new(Shader::RmsNorm, "rmsnorm_inplace");
