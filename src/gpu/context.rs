@@ -67,6 +67,8 @@ pub struct Context {
     max_binding_bytes: u64,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// Errors wgpu reports outside a scope (it would panic by default); surfaced by the next readback.
+    uncaptured: std::sync::Arc<Mutex<Vec<String>>>,
 }
 
 impl Context {
@@ -111,6 +113,13 @@ impl Context {
             })
             .await
             .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let uncaptured = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
         let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let max_binding_bytes = match opts.max_binding_bytes {
             Some(forced) => forced.min(device_binding),
@@ -125,6 +134,7 @@ impl Context {
             max_binding_bytes,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
         })
     }
 
@@ -206,8 +216,8 @@ impl Context {
                 limit: "maxBufferSize",
                 needed: bytes,
                 available: self.limits.max_buffer_size,
-            })
-            .map_err(|e| annotate(e, what));
+                what: what.to_string(),
+            });
         }
         Ok(())
     }
@@ -308,7 +318,22 @@ impl Context {
         self.queue.submit([encoder.finish()]);
     }
 
-    /// Copy `bytes` bytes at `offset` of `buffer` back to the CPU.
+    /// The first GPU error reported since the last call, if any (out-of-memory, validation).
+    pub fn take_error(&self) -> Option<GpuError> {
+        let mut v = self.uncaptured.lock().ok()?;
+        let first = v.first().cloned();
+        v.clear();
+        first.map(|msg| {
+            if msg.to_ascii_lowercase().contains("out of memory") {
+                GpuError::OutOfMemory { what: msg, bytes: 0 }
+            } else {
+                GpuError::Validation(msg)
+            }
+        })
+    }
+
+    /// Copy `bytes` bytes at `offset` of `buffer` back to the CPU. Fails with any GPU error
+    /// reported since the previous readback, so a bad dispatch is not mistaken for a result.
     pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         let size = bytes.next_multiple_of(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -330,7 +355,10 @@ impl Context {
         let out = view[..bytes as usize].to_vec();
         drop(view);
         staging.unmap();
-        Ok(out)
+        match self.take_error() {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     pub async fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
@@ -355,15 +383,6 @@ impl Context {
 
 fn poisoned() -> GpuError {
     GpuError::Validation("a pipeline cache lock was poisoned by an earlier panic".into())
-}
-
-fn annotate(e: GpuError, what: &str) -> GpuError {
-    match e {
-        GpuError::LimitTooSmall { limit, needed, available } => {
-            GpuError::Shape { op: "buffer", message: format!("{what}: {needed} bytes exceed {limit} = {available}") }
-        }
-        other => other,
-    }
 }
 
 /// Error scopes resolve immediately on native; in the browser the pipeline error surfaces through

@@ -9,8 +9,8 @@ pub enum GpuError {
     #[error("the GPU adapter refused a device: {0}")]
     RequestDevice(String),
 
-    #[error("device limit {limit} is {available} but {needed} is needed")]
-    LimitTooSmall { limit: &'static str, needed: u64, available: u64 },
+    #[error("{what}: device limit {limit} is {available} but {needed} is needed")]
+    LimitTooSmall { limit: &'static str, needed: u64, available: u64, what: String },
 
     #[error("GPU feature `{0}` is required but the adapter does not offer it")]
     FeatureMissing(&'static str),

@@ -30,6 +30,17 @@ impl Kernel {
         params: Option<wgpu::Buffer>,
         workgroups: [u32; 3],
     ) -> Result<Self> {
+        for (slot, b) in buffers.iter() {
+            let limit = ctx.limits.max_storage_buffer_binding_size;
+            if b.size() > limit && b.usage().contains(wgpu::BufferUsages::STORAGE) {
+                return Err(GpuError::LimitTooSmall {
+                    limit: "maxStorageBufferBindingSize",
+                    needed: b.size(),
+                    available: limit,
+                    what: format!("{} binding {slot}", key.shader.name()),
+                });
+            }
+        }
         let pipeline = ctx.pipeline(key)?;
         let label = format!("{}::{}", key.shader.name(), key.entry);
         let mut all: Vec<(u32, &wgpu::Buffer)> = Vec::with_capacity(buffers.len() + 1);

@@ -1,0 +1,82 @@
+//! Every composed shader is valid WGSL for naga (the native path) with and without subgroups, and
+//! stays inside WebGPU's *default* limits, so it also runs on devices that grant nothing extra:
+//! ≤ 16 KiB workgroup memory, ≤ 8 storage buffers and ≤ 256 invocations per entry point.
+
+use webgpu_llm::gpu::{shaders, Capabilities, Shader};
+use wgpu::naga;
+
+const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
+const MAX_STORAGE_BUFFERS: usize = 8;
+const MAX_INVOCATIONS: u32 = 256;
+
+fn validate(shader: Shader, subgroups: bool) -> Result<(), String> {
+    let caps = Capabilities { subgroups, ..Default::default() };
+    let src = shaders::compose(shader, &caps, false);
+    let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
+    let mut flags = naga::valid::Capabilities::empty();
+    if subgroups {
+        flags |= naga::valid::Capabilities::SUBGROUP;
+    }
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), flags)
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(&src))?;
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).map_err(|e| e.to_string())?;
+    for (i, ep) in module.entry_points.iter().enumerate() {
+        let fi = info.get_entry_point(i);
+        let mut wg_bytes = 0;
+        let mut storage = 0;
+        for (h, var) in module.global_variables.iter() {
+            if fi[h].is_empty() {
+                continue;
+            }
+            match var.space {
+                naga::AddressSpace::WorkGroup => wg_bytes += layouter[var.ty].size,
+                naga::AddressSpace::Storage { .. } => storage += 1,
+                _ => {}
+            }
+        }
+        let name = format!("{}::{}", shader.name(), ep.name);
+        let invocations: u32 = ep.workgroup_size.iter().product();
+        if wg_bytes > MAX_WORKGROUP_BYTES {
+            return Err(format!("{name}: {wg_bytes} bytes of workgroup memory > {MAX_WORKGROUP_BYTES}"));
+        }
+        if storage > MAX_STORAGE_BUFFERS {
+            return Err(format!("{name}: {storage} storage buffers > {MAX_STORAGE_BUFFERS}"));
+        }
+        if invocations > MAX_INVOCATIONS {
+            return Err(format!("{name}: {invocations} invocations > {MAX_INVOCATIONS}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_shader_is_valid_on_both_paths() {
+    let mut failures = Vec::new();
+    for &shader in Shader::ALL {
+        for subgroups in [false, true] {
+            if let Err(e) = validate(shader, subgroups) {
+                failures.push(format!("{} (subgroups={subgroups}):\n{e}", shader.name()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn shaders_need_no_f16_and_browser_dialect_enables_subgroups() {
+    for &shader in Shader::ALL {
+        assert!(!shader.source().contains("enable f16"), "{}: Chrome here has no shader-f16", shader.name());
+        let caps = Capabilities { subgroups: true, ..Default::default() };
+        let web = shaders::compose(shader, &caps, true);
+        assert_eq!(
+            web.starts_with("enable subgroups;"),
+            shader.uses_reduce(),
+            "{}: Chrome requires `enable subgroups;` exactly when subgroup builtins are used",
+            shader.name()
+        );
+    }
+}
