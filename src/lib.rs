@@ -6,3 +6,6 @@ pub mod ops;
 pub mod quant;
 
 pub use gpu::{Context, ContextOptions, GpuError, Kernel};
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
