@@ -6,247 +6,275 @@
 //! `cargo run --release --bin bench-kernels -- [--formats q4,q8,...|all] [--m 1,128] [--shapes NAME,..]
 //!  [--quick] [--portable]`
 
-use std::time::Instant;
-
-use webgpu_llm::gpu::{Context, ContextOptions, Kernel, Result};
-use webgpu_llm::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
-use webgpu_llm::ops::copy::copy;
-use webgpu_llm::ops::matmul::{matmul, Epilogue, QuantMatrix};
-use webgpu_llm::quant::{PackedMatrix, WeightFormat};
-
-/// Llama-3.2-3B's matrices as (name, n = outputs, k = inputs).
-const SHAPES: &[(&str, u32, u32)] = &[
-    ("q_proj/o_proj", 3072, 3072),
-    ("k_proj/v_proj", 1024, 3072),
-    ("gate/up_proj", 8192, 3072),
-    ("down_proj", 3072, 8192),
-    ("lm_head", 128256, 3072),
-];
-
-struct Args {
-    formats: Vec<WeightFormat>,
-    ms: Vec<u32>,
-    shapes: Vec<String>,
-    quick: bool,
-    portable: bool,
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    native::main()
 }
 
-fn parse_args() -> std::result::Result<Args, String> {
-    let mut args =
-        Args { formats: vec![WeightFormat::Q4], ms: vec![1, 128], shapes: Vec::new(), quick: false, portable: false };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--formats" => {
-                let v = value()?;
-                args.formats = if v == "all" {
-                    vec![WeightFormat::Q4, WeightFormat::Q4Asym, WeightFormat::Q8, WeightFormat::F16, WeightFormat::F32]
-                } else {
-                    v.split(',').map(parse_format).collect::<std::result::Result<_, _>>()?
-                };
-            }
-            "--m" => {
-                args.ms = value()?.split(',').map(|s| s.parse().map_err(|_| format!("bad M `{s}`"))).collect::<std::result::Result<_, _>>()?
-            }
-            "--shapes" => args.shapes = value()?.split(',').map(String::from).collect(),
-            "--quick" => args.quick = true,
-            "--portable" => args.portable = true,
-            "-h" | "--help" => {
-                println!(
+/// The benchmark drives a native GPU process; in the browser, the npm package is the way in.
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::time::Instant;
+
+    use webgpu_llm::gpu::{Context, ContextOptions, Kernel, Result};
+    use webgpu_llm::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
+    use webgpu_llm::ops::copy::copy;
+    use webgpu_llm::ops::matmul::{matmul, Epilogue, QuantMatrix};
+    use webgpu_llm::quant::{PackedMatrix, WeightFormat};
+
+    /// Llama-3.2-3B's matrices as (name, n = outputs, k = inputs).
+    const SHAPES: &[(&str, u32, u32)] = &[
+        ("q_proj/o_proj", 3072, 3072),
+        ("k_proj/v_proj", 1024, 3072),
+        ("gate/up_proj", 8192, 3072),
+        ("down_proj", 3072, 8192),
+        ("lm_head", 128256, 3072),
+    ];
+
+    struct Args {
+        formats: Vec<WeightFormat>,
+        ms: Vec<u32>,
+        shapes: Vec<String>,
+        quick: bool,
+        portable: bool,
+    }
+
+    fn parse_args() -> std::result::Result<Args, String> {
+        let mut args = Args {
+            formats: vec![WeightFormat::Q4],
+            ms: vec![1, 128],
+            shapes: Vec::new(),
+            quick: false,
+            portable: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+            match a.as_str() {
+                "--formats" => {
+                    let v = value()?;
+                    args.formats = if v == "all" {
+                        vec![
+                            WeightFormat::Q4,
+                            WeightFormat::Q4Asym,
+                            WeightFormat::Q8,
+                            WeightFormat::F16,
+                            WeightFormat::F32,
+                        ]
+                    } else {
+                        v.split(',').map(parse_format).collect::<std::result::Result<_, _>>()?
+                    };
+                }
+                "--m" => {
+                    args.ms = value()?
+                        .split(',')
+                        .map(|s| s.parse().map_err(|_| format!("bad M `{s}`")))
+                        .collect::<std::result::Result<_, _>>()?
+                }
+                "--shapes" => args.shapes = value()?.split(',').map(String::from).collect(),
+                "--quick" => args.quick = true,
+                "--portable" => args.portable = true,
+                "-h" | "--help" => {
+                    println!(
                     "bench-kernels [--formats q4,q4asym,q8,f16,f32|all] [--m 1,128] [--shapes {}] [--quick] [--portable]\n\
                      --quick: fewer repetitions; --portable: ignore subgroups/shader-f16/timestamps",
                     SHAPES.iter().map(|s| s.0).collect::<Vec<_>>().join(",")
                 );
-                std::process::exit(0);
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument `{other}` (try --help)")),
             }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+        Ok(args)
+    }
+
+    fn parse_format(s: &str) -> std::result::Result<WeightFormat, String> {
+        Ok(match s {
+            "q4" => WeightFormat::Q4,
+            "q4asym" | "q4_1" => WeightFormat::Q4Asym,
+            "q8" => WeightFormat::Q8,
+            "f16" => WeightFormat::F16,
+            "f32" => WeightFormat::F32,
+            _ => return Err(format!("unknown format `{s}` (q4, q4asym, q8, f16, f32)")),
+        })
+    }
+
+    /// Times a list of kernels recorded `iters` times in one compute pass.
+    struct Timer {
+        query: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+        target_seconds: f64,
+    }
+
+    impl Timer {
+        fn new(ctx: &Context, quick: bool) -> Self {
+            let query = ctx.caps.timestamp_query.then(|| {
+                let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("bench"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                });
+                let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("bench.resolve"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                (set, resolve)
+            });
+            Self { query, target_seconds: if quick { 0.05 } else { 0.3 } }
+        }
+
+        fn run_once(&self, ctx: &Context, kernels: &[Kernel], iters: u32) -> Result<f64> {
+            let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
+            {
+                let timestamp_writes = self.query.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                });
+                let mut pass =
+                    enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes });
+                for _ in 0..iters {
+                    for k in kernels {
+                        k.record(&mut pass);
+                    }
+                }
+            }
+            if let Some((set, resolve)) = &self.query {
+                enc.resolve_query_set(set, 0..2, resolve, 0);
+            }
+            let start = Instant::now();
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait()?;
+            let wall = start.elapsed().as_secs_f64();
+            match &self.query {
+                Some((_, resolve)) => {
+                    let ticks = pollster::block_on(ctx.read_bytes(resolve, 0, 16))?;
+                    let t: &[u64] = bytemuck::cast_slice(&ticks);
+                    let ns = t[1].saturating_sub(t[0]) as f64 * ctx.queue.get_timestamp_period() as f64;
+                    // Some drivers report zeros; fall back to the wall clock then.
+                    Ok(if ns > 0.0 { ns * 1e-9 } else { wall })
+                }
+                None => Ok(wall),
+            }
+        }
+
+        /// Seconds per iteration: one warm-up, one probe, then enough iterations to fill the target time.
+        fn seconds_per_call(&self, ctx: &Context, kernels: &[Kernel]) -> Result<f64> {
+            self.run_once(ctx, kernels, 1)?;
+            let probe = self.run_once(ctx, kernels, 1)?;
+            let iters = ((self.target_seconds / probe.max(1e-7)) as u32).clamp(1, 1000);
+            if iters == 1 {
+                return Ok(probe);
+            }
+            Ok(self.run_once(ctx, kernels, iters)? / iters as f64)
         }
     }
-    Ok(args)
-}
 
-fn parse_format(s: &str) -> std::result::Result<WeightFormat, String> {
-    Ok(match s {
-        "q4" => WeightFormat::Q4,
-        "q4asym" | "q4_1" => WeightFormat::Q4Asym,
-        "q8" => WeightFormat::Q8,
-        "f16" => WeightFormat::F16,
-        "f32" => WeightFormat::F32,
-        _ => return Err(format!("unknown format `{s}` (q4, q4asym, q8, f16, f32)")),
-    })
-}
-
-/// Times a list of kernels recorded `iters` times in one compute pass.
-struct Timer {
-    query: Option<(wgpu::QuerySet, wgpu::Buffer)>,
-    target_seconds: f64,
-}
-
-impl Timer {
-    fn new(ctx: &Context, quick: bool) -> Self {
-        let query = ctx.caps.timestamp_query.then(|| {
-            let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("bench"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            });
-            let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("bench.resolve"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            (set, resolve)
-        });
-        Self { query, target_seconds: if quick { 0.05 } else { 0.3 } }
+    /// A matrix of random quantized codes and scales in the GPU layout (no need to quantize floats).
+    fn random_matrix(format: WeightFormat, n: u32, k: u32, seed: &mut u64) -> PackedMatrix {
+        let (n, k) = (n as usize, k as usize);
+        let words = n * format.weight_row_bytes(k) as usize / 4;
+        let scale_words = (format.scale_bytes(n, k) / 4) as usize;
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u32
+        };
+        let weights: Vec<u32> = match format {
+            // small finite values so f16/f32 weights are not NaN/Inf
+            WeightFormat::F16 => (0..words).map(|_| 0x2c00_2c00 ^ (next() & 0x03ff_03ff)).collect(),
+            WeightFormat::F32 => (0..words).map(|_| (0.01f32 + (next() & 0xffff) as f32 * 1e-7).to_bits()).collect(),
+            _ => (0..words).map(|_| next()).collect(),
+        };
+        let scales = (0..scale_words).map(|_| 0x2000_2000 ^ (next() & 0x00ff_00ff)).collect();
+        PackedMatrix { format, n, k, weights, scales }
     }
 
-    fn run_once(&self, ctx: &Context, kernels: &[Kernel], iters: u32) -> Result<f64> {
-        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
-        {
-            let timestamp_writes = self.query.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
-                query_set: set,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
-            });
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench"), timestamp_writes });
-            for _ in 0..iters {
-                for k in kernels {
-                    k.record(&mut pass);
+    pub fn main() {
+        if let Err(e) = run() {
+            eprintln!("bench-kernels: {e}");
+            std::process::exit(1);
+        }
+    }
+
+    fn run() -> std::result::Result<(), String> {
+        let args = parse_args()?;
+        let ctx = Context::new_blocking(ContextOptions { portable_only: args.portable, ..Default::default() })
+            .map_err(|e| e.to_string())?;
+        println!("device: {}", ctx.describe());
+        let timer = Timer::new(&ctx, args.quick);
+        println!("timing: {}", if timer.query.is_some() { "GPU timestamps" } else { "wall clock (submit to done)" });
+        let err = |e: webgpu_llm::GpuError| e.to_string();
+
+        // The yardstick: a vec4 copy of 64 MiB (under every device's binding limit), read + write.
+        let copy_elems: u32 = 16 << 20;
+        let src = ctx.storage("bench.copy.src", copy_elems as u64 * 4).map_err(err)?;
+        let dst = ctx.storage("bench.copy.dst", copy_elems as u64 * 4).map_err(err)?;
+        let k = copy(&ctx, &src, &dst, copy_elems).map_err(err)?;
+        let t = timer.seconds_per_call(&ctx, &[k]).map_err(err)?;
+        let copy_gbs = 2.0 * copy_elems as f64 * 4.0 / t / 1e9;
+        println!("\ncopy 64 MiB: {:.3} ms, {:.1} GB/s (read + write) — the bandwidth yardstick\n", t * 1e3, copy_gbs);
+
+        println!(
+            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>10} {:>9} {:>9}",
+            "format", "matrix", "N×K (out×in)", "M", "chunks", "time", "GB/s", "GFLOP/s"
+        );
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for &format in &args.formats {
+            for &(name, n, kk) in SHAPES {
+                if !args.shapes.is_empty() && !args.shapes.iter().any(|s| name.contains(s.as_str())) {
+                    continue;
+                }
+                let packed = random_matrix(format, n, kk, &mut seed);
+                let w = QuantMatrix::upload(&ctx, name, &packed).map_err(err)?;
+                let weight_bytes = (packed.weights.len() + packed.scales.len()) as f64 * 4.0;
+                drop(packed);
+                for &m in &args.ms {
+                    let x = ctx.storage("bench.x", m as u64 * kk as u64 * 4).map_err(err)?;
+                    let y = ctx.storage("bench.y", m as u64 * n as u64 * 4).map_err(err)?;
+                    let kernels = matmul(&ctx, &x, &w, &y, m, Epilogue::default()).map_err(err)?;
+                    let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
+                    let gbs = weight_bytes / t / 1e9;
+                    let gflops = 2.0 * m as f64 * n as f64 * kk as f64 / t / 1e9;
+                    let bw =
+                        if m == 1 { format!("{gbs:.1} ({:.0}%)", 100.0 * gbs / copy_gbs) } else { format!("{gbs:.1}") };
+                    println!(
+                        "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1}",
+                        format!("{format:?}"),
+                        name,
+                        format!("{n}×{kk}"),
+                        m,
+                        w.chunks.len(),
+                        t * 1e3,
+                        bw,
+                        gflops
+                    );
                 }
             }
         }
-        if let Some((set, resolve)) = &self.query {
-            enc.resolve_query_set(set, 0..2, resolve, 0);
+
+        // Attention at Llama-3.2-3B's shape (24 heads, 8 KV heads, head_dim 128), f16 KV cache.
+        println!("\n{:<32} {:>10} {:>12}", "attention (24/8 heads, d=128, f16 KV)", "time", "KV GB/s");
+        let kv = KvCacheShape { n_kv_heads: 8, head_dim: 128, capacity: 4096, dtype: KvDtype::F16 };
+        let shape = AttentionShape::new(24, kv);
+        let cache_k = ctx.storage("bench.k", kv.bytes()).map_err(err)?;
+        let cache_v = ctx.storage("bench.v", kv.bytes()).map_err(err)?;
+        for &(label, t_rows, pos0) in &[("decode, 4096 cached", 1u32, 4095u32), ("prefill 128 tokens", 128, 0)] {
+            let q = ctx.storage("bench.q", t_rows as u64 * 24 * 128 * 4).map_err(err)?;
+            let out = ctx.storage("bench.o", t_rows as u64 * 24 * 128 * 4).map_err(err)?;
+            let scratch = AttentionScratch::new(&ctx, t_rows, 24, 128, 32).map_err(err)?;
+            let kernels =
+                attention(&ctx, &q, &cache_k, &cache_v, &out, &shape, pos0, t_rows, &scratch, None).map_err(err)?;
+            let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
+            let keys = (pos0 + t_rows) as f64;
+            let kv_bytes = 2.0 * keys * 8.0 * 128.0 * 2.0;
+            println!("{:<32} {:>8.3}ms {:>12.1}", label, t * 1e3, kv_bytes / t / 1e9);
         }
-        let start = Instant::now();
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()?;
-        let wall = start.elapsed().as_secs_f64();
-        match &self.query {
-            Some((_, resolve)) => {
-                let ticks = pollster::block_on(ctx.read_bytes(resolve, 0, 16))?;
-                let t: &[u64] = bytemuck::cast_slice(&ticks);
-                let ns = t[1].saturating_sub(t[0]) as f64 * ctx.queue.get_timestamp_period() as f64;
-                // Some drivers report zeros; fall back to the wall clock then.
-                Ok(if ns > 0.0 { ns * 1e-9 } else { wall })
-            }
-            None => Ok(wall),
-        }
+        Ok(())
     }
-
-    /// Seconds per iteration: one warm-up, one probe, then enough iterations to fill the target time.
-    fn seconds_per_call(&self, ctx: &Context, kernels: &[Kernel]) -> Result<f64> {
-        self.run_once(ctx, kernels, 1)?;
-        let probe = self.run_once(ctx, kernels, 1)?;
-        let iters = ((self.target_seconds / probe.max(1e-7)) as u32).clamp(1, 1000);
-        if iters == 1 {
-            return Ok(probe);
-        }
-        Ok(self.run_once(ctx, kernels, iters)? / iters as f64)
-    }
-}
-
-/// A matrix of random quantized codes and scales in the GPU layout (no need to quantize floats).
-fn random_matrix(format: WeightFormat, n: u32, k: u32, seed: &mut u64) -> PackedMatrix {
-    let (n, k) = (n as usize, k as usize);
-    let words = n * format.weight_row_bytes(k) as usize / 4;
-    let scale_words = (format.scale_bytes(n, k) / 4) as usize;
-    let mut next = || {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed as u32
-    };
-    let weights: Vec<u32> = match format {
-        // small finite values so f16/f32 weights are not NaN/Inf
-        WeightFormat::F16 => (0..words).map(|_| 0x2c00_2c00 ^ (next() & 0x03ff_03ff)).collect(),
-        WeightFormat::F32 => (0..words).map(|_| (0.01f32 + (next() & 0xffff) as f32 * 1e-7).to_bits()).collect(),
-        _ => (0..words).map(|_| next()).collect(),
-    };
-    let scales = (0..scale_words).map(|_| 0x2000_2000 ^ (next() & 0x00ff_00ff)).collect();
-    PackedMatrix { format, n, k, weights, scales }
-}
-
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("bench-kernels: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run() -> std::result::Result<(), String> {
-    let args = parse_args()?;
-    let ctx = Context::new_blocking(ContextOptions { portable_only: args.portable, ..Default::default() })
-        .map_err(|e| e.to_string())?;
-    println!("device: {}", ctx.describe());
-    let timer = Timer::new(&ctx, args.quick);
-    println!("timing: {}", if timer.query.is_some() { "GPU timestamps" } else { "wall clock (submit to done)" });
-    let err = |e: webgpu_llm::GpuError| e.to_string();
-
-    // The yardstick: a vec4 copy of 64 MiB (under every device's binding limit), read + write.
-    let copy_elems: u32 = 16 << 20;
-    let src = ctx.storage("bench.copy.src", copy_elems as u64 * 4).map_err(err)?;
-    let dst = ctx.storage("bench.copy.dst", copy_elems as u64 * 4).map_err(err)?;
-    let k = copy(&ctx, &src, &dst, copy_elems).map_err(err)?;
-    let t = timer.seconds_per_call(&ctx, &[k]).map_err(err)?;
-    let copy_gbs = 2.0 * copy_elems as f64 * 4.0 / t / 1e9;
-    println!("\ncopy 64 MiB: {:.3} ms, {:.1} GB/s (read + write) — the bandwidth yardstick\n", t * 1e3, copy_gbs);
-
-    println!(
-        "{:<8} {:<14} {:>17} {:>5} {:>8} {:>10} {:>9} {:>9}",
-        "format", "matrix", "N×K (out×in)", "M", "chunks", "time", "GB/s", "GFLOP/s"
-    );
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    for &format in &args.formats {
-        for &(name, n, kk) in SHAPES {
-            if !args.shapes.is_empty() && !args.shapes.iter().any(|s| name.contains(s.as_str())) {
-                continue;
-            }
-            let packed = random_matrix(format, n, kk, &mut seed);
-            let w = QuantMatrix::upload(&ctx, name, &packed).map_err(err)?;
-            let weight_bytes = (packed.weights.len() + packed.scales.len()) as f64 * 4.0;
-            drop(packed);
-            for &m in &args.ms {
-                let x = ctx.storage("bench.x", m as u64 * kk as u64 * 4).map_err(err)?;
-                let y = ctx.storage("bench.y", m as u64 * n as u64 * 4).map_err(err)?;
-                let kernels = matmul(&ctx, &x, &w, &y, m, Epilogue::default()).map_err(err)?;
-                let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
-                let gbs = weight_bytes / t / 1e9;
-                let gflops = 2.0 * m as f64 * n as f64 * kk as f64 / t / 1e9;
-                let bw = if m == 1 { format!("{gbs:.1} ({:.0}%)", 100.0 * gbs / copy_gbs) } else { format!("{gbs:.1}") };
-                println!(
-                    "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1}",
-                    format!("{format:?}"),
-                    name,
-                    format!("{n}×{kk}"),
-                    m,
-                    w.chunks.len(),
-                    t * 1e3,
-                    bw,
-                    gflops
-                );
-            }
-        }
-    }
-
-    // Attention at Llama-3.2-3B's shape (24 heads, 8 KV heads, head_dim 128), f16 KV cache.
-    println!("\n{:<32} {:>10} {:>12}", "attention (24/8 heads, d=128, f16 KV)", "time", "KV GB/s");
-    let kv = KvCacheShape { n_kv_heads: 8, head_dim: 128, capacity: 4096, dtype: KvDtype::F16 };
-    let shape = AttentionShape::new(24, kv);
-    let cache_k = ctx.storage("bench.k", kv.bytes()).map_err(err)?;
-    let cache_v = ctx.storage("bench.v", kv.bytes()).map_err(err)?;
-    for &(label, t_rows, pos0) in &[("decode, 4096 cached", 1u32, 4095u32), ("prefill 128 tokens", 128, 0)] {
-        let q = ctx.storage("bench.q", t_rows as u64 * 24 * 128 * 4).map_err(err)?;
-        let out = ctx.storage("bench.o", t_rows as u64 * 24 * 128 * 4).map_err(err)?;
-        let scratch = AttentionScratch::new(&ctx, t_rows, 24, 128, 32).map_err(err)?;
-        let kernels = attention(&ctx, &q, &cache_k, &cache_v, &out, &shape, pos0, t_rows, &scratch, None).map_err(err)?;
-        let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
-        let keys = (pos0 + t_rows) as f64;
-        let kv_bytes = 2.0 * keys * 8.0 * 128.0 * 2.0;
-        println!("{:<32} {:>8.3}ms {:>12.1}", label, t * 1e3, kv_bytes / t / 1e9);
-    }
-    Ok(())
 }

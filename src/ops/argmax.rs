@@ -1,1 +1,41 @@
-//! (in progress)
+//! Row-wise argmax of logits for greedy decoding, kept on the GPU (`shaders/argmax.wgsl`).
+//! Ties go to the lowest index and NaN never wins, as `torch.argmax` on NaN-free rows.
+
+use super::check_len;
+use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
+
+const CHUNK: u32 = 2048; // = CHUNK in shaders/argmax.wgsl: elements per partial workgroup
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    n: u32,
+    n_chunks: u32,
+    _pad: u32,
+}
+
+/// `ids[r] = argmax(logits[r, ..n])` for each of `rows` rows; a row of only NaN gives `u32::MAX`.
+/// Returns the kernels to record in order: one when `n` ≤ 2048, else a partial pass over chunks
+/// of 2048 (into a scratch buffer this allocates) and a combine pass.
+pub fn argmax(ctx: &Context, logits: &wgpu::Buffer, ids: &wgpu::Buffer, rows: u32, n: u32) -> Result<Vec<Kernel>> {
+    ensure(rows > 0 && n > 0, "argmax", || format!("empty shape rows={rows} n={n}"))?;
+    let elems = rows as u64 * n as u64;
+    ensure(elems <= u32::MAX as u64, "argmax", || format!("rows·n = {elems} exceeds u32 indexing"))?;
+    check_len("argmax", "logits", logits, elems)?;
+    check_len("argmax", "ids", ids, rows as u64)?;
+    let n_chunks = n.div_ceil(CHUNK);
+    let params = Params { rows, n, n_chunks, _pad: 0 };
+    let uniform = || ctx.uniform("argmax.params", &params);
+    if n_chunks == 1 {
+        let key = PipelineKey::new(Shader::Argmax, "argmax_direct");
+        return Ok(vec![Kernel::new(ctx, &key, &[(1, logits), (4, ids)], Some(uniform()), ctx.grid(rows))?]);
+    }
+    // (key, index) pairs, 8 bytes each
+    let partial = ctx.storage("argmax.partial", rows as u64 * n_chunks as u64 * 8)?;
+    let key = PipelineKey::new(Shader::Argmax, "argmax_partial");
+    let pass1 = Kernel::new(ctx, &key, &[(1, logits), (2, &partial)], Some(uniform()), ctx.grid(rows * n_chunks))?;
+    let key = PipelineKey::new(Shader::Argmax, "argmax_combine");
+    let pass2 = Kernel::new(ctx, &key, &[(3, &partial), (4, ids)], Some(uniform()), ctx.grid(rows))?;
+    Ok(vec![pass1, pass2])
+}

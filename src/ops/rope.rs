@@ -1,1 +1,228 @@
-//! (in progress)
+//! Rotary position embedding, in place on q or k (`shaders/rope.wgsl`). The inverse frequencies
+//! are computed once on the CPU, in f64 with the formulas of Hugging Face transformers
+//! (`modeling_rope_utils.py`), rounded to f32 and kept in a small GPU buffer, [`RopeTable`].
+
+use std::mem::offset_of;
+
+use super::check_len;
+use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
+
+const WG: u32 = 64; // = WG in shaders/rope.wgsl
+
+/// Which dims form a rotated pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopePairing {
+    /// Hugging Face `rotate_half` (GPT-NeoX): pairs (i, i + rotary_dim/2).
+    Half,
+    /// GGUF / Meta's original llama: pairs (2i, 2i+1).
+    Interleaved,
+}
+
+/// Frequency scaling for long context (`rope_scaling` in a Hugging Face config).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Position interpolation: every inverse frequency divided by `factor`.
+    Linear {
+        factor: f64,
+    },
+    /// Llama 3.1/3.2: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position: u32,
+    },
+    /// LongRoPE (Phi-3/3.5): per-frequency factors, `long_factor` when the context in use exceeds
+    /// `original_max_position`, else `short_factor` (each of length rotary_dim/2); cos and sin are
+    /// multiplied by `attention_factor`, by default sqrt(1 + ln(max/orig) / ln(orig)).
+    LongRope {
+        short_factor: Vec<f32>,
+        long_factor: Vec<f32>,
+        original_max_position: u32,
+        max_position: u32,
+        attention_factor: Option<f64>,
+    },
+}
+
+/// Everything that fixes the rotation of one head, for q and k alike.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeConfig {
+    pub head_dim: u32,
+    /// Rotated dims at the start of each head (even, ≤ head_dim); the rest pass through.
+    pub rotary_dim: u32,
+    pub theta: f64,
+    pub pairing: RopePairing,
+    pub scaling: RopeScaling,
+}
+
+impl RopeConfig {
+    /// Plain RoPE over the whole head.
+    pub fn new(head_dim: u32, theta: f64, pairing: RopePairing) -> Self {
+        Self { head_dim, rotary_dim: head_dim, theta, pairing, scaling: RopeScaling::None }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let (hd, rd) = (self.head_dim, self.rotary_dim);
+        ensure(rd > 0 && rd % 2 == 0 && rd <= hd, "rope", || {
+            format!("rotary_dim {rd} must be even, positive and ≤ head_dim {hd}")
+        })?;
+        ensure(self.theta.is_finite() && self.theta > 1.0, "rope", || format!("theta {} must be > 1", self.theta))?;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        match &self.scaling {
+            RopeScaling::None => Ok(()),
+            RopeScaling::Linear { factor } => {
+                ensure(positive(*factor), "rope", || format!("linear scaling factor {factor} must be > 0"))
+            }
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => ensure(
+                positive(*factor)
+                    && positive(*low_freq_factor)
+                    && high_freq_factor > low_freq_factor
+                    && high_freq_factor.is_finite()
+                    && *original_max_position > 0,
+                "rope",
+                || {
+                    format!(
+                        "llama3 scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and an original \
+                         length > 0; got {factor}, {low_freq_factor}, {high_freq_factor}, {original_max_position}"
+                    )
+                },
+            ),
+            RopeScaling::LongRope { short_factor, long_factor, original_max_position, attention_factor, .. } => {
+                let half = (rd / 2) as usize;
+                for (name, f) in [("short_factor", short_factor), ("long_factor", long_factor)] {
+                    ensure(f.len() == half, "rope", || {
+                        format!("longrope {name} has {} entries but rotary_dim/2 = {half}", f.len())
+                    })?;
+                    ensure(f.iter().all(|&v| positive(v as f64)), "rope", || {
+                        format!("longrope {name} entries must be finite and > 0")
+                    })?;
+                }
+                ensure(*original_max_position > 1, "rope", || {
+                    format!("longrope original_max_position {original_max_position} must be > 1")
+                })?;
+                ensure(attention_factor.is_none_or(positive), "rope", || {
+                    format!("longrope attention_factor {attention_factor:?} must be > 0")
+                })
+            }
+        }
+    }
+
+    /// The rotary_dim/2 inverse frequencies for a model run with a context window of `context_len`
+    /// tokens (only LongRoPE looks at it: long factors above `original_max_position`, as
+    /// transformers' `longrope_frequency_update` and llama.cpp's n_ctx check do).
+    pub fn inv_freq(&self, context_len: u32) -> Result<Vec<f32>> {
+        self.validate()?;
+        let dim = self.rotary_dim as f64;
+        // _compute_default_rope_parameters: 1 / theta^(2i / dim)
+        let base = (0..self.rotary_dim / 2).map(|i| 1.0 / self.theta.powf((2 * i) as f64 / dim));
+        let inv: Vec<f64> = match &self.scaling {
+            RopeScaling::None => base.collect(),
+            RopeScaling::Linear { factor } => base.map(|f| f / factor).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
+                // _compute_llama3_parameters
+                let old = *original_max_position as f64;
+                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+                base.map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+            }
+            RopeScaling::LongRope { short_factor, long_factor, original_max_position, .. } => {
+                // _compute_longrope_parameters: 1 / (ext[i] * theta^(2i / dim))
+                let ext = if context_len > *original_max_position { long_factor } else { short_factor };
+                base.zip(ext).map(|(f, &e)| f / e as f64).collect()
+            }
+        };
+        Ok(inv.into_iter().map(|f| f as f32).collect())
+    }
+
+    /// The multiplier of cos and sin: 1, except LongRoPE's attention factor.
+    pub fn attention_factor(&self) -> f64 {
+        match &self.scaling {
+            RopeScaling::LongRope { attention_factor: Some(a), .. } => *a,
+            RopeScaling::LongRope { original_max_position, max_position, .. } => {
+                let orig = *original_max_position as f64;
+                let factor = *max_position as f64 / orig;
+                if factor <= 1.0 {
+                    1.0
+                } else {
+                    (1.0 + factor.ln() / orig.ln()).sqrt()
+                }
+            }
+            _ => 1.0,
+        }
+    }
+}
+
+/// A [`RopeConfig`] made ready for the GPU: its inverse frequencies in a storage buffer. Built
+/// once per model (per context window for LongRoPE: the short/long choice is baked in).
+pub struct RopeTable {
+    pub config: RopeConfig,
+    /// The context window the table was built for.
+    pub context_len: u32,
+    inv_freq: wgpu::Buffer,
+    mscale: f32,
+}
+
+impl RopeTable {
+    pub fn new(ctx: &Context, config: &RopeConfig, context_len: u32) -> Result<Self> {
+        let inv = config.inv_freq(context_len)?;
+        let inv_freq = ctx.storage_init("rope.inv_freq", bytemuck::cast_slice(&inv))?;
+        let mscale = config.attention_factor() as f32;
+        Ok(Self { config: config.clone(), context_len, inv_freq, mscale })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    pairs: u32,
+    n_heads: u32,
+    head_dim: u32,
+    half: u32,
+    pos0: u32,
+    mscale: f32,
+    _pad: [u32; 2],
+}
+
+/// Rotate `x[t, n_heads * head_dim]` in place; row r is at position `pos0 + r`.
+pub fn rope(ctx: &Context, x: &wgpu::Buffer, table: &RopeTable, n_heads: u32, t: u32, pos0: u32) -> Result<Kernel> {
+    let cfg = &table.config;
+    ensure(n_heads > 0 && t > 0, "rope", || format!("empty shape t={t} n_heads={n_heads}"))?;
+    ensure(pos0.checked_add(t - 1).is_some(), "rope", || format!("positions {pos0} + {t} overflow u32"))?;
+    let half = cfg.rotary_dim / 2;
+    let pairs = t as u64 * n_heads as u64 * half as u64;
+    // Keeps the shader's linear pair id, workgroups * WG, inside u32.
+    ensure(pairs < 1 << 31, "rope", || format!("{pairs} rotated pairs exceed 2^31"))?;
+    check_len("rope", "x", x, t as u64 * n_heads as u64 * cfg.head_dim as u64)?;
+    let params =
+        Params { pairs: pairs as u32, n_heads, head_dim: cfg.head_dim, half, pos0, mscale: table.mscale, _pad: [0; 2] };
+    let entry = match cfg.pairing {
+        RopePairing::Half => "rope_half",
+        RopePairing::Interleaved => "rope_interleaved",
+    };
+    let key = PipelineKey::new(Shader::Rope, entry);
+    let workgroups = ctx.grid((pairs as u32).div_ceil(WG));
+    Kernel::new(ctx, &key, &[(1, &table.inv_freq), (2, x)], Some(ctx.uniform("rope.params", &params)), workgroups)
+}
+
+/// Move a built RoPE kernel to a new start position (decode: once per token) without rebuilding it.
+/// Takes effect for the next submission.
+pub fn rope_set_pos0(ctx: &Context, kernel: &Kernel, pos0: u32) -> Result<()> {
+    let params = kernel
+        .params
+        .as_ref()
+        .filter(|_| kernel.label.starts_with("rope::"))
+        .ok_or_else(|| GpuError::Shape { op: "rope", message: format!("`{}` is not a rope kernel", kernel.label) })?;
+    ctx.queue.write_buffer(params, offset_of!(Params, pos0) as u64, bytemuck::bytes_of(&pos0));
+    Ok(())
+}

@@ -1,1 +1,57 @@
-//! (in progress)
+//! SwiGLU, the gated activation of Llama/Qwen/Phi-3 MLPs: `out = silu(gate) · up` with
+//! `silu(g) = g / (1 + exp(-g))` (`shaders/swiglu.wgsl`).
+
+use super::check_len;
+use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
+
+const WG: u32 = 256; // = WG in shaders/swiglu.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    f: u32,
+    _pad: [u32; 2],
+}
+
+/// `out[t, f] = silu(gate[t, f]) · up[t, f]` (separate gate_proj and up_proj outputs).
+pub fn swiglu(
+    ctx: &Context,
+    gate: &wgpu::Buffer,
+    up: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    t: u32,
+    f: u32,
+) -> Result<Kernel> {
+    let n = elems(t, f)?;
+    check_len("swiglu", "gate", gate, n as u64)?;
+    check_len("swiglu", "up", up, n as u64)?;
+    check_len("swiglu", "out", out, n as u64)?;
+    // vec4 when the flat length allows it; buffers were checked to hold n elements
+    let (entry, slots, count) = if n % 4 == 0 { ("swiglu4", [5, 6, 8], n / 4) } else { ("swiglu", [1, 2, 4], n) };
+    let params = ctx.uniform("swiglu.params", &Params { n: count, f, _pad: [0; 2] });
+    let key = PipelineKey::new(Shader::SwiGlu, entry);
+    let buffers = [(slots[0], gate), (slots[1], up), (slots[2], out)];
+    Kernel::new(ctx, &key, &buffers, Some(params), ctx.grid(count.div_ceil(WG)))
+}
+
+/// `out[t, f] = silu(gate_up[t, ..f]) · gate_up[t, f..]`: Phi-3's fused gate_up_proj output
+/// `[t, 2f]`, gate in the first half of each row, up in the second.
+pub fn swiglu_fused(ctx: &Context, gate_up: &wgpu::Buffer, out: &wgpu::Buffer, t: u32, f: u32) -> Result<Kernel> {
+    let n = elems(t, f)?;
+    check_len("swiglu_fused", "gate_up", gate_up, 2 * n as u64)?;
+    check_len("swiglu_fused", "out", out, n as u64)?;
+    let (entry, slots, count, row) =
+        if f % 4 == 0 { ("swiglu_fused4", [7, 8], n / 4, f / 4) } else { ("swiglu_fused", [3, 4], n, f) };
+    let params = ctx.uniform("swiglu.params", &Params { n: count, f: row, _pad: [0; 2] });
+    let key = PipelineKey::new(Shader::SwiGlu, entry);
+    Kernel::new(ctx, &key, &[(slots[0], gate_up), (slots[1], out)], Some(params), ctx.grid(count.div_ceil(WG)))
+}
+
+/// t · f, checked: non-empty, and 2·t·f (the fused input) and the grid's ids fit in u32.
+fn elems(t: u32, f: u32) -> Result<u32> {
+    let n = t as u64 * f as u64;
+    ensure(n > 0, "swiglu", || format!("empty shape t={t} f={f}"))?;
+    ensure(n < 1 << 31, "swiglu", || format!("t·f = {n} elements exceed 2^31"))?;
+    Ok(n as u32)
+}

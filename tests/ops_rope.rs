@@ -1,0 +1,249 @@
+//! RoPE vs an f64 CPU reference written from Hugging Face transformers' formulas
+//! (`modeling_rope_utils.py`, `apply_rotary_pos_emb`): inv_freq in f64 rounded to f32 (HF keeps it
+//! as an f32 tensor), the angle as the f32 product f32(pos) · inv_freq (HF's f32 matmul of width 1,
+//! the kernel does the same multiply), then cos/sin and the rotation in f64.
+//! Tolerance: only the kernel's f32 cos/sin after range reduction and the rotation's rounding
+//! differ: a few ulp of |x| (worst seen on lavapipe 4.4e-7 for |x| < 2; the reduction adds ~1e-8
+//! at |angle| 1e5, so a wrong reduction constant fails at pos0 = 100 000). 2e-6 absolute is ~8 ulp
+//! of 2, while a wrong frequency, position or pairing errs by 1e-3 to 1. Lavapipe's own sin/cos
+//! also reduce large arguments well, so here the test proves the reduction costs no accuracy; it
+//! is there for GPUs whose sin/cos are only accurate near 0. Dims past rotary_dim must come back
+//! bit for bit.
+//! One context only: RoPE has no feature-dependent path.
+
+mod common;
+use common::*;
+use webgpu_llm::ops::rope::{rope, rope_set_pos0, RopeConfig, RopePairing, RopeScaling, RopeTable};
+
+const ATOL: f64 = 2e-6;
+
+/// HF's inverse frequencies for `cfg` at `context_len`, f64 then f32, written independently of
+/// the library.
+fn ref_inv_freq(cfg: &RopeConfig, context_len: u32) -> Vec<f32> {
+    let dim = cfg.rotary_dim as usize;
+    let default: Vec<f64> = (0..dim / 2).map(|i| 1.0 / cfg.theta.powf((2 * i) as f64 / dim as f64)).collect();
+    let inv: Vec<f64> = match &cfg.scaling {
+        RopeScaling::None => default,
+        RopeScaling::Linear { factor } => default.iter().map(|f| f / factor).collect(),
+        RopeScaling::Llama3 { factor, low_freq_factor: lo, high_freq_factor: hi, original_max_position } => {
+            let old = *original_max_position as f64;
+            default
+                .iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    // torch.where(wavelen > low_wavelen, f / factor, f), then the medium band smoothed
+                    let scaled = if wavelen > old / lo { f / factor } else { f };
+                    let smooth = (old / wavelen - lo) / (hi - lo);
+                    let medium = wavelen >= old / hi && wavelen <= old / lo; // HF: ~(w < high) * ~(w > low)
+                    if medium {
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    } else {
+                        scaled
+                    }
+                })
+                .collect()
+        }
+        RopeScaling::LongRope { short_factor, long_factor, original_max_position, .. } => {
+            let ext = if context_len > *original_max_position { long_factor } else { short_factor };
+            (0..dim / 2).map(|i| 1.0 / (ext[i] as f64 * cfg.theta.powf((2 * i) as f64 / dim as f64))).collect()
+        }
+    };
+    inv.iter().map(|&f| f as f32).collect()
+}
+
+/// sqrt(1 + ln(max/orig) / ln(orig)) for LongRoPE (HF's default attention factor), else 1; HF
+/// multiplies the f32 cos/sin by it, so it is rounded to f32 here.
+fn ref_mscale(cfg: &RopeConfig) -> f64 {
+    match &cfg.scaling {
+        RopeScaling::LongRope { original_max_position: o, max_position: m, attention_factor, .. } => {
+            let a = attention_factor.unwrap_or_else(|| {
+                let s = *m as f64 / *o as f64;
+                if s <= 1.0 {
+                    1.0
+                } else {
+                    (1.0 + s.ln() / (*o as f64).ln()).sqrt()
+                }
+            });
+            a as f32 as f64
+        }
+        _ => 1.0,
+    }
+}
+
+fn reference(x: &[f32], cfg: &RopeConfig, inv: &[f32], mscale: f64, n_heads: usize, t: usize, pos0: u32) -> Vec<f64> {
+    let (hd, half) = (cfg.head_dim as usize, cfg.rotary_dim as usize / 2);
+    let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    for r in 0..t {
+        let pos = (pos0 + r as u32) as f32;
+        for h in 0..n_heads {
+            let base = (r * n_heads + h) * hd;
+            for (i, &f) in inv.iter().enumerate() {
+                let angle = (pos * f) as f64;
+                let (s, c) = (angle.sin() * mscale, angle.cos() * mscale);
+                let (a, b) = match cfg.pairing {
+                    RopePairing::Half => (base + i, base + i + half),
+                    RopePairing::Interleaved => (base + 2 * i, base + 2 * i + 1),
+                };
+                let (x0, x1) = (x[a] as f64, x[b] as f64);
+                out[a] = x0 * c - x1 * s;
+                out[b] = x1 * c + x0 * s;
+            }
+        }
+    }
+    out
+}
+
+/// Run `cfg` on random x[t, n_heads * head_dim] at pos0 and compare; returns the worst |error|.
+fn check(rng: &mut Rng, what: &str, cfg: &RopeConfig, context_len: u32, n_heads: usize, t: usize, pos0: u32) -> f64 {
+    let ctx = ctx();
+    let hd = cfg.head_dim as usize;
+    let x = rng.vec(t * n_heads * hd, 2.0);
+    let inv = ref_inv_freq(cfg, context_len);
+    assert_eq!(cfg.inv_freq(context_len).unwrap(), inv, "{what}: inverse frequencies differ from HF's formula");
+    let want = reference(&x, cfg, &inv, ref_mscale(cfg), n_heads, t, pos0);
+    let xb = upload_f32(ctx, &x);
+    let table = RopeTable::new(ctx, cfg, context_len).unwrap();
+    ctx.run(&[&rope(ctx, &xb, &table, n_heads as u32, t as u32, pos0).unwrap()]);
+    let got = read_f32(ctx, &xb, x.len());
+    let what = format!("{what} {:?} hd={hd} rd={} heads={n_heads} t={t} pos0={pos0}", cfg.pairing, cfg.rotary_dim);
+    assert_close(&what, &got, &want, ATOL, 0.0);
+    for (j, (&g, &v)) in got.iter().zip(&x).enumerate() {
+        if j % hd >= cfg.rotary_dim as usize {
+            assert_eq!(g.to_bits(), v.to_bits(), "{what}: pass-through element {j} changed");
+        }
+    }
+    got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn rope_matches_reference() {
+    let mut rng = Rng::new(seed("rope"));
+    let mut worst: f64 = 0.0;
+    for pairing in [RopePairing::Half, RopePairing::Interleaved] {
+        // (head_dim, rotary_dim, n_heads): SmolLM2 (64, 9 heads), Llama-3 (128, 32), partial rotary
+        for &(hd, rd, heads) in &[(64u32, 64u32, 9usize), (128, 128, 32), (64, 32, 9), (128, 96, 32)] {
+            let cfg = RopeConfig { rotary_dim: rd, ..RopeConfig::new(hd, 10000.0, pairing) };
+            for &pos0 in &[0u32, 7, 300, 100_000] {
+                let t = if pos0 == 7 { 1 } else { 5 }; // decode (one row) and prefill
+                worst = worst.max(check(&mut rng, "plain", &cfg, 4096, heads, t, pos0));
+            }
+        }
+    }
+    eprintln!("rope: worst |error| {worst:.2e}");
+}
+
+#[test]
+fn rope_scaled_frequencies() {
+    let mut rng = Rng::new(seed("rope scaled"));
+    // Llama-3.2's rope_scaling
+    let llama = RopeConfig {
+        scaling: RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position: 8192,
+        },
+        ..RopeConfig::new(64, 500000.0, RopePairing::Half)
+    };
+    for &pos0 in &[0u32, 300, 100_000] {
+        check(&mut rng, "llama3", &llama, 131072, 8, 3, pos0);
+    }
+    let linear =
+        RopeConfig { scaling: RopeScaling::Linear { factor: 4.0 }, ..RopeConfig::new(64, 10000.0, RopePairing::Half) };
+    check(&mut rng, "linear", &linear, 4096, 4, 3, 5000);
+    // LongRoPE with Phi-3.5's shape (head_dim 96, 4096 → 131072) and made-up factors in [1, 40)
+    let (short, long): (Vec<f32>, Vec<f32>) =
+        (0..48).map(|_| (1.0 + rng.uniform().abs(), 1.0 + 39.0 * rng.uniform().abs())).unzip();
+    let mut phi = RopeConfig {
+        scaling: RopeScaling::LongRope {
+            short_factor: short,
+            long_factor: long,
+            original_max_position: 4096,
+            max_position: 131072,
+            attention_factor: None,
+        },
+        ..RopeConfig::new(96, 10000.0, RopePairing::Half)
+    };
+    // ≈ 1.19024 for Phi-3.5: sqrt(1 + ln 32 / ln 4096)
+    assert!((phi.attention_factor() - (1.0 + 32f64.ln() / 4096f64.ln()).sqrt()).abs() < 1e-15);
+    assert!(phi.inv_freq(4096).unwrap() != phi.inv_freq(4097).unwrap(), "long factors above 4096");
+    for &(context_len, pos0) in &[(4096u32, 0u32), (4096, 4000), (131072, 0), (131072, 100_000)] {
+        check(&mut rng, "longrope", &phi, context_len, 4, 3, pos0);
+    }
+    if let RopeScaling::LongRope { attention_factor, .. } = &mut phi.scaling {
+        *attention_factor = Some(1.5);
+    }
+    check(&mut rng, "longrope given factor", &phi, 131072, 4, 2, 9000);
+}
+
+#[test]
+fn rope_pins_known_frequencies() {
+    // Values by hand: theta^(-2i/d), and Llama-3.2's llama3 table at its three bands (head_dim 64,
+    // theta 500000: wavelen 2π·500000^(i/32) is < 2048 up to i = 14, > 8192 from i = 18).
+    let plain = RopeConfig::new(64, 10000.0, RopePairing::Half).inv_freq(0).unwrap();
+    assert_eq!(plain[0], 1.0);
+    assert_eq!(plain[16], 0.01);
+    let llama = RopeConfig {
+        scaling: RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position: 8192,
+        },
+        ..RopeConfig::new(64, 500000.0, RopePairing::Half)
+    };
+    let inv = llama.inv_freq(131072).unwrap();
+    let base = |i: i32| 500000f64.powf(-(i as f64) / 32.0);
+    assert_eq!(inv[14], base(14) as f32, "high frequency kept");
+    assert_eq!(inv[31], (base(31) / 32.0) as f32, "low frequency / factor");
+    let w = 2.0 * std::f64::consts::PI / base(16);
+    let s = (8192.0 / w - 1.0) / 3.0;
+    assert_eq!(inv[16], ((1.0 - s) * base(16) / 32.0 + s * base(16)) as f32, "medium band smoothed");
+}
+
+#[test]
+fn rope_prefill_over_65535_workgroups() {
+    // 2049 rows x 32 heads x 64 pairs = 65 568 workgroups: the grid folds into y.
+    let mut rng = Rng::new(seed("rope big"));
+    let cfg = RopeConfig::new(128, 500000.0, RopePairing::Half);
+    check(&mut rng, "big", &cfg, 4096, 32, 2049, 0);
+}
+
+#[test]
+fn rope_kernel_moves_to_new_position() {
+    let ctx = ctx();
+    let mut rng = Rng::new(seed("rope pos"));
+    let cfg = RopeConfig::new(64, 10000.0, RopePairing::Interleaved);
+    let table = RopeTable::new(ctx, &cfg, 4096).unwrap();
+    let x = rng.vec(2 * 64, 1.0);
+    let xb = upload_f32(ctx, &x);
+    let k = rope(ctx, &xb, &table, 2, 1, 0).unwrap();
+    rope_set_pos0(ctx, &k, 1234).unwrap();
+    ctx.run(&[&k]);
+    let want = reference(&x, &cfg, &ref_inv_freq(&cfg, 4096), 1.0, 2, 1, 1234);
+    assert_close("rope after rope_set_pos0", &read_f32(ctx, &xb, x.len()), &want, ATOL, 0.0);
+}
+
+#[test]
+fn rope_rejects_bad_shapes() {
+    let ctx = ctx();
+    let odd = RopeConfig { rotary_dim: 33, ..RopeConfig::new(64, 10000.0, RopePairing::Half) };
+    assert!(RopeTable::new(ctx, &odd, 4096).is_err(), "odd rotary_dim");
+    let long = RopeConfig {
+        scaling: RopeScaling::LongRope {
+            short_factor: vec![1.0; 47],
+            long_factor: vec![1.0; 48],
+            original_max_position: 4096,
+            max_position: 131072,
+            attention_factor: None,
+        },
+        ..RopeConfig::new(96, 10000.0, RopePairing::Half)
+    };
+    let err = RopeTable::new(ctx, &long, 4096).err().expect("47 short factors for 48 pairs");
+    assert!(err.to_string().contains("short_factor"), "{err}");
+    let table = RopeTable::new(ctx, &RopeConfig::new(64, 10000.0, RopePairing::Half), 4096).unwrap();
+    let x = ctx.storage("x", 4 * 64 * 9 * 4).unwrap();
+    let err = rope(ctx, &x, &table, 9, 5, 0).err().expect("x holds 4 rows, not 5");
+    assert!(err.to_string().contains("`x`"), "{err}");
+    assert!(rope(ctx, &x, &table, 9, 2, u32::MAX).is_err(), "positions overflow u32");
+}
