@@ -1,1 +1,231 @@
-// placeholder: matmul
+// Matrix product with packed weights: y[m, n] = x[m, k] · Wᵀ (+ bias[n]) (+ y[m, n] when accumulating).
+// One dispatch per row chunk of W: its local rows [0, rows) are columns [row0, row0 + rows) of y.
+// W layout (FORMAT): src/quant.rs. Each output element is written by one invocation, so the
+// accumulate mode may read y where it writes it.
+// gemv (m = 1): WG invocations per GEMV_ROWS rows of W, folded into (x, y) by Context::grid; they
+//   stride over the rows' 16-byte units (each weight byte read once) and reduce with wg_sum.
+// gemm (m > 1): 256 invocations per TM × TN = 32 × 64 tile of y, dispatched [rows / TN, m / TM]; each
+//   k step (TK = one group) dequantizes 64 × 32 of W and 32 × 32 of x into workgroup memory (12 KiB),
+//   then each invocation accumulates a 2 × 4 micro-tile (rows ty + 16i, columns tx + 16j).
+
+override FORMAT: u32 = 0u; // WeightFormat::shader_code
+
+const F32: u32 = 0u;
+const F16: u32 = 1u;
+const Q8: u32 = 2u;
+const Q4: u32 = 3u;
+const Q4ASYM: u32 = 4u;
+
+const WG: u32 = 64u;
+const GEMV_ROWS: u32 = 4u; // x is loaded once per unit and used for 4 rows
+
+const TM: u32 = 32u;
+const TN: u32 = 64u;
+const TK: u32 = 32u;
+
+struct Params {
+    m: u32,      // rows of x and y
+    n: u32,      // columns of y (the whole matrix)
+    k: u32,
+    rows: u32,   // rows of W in this chunk
+    row0: u32,   // first row of this chunk in W
+    units: u32,  // vec4<u32> units per W row
+    groups: u32, // quantization groups per W row (0 for F16/F32)
+    flags: u32,  // bit 0: add bias; bit 1: accumulate into y
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;            // [m, k]
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;      // [rows, units]
+@group(0) @binding(3) var<storage, read> scales: array<u32>;       // Q4/Q8 [rows * groups] f16 pairs; Q4Asym [rows, groups] (d, m)
+@group(0) @binding(4) var<storage, read> bias: array<f32>;         // [n]; a stand-in buffer when flags & 1 == 0
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [m, n]
+
+var<workgroup> xs: array<f32, TK * TM>; // [TK, TM]: k-major so the inner loop reads rows side by side
+var<workgroup> ws: array<f32, TK * TN>; // [TK, TN]
+
+fn elems_per_unit() -> u32 {
+    if (FORMAT == F32) { return 4u; }
+    if (FORMAT == F16) { return 8u; }
+    if (FORMAT == Q8) { return 16u; }
+    return 32u;
+}
+
+// (d, m) of group g of local row r; m = 0 except for Q4Asym.
+fn scale(r: u32, g: u32) -> vec2<f32> {
+    let i = r * p.groups + g;
+    if (FORMAT == Q4ASYM) { return unpack2x16float(scales[i]); }
+    return vec2<f32>(unpack2x16float(scales[i >> 1u])[i & 1u], 0.0);
+}
+
+// Bytes 0..3 of v: low nibbles are elements 4j..4j+3 of a group, high nibbles elements 16+4j.. (GGUF order).
+fn nib_lo(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
+}
+fn nib_hi(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
+}
+// Four signed bytes, sign-extended by shifting each to the top and back (arithmetic shift).
+fn i8x4(v: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+fn f16x4(a: u32, b: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
+}
+
+// x[base + i .. base + i + 4]; zero past k, which only F16/F32 rows can reach.
+fn x4(base: u32, i: u32) -> vec4<f32> {
+    if (FORMAT <= F16) {
+        var v = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c++) {
+            if (i + c < p.k) { v[c] = x[base + i + c]; }
+        }
+        return v;
+    }
+    return vec4<f32>(x[base + i], x[base + i + 1u], x[base + i + 2u], x[base + i + 3u]);
+}
+
+fn epilogue(mrow: u32, r: u32, v: f32) {
+    let col = p.row0 + r;
+    let i = mrow * p.n + col;
+    var out = v;
+    if ((p.flags & 1u) != 0u) { out += bias[col]; }
+    if ((p.flags & 2u) != 0u) { out += y[i]; }
+    y[i] = out;
+}
+
+// Unit u of local row r dotted with xv (the unit's x values in k order). The scale is applied once
+// per unit; xsum = Σx of the unit (Q4Asym's m term).
+fn unit_dot(r: u32, u: u32, xv: ptr<function, array<vec4<f32>, 8>>, xsum: f32) -> f32 {
+    let q = w[r * p.units + u];
+    if (FORMAT == F32) { return dot(bitcast<vec4<f32>>(q), (*xv)[0]); }
+    if (FORMAT == F16) { return dot(f16x4(q.x, q.y), (*xv)[0]) + dot(f16x4(q.z, q.w), (*xv)[1]); }
+    if (FORMAT == Q8) {
+        let s = dot(i8x4(q.x), (*xv)[0]) + dot(i8x4(q.y), (*xv)[1]) + dot(i8x4(q.z), (*xv)[2])
+            + dot(i8x4(q.w), (*xv)[3]);
+        return scale(r, u >> 1u).x * s;
+    }
+    var acc = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        if (FORMAT == Q4) {
+            acc += dot(nib_lo(q[j]) - 8.0, (*xv)[j]) + dot(nib_hi(q[j]) - 8.0, (*xv)[j + 4u]);
+        } else {
+            acc += dot(nib_lo(q[j]), (*xv)[j]) + dot(nib_hi(q[j]), (*xv)[j + 4u]);
+        }
+    }
+    let dm = scale(r, u);
+    return dm.x * acc + dm.y * xsum;
+}
+
+@compute @workgroup_size(WG)
+fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let r0 = (wid.x + wid.y * nwg.x) * GEMV_ROWS;
+    if (r0 >= p.rows) { return; } // whole workgroup leaves together
+    let epu = elems_per_unit();
+    var acc = array<f32, GEMV_ROWS>();
+    var xv: array<vec4<f32>, 8>;
+    for (var u = tid; u < p.units; u += WG) {
+        for (var i = 0u; i < epu / 4u; i++) { xv[i] = x4(0u, u * epu + 4u * i); }
+        var xsum = 0.0;
+        if (FORMAT == Q4ASYM) {
+            for (var i = 0u; i < 8u; i++) { xsum += dot(xv[i], vec4<f32>(1.0)); }
+        }
+        for (var r = 0u; r < GEMV_ROWS; r++) {
+            if (r0 + r < p.rows) { acc[r] += unit_dot(r0 + r, u, &xv, xsum); }
+        }
+    }
+    for (var r = 0u; r < GEMV_ROWS; r++) {
+        let total = wg_sum(acc[r], tid);
+        if (tid == 0u && r0 + r < p.rows) { epilogue(0u, r0 + r, total); }
+    }
+}
+
+// Dequantize W[n0 + tid/4, step s] into ws: invocation part = tid % 4 writes 8 of the row's 32 values.
+fn load_w_tile(n0: u32, s: u32, tid: u32) {
+    let row = tid / 4u;
+    let part = tid % 4u;
+    let r = n0 + row;
+    var lo = vec4<f32>(0.0); // values at k offsets klo .. klo + 3 within the step
+    var hi = vec4<f32>(0.0); // values at khi .. khi + 3
+    var klo = 8u * part;
+    var khi = 8u * part + 4u;
+    if (r < p.rows) {
+        let base = r * p.units;
+        if (FORMAT == F32) {
+            let u = s * 8u + 2u * part; // ragged k: units past the row are another row's, so skip them
+            if (u < p.units) { lo = bitcast<vec4<f32>>(w[base + u]); }
+            if (u + 1u < p.units) { hi = bitcast<vec4<f32>>(w[base + u + 1u]); }
+        } else if (FORMAT == F16) {
+            let u = s * 4u + part;
+            if (u < p.units) {
+                let q = w[base + u];
+                lo = f16x4(q.x, q.y);
+                hi = f16x4(q.z, q.w);
+            }
+        } else if (FORMAT == Q8) {
+            let q = w[base + 2u * s + part / 2u];
+            let h = (part % 2u) * 2u;
+            let d = scale(r, s).x;
+            lo = i8x4(q[h]) * d;
+            hi = i8x4(q[h + 1u]) * d;
+        } else {
+            let q = w[base + s][part];
+            let dm = scale(r, s);
+            klo = 4u * part;
+            khi = 16u + 4u * part;
+            if (FORMAT == Q4) {
+                lo = (nib_lo(q) - 8.0) * dm.x;
+                hi = (nib_hi(q) - 8.0) * dm.x;
+            } else {
+                lo = nib_lo(q) * dm.x + dm.y;
+                hi = nib_hi(q) * dm.x + dm.y;
+            }
+        }
+    }
+    for (var c = 0u; c < 4u; c++) {
+        ws[(klo + c) * TN + row] = lo[c];
+        ws[(khi + c) * TN + row] = hi[c];
+    }
+}
+
+// x[m0 + tid/8, step s] into xs: 4 consecutive k per invocation, zero past m and k.
+fn load_x_tile(m0: u32, s: u32, tid: u32) {
+    let row = tid / 8u;
+    let kq = (tid % 8u) * 4u;
+    let mr = m0 + row;
+    for (var c = 0u; c < 4u; c++) {
+        let kk = s * TK + kq + c;
+        var v = 0.0;
+        if (mr < p.m && kk < p.k) { v = x[mr * p.k + kk]; }
+        xs[(kq + c) * TM + row] = v;
+    }
+}
+
+@compute @workgroup_size(256)
+fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let n0 = wid.x * TN;
+    let m0 = wid.y * TM;
+    let tx = tid % 16u;
+    let ty = tid / 16u;
+    var acc: array<vec4<f32>, 2>; // acc[i][j]: y row m0 + ty + 16i, W row n0 + tx + 16j
+    let steps = (p.k + TK - 1u) / TK;
+    for (var s = 0u; s < steps; s++) {
+        load_w_tile(n0, s, tid);
+        load_x_tile(m0, s, tid);
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let b = vec4<f32>(ws[kk * TN + tx], ws[kk * TN + tx + 16u], ws[kk * TN + tx + 32u], ws[kk * TN + tx + 48u]);
+            acc[0] += xs[kk * TM + ty] * b;
+            acc[1] += xs[kk * TM + ty + 16u] * b;
+        }
+        workgroupBarrier(); // the tiles are overwritten by the next step
+    }
+    for (var i = 0u; i < 2u; i++) {
+        let mrow = m0 + ty + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let r = n0 + tx + 16u * j;
+            if (mrow < p.m && r < p.rows) { epilogue(mrow, r, acc[i][j]); }
+        }
+    }
+}

@@ -83,3 +83,36 @@ fn shaders_need_no_f16_and_browser_dialect_enables_subgroups() {
         );
     }
 }
+
+/// The value of `const NAME: u32` in a shader, read through naga.
+fn shader_const(shader: Shader, name: &str) -> u32 {
+    let module = naga::front::wgsl::parse_str(shader.source()).expect("valid WGSL");
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{} has no const {name}", shader.name()));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref other => panic!("{}::{name} is not a u32 literal: {other:?}", shader.name()),
+    }
+}
+
+/// Dispatch geometry is computed in Rust from constants the shaders also define: they must agree.
+#[test]
+fn rust_geometry_constants_match_the_shaders() {
+    use webgpu_llm::ops;
+    let pairs: &[(Shader, &str, u32)] = &[
+        (Shader::Add, "WG", ops::add::WG),
+        (Shader::Argmax, "CHUNK", ops::argmax::CHUNK),
+        (Shader::Attention, "WG", ops::attention::WG),
+        (Shader::Attention, "MAX_HEAD_DIM", ops::attention::MAX_HEAD_DIM),
+        (Shader::Copy, "WG", ops::copy::WG),
+        (Shader::KvWrite, "WG", ops::kv_write::WG),
+        (Shader::Rope, "WG", ops::rope::WG),
+        (Shader::SwiGlu, "WG", ops::swiglu::WG),
+    ];
+    for &(shader, name, rust) in pairs {
+        assert_eq!(shader_const(shader, name), rust, "{}::{name} differs between WGSL and Rust", shader.name());
+    }
+}

@@ -4,7 +4,8 @@
 use super::check_len;
 use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
 
-const CHUNK: u32 = 2048; // = CHUNK in shaders/argmax.wgsl: elements per partial workgroup
+/// Elements per partial workgroup; equals `CHUNK` in shaders/argmax.wgsl (tests/shaders.rs checks).
+pub const CHUNK: u32 = 2048;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

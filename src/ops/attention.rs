@@ -13,7 +13,8 @@ pub const KEYS_PER_SPLIT: u32 = 256;
 const BUSY_WORKGROUPS: u32 = 1024;
 /// The shader keeps two dim pairs per invocation of a 64-wide workgroup.
 pub const MAX_HEAD_DIM: u32 = 256;
-const WG: u32 = 64;
+/// Invocations per workgroup; equals `WG` in shaders/attention.wgsl (tests/shaders.rs checks).
+pub const WG: u32 = 64;
 
 /// Heads and scale of one attention layer; `kv` is the layout of its K and V caches.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -4,7 +4,8 @@
 use super::check_len;
 use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
 
-const WG: u32 = 256; // = WG in shaders/copy.wgsl (checked by tests/shaders.rs)
+/// Invocations per workgroup; equals `WG` in shaders/copy.wgsl (tests/shaders.rs checks)
+pub const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -102,7 +102,8 @@ struct Params {
     _pad: u32,
 }
 
-const WG: u32 = 256;
+/// Invocations per workgroup; equals `WG` in shaders/kv_write.wgsl (tests/shaders.rs checks).
+pub const WG: u32 = 256;
 
 /// Write `k_new`, `v_new` (f32 `[t, n_kv_heads * head_dim]`, already RoPE'd) to cache positions
 /// `pos0..pos0 + t` of every kv head of `cache_k`, `cache_v` (layout `shape`).

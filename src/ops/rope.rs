@@ -7,7 +7,8 @@ use std::mem::offset_of;
 use super::check_len;
 use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
 
-const WG: u32 = 64; // = WG in shaders/rope.wgsl
+/// Invocations per workgroup; equals `WG` in shaders/rope.wgsl (tests/shaders.rs checks).
+pub const WG: u32 = 64;
 
 /// Which dims form a rotated pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
