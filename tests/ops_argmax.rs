@@ -2,18 +2,9 @@
 //! gives u32::MAX). One context: argmax has no feature-dependent path.
 
 mod common;
+use common::reference::argmax as cpu_argmax;
 use common::*;
 use webgpu_llm::ops::argmax::argmax;
-
-fn cpu_argmax(row: &[f32]) -> u32 {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &v) in row.iter().enumerate() {
-        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
-            best = Some((i, v));
-        }
-    }
-    best.map_or(u32::MAX, |(i, _)| i as u32)
-}
 
 fn run(ctx: &webgpu_llm::Context, logits: &[f32], rows: usize, n: usize) -> Vec<u32> {
     let lb = upload_f32(ctx, logits);

@@ -15,6 +15,7 @@
 //! real keys of later rows, so a missing causal mask inside the block shows as a mismatch.
 
 mod common;
+use common::reference::attention as reference;
 use common::*;
 use webgpu_llm::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
 use webgpu_llm::ops::kv_write::kv_write;
@@ -52,42 +53,6 @@ fn cache_words(rows: &[f32], s: &KvCacheShape) -> Vec<u32> {
         }
     }
     w
-}
-
-/// f64 attention: `k`, `v` rows `[pos, n_kv * head_dim]` (values as held), q `[t, n_heads * head_dim]`.
-#[allow(clippy::too_many_arguments)]
-fn reference(
-    q: &[f32],
-    k: &[f64],
-    v: &[f64],
-    n_heads: usize,
-    n_kv: usize,
-    hd: usize,
-    pos0: usize,
-    t: usize,
-    scale: f64,
-) -> Vec<f64> {
-    let group = n_heads / n_kv;
-    let kv_dim = n_kv * hd;
-    let mut out = vec![0.0; t * n_heads * hd];
-    for i in 0..t {
-        for h in 0..n_heads {
-            let qh = &q[(i * n_heads + h) * hd..][..hd];
-            let kvh = h / group;
-            let n_keys = pos0 + i + 1;
-            let scores: Vec<f64> = (0..n_keys)
-                .map(|j| (0..hd).map(|d| qh[d] as f64 * k[j * kv_dim + kvh * hd + d]).sum::<f64>() * scale)
-                .collect();
-            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
-            let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-            let l: f64 = w.iter().sum();
-            for d in 0..hd {
-                out[(i * n_heads + h) * hd + d] =
-                    (0..n_keys).map(|j| w[j] * v[j * kv_dim + kvh * hd + d]).sum::<f64>() / l;
-            }
-        }
-    }
-    out
 }
 
 struct Case {

@@ -4,21 +4,9 @@
 //! leaves margin while a wrong eps, weight or row offset shows up at 1e-2 and more.
 
 mod common;
+use common::reference::rmsnorm as reference;
 use common::*;
 use webgpu_llm::ops::rmsnorm::{rms_norm, rms_norm_inplace};
-
-fn reference(x: &[f32], w: &[f32], rows: usize, dim: usize, eps: f64) -> Vec<f64> {
-    let mut out = vec![0.0; rows * dim];
-    for r in 0..rows {
-        let row = &x[r * dim..(r + 1) * dim];
-        let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / dim as f64;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for i in 0..dim {
-            out[r * dim + i] = row[i] as f64 * inv * w[i] as f64;
-        }
-    }
-    out
-}
 
 #[test]
 fn rmsnorm_matches_reference() {
