@@ -12,6 +12,7 @@
 //! One context only: RoPE has no feature-dependent path.
 
 mod common;
+use common::reference::{rope as reference, rope_mscale};
 use common::*;
 use webgpu_llm::ops::rope::{rope, rope_set_pos0, RopeConfig, RopePairing, RopeScaling, RopeTable};
 
@@ -51,48 +52,6 @@ fn ref_inv_freq(cfg: &RopeConfig, context_len: u32) -> Vec<f32> {
     inv.iter().map(|&f| f as f32).collect()
 }
 
-/// sqrt(1 + ln(max/orig) / ln(orig)) for LongRoPE (HF's default attention factor), else 1; HF
-/// multiplies the f32 cos/sin by it, so it is rounded to f32 here.
-fn ref_mscale(cfg: &RopeConfig) -> f64 {
-    match &cfg.scaling {
-        RopeScaling::LongRope { original_max_position: o, max_position: m, attention_factor, .. } => {
-            let a = attention_factor.unwrap_or_else(|| {
-                let s = *m as f64 / *o as f64;
-                if s <= 1.0 {
-                    1.0
-                } else {
-                    (1.0 + s.ln() / (*o as f64).ln()).sqrt()
-                }
-            });
-            a as f32 as f64
-        }
-        _ => 1.0,
-    }
-}
-
-fn reference(x: &[f32], cfg: &RopeConfig, inv: &[f32], mscale: f64, n_heads: usize, t: usize, pos0: u32) -> Vec<f64> {
-    let (hd, half) = (cfg.head_dim as usize, cfg.rotary_dim as usize / 2);
-    let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    for r in 0..t {
-        let pos = (pos0 + r as u32) as f32;
-        for h in 0..n_heads {
-            let base = (r * n_heads + h) * hd;
-            for (i, &f) in inv.iter().enumerate() {
-                let angle = (pos * f) as f64;
-                let (s, c) = (angle.sin() * mscale, angle.cos() * mscale);
-                let (a, b) = match cfg.pairing {
-                    RopePairing::Half => (base + i, base + i + half),
-                    RopePairing::Interleaved => (base + 2 * i, base + 2 * i + 1),
-                };
-                let (x0, x1) = (x[a] as f64, x[b] as f64);
-                out[a] = x0 * c - x1 * s;
-                out[b] = x1 * c + x0 * s;
-            }
-        }
-    }
-    out
-}
-
 /// Run `cfg` on random x[t, n_heads * head_dim] at pos0 and compare; returns the worst |error|.
 fn check(rng: &mut Rng, what: &str, cfg: &RopeConfig, context_len: u32, n_heads: usize, t: usize, pos0: u32) -> f64 {
     let ctx = ctx();
@@ -100,7 +59,7 @@ fn check(rng: &mut Rng, what: &str, cfg: &RopeConfig, context_len: u32, n_heads:
     let x = rng.vec(t * n_heads * hd, 2.0);
     let inv = ref_inv_freq(cfg, context_len);
     assert_eq!(cfg.inv_freq(context_len).unwrap(), inv, "{what}: inverse frequencies differ from HF's formula");
-    let want = reference(&x, cfg, &inv, ref_mscale(cfg), n_heads, t, pos0);
+    let want = reference(&x, cfg, &inv, rope_mscale(cfg), n_heads, t, pos0);
     let xb = upload_f32(ctx, &x);
     let table = RopeTable::new(ctx, cfg, context_len).unwrap();
     ctx.run(&[&rope(ctx, &xb, &table, n_heads as u32, t as u32, pos0).unwrap()]);

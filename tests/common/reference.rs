@@ -1,6 +1,8 @@
 //! f64 CPU references for the kernels, shared by the native op tests and the browser test.
 #![allow(dead_code)]
 
+use webgpu_llm::ops::rope::{RopeConfig, RopePairing, RopeScaling};
+
 /// RMSNorm of each row: `x / sqrt(mean(x²) + eps) * w`.
 pub fn rmsnorm(x: &[f32], w: &[f32], rows: usize, dim: usize, eps: f64) -> Vec<f64> {
     let mut out = vec![0.0; rows * dim];
@@ -71,4 +73,48 @@ pub fn matmul(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
         }
     }
     y
+}
+
+/// sqrt(1 + ln(max/orig) / ln(orig)) for LongRoPE (HF's default attention factor), else 1; HF
+/// multiplies the f32 cos/sin by it, so it is rounded to f32 here.
+pub fn rope_mscale(cfg: &RopeConfig) -> f64 {
+    match &cfg.scaling {
+        RopeScaling::LongRope { original_max_position: o, max_position: m, attention_factor, .. } => {
+            let a = attention_factor.unwrap_or_else(|| {
+                let s = *m as f64 / *o as f64;
+                if s <= 1.0 {
+                    1.0
+                } else {
+                    (1.0 + s.ln() / (*o as f64).ln()).sqrt()
+                }
+            });
+            a as f32 as f64
+        }
+        _ => 1.0,
+    }
+}
+
+/// RoPE of x[t, n_heads * head_dim] at positions pos0.., given the f32 inverse frequencies: the
+/// angle as HF's f32 product, cos/sin and the rotation in f64.
+pub fn rope(x: &[f32], cfg: &RopeConfig, inv: &[f32], mscale: f64, n_heads: usize, t: usize, pos0: u32) -> Vec<f64> {
+    let (hd, half) = (cfg.head_dim as usize, cfg.rotary_dim as usize / 2);
+    let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    for r in 0..t {
+        let pos = (pos0 + r as u32) as f32;
+        for h in 0..n_heads {
+            let base = (r * n_heads + h) * hd;
+            for (i, &f) in inv.iter().enumerate() {
+                let angle = (pos * f) as f64;
+                let (s, c) = (angle.sin() * mscale, angle.cos() * mscale);
+                let (a, b) = match cfg.pairing {
+                    RopePairing::Half => (base + i, base + i + half),
+                    RopePairing::Interleaved => (base + 2 * i, base + 2 * i + 1),
+                };
+                let (x0, x1) = (x[a] as f64, x[b] as f64);
+                out[a] = x0 * c - x1 * s;
+                out[b] = x1 * c + x0 * s;
+            }
+        }
+    }
+    out
 }
