@@ -29,13 +29,30 @@ struct Params {
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;   // [half]
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;    // [t, n_heads * head_dim]
 
+// (cos, sin) of r in [-π, π], to about 1 ulp on every device: WGSL only promises 2^-11 absolute
+// for the builtins there, and SwiftShader (Chrome without a GPU) is off by 2e-4. Quadrant
+// reduction by π/2 = PIO2_HI + PIO2_LO, then Cephes' sinf/cosf minimax polynomials on [-π/4, π/4].
+fn cos_sin_reduced(r: f32) -> vec2<f32> {
+    let q = round(r * 0.63661977236758134f);
+    let y = (r - q * 1.5707963705062866f) - q * -4.3711390001862412e-8f;
+    let z = y * y;
+    let s = y + y * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
+    let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
+    switch (i32(q) & 3) { // q is -2..2; & 3 maps -1 to 3 and -2 to 2
+        case 0: { return vec2<f32>(c, s); }
+        case 1: { return vec2<f32>(-s, c); }
+        case 2: { return vec2<f32>(-c, -s); }
+        default: { return vec2<f32>(s, -c); }
+    }
+}
+
 // (cos, sin) * mscale of angle f32(pos) * inv_freq[i]: the f32 product, as Hugging Face computes
-// it, then reduced to [-π, π] because GPU sin/cos are only accurate near 0 and angles reach 1e5.
+// it, then reduced to [-π, π] (angles reach 1e5 and more).
 fn cos_sin(pos: u32, i: u32) -> vec2<f32> {
     let a = f32(pos) * inv_freq[i];
     let k = round(a * INV_TWO_PI);
     let r = ((a - k * C1) - k * C2) - k * C3;
-    return vec2<f32>(cos(r), sin(r)) * p.mscale;
+    return cos_sin_reduced(r) * p.mscale;
 }
 
 // The pair this invocation owns: (row, offset of its head in x, i), or none past the end.
