@@ -2,15 +2,18 @@
 # Installs what building and testing need on a fresh Debian machine; quick when already done.
 # - a Vulkan driver: lavapipe (Mesa's CPU Vulkan) unless a real GPU driver is present
 # - the wasm32 target for the browser build
+# - Chromium + ChromeDriver and wasm-bindgen-test-runner (at the wasm-bindgen crate's exact
+#   version) for the kernel tests in a real browser
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
-if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
-  echo "setup: installing the Vulkan loader and Mesa drivers (lavapipe)"
+APT_PACKAGES="mesa-vulkan-drivers libvulkan1 chromium chromium-driver"
+if ! dpkg -s $APT_PACKAGES >/dev/null 2>&1; then
+  echo "setup: installing $APT_PACKAGES"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  $SUDO apt-get install -y -qq $APT_PACKAGES >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust with rustup first" >&2
@@ -19,6 +22,13 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown; then
   echo "setup: adding the wasm32-unknown-unknown target"
   rustup target add wasm32-unknown-unknown
+fi
+# The test runner must match the wasm-bindgen crate exactly; without --locked (see
+# ../shared/notes/webgpu-here.md: its lockfile pins a crate the registry mirror lacks).
+WB_VERSION=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$WB_VERSION" ]; then
+  echo "setup: installing wasm-bindgen-cli $WB_VERSION (a few minutes, once)"
+  cargo install -q wasm-bindgen-cli --version "$WB_VERSION"
 fi
 # wgpu/Mesa warn without a runtime dir on headless machines.
 mkdir -p "${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every kernel against its f64 CPU reference on the local GPU (lavapipe here),
-# the shader validation, and the wasm32 (browser) build.
+# the shader validation, the wasm32 (browser) build, and the kernels again in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
 cargo test --all-targets
 cargo build --lib --target wasm32-unknown-unknown
-echo "test.sh: native tests passed and the wasm32 build succeeded"
+# The same kernels in headless Chromium (runner set in .cargo/config.toml, flags in webdriver.json).
+CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test browser_kernels
+echo "test.sh: native tests, the wasm32 build and the browser tests passed"
