@@ -1,0 +1,281 @@
+//! matmul (GEMV for m = 1, tiled GEMM for m > 1) in every weight format vs an f64 CPU reference
+//! computed over `dequantize(W)`, so quantization error is not counted as kernel error.
+//!
+//! Tolerance: the kernels form the same products of exactly the dequantized values (every q·d is
+//! exact in f32; Q4Asym's GEMV sums d·Σq·x and m·Σx separately), accumulated in f32. Each output is a
+//! sum of at most k products and ≤ 4 further operations (scale, m-term, bias, y), so the classic bound
+//! for floating-point sums gives |err| ≤ (k + 8)·2⁻²⁴·S, with S the sum of the magnitudes of all
+//! terms: Σ|x|·(|w| + 2|m|) + |bias| + |y₀| (|q·d| ≤ |w| + |m| covers Q4Asym's split; m = 0 otherwise).
+//! The bound holds for any summation order (subgroup, tree, sequential) and is still ~10× tighter
+//! than a single wrong term at k = 1184 (a wrong element shifts an output by ~S/k).
+
+mod common;
+use common::*;
+use std::sync::OnceLock;
+use webgpu_llm::ops::matmul::{chunk_byte_ranges, chunk_rows, matmul, Epilogue, QuantMatrix};
+use webgpu_llm::quant::{dequantize, quantize, PackedMatrix, WeightFormat, GROUP};
+use webgpu_llm::{Context, ContextOptions, GpuError};
+
+/// A binding limit that splits the test matrices (n = 257) into ≥ 3 chunks in every format.
+const SPLIT_BYTES: u64 = 4096;
+
+fn ctx_split() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Context::new_blocking(ContextOptions { max_binding_bytes: Some(SPLIT_BYTES), ..Default::default() })
+            .expect("a GPU adapter")
+    })
+}
+
+/// Inner sizes: whole groups for quantized formats, ragged for F16/F32.
+fn ks(format: WeightFormat) -> [usize; 2] {
+    if format.is_quantized() {
+        [96, 1184]
+    } else {
+        [67, 1001]
+    }
+}
+
+/// Q4Asym's per-group m (0 for other formats), for the error scale.
+fn group_m(p: &PackedMatrix, row: usize, g: usize) -> f64 {
+    match p.format {
+        WeightFormat::Q4Asym => half::f16::from_bits((p.scales[row * (p.k / GROUP) + g] >> 16) as u16).to_f64(),
+        _ => 0.0,
+    }
+}
+
+struct Case {
+    format: WeightFormat,
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: bool,
+    accumulate: bool,
+}
+
+fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case) -> usize {
+    let Case { format, m, n, k, bias, accumulate } = *c;
+    let what = format!("{name} {format:?} m={m} n={n} k={k} bias={bias} acc={accumulate}");
+    let wf: Vec<f32> = (0..n * k).map(|_| rng.normal(0.5)).collect();
+    let packed = quantize(format, &wf, n, k).unwrap();
+    let w = dequantize(&packed).unwrap();
+    let x = rng.vec(m * k, 1.0);
+    let b = if bias { rng.vec(n, 1.0) } else { Vec::new() };
+    // Without accumulate y starts as NaN, so an element the kernel skips fails the test.
+    let y0 = if accumulate { rng.vec(m * n, 1.0) } else { vec![f32::NAN; m * n] };
+
+    let mut want = vec![0.0f64; m * n];
+    let mut tol = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let (mut sum, mut mag) = (0.0f64, 0.0f64);
+            for kk in 0..k {
+                let (xv, wv) = (x[i * k + kk] as f64, w[j * k + kk] as f64);
+                sum += xv * wv;
+                mag += xv.abs() * (wv.abs() + 2.0 * group_m(&packed, j, kk / GROUP).abs());
+            }
+            if bias {
+                sum += b[j] as f64;
+                mag += (b[j] as f64).abs();
+            }
+            if accumulate {
+                sum += y0[i * n + j] as f64;
+                mag += (y0[i * n + j] as f64).abs();
+            }
+            want[i * n + j] = sum;
+            tol[i * n + j] = (k + 8) as f64 * 2f64.powi(-24) * mag;
+        }
+    }
+
+    let wm = QuantMatrix::upload(ctx, "w", &packed).unwrap();
+    let xb = upload_f32(ctx, &x);
+    let yb = upload_f32(ctx, &y0);
+    let bb = bias.then(|| upload_f32(ctx, &b));
+    let kernels = matmul(ctx, &xb, &wm, &yb, m as u32, Epilogue { bias: bb.as_ref(), accumulate }).unwrap();
+    assert_eq!(kernels.len(), wm.chunks.len());
+    ctx.run(&kernels.iter().collect::<Vec<_>>());
+    let got = read_f32(ctx, &yb, m * n);
+    assert_within(&what, &got, &want, &tol);
+    wm.chunks.len()
+}
+
+/// |got − want| ≤ tol element-wise; the message names the worst element.
+fn assert_within(what: &str, got: &[f32], want: &[f64], tol: &[f64]) {
+    let mut worst = (0usize, f64::NEG_INFINITY);
+    for (i, ((&g, &w), &t)) in got.iter().zip(want).zip(tol).enumerate() {
+        assert!(g.is_finite(), "{what}: element {i} is {g} (want {w})");
+        let ratio = (g as f64 - w).abs() / t.max(f64::MIN_POSITIVE);
+        if ratio > worst.1 {
+            worst = (i, ratio);
+        }
+    }
+    let (i, ratio) = worst;
+    assert!(
+        ratio <= 1.0,
+        "{what}: element {i} = {} but want {} (|diff| {:.3e} > tol {:.3e})",
+        got[i],
+        want[i],
+        (got[i] as f64 - want[i]).abs(),
+        tol[i]
+    );
+}
+
+// (m, n, index into ks): every m with several n, both k; m = 1 is the GEMV path.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 0),
+    (1, 67, 1),
+    (1, 257, 0),
+    (1, 1000, 1),
+    (3, 67, 0),
+    (3, 1000, 1),
+    (7, 1, 1),
+    (7, 257, 0),
+    (33, 257, 1),
+    (33, 1000, 0),
+    (129, 67, 1),
+    (129, 1000, 0),
+];
+
+#[test]
+fn matmul_matches_reference() {
+    let mut rng = Rng::new(seed("matmul"));
+    for (name, ctx) in contexts() {
+        for format in WeightFormat::ALL {
+            for (i, &(m, n, ki)) in SHAPES.iter().enumerate() {
+                // bias on odd cases, accumulate on every third: both epilogues (and both together)
+                // reach GEMV and GEMM
+                let case = Case { format, m, n, k: ks(format)[ki], bias: i % 2 == 1, accumulate: i % 3 == 2 };
+                run_case(ctx, name, &mut rng, &case);
+            }
+        }
+    }
+}
+
+#[test]
+fn split_matrix_matches_reference() {
+    let mut rng = Rng::new(seed("matmul split"));
+    let ctx = ctx_split();
+    for format in WeightFormat::ALL {
+        for (m, bias, accumulate) in [(1, true, false), (33, false, true), (3, true, true)] {
+            let case = Case { format, m, n: 257, k: ks(format)[0], bias, accumulate };
+            let chunks = run_case(ctx, "split", &mut rng, &case);
+            assert!(chunks >= 3, "{format:?}: {chunks} chunks");
+        }
+    }
+}
+
+#[test]
+fn gemv_folds_the_grid_past_the_dimension_limit() {
+    let mut rng = Rng::new(seed("matmul fold"));
+    let ctx = ctx();
+    // 4 rows per GEMV workgroup: this many rows need more workgroups than one grid dimension holds.
+    let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
+    let n = (max + 1000) * 4 + 3;
+    assert!(ctx.grid(n.div_ceil(4) as u32)[1] > 1, "the grid must fold");
+    run_case(ctx, "fold", &mut rng, &Case { format: WeightFormat::Q4, m: 1, n, k: 32, bias: true, accumulate: false });
+}
+
+#[test]
+fn chunking_covers_rows_within_the_limit() {
+    for format in WeightFormat::ALL {
+        for &(n, k) in &[(257usize, 96usize), (1000, 32), (7, 1184), (128_256, 3072)] {
+            let k = if format.is_quantized() { k } else { k + 3 };
+            for limit in [SPLIT_BYTES * 4, 1 << 20, 128 << 20] {
+                let chunks = match chunk_rows(format, n, k, limit) {
+                    Ok(c) => c,
+                    Err(GpuError::LimitTooSmall { .. }) => continue, // a row pair above the limit
+                    Err(e) => panic!("{e}"),
+                };
+                let (mut next_row, mut next_w, mut next_s) = (0u32, 0u64, 0u64);
+                for (i, &(row0, rows)) in chunks.iter().enumerate() {
+                    assert_eq!(row0, next_row, "{format:?} contiguous rows");
+                    let (w, s) = chunk_byte_ranges(format, k, row0, rows);
+                    assert_eq!((w.start, s.start), (next_w, next_s), "{format:?} contiguous bytes");
+                    assert!(w.end - w.start <= limit && s.end - s.start <= limit, "{format:?} within limit");
+                    assert!(s.start % 4 == 0, "{format:?} scales start on a word");
+                    if i + 1 < chunks.len() {
+                        assert_eq!(rows as usize * format.groups_per_row(k) % 2, 0, "{format:?} even scale entries");
+                    }
+                    (next_row, next_w, next_s) = (row0 + rows, w.end, s.end);
+                }
+                assert_eq!(next_row as usize, n);
+                assert_eq!(next_w, n as u64 * format.weight_row_bytes(k));
+                assert_eq!(next_s, format.scale_bytes(n, k));
+            }
+        }
+    }
+    let err = chunk_rows(WeightFormat::Q4, 10, 96, 64).unwrap_err();
+    assert!(matches!(err, GpuError::LimitTooSmall { .. }), "{err}");
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let ctx = ctx();
+    let (m, n, k) = (3usize, 5usize, 64usize);
+    let packed = quantize(WeightFormat::Q4, &vec![0.25; n * k], n, k).unwrap();
+    let w = QuantMatrix::upload(ctx, "w", &packed).unwrap();
+    let x = ctx.storage("x", (m * k * 4) as u64).unwrap();
+    let y = ctx.storage("y", (m * n * 4) as u64).unwrap();
+    let short_x = ctx.storage("x", (m * (k - 32) * 4) as u64).unwrap(); // sized for a smaller k
+    let short_y = ctx.storage("y", (m * n * 4 - 4) as u64).unwrap();
+    let short_b = ctx.storage("b", (n * 4 - 4) as u64).unwrap();
+    let plain = Epilogue::default();
+    let msg = |r: webgpu_llm::gpu::Result<Vec<webgpu_llm::Kernel>>| r.err().expect("an error").to_string();
+    assert!(msg(matmul(ctx, &short_x, &w, &y, m as u32, plain)).contains("`x`"));
+    let short_x1 = ctx.storage("x", ((k - 32) * 4) as u64).unwrap();
+    assert!(msg(matmul(ctx, &short_x1, &w, &y, 1, plain)).contains("`x`"), "GEMV checks x too");
+    assert!(msg(matmul(ctx, &x, &w, &short_y, m as u32, plain)).contains("`y`"));
+    let bias = Epilogue { bias: Some(&short_b), accumulate: false };
+    assert!(msg(matmul(ctx, &x, &w, &y, m as u32, bias)).contains("`bias`"));
+    assert!(msg(matmul(ctx, &x, &w, &y, 0, plain)).contains("m = 0"));
+    let xy = ctx.storage("xy", (m * k * 4) as u64).unwrap();
+    assert!(msg(matmul(ctx, &xy, &w, &xy, m as u32, plain)).contains("different buffers"));
+    // a packed matrix whose k does not match its buffers
+    let mut wrong = packed.clone();
+    wrong.k = 96;
+    assert!(QuantMatrix::upload(ctx, "w", &wrong).is_err());
+    let mut ragged = packed;
+    ragged.k = 67;
+    let err = QuantMatrix::upload(ctx, "w", &ragged).err().expect("k = 67 is not whole groups").to_string();
+    assert!(err.contains("k = 67"), "{err}");
+}
+
+#[test]
+fn ragged_rows_do_not_read_their_neighbours() {
+    // F16/F32 rows with k = 67 end inside a GEMM k-step and a vec4. Poison what lies past them:
+    // W row 2 starts with NaN, x row 1 with +Inf, and x's buffer holds NaN past its m·k values.
+    // Every output not in row 1 or column 2 must still be exact (0·NaN would leak otherwise).
+    let mut rng = Rng::new(seed("matmul ragged"));
+    let ctx = ctx();
+    let (n, k) = (5usize, 67usize);
+    for format in [WeightFormat::F32, WeightFormat::F16] {
+        for m in [1usize, 3] {
+            let mut wf: Vec<f32> = (0..n * k).map(|_| rng.normal(0.5)).collect();
+            wf[2 * k] = f32::NAN;
+            let packed = quantize(format, &wf, n, k).unwrap();
+            let w = dequantize(&packed).unwrap();
+            let mut x = rng.vec(m * k, 1.0);
+            if m > 1 {
+                x[k] = f32::INFINITY;
+            }
+            let mut xpad = x.clone();
+            xpad.extend([f32::NAN; 40]);
+            let wm = QuantMatrix::upload(ctx, "w", &packed).unwrap();
+            let xb = upload_f32(ctx, &xpad);
+            let yb = ctx.storage("y", (m * n * 4) as u64).unwrap();
+            let kernels = matmul(ctx, &xb, &wm, &yb, m as u32, Epilogue::default()).unwrap();
+            ctx.run(&kernels.iter().collect::<Vec<_>>());
+            let all = read_f32(ctx, &yb, m * n);
+            let (mut got, mut want, mut tol) = (Vec::new(), Vec::new(), Vec::new());
+            for i in (0..m).filter(|&i| i != 1) {
+                for j in (0..n).filter(|&j| j != 2) {
+                    let terms = (0..k).map(|kk| x[i * k + kk] as f64 * w[j * k + kk] as f64);
+                    got.push(all[i * n + j]);
+                    want.push(terms.clone().sum::<f64>());
+                    tol.push((k + 8) as f64 * 2f64.powi(-24) * terms.map(f64::abs).sum::<f64>());
+                }
+            }
+            assert_within(&format!("poisoned neighbours {format:?} m={m}"), &got, &want, &tol);
+        }
+    }
+}
