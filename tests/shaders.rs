@@ -86,7 +86,8 @@ fn shaders_need_no_f16_and_browser_dialect_enables_subgroups() {
 
 /// The value of `const NAME: u32` in a shader, read through naga.
 fn shader_const(shader: Shader, name: &str) -> u32 {
-    let module = naga::front::wgsl::parse_str(shader.source()).expect("valid WGSL");
+    let src = shaders::compose(shader, &Capabilities::default(), false);
+    let module = naga::front::wgsl::parse_str(&src).expect("valid WGSL");
     let (_, c) = module
         .constants
         .iter()
@@ -108,6 +109,10 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::Attention, "WG", ops::attention::WG),
         (Shader::Attention, "MAX_HEAD_DIM", ops::attention::MAX_HEAD_DIM),
         (Shader::Copy, "WG", ops::copy::WG),
+        (Shader::Embedding, "WG", ops::embedding::WG),
+        (Shader::Matmul, "GEMV_ROWS", ops::matmul::GEMV_ROWS),
+        (Shader::Matmul, "TM", ops::matmul::TM),
+        (Shader::Matmul, "TN", ops::matmul::TN),
         (Shader::KvWrite, "WG", ops::kv_write::WG),
         (Shader::Rope, "WG", ops::rope::WG),
         (Shader::SwiGlu, "WG", ops::swiglu::WG),

@@ -5,8 +5,8 @@ use super::check_len;
 use super::matmul::QuantMatrix;
 use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
 
-/// Invocations per workgroup (`WG` in embedding.wgsl).
-const WG: u32 = 64;
+/// Invocations per workgroup; equals `WG` in shaders/embedding.wgsl (tests/shaders.rs checks).
+pub const WG: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -10,11 +10,11 @@ use super::check_len;
 use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
 use crate::quant::{PackedMatrix, WeightFormat};
 
-/// Rows of W per GEMV workgroup (`GEMV_ROWS` in matmul.wgsl).
-const GEMV_ROWS: u32 = 4;
-/// GEMM tile: x rows (`TM`) and W rows (`TN`) per workgroup, as in matmul.wgsl.
-const TM: u32 = 32;
-const TN: u32 = 64;
+/// Rows of W per GEMV workgroup; equals `GEMV_ROWS` in shaders/matmul.wgsl (tests/shaders.rs checks).
+pub const GEMV_ROWS: u32 = 4;
+/// GEMM tile: x rows (`TM`) and W rows (`TN`) per workgroup, as in shaders/matmul.wgsl (checked there too).
+pub const TM: u32 = 32;
+pub const TN: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
