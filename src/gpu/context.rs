@@ -275,22 +275,28 @@ impl Context {
         out
     }
 
-    /// Bind whole buffers to (binding slot, buffer) pairs of group 0 of `pipeline`.
+    /// Bind whole buffers to (binding slot, buffer) pairs of group 0 of `pipeline`. A mismatch with
+    /// the shader's bindings is an error here (natively), not a panic or a silent bad dispatch.
     pub fn bind(
         &self,
         pipeline: &wgpu::ComputePipeline,
         label: &str,
         buffers: &[(u32, &wgpu::Buffer)],
-    ) -> wgpu::BindGroup {
+    ) -> Result<wgpu::BindGroup> {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
             .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
-        })
+        });
+        match block_on_scope(scope) {
+            Some(err) => Err(GpuError::Validation(format!("{label}: {err}"))),
+            None => Ok(group),
+        }
     }
 
     /// Workgroup counts for `n` workgroups, folded into y when above the per-dimension limit.

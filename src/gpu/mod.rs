@@ -48,7 +48,7 @@ impl Kernel {
             all.push((0, p));
         }
         all.extend_from_slice(buffers);
-        let bind_group = ctx.bind(&pipeline, &label, &all);
+        let bind_group = ctx.bind(&pipeline, &label, &all)?;
         Ok(Self { label, pipeline, bind_group, workgroups, params })
     }
 

@@ -11,7 +11,7 @@ use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader}
 use crate::quant::{PackedMatrix, WeightFormat};
 
 /// Rows of W per GEMV workgroup; equals `GEMV_ROWS` in shaders/matmul.wgsl (tests/shaders.rs checks).
-pub const GEMV_ROWS: u32 = 4;
+pub const GEMV_ROWS: u32 = 2;
 /// GEMM tile: x rows (`TM`) and W rows (`TN`) per workgroup, as in shaders/matmul.wgsl (checked there too).
 pub const TM: u32 = 32;
 pub const TN: u32 = 64;
@@ -177,7 +177,12 @@ pub fn matmul(
         ensure(b != y, "matmul", || "bias and y must be different buffers".into())?;
     }
     let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1;
-    let entry = if m == 1 { "gemv" } else { "gemm" };
+    // Quantized GEMV reads x as vec4 (k is a multiple of 32 there) at its own binding slot.
+    let (entry, x_slot) = match (m, w.format.is_quantized()) {
+        (1, true) => ("gemv_q", 6),
+        (1, false) => ("gemv", 1),
+        _ => ("gemm", 1),
+    };
     let key = PipelineKey::new(Shader::Matmul, entry).constant("FORMAT", w.format.shader_code());
     let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
     let mut kernels = Vec::with_capacity(w.chunks.len());
@@ -201,13 +206,11 @@ pub fn matmul(
         let scales = c.scales.as_ref().unwrap_or(&c.weights);
         let bias = epilogue.bias.unwrap_or(x);
         let params = ctx.uniform("matmul.params", &params);
-        kernels.push(Kernel::new(
-            ctx,
-            &key,
-            &[(1, x), (2, &c.weights), (3, scales), (4, bias), (5, y)],
-            Some(params),
-            workgroups,
-        )?);
+        let mut bindings = vec![(x_slot, x), (2, &c.weights), (4, bias), (5, y)];
+        if entry != "gemv" {
+            bindings.push((3, scales)); // the F32/F16 gemv has no scales binding
+        }
+        kernels.push(Kernel::new(ctx, &key, &bindings, Some(params), workgroups)?);
     }
     Ok(kernels)
 }
