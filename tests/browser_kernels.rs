@@ -152,3 +152,23 @@ async fn rope_swiglu_add_argmax_in_browser() {
     let want: Vec<u32> = (0..rows).map(|r| reference::argmax(&logits[r * n..(r + 1) * n])).collect();
     assert_eq!(got, want, "argmax (browser)");
 }
+
+#[wasm_bindgen_test]
+async fn embedding_in_browser() {
+    let (ctx, mut rng) = (context().await, rng("embedding"));
+    let (vocab, dim) = (101usize, 96usize);
+    for format in [WeightFormat::Q8, WeightFormat::Q4Asym, WeightFormat::F16] {
+        let packed = quantize(format, &rng.vec(vocab * dim, 1.0), vocab, dim).unwrap();
+        let table = ops::matmul::QuantMatrix::upload(&ctx, "table", &packed).unwrap();
+        let ids = [0u32, 57, 100];
+        let idb = ctx.storage_init("ids", bytemuck::cast_slice(&ids)).unwrap();
+        let out = ctx.storage("out", (ids.len() * dim * 4) as u64).unwrap();
+        let kernels = ops::embedding::embedding(&ctx, &table, &idb, &out, ids.len() as u32).unwrap();
+        let got = run_read(&ctx, &kernels, &out, ids.len() * dim).await;
+        let rows = dequantize(&packed).unwrap();
+        let want: Vec<f64> =
+            ids.iter().flat_map(|&i| rows[i as usize * dim..][..dim].iter().map(|&v| v as f64)).collect();
+        // the shader computes each value exactly as the CPU dequantization does
+        assert_close(&format!("embedding {format:?} (browser)"), &got, &want, 0.0, 0.0);
+    }
+}
