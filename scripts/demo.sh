@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
+# Without arguments: --quick (a CPU Vulkan driver takes ~2 minutes for the full table).
+if [ $# -eq 0 ]; then set -- --quick; fi
 cargo run --release --bin bench-kernels -- "$@"
