@@ -14,11 +14,6 @@
 
 override FORMAT: u32 = 0u; // WeightFormat::shader_code
 
-const F32: u32 = 0u;
-const F16: u32 = 1u;
-const Q8: u32 = 2u;
-const Q4: u32 = 3u;
-const Q4ASYM: u32 = 4u;
 
 const WG: u32 = 64u;
 const GEMV_ROWS: u32 = 2u; // x is loaded once per unit/word and used for 2 rows
@@ -52,24 +47,9 @@ var<workgroup> ws: array<f32, TK * TN>; // [TK, TN]
 // (d, m) of group g of local row r; m = 0 except for Q4Asym.
 fn scale(r: u32, g: u32) -> vec2<f32> {
     let i = r * p.groups + g;
-    if (FORMAT == Q4ASYM) { return unpack2x16float(scales[i]); }
-    return vec2<f32>(unpack2x16float(scales[i >> 1u])[i & 1u], 0.0);
+    return scale_of(scales[scale_word(i)], i);
 }
 
-// Bytes 0..3 of v: low nibbles are elements 4j..4j+3 of a group, high nibbles elements 16+4j.. (GGUF order).
-fn nib_lo(v: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
-}
-fn nib_hi(v: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
-}
-// Four signed bytes, sign-extended by shifting each to the top and back (arithmetic shift).
-fn i8x4(v: u32) -> vec4<f32> {
-    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(v) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-}
-fn f16x4(a: u32, b: u32) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
-}
 
 // x[base + i .. base + i + 4] for F32/F16 rows; zero past k (ragged rows).
 fn x4(base: u32, i: u32) -> vec4<f32> {

@@ -1,6 +1,7 @@
-//! Every WGSL source, and the one place where per-platform differences are applied:
-//! `enable subgroups;` (required by Chrome, rejected by naga) and the workgroup-reduction
-//! library (subgroup builtins when the device has them, shared memory otherwise).
+//! Every WGSL source, and the one place where sources are composed: an op's file, then the
+//! libraries it uses from `shaders/lib/` (weight-format helpers; the workgroup reduction with
+//! subgroup builtins when the device has them, shared memory otherwise), and for the browser
+//! `enable subgroups;` (required by Chrome, rejected by naga).
 
 use super::context::Capabilities;
 
@@ -67,10 +68,16 @@ impl Shader {
     pub fn uses_reduce(self) -> bool {
         self.source().contains("wg_sum(")
     }
+
+    /// Whether the op reads packed weights (declares `override FORMAT`) and gets lib/dequant.wgsl.
+    pub fn uses_dequant(self) -> bool {
+        self.source().contains("override FORMAT")
+    }
 }
 
 pub const REDUCE_SHARED: &str = include_str!("../../shaders/lib/reduce_shared.wgsl");
 pub const REDUCE_SUBGROUP: &str = include_str!("../../shaders/lib/reduce_subgroup.wgsl");
+pub const DEQUANT: &str = include_str!("../../shaders/lib/dequant.wgsl");
 
 /// The full WGSL for `shader` on a device with `caps`; `web` selects the browser's dialect.
 pub fn compose(shader: Shader, caps: &Capabilities, web: bool) -> String {
@@ -80,6 +87,10 @@ pub fn compose(shader: Shader, caps: &Capabilities, web: bool) -> String {
         s.push_str("enable subgroups;\n");
     }
     s.push_str(shader.source());
+    if shader.uses_dequant() {
+        s.push('\n');
+        s.push_str(DEQUANT);
+    }
     if shader.uses_reduce() {
         s.push('\n');
         s.push_str(if subgroup_lib { REDUCE_SUBGROUP } else { REDUCE_SHARED });
