@@ -5,6 +5,7 @@
 # - Chromium + ChromeDriver and wasm-bindgen-test-runner (at the wasm-bindgen crate's exact
 #   version) for the kernel tests in a real browser
 set -euo pipefail
+cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
@@ -30,5 +31,6 @@ if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "
   echo "setup: installing wasm-bindgen-cli $WB_VERSION (a few minutes, once)"
   cargo install -q wasm-bindgen-cli --version "$WB_VERSION"
 fi
+bash scripts/fetch-tokenizers.sh
 # wgpu/Mesa warn without a runtime dir on headless machines.
 mkdir -p "${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
