@@ -106,8 +106,17 @@ async fn attention_in_browser() {
                 .unwrap();
         let got = run_read(&ctx, &kernels, &out, q.len()).await;
         let held = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x).to_f64()).collect::<Vec<_>>();
-        let want =
-            reference::attention(&q, &held(&k_rows), &held(&v_rows), n_heads, n_kv, hd, pos0, t, shape.scale as f64);
+        let want = reference::attention(
+            &f64s(&q),
+            &held(&k_rows),
+            &held(&v_rows),
+            n_heads,
+            n_kv,
+            hd,
+            pos0,
+            t,
+            shape.scale as f64,
+        );
         assert_close(&format!("attention pos0={pos0} t={t} (browser)"), &got, &want, 3e-5, 3e-5);
     }
 }
@@ -171,4 +180,8 @@ async fn embedding_in_browser() {
         // the shader computes each value exactly as the CPU dequantization does
         assert_close(&format!("embedding {format:?} (browser)"), &got, &want, 0.0, 0.0);
     }
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
 }

@@ -110,7 +110,8 @@ fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case, scratch: &Attent
     let k_held: Vec<f64> = k_rows.iter().map(|&x| held(x, c.dtype)).collect();
     let v_held: Vec<f64> = v_rows.iter().map(|&x| held(x, c.dtype)).collect();
     let (nh, nkv, hd) = (c.n_heads as usize, c.n_kv as usize, c.head_dim as usize);
-    let want = reference(&q, &k_held, &v_held, nh, nkv, hd, c.pos0 as usize, c.t as usize, shape.scale as f64);
+    let q64: Vec<f64> = q.iter().map(|&x| x as f64).collect();
+    let want = reference(&q64, &k_held, &v_held, nh, nkv, hd, c.pos0 as usize, c.t as usize, shape.scale as f64);
     let what = format!(
         "attention {name} {}/{} hd={} {:?} pos0={} t={} splits={:?} (ran {}) kv_write={}",
         c.n_heads,

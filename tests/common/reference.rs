@@ -20,7 +20,7 @@ pub fn rmsnorm(x: &[f32], w: &[f32], rows: usize, dim: usize, eps: f64) -> Vec<f
 /// f64 attention: `k`, `v` rows `[pos, n_kv * head_dim]` (values as held), q `[t, n_heads * head_dim]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
-    q: &[f32],
+    q: &[f64],
     k: &[f64],
     v: &[f64],
     n_heads: usize,
@@ -39,7 +39,7 @@ pub fn attention(
             let kvh = h / group;
             let n_keys = pos0 + i + 1;
             let scores: Vec<f64> = (0..n_keys)
-                .map(|j| (0..hd).map(|d| qh[d] as f64 * k[j * kv_dim + kvh * hd + d]).sum::<f64>() * scale)
+                .map(|j| (0..hd).map(|d| qh[d] * k[j * kv_dim + kvh * hd + d]).sum::<f64>() * scale)
                 .collect();
             let m = scores.iter().cloned().fold(f64::MIN, f64::max);
             let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -97,8 +97,14 @@ pub fn rope_mscale(cfg: &RopeConfig) -> f64 {
 /// RoPE of x[t, n_heads * head_dim] at positions pos0.., given the f32 inverse frequencies: the
 /// angle as HF's f32 product, cos/sin and the rotation in f64.
 pub fn rope(x: &[f32], cfg: &RopeConfig, inv: &[f32], mscale: f64, n_heads: usize, t: usize, pos0: u32) -> Vec<f64> {
-    let (hd, half) = (cfg.head_dim as usize, cfg.rotary_dim as usize / 2);
     let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    rope_f64(&mut out, cfg, inv, mscale, n_heads, t, pos0);
+    out
+}
+
+/// `rope` in place on f64 values.
+pub fn rope_f64(x: &mut [f64], cfg: &RopeConfig, inv: &[f32], mscale: f64, n_heads: usize, t: usize, pos0: u32) {
+    let (hd, half) = (cfg.head_dim as usize, cfg.rotary_dim as usize / 2);
     for r in 0..t {
         let pos = (pos0 + r as u32) as f32;
         for h in 0..n_heads {
@@ -110,11 +116,100 @@ pub fn rope(x: &[f32], cfg: &RopeConfig, inv: &[f32], mscale: f64, n_heads: usiz
                     RopePairing::Half => (base + i, base + i + half),
                     RopePairing::Interleaved => (base + 2 * i, base + 2 * i + 1),
                 };
-                let (x0, x1) = (x[a] as f64, x[b] as f64);
-                out[a] = x0 * c - x1 * s;
-                out[b] = x1 * c + x0 * s;
+                let (x0, x1) = (x[a], x[b]);
+                x[a] = x0 * c - x1 * s;
+                x[b] = x1 * c + x0 * s;
             }
         }
     }
-    out
+}
+
+/// `y[t, n] = x[t, k] · W[n, k]ᵀ (+ b)` in f64 with f32 weights.
+fn linear64(x: &[f64], t: usize, w: &[f32], n: usize, k: usize, b: Option<&[f32]>) -> Vec<f64> {
+    let mut y = vec![0.0; t * n];
+    for i in 0..t {
+        for j in 0..n {
+            let dot: f64 = (0..k).map(|c| x[i * k + c] * w[j * k + c] as f64).sum();
+            y[i * n + j] = dot + b.map_or(0.0, |b| b[j] as f64);
+        }
+    }
+    y
+}
+
+fn rmsnorm64(x: &[f64], w: &[f32], dim: usize, eps: f64) -> Vec<f64> {
+    x.chunks(dim)
+        .flat_map(|row| {
+            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / dim as f64 + eps).sqrt();
+            row.iter().zip(w).map(move |(v, &g)| v * inv * g as f64)
+        })
+        .collect()
+}
+
+/// The Llama-family forward pass in f64 over the whole sequence, from f32 checkpoint tensors
+/// (HF names): logits `[t, vocab]`. RoPE frequencies come from `rope_inv` (f32, as HF keeps them)
+/// with cos/sin multiplied by `mscale`.
+pub fn transformer(
+    cfg: &webgpu_llm::model::Config,
+    w: &std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    tokens: &[u32],
+    rope_inv: &[f32],
+    mscale: f64,
+) -> Vec<f64> {
+    let get = |name: &str| -> &[f32] { &w.get(name).unwrap_or_else(|| panic!("missing {name}")).1 };
+    let opt = |name: &str| w.get(name).map(|t| &t.1[..]);
+    let (h, hd, nh, nkv) = (cfg.hidden as usize, cfg.head_dim as usize, cfg.n_heads as usize, cfg.n_kv_heads as usize);
+    let (qd, kvd, ffn, vocab) = (nh * hd, nkv * hd, cfg.ffn as usize, cfg.vocab as usize);
+    let (t, eps) = (tokens.len(), cfg.norm_eps as f64);
+    let embed = get("model.embed_tokens.weight");
+    let mut x: Vec<f64> =
+        tokens.iter().flat_map(|&id| embed[id as usize * h..][..h].iter().map(|&v| v as f64)).collect();
+    for l in 0..cfg.n_layers as usize {
+        let p = format!("model.layers.{l}");
+        let xb = rmsnorm64(&x, get(&format!("{p}.input_layernorm.weight")), h, eps);
+        let (mut q, mut k, v) = if cfg.fused_proj {
+            let qkv = linear64(&xb, t, get(&format!("{p}.self_attn.qkv_proj.weight")), qd + 2 * kvd, h, None);
+            let col = |r: usize, c0: usize, wd: usize| qkv[r * (qd + 2 * kvd) + c0..][..wd].to_vec();
+            let split = |c0, wd| (0..t).flat_map(|r| col(r, c0, wd)).collect::<Vec<f64>>();
+            (split(0, qd), split(qd, kvd), split(qd + kvd, kvd))
+        } else {
+            let proj = |which: &str, n| {
+                let b = opt(&format!("{p}.self_attn.{which}_proj.bias"));
+                linear64(&xb, t, get(&format!("{p}.self_attn.{which}_proj.weight")), n, h, b)
+            };
+            (proj("q", qd), proj("k", kvd), proj("v", kvd))
+        };
+        if cfg.qk_norm {
+            q = rmsnorm64(&q, get(&format!("{p}.self_attn.q_norm.weight")), hd, eps);
+            k = rmsnorm64(&k, get(&format!("{p}.self_attn.k_norm.weight")), hd, eps);
+        }
+        rope_f64(&mut q, &cfg.rope, rope_inv, mscale, nh, t, 0);
+        rope_f64(&mut k, &cfg.rope, rope_inv, mscale, nkv, t, 0);
+        let att = attention(&q, &k, &v, nh, nkv, hd, 0, t, 1.0 / (hd as f64).sqrt());
+        let o = linear64(
+            &att,
+            t,
+            get(&format!("{p}.self_attn.o_proj.weight")),
+            h,
+            qd,
+            opt(&format!("{p}.self_attn.o_proj.bias")),
+        );
+        x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        let xb = rmsnorm64(&x, get(&format!("{p}.post_attention_layernorm.weight")), h, eps);
+        let (g, u) = if cfg.fused_proj {
+            let gu = linear64(&xb, t, get(&format!("{p}.mlp.gate_up_proj.weight")), 2 * ffn, h, None);
+            let part = |c0: usize| (0..t).flat_map(|r| gu[r * 2 * ffn + c0..][..ffn].to_vec()).collect::<Vec<f64>>();
+            (part(0), part(ffn))
+        } else {
+            (
+                linear64(&xb, t, get(&format!("{p}.mlp.gate_proj.weight")), ffn, h, None),
+                linear64(&xb, t, get(&format!("{p}.mlp.up_proj.weight")), ffn, h, None),
+            )
+        };
+        let hb: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+        let d = linear64(&hb, t, get(&format!("{p}.mlp.down_proj.weight")), h, ffn, None);
+        x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+    }
+    let xb = rmsnorm64(&x, get("model.norm.weight"), h, eps);
+    let head = if cfg.tied_embeddings { embed } else { get("lm_head.weight") };
+    linear64(&xb, t, head, vocab, h, None)
 }

@@ -1,0 +1,176 @@
+//! A model's hyperparameters, resolved from a Hugging Face `config.json` into one plain struct.
+//! The Llama family differs by data, not by code: Qwen2 adds q/k/v biases, Qwen3 per-head q/k
+//! RMSNorm, Phi-3 fused qkv / gate_up projections and LongRoPE.
+
+use serde_json::Value;
+
+use crate::ops::rope::{RopeConfig, RopePairing, RopeScaling};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama 2/3.x, SmolLM2, Mistral-style dense models.
+    Llama,
+    Qwen2,
+    Qwen3,
+    Phi3,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config.json: unsupported model_type `{0}` (supported: llama, mistral, qwen2, qwen3, phi3)")]
+    UnsupportedArch(String),
+    #[error("config.json: missing or invalid `{0}`")]
+    Missing(&'static str),
+    #[error("config.json: {0}")]
+    Invalid(String),
+}
+
+/// Resolved hyperparameters. Shapes in comments use these names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    pub hidden: u32,
+    pub n_layers: u32,
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    /// FFN inner size (gate/up outputs).
+    pub ffn: u32,
+    pub vocab: u32,
+    pub norm_eps: f32,
+    pub max_position: u32,
+    pub rope: RopeConfig,
+    /// lm_head shares the embedding matrix.
+    pub tied_embeddings: bool,
+    /// Biases on the q, k, v projections (Qwen2; Llama with attention_bias).
+    pub qkv_bias: bool,
+    /// Bias on o_proj (Llama with attention_bias).
+    pub o_bias: bool,
+    /// RMSNorm over each q and k head before RoPE (Qwen3).
+    pub qk_norm: bool,
+    /// One qkv_proj and one gate_up_proj matrix (Phi-3).
+    pub fused_proj: bool,
+}
+
+fn get_u32(c: &Value, key: &'static str) -> Result<u32, ConfigError> {
+    c.get(key).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or(ConfigError::Missing(key))
+}
+
+fn get_f64(c: &Value, key: &'static str) -> Option<f64> {
+    c.get(key).and_then(Value::as_f64)
+}
+
+fn f32_list(v: Option<&Value>, key: &'static str) -> Result<Vec<f32>, ConfigError> {
+    v.and_then(Value::as_array)
+        .ok_or(ConfigError::Missing(key))?
+        .iter()
+        .map(|x| x.as_f64().map(|f| f as f32).ok_or(ConfigError::Missing(key)))
+        .collect()
+}
+
+impl Config {
+    /// From a Hugging Face `config.json` value.
+    pub fn from_hf(c: &Value) -> Result<Self, ConfigError> {
+        let model_type = c.get("model_type").and_then(Value::as_str).ok_or(ConfigError::Missing("model_type"))?;
+        let arch = match model_type {
+            "llama" | "mistral" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "phi3" => Arch::Phi3,
+            other => return Err(ConfigError::UnsupportedArch(other.to_string())),
+        };
+        let hidden = get_u32(c, "hidden_size")?;
+        let n_heads = get_u32(c, "num_attention_heads")?;
+        let n_kv_heads = get_u32(c, "num_key_value_heads").unwrap_or(n_heads);
+        let head_dim = match c.get("head_dim").and_then(Value::as_u64) {
+            Some(d) => u32::try_from(d).map_err(|_| ConfigError::Missing("head_dim"))?,
+            None if n_heads > 0 => hidden / n_heads,
+            None => return Err(ConfigError::Missing("num_attention_heads")),
+        };
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "num_attention_heads {n_heads} must be a positive multiple of num_key_value_heads {n_kv_heads}"
+            )));
+        }
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(ConfigError::Invalid(format!("head_dim {head_dim} must be even and positive")));
+        }
+        let max_position = get_u32(c, "max_position_embeddings").unwrap_or(4096);
+        let attention_bias = c.get("attention_bias").and_then(Value::as_bool).unwrap_or(false);
+        let partial = get_f64(c, "partial_rotary_factor").unwrap_or(1.0);
+        let rotary_dim = ((head_dim as f64 * partial) as u32) & !1;
+        let rope = RopeConfig {
+            head_dim,
+            rotary_dim,
+            theta: get_f64(c, "rope_theta").unwrap_or(10_000.0),
+            // Hugging Face checkpoints rotate halves (rotate_half); GGUF llama files interleave.
+            pairing: RopePairing::Half,
+            scaling: rope_scaling(c, max_position)?,
+        };
+        let config = Config {
+            arch,
+            hidden,
+            n_layers: get_u32(c, "num_hidden_layers")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ffn: get_u32(c, "intermediate_size")?,
+            vocab: get_u32(c, "vocab_size")?,
+            norm_eps: get_f64(c, "rms_norm_eps").unwrap_or(1e-6) as f32,
+            max_position,
+            rope,
+            tied_embeddings: c.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            qkv_bias: arch == Arch::Qwen2 || attention_bias,
+            o_bias: arch == Arch::Llama && attention_bias,
+            qk_norm: arch == Arch::Qwen3,
+            fused_proj: arch == Arch::Phi3,
+        };
+        config.rope.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Query width n_heads · head_dim.
+    pub fn q_dim(&self) -> u32 {
+        self.n_heads * self.head_dim
+    }
+
+    /// Key/value width n_kv_heads · head_dim.
+    pub fn kv_dim(&self) -> u32 {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// `rope_scaling` (key `rope_type`, or `type` in older configs) → our RopeScaling.
+fn rope_scaling(c: &Value, max_position: u32) -> Result<RopeScaling, ConfigError> {
+    let Some(s) = c.get("rope_scaling").filter(|v| !v.is_null()) else {
+        return Ok(RopeScaling::None);
+    };
+    let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let factor = get_f64(s, "factor");
+    // Phi-3 keeps original_max_position_embeddings at the top level; newer configs inside rope_scaling.
+    let original = s
+        .get("original_max_position_embeddings")
+        .or_else(|| c.get("original_max_position_embeddings"))
+        .and_then(Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok());
+    Ok(match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: factor.ok_or(ConfigError::Missing("rope_scaling.factor"))? },
+        "llama3" => RopeScaling::Llama3 {
+            factor: factor.ok_or(ConfigError::Missing("rope_scaling.factor"))?,
+            low_freq_factor: get_f64(s, "low_freq_factor")
+                .ok_or(ConfigError::Missing("rope_scaling.low_freq_factor"))?,
+            high_freq_factor: get_f64(s, "high_freq_factor")
+                .ok_or(ConfigError::Missing("rope_scaling.high_freq_factor"))?,
+            original_max_position: original.ok_or(ConfigError::Missing("original_max_position_embeddings"))?,
+        },
+        "longrope" | "su" => RopeScaling::LongRope {
+            short_factor: f32_list(s.get("short_factor"), "rope_scaling.short_factor")?,
+            long_factor: f32_list(s.get("long_factor"), "rope_scaling.long_factor")?,
+            original_max_position: original.ok_or(ConfigError::Missing("original_max_position_embeddings"))?,
+            max_position,
+            attention_factor: get_f64(s, "attention_factor"),
+        },
+        other => return Err(ConfigError::Invalid(format!("rope_scaling type `{other}` is not supported"))),
+    })
+}

@@ -1,0 +1,190 @@
+//! A model's weights on the GPU, named as in Hugging Face checkpoints. Where the bytes come from
+//! (a converted package streamed from disk or the network, or CPU arrays in tests) is behind
+//! `TensorSource`.
+
+use super::config::Config;
+use crate::gpu::{Context, GpuError, Result};
+use crate::ops::matmul::QuantMatrix;
+use crate::quant::{quantize, WeightFormat};
+
+/// Supplies one tensor at a time by its checkpoint name.
+pub trait TensorSource {
+    /// A 2-D weight `[n outputs, k inputs]` in whatever format it is stored.
+    fn matrix(&mut self, ctx: &Context, name: &str) -> Result<QuantMatrix>;
+    /// A 1-D f32 tensor (norm weight, bias) of `len` elements.
+    fn vector(&mut self, ctx: &Context, name: &str, len: u32) -> Result<wgpu::Buffer>;
+}
+
+/// A projection and its optional bias.
+pub struct Linear {
+    pub w: QuantMatrix,
+    pub bias: Option<wgpu::Buffer>,
+}
+
+/// q/k/v: three matrices, or Phi-3's one fused `qkv_proj` (rows q, then k, then v).
+pub enum Qkv {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+/// gate/up: two matrices, or Phi-3's fused `gate_up_proj` (rows gate, then up).
+pub enum GateUp {
+    Separate { gate: QuantMatrix, up: QuantMatrix },
+    Fused(QuantMatrix),
+}
+
+pub struct LayerWeights {
+    pub attn_norm: wgpu::Buffer, // (hidden)
+    pub qkv: Qkv,
+    /// Qwen3's per-head RMSNorm weights for q and k, each (head_dim).
+    pub qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    pub o: Linear,              // (hidden, q_dim)
+    pub ffn_norm: wgpu::Buffer, // (hidden)
+    pub gate_up: GateUp,        // (ffn, hidden) each
+    pub down: QuantMatrix,      // (hidden, ffn)
+}
+
+pub struct Weights {
+    pub embed: QuantMatrix, // (vocab, hidden)
+    pub layers: Vec<LayerWeights>,
+    pub norm: wgpu::Buffer, // (hidden)
+    /// None when tied to `embed`.
+    pub lm_head: Option<QuantMatrix>,
+}
+
+fn expect_shape(name: &str, m: &QuantMatrix, n: u32, k: u32) -> Result<()> {
+    if m.n != n || m.k != k {
+        return Err(GpuError::Shape {
+            op: "load",
+            message: format!("{name} is {}×{} but the config implies {n}×{k}", m.n, m.k),
+        });
+    }
+    Ok(())
+}
+
+impl Weights {
+    /// Load every tensor `cfg` needs from `src`, checking shapes against the config.
+    pub fn load(ctx: &Context, cfg: &Config, src: &mut dyn TensorSource) -> Result<Self> {
+        let (h, qd, kvd, ffn) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn);
+        let matrix = |src: &mut dyn TensorSource, name: &str, n: u32, k: u32| -> Result<QuantMatrix> {
+            let m = src.matrix(ctx, name)?;
+            expect_shape(name, &m, n, k)?;
+            Ok(m)
+        };
+        let embed = matrix(src, "model.embed_tokens.weight", cfg.vocab, h)?;
+        let mut layers = Vec::with_capacity(cfg.n_layers as usize);
+        for l in 0..cfg.n_layers {
+            let p = format!("model.layers.{l}");
+            let bias = |src: &mut dyn TensorSource, on: bool, name: String, len: u32| -> Result<Option<wgpu::Buffer>> {
+                if on {
+                    src.vector(ctx, &name, len).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let qkv = if cfg.fused_proj {
+                let w = matrix(src, &format!("{p}.self_attn.qkv_proj.weight"), qd + 2 * kvd, h)?;
+                Qkv::Fused(Linear { w, bias: None })
+            } else {
+                let lin = |src: &mut dyn TensorSource, which: &str, n: u32| -> Result<Linear> {
+                    let w = matrix(src, &format!("{p}.self_attn.{which}_proj.weight"), n, h)?;
+                    let b = bias(src, cfg.qkv_bias, format!("{p}.self_attn.{which}_proj.bias"), n)?;
+                    Ok(Linear { w, bias: b })
+                };
+                Qkv::Separate { q: lin(src, "q", qd)?, k: lin(src, "k", kvd)?, v: lin(src, "v", kvd)? }
+            };
+            let qk_norm = if cfg.qk_norm {
+                Some((
+                    src.vector(ctx, &format!("{p}.self_attn.q_norm.weight"), cfg.head_dim)?,
+                    src.vector(ctx, &format!("{p}.self_attn.k_norm.weight"), cfg.head_dim)?,
+                ))
+            } else {
+                None
+            };
+            let o = Linear {
+                w: matrix(src, &format!("{p}.self_attn.o_proj.weight"), h, qd)?,
+                bias: bias(src, cfg.o_bias, format!("{p}.self_attn.o_proj.bias"), h)?,
+            };
+            let gate_up = if cfg.fused_proj {
+                GateUp::Fused(matrix(src, &format!("{p}.mlp.gate_up_proj.weight"), 2 * ffn, h)?)
+            } else {
+                GateUp::Separate {
+                    gate: matrix(src, &format!("{p}.mlp.gate_proj.weight"), ffn, h)?,
+                    up: matrix(src, &format!("{p}.mlp.up_proj.weight"), ffn, h)?,
+                }
+            };
+            layers.push(LayerWeights {
+                attn_norm: src.vector(ctx, &format!("{p}.input_layernorm.weight"), h)?,
+                qkv,
+                qk_norm,
+                o,
+                ffn_norm: src.vector(ctx, &format!("{p}.post_attention_layernorm.weight"), h)?,
+                gate_up,
+                down: matrix(src, &format!("{p}.mlp.down_proj.weight"), h, ffn)?,
+            });
+        }
+        let norm = src.vector(ctx, "model.norm.weight", h)?;
+        let lm_head = if cfg.tied_embeddings { None } else { Some(matrix(src, "lm_head.weight", cfg.vocab, h)?) };
+        Ok(Weights { embed, layers, norm, lm_head })
+    }
+}
+
+/// Which format a 2-D checkpoint tensor gets when quantizing on the fly (what `convert` writes
+/// by default): projections 4-bit, embeddings and lm_head 8-bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantPolicy {
+    Q4,
+    Q8,
+    F16,
+    F32,
+}
+
+impl QuantPolicy {
+    pub fn format_for(self, name: &str) -> WeightFormat {
+        let big_table = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+        match self {
+            QuantPolicy::Q4 if big_table => WeightFormat::Q8,
+            QuantPolicy::Q4 => WeightFormat::Q4,
+            QuantPolicy::Q8 => WeightFormat::Q8,
+            QuantPolicy::F16 => WeightFormat::F16,
+            QuantPolicy::F32 => WeightFormat::F32,
+        }
+    }
+}
+
+/// Tensors held as f32 arrays on the CPU (tests, small models): matrices are packed with `policy`
+/// on upload.
+pub struct CpuTensors {
+    pub tensors: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub policy: QuantPolicy,
+}
+
+impl CpuTensors {
+    fn take(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| GpuError::Shape { op: "load", message: format!("tensor `{name}` is missing") })
+    }
+}
+
+impl TensorSource for CpuTensors {
+    fn matrix(&mut self, ctx: &Context, name: &str) -> Result<QuantMatrix> {
+        let (shape, data) = self.take(name)?;
+        let [n, k] = shape[..] else {
+            return Err(GpuError::Shape { op: "load", message: format!("{name} has shape {shape:?}, not 2-D") });
+        };
+        let packed = quantize(self.policy.format_for(name), &data, n, k)?;
+        QuantMatrix::upload(ctx, name, &packed)
+    }
+
+    fn vector(&mut self, ctx: &Context, name: &str, len: u32) -> Result<wgpu::Buffer> {
+        let (shape, data) = self.take(name)?;
+        if data.len() != len as usize {
+            return Err(GpuError::Shape {
+                op: "load",
+                message: format!("{name} has shape {shape:?} but {len} values are expected"),
+            });
+        }
+        ctx.storage_init(name, bytemuck::cast_slice(&data))
+    }
+}
