@@ -2,6 +2,7 @@
 //! the GPU context in `gpu`, CPU-side quantization formats in `quant`.
 
 pub mod gpu;
+pub mod loader;
 pub mod model;
 pub mod ops;
 pub mod quant;
