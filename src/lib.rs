@@ -1,11 +1,14 @@
 //! webgpu-llm: LLM inference on WebGPU. Kernels in `shaders/`, their Rust wrappers in `ops`,
 //! the GPU context in `gpu`, CPU-side quantization formats in `quant`.
 
+pub mod chat;
+pub mod detok;
 pub mod gpu;
 pub mod loader;
 pub mod model;
 pub mod ops;
 pub mod quant;
+pub mod sampling;
 
 pub use gpu::{Context, ContextOptions, GpuError, Kernel};
 
