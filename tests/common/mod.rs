@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod fixture;
 pub mod reference;
 pub use check::*;
 

@@ -1,0 +1,316 @@
+//! Text in, tokens out: tokenizer + chat template + model + sampler + streaming detokenizer.
+//! Target-independent (no clock, no filesystem): the CLI and the browser wrap it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokenizers::Tokenizer;
+
+use crate::chat::{ChatError, ChatTemplate, Message};
+use crate::detok::{DetokError, Detokenizer, FinishReason, StopChecker, StopIds, StreamEvent, TextStream};
+use crate::gpu::{Context, GpuError};
+use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
+use crate::model::{forward, Logits, Model, TensorSource};
+use crate::ops::matmul::QuantMatrix;
+use crate::sampling::{Sampler, SamplingError, SamplingParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[error(transparent)]
+    Detok(#[from] DetokError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("the prompt is {prompt} tokens but the context holds {context}; shorten it or raise the context")]
+    ContextOverflow { prompt: usize, context: u32 },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the model has no chat template (tokenizer_config.json has no `chat_template`)")]
+    NoChatTemplate,
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Loaded package tensors serve as the model's tensor source.
+impl TensorSource for HashMap<String, GpuTensor> {
+    fn matrix(&mut self, _ctx: &Context, name: &str) -> crate::gpu::Result<QuantMatrix> {
+        take_matrix(self, name).map_err(to_gpu)
+    }
+    fn vector(&mut self, _ctx: &Context, name: &str, len: u32) -> crate::gpu::Result<wgpu::Buffer> {
+        let b = take_vector(self, name).map_err(to_gpu)?;
+        if b.size() < len as u64 * 4 {
+            return Err(GpuError::Shape {
+                op: "load",
+                message: format!("{name} holds {} bytes, {len} f32 expected", b.size()),
+            });
+        }
+        Ok(b)
+    }
+}
+
+fn to_gpu(e: LoadError) -> GpuError {
+    match e {
+        LoadError::Gpu(g) => g,
+        other => GpuError::Shape { op: "load", message: other.to_string() },
+    }
+}
+
+/// How to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_tokens: u32,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new() }
+    }
+}
+
+/// What `generate` reports as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The prompt is in the KV cache (`reused` of its tokens were already there).
+    Prefilled { prompt_tokens: usize, reused: usize },
+    /// A generated token and the text it completes (may be empty while a character is split).
+    Token { id: u32, text: &'a str },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-sequence / end-of-turn token.
+    Stop,
+    /// A stop string appeared (it is not in the text).
+    StopString,
+    /// `max_tokens` or the end of the context.
+    Length,
+    /// The callback asked to stop.
+    Aborted,
+}
+
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
+    pub generated: Vec<u32>,
+    pub text: String,
+    pub finish: Finish,
+}
+
+/// Special tokens that end a turn in the chat formats we know; those in the vocabulary as special
+/// (added) tokens stop generation, with the tokenizer_config's `eos_token`.
+const END_OF_TURN: &[&str] =
+    &["<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "<|end|>", "</s>", "<|eom_id|>"];
+
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: Option<ChatTemplate>,
+    pub stop_ids: Vec<u32>,
+    /// Tokens whose K/V are in the cache at positions 0.. (reused by the next prompt's common prefix).
+    cached: Vec<u32>,
+}
+
+impl Engine {
+    /// `tokenizer_json`/`tokenizer_config_json`: the model's files' contents.
+    pub fn new(model: Model, tokenizer_json: &[u8], tokenizer_config_json: Option<&str>) -> Result<Self> {
+        let tokenizer = Tokenizer::from_bytes(tokenizer_json).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let template = match tokenizer_config_json {
+            Some(cfg) => match ChatTemplate::from_tokenizer_config(cfg) {
+                Ok(t) => Some(t),
+                Err(ChatError::MissingTemplate) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let mut stop_ids: Vec<u32> = Vec::new();
+        let added = tokenizer.get_added_tokens_decoder();
+        for (id, tok) in &added {
+            if tok.special && END_OF_TURN.contains(&tok.content.as_str()) {
+                stop_ids.push(*id);
+            }
+        }
+        if let Some(eos) = tokenizer_config_json
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .and_then(|v| v.get("eos_token").cloned())
+        {
+            let content = eos.as_str().map(String::from).or_else(|| eos.get("content")?.as_str().map(String::from));
+            if let Some(id) = content.and_then(|c| tokenizer.token_to_id(&c)) {
+                stop_ids.push(id);
+            }
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, stop_ids, cached: Vec::new() })
+    }
+
+    /// Token ids of plain text; `add_special_tokens` lets the tokenizer's post-processor add BOS etc.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self.tokenizer.encode(text, add_special_tokens).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The model's chat template applied to `messages`, with the assistant prompt appended.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        let t = self.template.as_ref().ok_or(EngineError::NoChatTemplate)?;
+        Ok(t.render(messages, true)?)
+    }
+
+    /// Token ids of a chat: the rendered template already holds the special tokens (BOS too), so
+    /// it is tokenized without adding more, as `apply_chat_template(tokenize=True)` does.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let text = self.render_chat(messages)?;
+        self.encode(&text, false)
+    }
+
+    /// Forget the KV cache (the next prompt is prefilled from position 0).
+    pub fn reset(&mut self) {
+        self.cached.clear();
+    }
+
+    /// Generate after `prompt` (token ids). `on_event` sees the prefill and every token; returning
+    /// false stops generation (`Finish::Aborted`).
+    pub async fn generate(
+        &mut self,
+        ctx: &Context,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_event: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<Summary> {
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let context = self.model.state.opts.context;
+        if prompt.len() >= context as usize {
+            return Err(EngineError::ContextOverflow { prompt: prompt.len(), context });
+        }
+        let mut sampler = Sampler::new(opts.sampling.clone())?;
+        let greedy = sampler.is_greedy();
+        // Reuse the cached prefix, but always run at least the last prompt token for its logits.
+        let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        self.cached.truncate(common);
+        let mut next = self.step(ctx, &prompt[common..], common as u32, greedy, &mut sampler, prompt).await?;
+        self.cached.extend_from_slice(prompt);
+        let mut summary = Summary {
+            prompt_tokens: prompt.len(),
+            reused_tokens: common,
+            generated: Vec::new(),
+            text: String::new(),
+            finish: Finish::Length,
+        };
+        if !on_event(Event::Prefilled { prompt_tokens: prompt.len(), reused: common }) {
+            summary.finish = Finish::Aborted;
+            return Ok(summary);
+        }
+        let detok = Detokenizer::new(self.tokenizer.clone(), prompt)?;
+        let mut stream =
+            TextStream::new(detok, StopChecker::new(opts.stop.iter())?, StopIds::new(self.stop_ids.iter().copied()));
+        let mut history: Vec<u32> = prompt.to_vec();
+        loop {
+            summary.generated.push(next);
+            history.push(next);
+            match stream.push(next)? {
+                StreamEvent::Text(text) => {
+                    summary.text.push_str(&text);
+                    if !on_event(Event::Token { id: next, text: &text }) {
+                        summary.finish = Finish::Aborted;
+                        break;
+                    }
+                }
+                StreamEvent::Finished { text, reason } => {
+                    summary.text.push_str(&text);
+                    on_event(Event::Token { id: next, text: &text });
+                    summary.finish = match reason {
+                        FinishReason::StopToken(_) => Finish::Stop,
+                        FinishReason::StopString { .. } => Finish::StopString,
+                    };
+                    break;
+                }
+            }
+            let pos = self.cached.len() as u32;
+            if summary.generated.len() >= opts.max_tokens as usize || pos >= context {
+                let tail = stream.finish()?;
+                if !tail.is_empty() {
+                    summary.text.push_str(&tail);
+                    on_event(Event::Token { id: next, text: &tail });
+                }
+                break;
+            }
+            next = self.step(ctx, &[next], pos, greedy, &mut sampler, &history).await?;
+            self.cached.push(history[history.len() - 1]);
+        }
+        Ok(summary)
+    }
+
+    /// Run `tokens` at `pos0..` and choose the next token: the GPU argmax (4 bytes read back) when
+    /// greedy, else the last logits row through the sampler.
+    async fn step(
+        &self,
+        ctx: &Context,
+        tokens: &[u32],
+        pos0: u32,
+        greedy: bool,
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
+        let m = &self.model;
+        let chunk = m.state.opts.max_batch as usize;
+        let mut pos = pos0;
+        for part in tokens.chunks(chunk) {
+            let kernels = forward(ctx, &m.config, &m.weights, &m.state, part, pos, Logits::Last)?;
+            ctx.run(&kernels.iter().collect::<Vec<_>>());
+            pos += part.len() as u32;
+        }
+        if greedy {
+            return Ok(ctx.read_u32(&m.state.next_id, 1).await?[0]);
+        }
+        let mut logits = ctx.read_f32(&m.state.logits, m.config.vocab as usize).await?;
+        Ok(sampler.sample(&mut logits, history)?)
+    }
+}
+
+/// Options for opening a model package.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// KV cache length; `None`: the model's maximum, capped at 4096.
+    pub context: Option<u32>,
+    pub kv_dtype: crate::ops::attention::KvDtype,
+    /// Most tokens per forward step (longer prompts are prefilled in chunks).
+    pub max_batch: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { context: None, kv_dtype: crate::ops::attention::KvDtype::F16, max_batch: 128 }
+    }
+}
+
+/// Open a converted package directory (manifest, shards, tokenizer files) onto the GPU.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> Result<Engine> {
+    use crate::model::{Config, StateOptions};
+    let package = crate::loader::Package::open(dir)?;
+    let config = Config::from_hf(&package.manifest.architecture)
+        .map_err(|e| EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() })))?;
+    let context = opts.context.unwrap_or(config.max_position.min(4096));
+    let mut tensors = package.load(ctx)?;
+    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
+    let model = Model::new(ctx, config, &mut tensors, state)?;
+    let read = |f: &str| {
+        let path = package.path(f);
+        std::fs::read(&path)
+            .map_err(|e| EngineError::Load(LoadError::Io { path: path.display().to_string(), source: e }))
+    };
+    let tokenizer = read("tokenizer.json")?;
+    let tok_config = read("tokenizer_config.json").ok().and_then(|b| String::from_utf8(b).ok());
+    Engine::new(model, &tokenizer, tok_config.as_deref())
+}

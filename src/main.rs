@@ -1,0 +1,284 @@
+//! The native CLI over the same kernels the browser runs:
+//! `webgpu-llm convert | run | bench` (see `webgpu-llm --help`).
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = cli::main(args) {
+        eprintln!("webgpu-llm: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    use webgpu_llm::chat::Message;
+    use webgpu_llm::engine::{open_package, Engine, Event, Finish, GenerateOptions, OpenOptions};
+    use webgpu_llm::loader::convert::{convert, ConvertOptions};
+    use webgpu_llm::loader::manifest::Quant;
+    use webgpu_llm::ops::attention::KvDtype;
+    use webgpu_llm::sampling::SamplingParams;
+    use webgpu_llm::{Context, ContextOptions};
+
+    type Error = Box<dyn std::error::Error>;
+
+    const HELP: &str = "\
+webgpu-llm — run LLMs on WebGPU (native: Vulkan/Metal/DX12)
+
+USAGE
+  webgpu-llm convert --from <HF dir> --out <dir> [--quant q4|q8|f16] [--shard-mb 32]
+  webgpu-llm run --model <dir> (--prompt TEXT | --chat TEXT) [options]
+  webgpu-llm bench --model <dir> [--prompt-tokens 128] [--gen-tokens 64] [--context N]
+
+RUN OPTIONS
+  --system TEXT        system message for --chat
+  --max-tokens N       tokens to generate (default 128)
+  --temperature T      0 = greedy (default 0)
+  --top-k K  --top-p P  --min-p P
+  --repeat-penalty R  --presence-penalty P  --frequency-penalty P
+  --seed S             sampling seed (same seed, same tokens)
+  --stop TEXT          stop string (repeatable)
+  --context N          KV cache length (default: the model's, capped at 4096)
+  --kv f16|f32         KV cache precision (default f16)
+  --json               one JSON object per line: prompt ids, each token, a summary
+";
+
+    struct Args(Vec<String>);
+
+    impl Args {
+        fn take(&mut self, name: &str) -> Result<Option<String>, Error> {
+            match self.0.iter().position(|a| a == name) {
+                None => Ok(None),
+                Some(i) if i + 1 < self.0.len() => {
+                    let v = self.0.remove(i + 1);
+                    self.0.remove(i);
+                    Ok(Some(v))
+                }
+                Some(_) => Err(format!("{name} needs a value").into()),
+            }
+        }
+        fn take_all(&mut self, name: &str) -> Result<Vec<String>, Error> {
+            let mut out = Vec::new();
+            while let Some(v) = self.take(name)? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+        fn flag(&mut self, name: &str) -> bool {
+            match self.0.iter().position(|a| a == name) {
+                Some(i) => {
+                    self.0.remove(i);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn parse<T: std::str::FromStr>(&mut self, name: &str) -> Result<Option<T>, Error> {
+            match self.take(name)? {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| format!("{name}: cannot parse `{v}`").into()),
+            }
+        }
+        fn finish(self) -> Result<(), Error> {
+            match self.0.first() {
+                Some(a) => Err(format!("unexpected argument `{a}` (see --help)").into()),
+                None => Ok(()),
+            }
+        }
+    }
+
+    pub fn main(args: Vec<String>) -> Result<(), Error> {
+        let mut args = Args(args);
+        if args.0.is_empty() || args.flag("--help") || args.flag("-h") {
+            print!("{HELP}");
+            return Ok(());
+        }
+        let cmd = args.0.remove(0);
+        match cmd.as_str() {
+            "convert" => cmd_convert(args),
+            "run" => cmd_run(args),
+            "bench" => cmd_bench(args),
+            other => Err(format!("unknown command `{other}` (convert, run, bench; see --help)").into()),
+        }
+    }
+
+    fn cmd_convert(mut args: Args) -> Result<(), Error> {
+        let from: PathBuf = args.take("--from")?.ok_or("convert needs --from <HF dir>")?.into();
+        let out: PathBuf = args.take("--out")?.ok_or("convert needs --out <dir>")?.into();
+        let quant = match args.take("--quant")?.as_deref() {
+            None | Some("q4") => Quant::Q4,
+            Some("q8") => Quant::Q8,
+            Some("f16") => Quant::F16,
+            Some(q) => return Err(format!("--quant `{q}`: use q4, q8 or f16").into()),
+        };
+        let shard_mb = args.parse("--shard-mb")?.unwrap_or(32);
+        args.finish()?;
+        let report = convert(&from, &out, ConvertOptions { quant, shard_mb })?;
+        println!("{report}");
+        Ok(())
+    }
+
+    struct Loaded {
+        ctx: Context,
+        engine: Engine,
+        load_seconds: f64,
+    }
+
+    fn load(dir: &Path, context: Option<u32>, kv_dtype: KvDtype, max_batch: u32) -> Result<Loaded, Error> {
+        let start = Instant::now();
+        let ctx = Context::new_blocking(ContextOptions::default())?;
+        let engine = open_package(&ctx, dir, OpenOptions { context, kv_dtype, max_batch })?;
+        Ok(Loaded { ctx, engine, load_seconds: start.elapsed().as_secs_f64() })
+    }
+
+    fn kv_arg(args: &mut Args) -> Result<KvDtype, Error> {
+        match args.take("--kv")?.as_deref() {
+            None | Some("f16") => Ok(KvDtype::F16),
+            Some("f32") => Ok(KvDtype::F32),
+            Some(k) => Err(format!("--kv `{k}`: use f16 or f32").into()),
+        }
+    }
+
+    fn json_str(s: &str) -> String {
+        serde_json::Value::String(s.to_string()).to_string()
+    }
+
+    fn cmd_run(mut args: Args) -> Result<(), Error> {
+        let dir: PathBuf = args.take("--model")?.ok_or("run needs --model <dir>")?.into();
+        let prompt = args.take("--prompt")?;
+        let chat = args.take("--chat")?;
+        let system = args.take("--system")?;
+        let json = args.flag("--json");
+        let sampling = SamplingParams {
+            temperature: args.parse("--temperature")?.unwrap_or(0.0),
+            top_k: args.parse("--top-k")?.unwrap_or(0),
+            top_p: args.parse("--top-p")?.unwrap_or(1.0),
+            min_p: args.parse("--min-p")?.unwrap_or(0.0),
+            repetition_penalty: args.parse("--repeat-penalty")?.unwrap_or(1.0),
+            presence_penalty: args.parse("--presence-penalty")?.unwrap_or(0.0),
+            frequency_penalty: args.parse("--frequency-penalty")?.unwrap_or(0.0),
+            seed: args.parse("--seed")?,
+            ..SamplingParams::default()
+        };
+        sampling.validate()?;
+        let opts = GenerateOptions {
+            max_tokens: args.parse("--max-tokens")?.unwrap_or(128),
+            sampling,
+            stop: args.take_all("--stop")?,
+        };
+        let context = args.parse("--context")?;
+        let kv = kv_arg(&mut args)?;
+        args.finish()?;
+
+        let Loaded { ctx, mut engine, load_seconds } = load(&dir, context, kv, 128)?;
+        let ids = match (prompt, chat) {
+            (Some(p), None) => engine.encode(&p, true)?,
+            (None, Some(c)) => {
+                let mut messages = Vec::new();
+                if let Some(s) = system {
+                    messages.push(Message::system(s));
+                }
+                messages.push(Message::user(c));
+                engine.encode_chat(&messages)?
+            }
+            _ => return Err("run needs exactly one of --prompt TEXT or --chat TEXT".into()),
+        };
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{{\"prompt_ids\":{}}}", serde_json::to_string(&ids)?)?;
+        }
+        let start = Instant::now();
+        let mut prefill_seconds = 0.0;
+        let mut io_error = None;
+        let summary = pollster::block_on(engine.generate(&ctx, &ids, &opts, &mut |ev| {
+            let r = match ev {
+                Event::Prefilled { .. } => {
+                    prefill_seconds = start.elapsed().as_secs_f64();
+                    Ok(())
+                }
+                Event::Token { id, text } if json => writeln!(out, "{{\"id\":{id},\"text\":{}}}", json_str(text)),
+                Event::Token { text, .. } => write!(out, "{text}").and_then(|_| out.flush()),
+            };
+            match r {
+                Ok(()) => true,
+                Err(e) => {
+                    io_error = Some(e); // e.g. a closed pipe: stop generating
+                    false
+                }
+            }
+        }))?;
+        if let Some(e) = io_error {
+            return Err(e.into());
+        }
+        let total = start.elapsed().as_secs_f64();
+        let decoded = summary.generated.len().saturating_sub(1);
+        let prefill_tps = (summary.prompt_tokens - summary.reused_tokens) as f64 / prefill_seconds.max(1e-9);
+        let decode_tps = decoded as f64 / (total - prefill_seconds).max(1e-9);
+        let finish = match summary.finish {
+            Finish::Stop => "stop",
+            Finish::StopString => "stop_string",
+            Finish::Length => "length",
+            Finish::Aborted => "aborted",
+        };
+        if json {
+            writeln!(
+                out,
+                "{{\"prompt_tokens\":{},\"generated_tokens\":{},\"finish_reason\":\"{finish}\",\"load_s\":{load_seconds:.3},\"prefill_tok_s\":{prefill_tps:.2},\"decode_tok_s\":{decode_tps:.2}}}",
+                summary.prompt_tokens,
+                summary.generated.len()
+            )?;
+        } else {
+            writeln!(out)?;
+            eprintln!(
+                "[{} prompt tokens, prefill {prefill_tps:.1} tok/s; {} generated, decode {decode_tps:.1} tok/s; finish: {finish}; load {load_seconds:.1} s]",
+                summary.prompt_tokens,
+                summary.generated.len()
+            );
+        }
+        Ok(())
+    }
+
+    fn cmd_bench(mut args: Args) -> Result<(), Error> {
+        let dir: PathBuf = args.take("--model")?.ok_or("bench needs --model <dir>")?.into();
+        let prompt_tokens: u32 = args.parse("--prompt-tokens")?.unwrap_or(128);
+        let gen_tokens: u32 = args.parse("--gen-tokens")?.unwrap_or(64);
+        let context = args.parse::<u32>("--context")?.unwrap_or(prompt_tokens + gen_tokens + 1);
+        let kv = kv_arg(&mut args)?;
+        args.finish()?;
+        let Loaded { ctx, mut engine, load_seconds } = load(&dir, Some(context), kv, prompt_tokens.clamp(1, 512))?;
+        println!("device: {}", ctx.describe());
+        println!("load: {load_seconds:.2} s");
+        // Fixed pseudo-random prompt ids, away from special tokens at the ends of the vocabulary.
+        let vocab = engine.model.config.vocab;
+        let ids: Vec<u32> = (0..prompt_tokens).map(|i| 1000.min(vocab / 2) + (i * 7919) % (vocab / 4).max(1)).collect();
+        let opts = GenerateOptions { max_tokens: gen_tokens, ..GenerateOptions::default() };
+        engine.stop_ids.clear(); // generate exactly gen_tokens
+        let start = Instant::now();
+        let mut prefill_seconds = 0.0;
+        let summary = pollster::block_on(engine.generate(&ctx, &ids, &opts, &mut |ev| {
+            if let Event::Prefilled { .. } = ev {
+                prefill_seconds = start.elapsed().as_secs_f64();
+            }
+            true
+        }))?;
+        let total = start.elapsed().as_secs_f64();
+        let decoded = summary.generated.len().saturating_sub(1) as f64;
+        println!(
+            "prefill: {prompt_tokens} tokens in {prefill_seconds:.3} s = {:.1} tok/s",
+            prompt_tokens as f64 / prefill_seconds
+        );
+        println!(
+            "decode: {decoded} tokens in {:.3} s = {:.1} tok/s",
+            total - prefill_seconds,
+            decoded / (total - prefill_seconds).max(1e-9)
+        );
+        Ok(())
+    }
+}
