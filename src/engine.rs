@@ -10,7 +10,7 @@ use crate::chat::{ChatError, ChatTemplate, Message};
 use crate::detok::{DetokError, Detokenizer, FinishReason, StopChecker, StopIds, StreamEvent, TextStream};
 use crate::gpu::{Context, GpuError};
 use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
-use crate::model::{forward, Logits, Model, TensorSource};
+use crate::model::{Logits, Model, TensorSource};
 use crate::ops::matmul::QuantMatrix;
 use crate::sampling::{Sampler, SamplingError, SamplingParams};
 
@@ -263,17 +263,10 @@ impl Engine {
         history: &[u32],
     ) -> Result<u32> {
         let m = &self.model;
-        let chunk = m.state.opts.max_batch as usize;
-        let mut pos = pos0;
-        for part in tokens.chunks(chunk) {
-            let kernels = forward(ctx, &m.config, &m.weights, &m.state, part, pos, Logits::Last)?;
-            ctx.run(&kernels.iter().collect::<Vec<_>>());
-            pos += part.len() as u32;
-        }
         if greedy {
-            return Ok(ctx.read_u32(&m.state.next_id, 1).await?[0]);
+            return Ok(m.greedy_next(ctx, tokens, pos0).await?);
         }
-        let mut logits = ctx.read_f32(&m.state.logits, m.config.vocab as usize).await?;
+        let mut logits = m.logits(ctx, tokens, pos0, Logits::Last).await?;
         Ok(sampler.sample(&mut logits, history)?)
     }
 }
