@@ -13,6 +13,7 @@ use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
 use crate::model::{Logits, Model, TensorSource};
 use crate::ops::matmul::QuantMatrix;
 use crate::sampling::{Sampler, SamplingError, SamplingParams};
+use crate::ops::attention::KvDtype;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -274,16 +275,16 @@ impl Engine {
 /// Options for opening a model package.
 #[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
-    /// KV cache length; `None`: the model's maximum, capped at 4096.
+    /// KV cache length; `None`: the model's maximum, capped at 4096 and at what one binding holds.
     pub context: Option<u32>,
-    pub kv_dtype: crate::ops::attention::KvDtype,
+    pub kv_dtype: KvDtype,
     /// Most tokens per forward step (longer prompts are prefilled in chunks).
     pub max_batch: u32,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { context: None, kv_dtype: crate::ops::attention::KvDtype::F16, max_batch: 128 }
+        Self { context: None, kv_dtype: KvDtype::F16, max_batch: 128 }
     }
 }
 
@@ -294,7 +295,21 @@ pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> 
     let package = crate::loader::Package::open(dir)?;
     let config = Config::from_hf(&package.manifest.architecture)
         .map_err(|e| EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() })))?;
-    let context = opts.context.unwrap_or(config.max_position.min(4096));
+    // One layer's K (or V) cache is one binding: positions × kv_dim × element size must fit it.
+    let bytes_per_pos = config.kv_dim() as u64 * if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
+    let device_max = (ctx.max_binding_bytes() / bytes_per_pos).min(u32::MAX as u64) as u32;
+    let context = match opts.context {
+        Some(c) if c > device_max => {
+            return Err(EngineError::Gpu(GpuError::LimitTooSmall {
+                limit: "maxStorageBufferBindingSize",
+                needed: c as u64 * bytes_per_pos,
+                available: ctx.max_binding_bytes(),
+                what: format!("a KV cache of {c} positions per layer"),
+            }))
+        }
+        Some(c) => c,
+        None => config.max_position.min(4096).min(device_max),
+    };
     let mut tensors = package.load(ctx)?;
     let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
     let model = Model::new(ctx, config, &mut tensors, state)?;
