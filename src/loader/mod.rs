@@ -7,6 +7,8 @@
 //! [`STAGING_BYTES`] at a time from a [`ShardSource`] (files natively via [`Package`]; the browser
 //! feeds `fetch` stream chunks to the same writer).
 
+pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod manifest;
 
 #[cfg(not(target_arch = "wasm32"))]

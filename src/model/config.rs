@@ -103,8 +103,13 @@ impl Config {
             head_dim,
             rotary_dim,
             theta: get_f64(c, "rope_theta").unwrap_or(10_000.0),
-            // Hugging Face checkpoints rotate halves (rotate_half); GGUF llama files interleave.
-            pairing: RopePairing::Half,
+            // Hugging Face checkpoints rotate halves (rotate_half); llama-architecture GGUFs have
+            // permuted q/k rows and interleave (`rope_interleaved`, set by loader::gguf::hf_config).
+            pairing: if c.get("rope_interleaved").and_then(Value::as_bool) == Some(true) {
+                RopePairing::Interleaved
+            } else {
+                RopePairing::Half
+            },
             scaling: rope_scaling(c, max_position)?,
         };
         let config = Config {

