@@ -416,7 +416,8 @@ impl ErrorAcc {
 
 /// Shard files being written: fills each to `shard_bytes`, then starts the next, so a tensor may
 /// span shards (split points are multiples of 4, as every appended stream is whole words).
-struct ShardSink {
+/// Shared by safetensors and GGUF conversion.
+pub(crate) struct ShardSink {
     dir: PathBuf,
     shard_bytes: u64,
     done: Vec<Shard>,
@@ -431,12 +432,12 @@ struct OpenShard {
 }
 
 impl ShardSink {
-    fn new(dir: &Path, shard_bytes: u64) -> Self {
+    pub(crate) fn new(dir: &Path, shard_bytes: u64) -> Self {
         Self { dir: dir.to_path_buf(), shard_bytes, done: Vec::new(), current: None }
     }
 
     /// Append `bytes`, recording where they went in `ranges` (adjacent pieces merged).
-    fn append(&mut self, mut bytes: &[u8], ranges: &mut Vec<ByteRange>) -> Result<(), ConvertError> {
+    pub(crate) fn append(&mut self, mut bytes: &[u8], ranges: &mut Vec<ByteRange>) -> Result<(), ConvertError> {
         while !bytes.is_empty() {
             let cur = match &mut self.current {
                 Some(c) if c.written < self.shard_bytes => c,
@@ -466,7 +467,7 @@ impl ShardSink {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<Shard>, ConvertError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<Shard>, ConvertError> {
         if let Some(last) = self.current.take() {
             self.done.push(close(&self.dir, last)?);
         }

@@ -145,6 +145,11 @@ pub enum GgufError {
 
     #[error(transparent)]
     Manifest(#[from] super::ManifestError),
+
+    /// Writing a package's shards (GGUF → package conversion).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[error(transparent)]
+    Convert(#[from] super::convert::ConvertError),
 }
 
 type Result<T, E = GgufError> = std::result::Result<T, E>;
@@ -1371,7 +1376,7 @@ pub use native::{gguf_to_package, open, read_header_file, FileSource};
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use std::fs::File;
-    use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+    use std::io::{Read, Seek, SeekFrom};
     use std::path::{Path, PathBuf};
 
     use super::{
@@ -1379,10 +1384,8 @@ mod native {
         Header, Result, MAX_HEADER_BYTES,
     };
     use crate::loader::gguf_tokenizer::GgufTokenizer;
-    use crate::loader::manifest::{
-        ByteRange, Manifest, Part, PartKind, Quant, Shard, Tensor, TokenizerFiles, FORMAT, MANIFEST_FILE,
-    };
-    use crate::loader::{Layout, Sha256Hex};
+    use crate::loader::manifest::{Manifest, Part, PartKind, Quant, Tensor, TokenizerFiles, FORMAT, MANIFEST_FILE};
+    use crate::loader::Layout;
     use crate::quant::WeightFormat;
 
     /// First read of a header; doubled until the header fits (SmolLM2-135M's is 1.8 MB).
@@ -1492,7 +1495,7 @@ mod native {
         let tok_json = tok.tokenizer_json().map_err(|e| GgufError::Tokenizer { message: e.to_string() })?;
         std::fs::create_dir_all(out).map_err(io(out))?;
         let arch = file.architecture()?;
-        let mut sink = Shards { dir: out.to_path_buf(), shard_bytes: shard_mb << 20, done: Vec::new(), open: None };
+        let mut sink = crate::loader::convert::ShardSink::new(out, shard_mb << 20);
         let mut tensors = Vec::new();
         let mut raw = Vec::new();
         for t in &file.tensors {
@@ -1560,62 +1563,5 @@ mod native {
         let dst = out.join(MANIFEST_FILE);
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
         Ok(manifest)
-    }
-
-    /// Shard files being written, each filled to `shard_bytes` before the next (as convert.rs's
-    /// ShardSink; every appended stream is whole words, so shards are too).
-    struct Shards {
-        dir: PathBuf,
-        shard_bytes: u64,
-        done: Vec<Shard>,
-        /// (name, file, bytes written, hash).
-        open: Option<(String, BufWriter<File>, u64, Sha256Hex)>,
-    }
-
-    impl Shards {
-        /// Append `bytes`, recording where they went in `ranges` (adjacent pieces merged).
-        fn append(&mut self, mut bytes: &[u8], ranges: &mut Vec<ByteRange>) -> Result<()> {
-            while !bytes.is_empty() {
-                if self.open.as_ref().is_some_and(|o| o.2 >= self.shard_bytes) {
-                    self.close()?;
-                }
-                let shard = self.done.len() as u32;
-                let (name, out, written, hash) = match &mut self.open {
-                    Some(o) => o,
-                    slot => {
-                        let name = format!("shard-{shard:05}.bin");
-                        let path = self.dir.join(&name);
-                        let f = File::create(&path).map_err(io(&path))?;
-                        slot.insert((name, BufWriter::with_capacity(1 << 20, f), 0, Sha256Hex::default()))
-                    }
-                };
-                let n = (self.shard_bytes - *written).min(bytes.len() as u64) as usize;
-                let (piece, rest) = bytes.split_at(n);
-                out.write_all(piece).map_err(io(&self.dir.join(name.as_str())))?;
-                hash.update(piece);
-                match ranges.last_mut() {
-                    Some(r) if r.shard == shard && r.offset + r.bytes == *written => r.bytes += n as u64,
-                    _ => ranges.push(ByteRange { shard, offset: *written, bytes: n as u64 }),
-                }
-                *written += n as u64;
-                bytes = rest;
-            }
-            Ok(())
-        }
-
-        fn close(&mut self) -> Result<()> {
-            if let Some((name, out, written, hash)) = self.open.take() {
-                let path = self.dir.join(&name);
-                let f = out.into_inner().map_err(|e| io(&path)(e.into_error()))?;
-                f.sync_all().map_err(io(&path))?;
-                self.done.push(Shard { file: name, bytes: written, sha256: hash.finish() });
-            }
-            Ok(())
-        }
-
-        fn finish(mut self) -> Result<Vec<Shard>> {
-            self.close()?;
-            Ok(self.done)
-        }
     }
 }
