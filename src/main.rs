@@ -125,7 +125,7 @@ RUN OPTIONS
         args.finish()?;
         if is_gguf(&from) {
             // A GGUF keeps its own quantization: repacked into our layout, values unchanged.
-            let manifest = gguf_to_package(&from, &out, shard_mb as u64)?;
+            let manifest = gguf_to_package(&from, &out, shard_mb)?;
             println!(
                 "{}: {} tensors in {} shards, {} bytes",
                 out.display(),
