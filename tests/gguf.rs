@@ -896,19 +896,9 @@ fn phi3_gguf_matches_transformers() {
 
 // ---- SmolLM2-135M-Instruct Q4_1 ------------------------------------------------------------
 
-fn smollm2() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is absent (bash scripts/fetch-model.sh)", p.display());
-        None
-    }
-}
-
 #[test]
 fn smollm2_config_and_tensors() {
-    let Some(path) = smollm2() else { return };
+    let path = smollm2_path();
     let (file, mut src) = open(&path).unwrap();
     assert_eq!(file.tensors.len(), 272);
     let config = Config::from_hf(&hf_config(&file, &mut src).unwrap()).unwrap();
@@ -930,7 +920,7 @@ fn smollm2_config_and_tensors() {
 #[test]
 fn smollm2_answers_through_open_gguf() {
     use webgpu_llm::engine::{open_gguf, Finish, GenerateOptions};
-    let Some(path) = smollm2() else { return };
+    let path = smollm2_path();
     let opts = OpenOptions { context: Some(256), kv_dtype: KvDtype::F16, max_batch: 64 };
     let mut engine = open_gguf(ctx(), &path, opts).unwrap();
     let prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";

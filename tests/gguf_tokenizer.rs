@@ -8,8 +8,10 @@
 //!   trips, the chat template, and llama.cpp's own ids (tests/fixtures/smollm2/llamacpp.json) when
 //!   that fixture exists.
 
+mod common;
+use common::smollm2_path;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokenizers::Tokenizer;
 use webgpu_llm::chat::{ChatTemplate, Message};
 use webgpu_llm::loader::gguf::{open, parse_header, MetaArray, MetaValue, Metadata};
@@ -212,19 +214,9 @@ fn qwen3_vocabulary_matches_hugging_face() {
 
 // ---- SmolLM2 -----------------------------------------------------------------------------
 
-fn smollm2() -> Option<PathBuf> {
-    let p = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is absent (bash scripts/fetch-model.sh)", p.display());
-        None
-    }
-}
-
 #[test]
 fn smollm2_vocabulary() {
-    let Some(path) = smollm2() else { return };
+    let path = smollm2_path();
     let (file, _) = open(&path).unwrap();
     let gt = GgufTokenizer::from_metadata(&file.metadata).unwrap();
     let tok = gt.tokenizer().unwrap();

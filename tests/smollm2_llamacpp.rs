@@ -15,6 +15,8 @@
 //!   - free-running greedy output must equal llama.cpp's up to the first step where llama.cpp's
 //!     margin is below LLAMACPP_MARGIN (a near-tie; after a divergence the texts legitimately part).
 
+mod common;
+use common::smollm2_path;
 use serde_json::Value;
 use webgpu_llm::engine::{open_gguf, Engine, GenerateOptions, OpenOptions};
 use webgpu_llm::model::Logits;
@@ -41,8 +43,7 @@ fn top_k(row: &[f32], k: usize) -> Vec<u32> {
 }
 
 fn setup() -> (Context, Engine, Value) {
-    let model = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(model.exists(), "{} is missing: run scripts/fetch-model.sh", model.display());
+    let model = smollm2_path();
     let fixture = std::fs::read_to_string(root().join("tests/fixtures/smollm2/llamacpp.json")).unwrap();
     std::fs::create_dir_all("/tmp/webgpu-llm-xdg").ok();
     let ctx = Context::new_blocking(ContextOptions::default()).unwrap();

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod fixture;
 pub mod reference;
+#[allow(unused_imports)] // not every test binary uses every helper
 pub use check::*;
 
 use std::sync::OnceLock;
@@ -57,4 +58,11 @@ pub fn read_f32(ctx: &Context, buf: &wgpu::Buffer, len: usize) -> Vec<f32> {
 
 pub fn read_u32(ctx: &Context, buf: &wgpu::Buffer, len: usize) -> Vec<u32> {
     pollster::block_on(ctx.read_u32(buf, len)).unwrap()
+}
+
+/// The default model, SmolLM2-135M-Instruct Q4_1 GGUF (scripts/setup.sh fetches it; tests need it).
+pub fn smollm2_path() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-model.sh", p.display());
+    p
 }
