@@ -93,9 +93,7 @@ fn check_fixture(name: &str) {
         let got = all_logits(&mut engine, &tokens);
         compare_rows(&format!("{name}/{pname} f16"), &got, vocab, p, &probe_ids, None);
         // (a) free-running greedy
-        let mut engine_ctx = tokens.len() as u32 + 1;
-        engine_ctx = engine_ctx.max(prompt.len() as u32 + cont.len() as u32);
-        let opts = StateOptions { context: engine_ctx, max_batch: 32, kv_dtype: KvDtype::F32 };
+        let opts = StateOptions { context: (prompt.len() + cont.len()) as u32, max_batch: 32, kv_dtype: KvDtype::F32 };
         engine.model.state = State::new(ctx(), &engine.model.config, opts).unwrap();
         engine.reset();
         engine.stop_ids.clear();

@@ -94,15 +94,7 @@ fn rope_matches_reference() {
 fn rope_scaled_frequencies() {
     let mut rng = Rng::new(seed("rope scaled"));
     // Llama-3.2's rope_scaling
-    let llama = RopeConfig {
-        scaling: RopeScaling::Llama3 {
-            factor: 32.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position: 8192,
-        },
-        ..RopeConfig::new(64, 500000.0, RopePairing::Half)
-    };
+    let llama = llama32();
     for &pos0 in &[0u32, 300, 100_000] {
         check(&mut rng, "llama3", &llama, 131072, 8, 3, pos0);
     }
@@ -141,15 +133,7 @@ fn rope_pins_known_frequencies() {
     let plain = RopeConfig::new(64, 10000.0, RopePairing::Half).inv_freq(0).unwrap();
     assert_eq!(plain[0], 1.0);
     assert_eq!(plain[16], 0.01);
-    let llama = RopeConfig {
-        scaling: RopeScaling::Llama3 {
-            factor: 32.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position: 8192,
-        },
-        ..RopeConfig::new(64, 500000.0, RopePairing::Half)
-    };
+    let llama = llama32();
     let inv = llama.inv_freq(131072).unwrap();
     let base = |i: i32| 500000f64.powf(-(i as f64) / 32.0);
     assert_eq!(inv[14], base(14) as f32, "high frequency kept");
@@ -204,4 +188,17 @@ fn rope_rejects_bad_shapes() {
     let err = rope(ctx, &x, &table, 9, 5, 0).err().expect("x holds 4 rows, not 5");
     assert!(err.to_string().contains("`x`"), "{err}");
     assert!(rope(ctx, &x, &table, 9, 2, u32::MAX).is_err(), "positions overflow u32");
+}
+
+/// Llama-3.2's RoPE: theta 500000 with its llama3 `rope_scaling`, head_dim 64.
+fn llama32() -> RopeConfig {
+    RopeConfig {
+        scaling: RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position: 8192,
+        },
+        ..RopeConfig::new(64, 500000.0, RopePairing::Half)
+    }
 }

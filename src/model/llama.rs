@@ -202,9 +202,9 @@ pub fn forward(
         Logits::All => t,
         Logits::Last => 1,
     };
-    if which == Logits::Last && t > 1 {
-        // only the last row: move it to row 0 of xb after the norm
-        k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);
+    k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);
+    let lm_in = if which == Logits::Last && t > 1 {
+        // only the last row: copy it out of xb so the lm_head GEMV reads one row
         k.push(copy_cols(
             ctx,
             Cols { buf: &s.xb, stride: t * h, col: (t - 1) * h },
@@ -212,11 +212,11 @@ pub fn forward(
             1,
             h,
         )?);
-        k.extend(matmul(ctx, &s.att, lm_head, &s.logits, 1, Epilogue::default())?);
+        &s.att
     } else {
-        k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);
-        k.extend(matmul(ctx, &s.xb, lm_head, &s.logits, rows, Epilogue::default())?);
-    }
+        &s.xb
+    };
+    k.extend(matmul(ctx, lm_in, lm_head, &s.logits, rows, Epilogue::default())?);
     k.extend(argmax(ctx, &s.logits, &s.next_id, rows, cfg.vocab)?);
     Ok(k)
 }
