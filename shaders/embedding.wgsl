@@ -24,14 +24,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;           // [t]
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;       // [rows, units]
-@group(0) @binding(3) var<storage, read> scales: array<u32>;        // Q4/Q8 [rows * groups] f16 pairs; Q4Asym [rows, groups] (d, m)
+@group(0) @binding(3) var<storage, read> scales: array<u32>;        // Q4/Q8 [rows * groups] f16 pairs; Asym [rows, groups] (d, m); K: side data
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;     // [t, dim]
 
-// (d, m) of group g of local row r; m = 0 except for Q4Asym.
-fn scale(r: u32, g: u32) -> vec2<f32> {
-    let i = r * p.groups + g;
-    return scale_of(scales[scale_word(i)], i);
-}
 
 
 // Four values at elements e .. e + 3 of the output row at base; zeros for an invalid id, nothing
@@ -61,23 +56,14 @@ fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     } else if (FORMAT == F16) {
         put4(base, 8u * u, vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), valid);
         put4(base, 8u * u + 4u, vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), valid);
-    } else if (FORMAT == Q8) {
-        let d = scale(r, u >> 1u).x;
-        for (var j = 0u; j < 4u; j++) { put4(base, 16u * u + 4u * j, i8x4(q[j]) * d, valid); }
+    } else if (FORMAT == Q8 || FORMAT == Q8ASYM) {
+        let i = r * p.groups + (u >> 1u);
+        for (var j = 0u; j < 4u; j++) { put4(base, 16u * u + 4u * j, dequant8(q[j], i), valid); }
     } else {
-        let dm = scale(r, u);
         for (var j = 0u; j < 4u; j++) {
-            var lo = nib_lo(q[j]);
-            var hi = nib_hi(q[j]);
-            if (FORMAT == Q4) {
-                lo = (lo - 8.0) * dm.x;
-                hi = (hi - 8.0) * dm.x;
-            } else {
-                lo = lo * dm.x + dm.y;
-                hi = hi * dm.x + dm.y;
-            }
-            put4(base, 32u * u + 4u * j, lo, valid);
-            put4(base, 32u * u + 16u + 4u * j, hi, valid);
+            let vals = dequant4(q[j], r * p.groups + u, j);
+            put4(base, 32u * u + 4u * j, vals[0], valid);
+            put4(base, 32u * u + 16u + 4u * j, vals[1], valid);
         }
     }
 }

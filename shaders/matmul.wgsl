@@ -36,7 +36,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;            // [m, k]
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;      // [rows, units]
-@group(0) @binding(3) var<storage, read> scales: array<u32>;       // Q4/Q8 [rows * groups] f16 pairs; Q4Asym [rows, groups] (d, m)
+@group(0) @binding(3) var<storage, read> scales: array<u32>;       // Q4/Q8 [rows * groups] f16 pairs; Asym [rows, groups] (d, m); K: side data
 @group(0) @binding(4) var<storage, read> bias: array<f32>;         // [n]; a stand-in buffer when flags & 1 == 0
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [m, n]
 @group(0) @binding(6) var<storage, read> xq: array<vec4<f32>>;     // gemv_q's x: [k / 4] (m = 1)
@@ -44,10 +44,9 @@ struct Params {
 var<workgroup> xs: array<f32, TK * TM>; // [TK, TM]: k-major so the inner loop reads rows side by side
 var<workgroup> ws: array<f32, TK * TN>; // [TK, TN]
 
-// (d, m) of group g of local row r; m = 0 except for Q4Asym.
+// (d, m) of group g of local row r (Q4/Q8/Q4Asym/Q8Asym); m = 0 except for the Asym formats.
 fn scale(r: u32, g: u32) -> vec2<f32> {
-    let i = r * p.groups + g;
-    return scale_of(scales[scale_word(i)], i);
+    return group_dm(r * p.groups + g);
 }
 
 
@@ -105,22 +104,28 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // Word wi of row `row` (Q4/Q4Asym/Q8) dotted with its x values x_lo (, x_hi); xsum = their sum.
 // Q8: word wi holds elements 4wi..4wi+3 of the row. Q4: word j of group g holds elements
 // 32g+4j..+3 (low nibbles) and 32g+16+4j..+3 (high nibbles).
+// K-quants dequantize the word first (their scales differ within a word for Q6K).
 fn word_dot(row: u32, wi: u32, x_lo: vec4<f32>, x_hi: vec4<f32>, xsum: f32) -> f32 {
     let v = w[row * p.units + wi / 4u][wi % 4u];
-    if (FORMAT == Q8) {
-        return scale(row, wi / 8u).x * dot(i8x4(v), x_lo);
+    if (FORMAT == Q8 || FORMAT == Q8ASYM) {
+        let dm = scale(row, wi / 8u);
+        return dm.x * dot(i8x4(v), x_lo) + dm.y * xsum;
     }
-    let dm = scale(row, wi / 4u);
-    let qx = dot(nib_lo(v), x_lo) + dot(nib_hi(v), x_hi);
-    if (FORMAT == Q4) {
-        return dm.x * (qx - 8.0 * xsum);
+    if (FORMAT == Q4 || FORMAT == Q4ASYM) {
+        let dm = scale(row, wi / 4u);
+        let qx = dot(nib_lo(v), x_lo) + dot(nib_hi(v), x_hi);
+        if (FORMAT == Q4) {
+            return dm.x * (qx - 8.0 * xsum);
+        }
+        return dm.x * qx + dm.y * xsum;
     }
-    return dm.x * qx + dm.y * xsum;
+    let vals = dequant4(v, row * p.groups + wi / 4u, wi % 4u);
+    return dot(vals[0], x_lo) + dot(vals[1], x_hi);
 }
 
 // x values of word wi: (x_lo, x_hi, Σ) — see word_dot.
 fn word_x(wi: u32) -> array<vec4<f32>, 2> {
-    if (FORMAT == Q8) {
+    if (FORMAT == Q8 || FORMAT == Q8ASYM) {
         return array<vec4<f32>, 2>(xq[wi], vec4<f32>(0.0));
     }
     let g = wi / 4u;
@@ -180,24 +185,17 @@ fn load_w_tile(n0: u32, s: u32, tid: u32) {
                 lo = f16x4(q.x, q.y);
                 hi = f16x4(q.z, q.w);
             }
-        } else if (FORMAT == Q8) {
+        } else if (FORMAT == Q8 || FORMAT == Q8ASYM) {
             let q = w[base + 2u * s + part / 2u];
             let h = (part % 2u) * 2u;
-            let d = scale(r, s).x;
-            lo = i8x4(q[h]) * d;
-            hi = i8x4(q[h + 1u]) * d;
+            lo = dequant8(q[h], r * p.groups + s);
+            hi = dequant8(q[h + 1u], r * p.groups + s);
         } else {
-            let q = w[base + s][part];
-            let dm = scale(r, s);
+            let vals = dequant4(w[base + s][part], r * p.groups + s, part);
+            lo = vals[0];
+            hi = vals[1];
             klo = 4u * part;
             khi = 16u + 4u * part;
-            if (FORMAT == Q4) {
-                lo = (nib_lo(q) - 8.0) * dm.x;
-                hi = (nib_hi(q) - 8.0) * dm.x;
-            } else {
-                lo = nib_lo(q) * dm.x + dm.y;
-                hi = nib_hi(q) * dm.x + dm.y;
-            }
         }
     }
     for (var c = 0u; c < 4u; c++) {

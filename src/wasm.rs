@@ -13,7 +13,8 @@ pub fn start() {
 /// What the GPU offers, as a JS object: `{ adapter, backend, maxBindingBytes, shaderF16, subgroups, timestampQuery }`.
 #[wasm_bindgen(js_name = gpuInfo)]
 pub async fn gpu_info() -> Result<JsValue, JsValue> {
-    let ctx = Context::new(ContextOptions::default()).await.map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))?;
+    let ctx =
+        Context::new(ContextOptions::default()).await.map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))?;
     let info = GpuInfo {
         adapter: ctx.info.name.clone(),
         backend: format!("{:?}", ctx.info.backend),

@@ -242,6 +242,10 @@ fn every_supported_type_repacks_to_gguf_py_values() {
         ("q4_0", WeightFormat::Q4),
         ("q4_1", WeightFormat::Q4Asym),
         ("q5_0", WeightFormat::Q8),
+        ("q5_1", WeightFormat::Q8Asym),
+        ("q4_k", WeightFormat::Q4K),
+        ("q5_k", WeightFormat::Q5K),
+        ("q6_k", WeightFormat::Q6K),
     ];
     for w in exp["files"]["types.gguf"]["tensors"].as_array().unwrap() {
         let name = w["name"].as_str().unwrap();
@@ -272,9 +276,7 @@ fn unsupported_types_and_shapes_are_named() {
     let bytes = std::fs::read(fixtures().join("types.gguf")).unwrap();
     let file = parse(&bytes).unwrap();
     let mut src = SliceSource::new(vec![&bytes]);
-    for (name, ty) in
-        [("q5_1", GgmlType::Q5_1), ("q4_k", GgmlType::Q4_K), ("q5_k", GgmlType::Q5_K), ("q6_k", GgmlType::Q6_K)]
-    {
+    for (name, ty) in [("q2_k", GgmlType::Q2_K), ("iq4_nl", GgmlType::IQ4_NL)] {
         match read_matrix(&file, &mut src, name) {
             Err(e @ GgufError::UnsupportedType { .. }) => {
                 let msg = e.to_string();
@@ -355,7 +357,7 @@ fn every_prefix_of_a_header_asks_for_more() {
     // A tensor past the end of the file is truncated data.
     let end = full.tensors.iter().map(|t| t.offset + t.bytes).max().unwrap();
     match GgufFile::parse(&bytes, end - 1) {
-        Err(GgufError::TruncatedData { tensor, .. }) => assert_eq!(tensor, "q6_k"),
+        Err(GgufError::TruncatedData { tensor, .. }) => assert_eq!(tensor, "iq4_nl"),
         other => panic!("{other:?}"),
     }
 }

@@ -26,7 +26,13 @@ fn embedding_matches_dequantized_rows() {
     for (name, ctx) in [("whole", ctx()), ("split", ctx_split())] {
         for format in WeightFormat::ALL {
             // quantized: whole groups (an odd count, so scale pairs straddle rows); float: ragged rows
-            let dim = if format.is_quantized() { 96 } else { 67 };
+            let dim = if format.is_k_quant() {
+                512
+            } else if format.is_quantized() {
+                96
+            } else {
+                67
+            };
             let table: Vec<f32> = (0..vocab * dim).map(|_| rng.normal(0.5)).collect();
             let packed = quantize(format, &table, vocab, dim).unwrap();
             let w = QuantMatrix::upload(ctx, "table", &packed).unwrap();

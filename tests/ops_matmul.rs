@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use std::sync::OnceLock;
 use webgpu_llm::ops::matmul::{chunk_byte_ranges, chunk_rows, matmul, Epilogue, QuantMatrix};
-use webgpu_llm::quant::{dequantize, quantize, PackedMatrix, WeightFormat, GROUP};
+use webgpu_llm::quant::{dequantize, group_offset, quantize, PackedMatrix, WeightFormat, GROUP};
 use webgpu_llm::{Context, ContextOptions, GpuError};
 
 /// A binding limit that splits the test matrices (n = 257) into ≥ 3 chunks in every format.
@@ -27,21 +27,21 @@ fn ctx_split() -> &'static Context {
     })
 }
 
-/// Inner sizes: whole groups for quantized formats, ragged for F16/F32.
+/// Inner sizes: whole blocks for quantized formats (1 and 5 super-blocks for K-quants, an odd
+/// number of groups otherwise), ragged for F16/F32.
 fn ks(format: WeightFormat) -> [usize; 2] {
-    if format.is_quantized() {
+    if format.is_k_quant() {
+        [256, 1280]
+    } else if format.is_quantized() {
         [96, 1184]
     } else {
         [67, 1001]
     }
 }
 
-/// Q4Asym's per-group m (0 for other formats), for the error scale.
+/// The additive per-group term (m, −dmin·m; 0 for other formats), for the error scale.
 fn group_m(p: &PackedMatrix, row: usize, g: usize) -> f64 {
-    match p.format {
-        WeightFormat::Q4Asym => half::f16::from_bits((p.scales[row * (p.k / GROUP) + g] >> 16) as u16).to_f64(),
-        _ => 0.0,
-    }
+    group_offset(p, row, g) as f64
 }
 
 struct Case {
@@ -179,7 +179,13 @@ fn gemv_folds_the_grid_past_the_dimension_limit() {
 fn chunking_covers_rows_within_the_limit() {
     for format in WeightFormat::ALL {
         for &(n, k) in &[(257usize, 96usize), (1000, 32), (7, 1184), (128_256, 3072)] {
-            let k = if format.is_quantized() { k } else { k + 3 };
+            let k = if format.is_k_quant() {
+                k.next_multiple_of(256)
+            } else if format.is_quantized() {
+                k
+            } else {
+                k + 3
+            };
             for limit in [SPLIT_BYTES * 4, 1 << 20, 128 << 20] {
                 let chunks = match chunk_rows(format, n, k, limit) {
                     Ok(c) => c,
@@ -193,7 +199,8 @@ fn chunking_covers_rows_within_the_limit() {
                     assert_eq!((w.start, s.start), (next_w, next_s), "{format:?} contiguous bytes");
                     assert!(w.end - w.start <= limit && s.end - s.start <= limit, "{format:?} within limit");
                     assert!(s.start % 4 == 0, "{format:?} scales start on a word");
-                    if i + 1 < chunks.len() {
+                    let paired = matches!(format, WeightFormat::Q4 | WeightFormat::Q8); // two f16 per word
+                    if i + 1 < chunks.len() && paired {
                         assert_eq!(rows as usize * format.groups_per_row(k) % 2, 0, "{format:?} even scale entries");
                     }
                     (next_row, next_w, next_s) = (row0 + rows, w.end, s.end);

@@ -1,9 +1,11 @@
 //! CPU weight formats: packing of hand-checked groups (GGUF nibble order), round-trip error bounds
-//! derived from GGUF's rounding rules, and errors for bad shapes.
+//! derived from GGUF's rounding rules, K-quant and Q5_1 repacks equal to ggml's dequantization bit
+//! for bit, and errors for bad shapes.
 
 mod common;
 use common::*;
 use half::f16;
+use webgpu_llm::quant::kquant::{decode_gguf_block, gguf_block_bytes, repack, SUPER};
 use webgpu_llm::quant::{dequantize, quantize, PackedMatrix, QuantError, WeightFormat, GROUP};
 
 /// f16 has an 11-bit significand: a scale rounded to f16 is off by at most 2⁻¹¹ relative.
@@ -89,7 +91,7 @@ fn float_rows_are_padded() {
 fn group_scales(p: &PackedMatrix, row: usize, g: usize) -> (f32, f32) {
     let i = row * (p.k / GROUP) + g;
     let entry = match p.format {
-        WeightFormat::Q4Asym => p.scales[i],
+        WeightFormat::Q4Asym | WeightFormat::Q8Asym => p.scales[i],
         _ => p.scales[i / 2] >> (16 * (i % 2)) & 0xFFFF,
     };
     (f16::from_bits(entry as u16).to_f32(), f16::from_bits((entry >> 16) as u16).to_f32())
@@ -98,8 +100,9 @@ fn group_scales(p: &PackedMatrix, row: usize, g: usize) -> (f32, f32) {
 #[test]
 fn round_trip_error_is_within_the_format_bound() {
     let mut rng = Rng::new(seed("quant round trip"));
-    let (n, k) = (9usize, 320usize); // odd n: the last scale word is half used
+    let n = 9usize; // odd n: the last scale word is half used
     for format in WeightFormat::ALL {
+        let k = if format.is_k_quant() { 512 } else { 320 };
         // normal values with a few outliers, as in real weight rows
         let x: Vec<f32> =
             (0..n * k).map(|_| if rng.below(50) == 0 { rng.normal(1.0) * 8.0 } else { rng.normal(0.05) }).collect();
@@ -133,10 +136,88 @@ fn round_trip_error_is_within_the_format_bound() {
                     let (d, m) = group_scales(&p, row, col / GROUP);
                     d.abs() * (0.5 + 16.0 * F16_REL) + m.abs() * F16_REL + ulp
                 }
+                // the same with q ≤ 31 (ggml's Q5_1 does not clamp: (max − min)/d + 0.5 ≤ 31.5)
+                WeightFormat::Q8Asym => {
+                    let (d, m) = group_scales(&p, row, col / GROUP);
+                    d.abs() * (0.5 + 32.0 * F16_REL) + m.abs() * F16_REL + ulp
+                }
+                // our plain K-quant rounding: q to nearest (d₁/2) where d₁ = d·sc is within d/2 of
+                // the sub-block's ideal step, so the top quant can clamp by q_max·d/2, and the
+                // rounded min (dmin·m) can push the bottom below 0 by dmin/2
+                WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+                    let (step, d, dmin, qmax) = k_params(&p, row, col);
+                    step.abs() / 2.0 + qmax * d.abs() / 2.0 + dmin / 2.0 + ulp
+                }
             };
             assert!(err <= bound, "{format:?} [{row}, {col}]: x = {xv}, got {yv}, |err| {err:e} > {bound:e}");
         }
     }
+}
+
+/// (d·sc of the element's sub-block, d, dmin, largest |q|) of a K-quant element, from the side data.
+fn k_params(p: &PackedMatrix, row: usize, col: usize) -> (f32, f32, f32, f32) {
+    let sw = p.format.side_words();
+    let sb = (row * (p.k / SUPER) + col / SUPER) * sw;
+    let side = &p.scales[sb..sb + sw];
+    let half = |w: u32, hi: bool| f16::from_bits((w >> if hi { 16 } else { 0 }) as u16).to_f32();
+    let byte = |w: u32, b: usize| (w >> (8 * b)) as u8;
+    if p.format == WeightFormat::Q6K {
+        let sub = (col % SUPER) / 16;
+        let sc = byte(side[1 + sub / 4], sub % 4) as i8 as f32;
+        (half(side[0], false) * sc, half(side[0], false), 0.0, 32.0)
+    } else {
+        let g = (col % SUPER) / GROUP;
+        let sc = byte(side[1 + g / 4], g % 4) as f32;
+        let qmax = if p.format == WeightFormat::Q4K { 15.0 } else { 31.0 };
+        (half(side[0], false) * sc, half(side[0], false), half(side[0], true), qmax)
+    }
+}
+
+/// Random GGUF blocks: random quant bits, scales from `scale` (finite f16s of either sign).
+fn random_blocks(rng: &mut Rng, count: usize, bytes: usize, f16_at: &[usize]) -> Vec<u8> {
+    let mut raw: Vec<u8> = (0..count * bytes).map(|_| rng.below(256) as u8).collect();
+    for b in raw.chunks_exact_mut(bytes) {
+        for &at in f16_at {
+            let v = f16::from_f32(rng.normal(0.01)).to_bits().to_le_bytes();
+            b[at..at + 2].copy_from_slice(&v);
+        }
+    }
+    raw
+}
+
+#[test]
+fn k_quant_repack_equals_ggml_dequantization() {
+    let mut rng = Rng::new(seed("kquant repack"));
+    let (n, k) = (3usize, 768usize); // 3 super-blocks per row
+    for (format, f16_at) in
+        [(WeightFormat::Q4K, &[0, 2][..]), (WeightFormat::Q5K, &[0, 2]), (WeightFormat::Q6K, &[208])]
+    {
+        let bb = gguf_block_bytes(format);
+        let raw = random_blocks(&mut rng, n * k / SUPER, bb, f16_at);
+        let want: Vec<f32> = raw.chunks_exact(bb).flat_map(|b| decode_gguf_block(format, b)).collect();
+        let p = repack(format, n, k, &raw).unwrap();
+        p.validate().unwrap();
+        let got = dequantize(&p).unwrap();
+        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{format:?}: repacked values differ from ggml's");
+        // The quantizer goes through the same GGUF blocks.
+        let x: Vec<f32> = (0..n * k).map(|_| rng.normal(0.1)).collect();
+        assert_eq!(quantize(format, &x, n, k).unwrap().format, format);
+        assert!(repack(format, n, k, &raw[1..]).is_err(), "short input");
+    }
+}
+
+#[test]
+fn q5_1_blocks_hold_five_bit_quants() {
+    // q = 31 for element 0 (nibble 15 + fifth bit), q = 16 for element 17 (fifth bit only).
+    let mut x = [0.0f32; 32];
+    x[0] = 31.0;
+    x[17] = 16.0;
+    let p = quantize(WeightFormat::Q8Asym, &x, 1, 32).unwrap();
+    assert_eq!(p.scales, [f16_bits(1.0)]); // d = 31/31, m = 0
+    assert_eq!(p.weights[0] & 0xFF, 31);
+    assert_eq!((p.weights[4] >> 8) & 0xFF, 16);
+    assert_eq!(dequantize(&p).unwrap(), x);
 }
 
 #[test]
@@ -153,22 +234,26 @@ fn q4_clamps_only_the_opposite_extreme() {
 #[test]
 fn zero_groups_stay_zero() {
     for format in WeightFormat::ALL {
-        let p = quantize(format, &[0.0; 64], 2, 32).unwrap();
+        let k = format.block_elems().max(GROUP);
+        let p = quantize(format, &vec![0.0; 2 * k], 2, k).unwrap();
         assert!(dequantize(&p).unwrap().iter().all(|&v| v == 0.0), "{format:?}");
     }
 }
 
 #[test]
 fn bad_shapes_are_errors() {
-    for format in [WeightFormat::Q4, WeightFormat::Q4Asym, WeightFormat::Q8] {
-        let err = quantize(format, &[0.0; 2 * 48], 2, 48).unwrap_err();
-        assert!(matches!(err, QuantError::KNotMultipleOfGroup { k: 48, .. }), "{err}");
-        assert!(err.to_string().contains("k = 48"), "{err}");
+    for format in WeightFormat::ALL.into_iter().filter(|f| f.is_quantized()) {
+        // whole groups but not whole K-quant super-blocks
+        let k = if format.is_k_quant() { 288 } else { 48 };
+        let err = quantize(format, &vec![0.0; 2 * k], 2, k).unwrap_err();
+        assert!(matches!(err, QuantError::KNotMultipleOfBlock { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("k = {k}")), "{err}");
     }
     for format in WeightFormat::ALL {
-        let err = quantize(format, &[0.0; 63], 2, 32).unwrap_err();
-        assert!(matches!(err, QuantError::Length { expected: 64, got: 63, .. }), "{format:?}: {err}");
-        assert!(matches!(quantize(format, &[], 0, 32), Err(QuantError::Empty { .. })));
+        let k = format.block_elems().max(GROUP);
+        let err = quantize(format, &vec![0.0; 2 * k - 1], 2, k).unwrap_err();
+        assert!(matches!(err, QuantError::Length { got, .. } if got == 2 * k - 1), "{format:?}: {err}");
+        assert!(matches!(quantize(format, &[], 0, k), Err(QuantError::Empty { .. })));
     }
     // F16/F32 take any k
     assert!(quantize(WeightFormat::F16, &[0.0; 2 * 67], 2, 67).is_ok());
@@ -193,4 +278,11 @@ fn byte_sizes() {
     assert_eq!(WeightFormat::Q4.scale_bytes(3, k), 5 * 4, "9 f16 → 5 words");
     assert_eq!(WeightFormat::Q4Asym.scale_bytes(3, k), 9 * 4);
     assert_eq!(WeightFormat::F16.scale_bytes(3, 64), 0);
+    assert_eq!(WeightFormat::Q8Asym.weight_row_bytes(k), 3 * 32);
+    assert_eq!(WeightFormat::Q8Asym.scale_bytes(3, k), 9 * 4);
+    // K-quants: 4 bits per element plus side words per super-block (Q4_K's 144 bytes → 128 + 20)
+    for (format, words) in [(WeightFormat::Q4K, 5), (WeightFormat::Q5K, 13), (WeightFormat::Q6K, 21)] {
+        assert_eq!(format.weight_row_bytes(512), 256);
+        assert_eq!(format.scale_bytes(3, 512), 3 * 2 * words * 4);
+    }
 }

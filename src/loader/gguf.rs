@@ -16,8 +16,9 @@
 //!
 //! Types (values unchanged): F32 → F32; F16 → F16; BF16 → F32 (exact widening); Q8_0 → Q8; Q4_0 → Q4;
 //! Q4_1 → Q4Asym (each block split into quants and scales: `quant::pack_blocks`); Q5_0 → Q8, since
-//! its (q − 16)·d has q − 16 in −16..=15, an int8, with the same f16 d. K-quants and the rest:
-//! [`GgufError::UnsupportedType`].
+//! its (q − 16)·d has q − 16 in −16..=15, an int8, with the same f16 d; Q5_1 → Q8Asym (q in 0..=31
+//! as a byte, the same f16 d and m); Q4_K, Q5_K, Q6_K → Q4K, Q5K, Q6K (`quant::kquant`: nibbles
+//! permuted, scales and high bits moved to side data). The rest: [`GgufError::UnsupportedType`].
 //!
 //! RoPE: llama.cpp's converter permutes the q/k rows of llama-architecture checkpoints
 //! (`LlamaModel.permute` in convert_hf_to_gguf.py) so that ggml's normal rope mode, which rotates
@@ -32,7 +33,9 @@ use serde_json::{json, Value};
 use super::{GpuTensor, Layout};
 use crate::gpu::{Context, GpuError};
 use crate::ops::matmul::{chunk_byte_ranges, chunk_rows, MatrixChunk, QuantMatrix};
-use crate::quant::{pack_blocks, BlockQ4_0, BlockQ4_1, BlockQ8_0, PackedMatrix, QuantError, WeightFormat, GROUP};
+use crate::quant::{
+    kquant, pack_blocks, BlockQ4_0, BlockQ4_1, BlockQ5_1, BlockQ8_0, PackedMatrix, QuantError, WeightFormat, GROUP,
+};
 
 /// `general.alignment` when the file does not set it (ggml's GGUF_DEFAULT_ALIGNMENT).
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -98,7 +101,7 @@ pub enum GgufError {
     #[error("tensor {tensor}: unknown ggml type {type_id}")]
     UnknownType { tensor: String, type_id: u32 },
 
-    #[error("tensor {tensor} is {ty:?}, which cannot be loaded yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1 and Q5_0 can)")]
+    #[error("tensor {tensor} is {ty:?}, which cannot be loaded yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K can)")]
     UnsupportedType { tensor: String, ty: GgmlType },
 
     #[error("tensor {tensor}: {ty:?} with dims {dims:?}: {reason}")]
@@ -260,6 +263,10 @@ impl GgmlType {
             GgmlType::Q8_0 | GgmlType::Q5_0 => Some(WeightFormat::Q8),
             GgmlType::Q4_0 => Some(WeightFormat::Q4),
             GgmlType::Q4_1 => Some(WeightFormat::Q4Asym),
+            GgmlType::Q5_1 => Some(WeightFormat::Q8Asym),
+            GgmlType::Q4_K => Some(WeightFormat::Q4K),
+            GgmlType::Q5_K => Some(WeightFormat::Q5K),
+            GgmlType::Q6_K => Some(WeightFormat::Q6K),
             _ => None,
         }
     }
@@ -990,6 +997,11 @@ fn block_q4_1(b: &[u8]) -> BlockQ4_1 {
     BlockQ4_1 { d: u16_at(b, 0), m: u16_at(b, 2), qs: bytes_at(b, 4) }
 }
 
+/// `block_q5_1`: d, m, qh[4], qs[16].
+fn block_q5_1(b: &[u8]) -> BlockQ5_1 {
+    BlockQ5_1 { d: u16_at(b, 0), m: u16_at(b, 2), qh: u32::from_le_bytes(bytes_at(b, 4)), qs: bytes_at(b, 8) }
+}
+
 /// `block_q5_0`: d, qh[4] (bit j = 5th bit of element j), qs[16] (low nibbles as Q4_0); value =
 /// (q − 16)·d (ggml's dequantize_row_q5_0), stored as a Q8_0 block with the same d.
 fn block_q5_0_as_q8(b: &[u8]) -> BlockQ8_0 {
@@ -1025,6 +1037,8 @@ pub fn repack_rows(t: &TensorInfo, raw: &[u8]) -> Result<PackedMatrix> {
         GgmlType::Q4_0 => pack_blocks(rows, k, &raw.chunks_exact(block).map(block_q4_0).collect::<Vec<_>>()),
         GgmlType::Q4_1 => pack_blocks(rows, k, &raw.chunks_exact(block).map(block_q4_1).collect::<Vec<_>>()),
         GgmlType::Q5_0 => pack_blocks(rows, k, &raw.chunks_exact(block).map(block_q5_0_as_q8).collect::<Vec<_>>()),
+        GgmlType::Q5_1 => pack_blocks(rows, k, &raw.chunks_exact(block).map(block_q5_1).collect::<Vec<_>>()),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => kquant::repack(format, rows, k, raw),
         _ => {
             format.check_shape(rows, k).map_err(quant)?;
             // F32/F16 rows are zero-padded to whole 16-byte units (quant.rs module docs).
@@ -1541,13 +1555,14 @@ mod native {
         }
         // Informational: the narrowest format any matrix has.
         let has = |f: WeightFormat| tensors.iter().any(|t| t.format == f);
-        let quant = if has(WeightFormat::Q4) || has(WeightFormat::Q4Asym) {
-            Quant::Q4
-        } else if has(WeightFormat::Q8) {
-            Quant::Q8
-        } else {
-            Quant::F16
-        };
+        let quant =
+            if [WeightFormat::Q4, WeightFormat::Q4Asym, WeightFormat::Q4K, WeightFormat::Q5K].into_iter().any(has) {
+                Quant::Q4
+            } else if has(WeightFormat::Q8) {
+                Quant::Q8
+            } else {
+                Quant::F16
+            };
         let manifest = Manifest {
             format: FORMAT.to_string(),
             architecture,

@@ -56,11 +56,7 @@ pub fn chunk_rows(format: WeightFormat, n: usize, k: usize, max_binding_bytes: u
     format.check_shape(n, k)?;
     let row_bytes = format.weight_row_bytes(k);
     let groups = format.groups_per_row(k) as u64;
-    let scale_row_bytes = match format {
-        WeightFormat::F32 | WeightFormat::F16 => 0,
-        WeightFormat::Q8 | WeightFormat::Q4 => groups * 2,
-        WeightFormat::Q4Asym => groups * 4,
-    };
+    let scale_row_bytes = format.scale_row_bytes(k);
     let even = matches!(format, WeightFormat::Q8 | WeightFormat::Q4) && groups % 2 == 1;
     let mut max_rows = max_binding_bytes / row_bytes;
     if let Some(r) = max_binding_bytes.checked_div(scale_row_bytes) {
@@ -101,9 +97,11 @@ pub fn chunk_byte_ranges(format: WeightFormat, k: usize, row0: u32, rows: u32) -
     let weights = row0 * row_bytes..end * row_bytes;
     let groups = format.groups_per_row(k) as u64;
     let scales = match format {
-        WeightFormat::F32 | WeightFormat::F16 => 0..0,
         WeightFormat::Q8 | WeightFormat::Q4 => (row0 * groups / 2) * 4..(end * groups).div_ceil(2) * 4,
-        WeightFormat::Q4Asym => row0 * groups * 4..end * groups * 4,
+        _ => {
+            let per_row = format.scale_row_bytes(k);
+            row0 * per_row..end * per_row
+        }
     };
     (weights, scales)
 }

@@ -3,9 +3,10 @@
 written with gguf-py (llama.cpp's own Python package: GGUFWriter, gguf.quants).
 
 Writes tests/fixtures/gguf/ (every file a few KiB):
-- types.gguf: one tensor per supported ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0; odd row
-  counts and odd groups per row), 1-D F32/F16/BF16 vectors, raw-byte tensors of unsupported types
-  (Q5_1, Q4_K, Q5_K, Q6_K), a 3-D tensor, and metadata of every value type incl. nested arrays.
+- types.gguf: one tensor per supported ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; odd
+  row counts and odd groups per row; Q4_K, Q5_K, Q6_K as random super-blocks), 1-D F32/F16/BF16
+  vectors, raw-byte tensors of unsupported types (Q2_K, IQ4_NL), a 3-D tensor, and metadata of every
+  value type incl. nested arrays.
 - align64.gguf: general.alignment = 64.
 - split-0000N-of-00002.gguf: one model split in two files by GGUFWriter(split_max_tensors=2).
 - tok-spm.gguf, tok-gpt2-<pre>.gguf: vocabularies only (tokenizer.ggml.*, no tensors).
@@ -72,7 +73,7 @@ def file_json(path: Path) -> dict:
     for t in r.tensors:
         entry = {"name": t.name, "type": t.tensor_type.name, "dims": [int(d) for d in t.shape],
                  "offset": int(t.data_offset), "bytes": int(t.n_bytes)}
-        if t.tensor_type in (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0):
+        if t.tensor_type in (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q4_K, Q.Q5_K, Q.Q6_K):
             vals = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
             entry["values"] = values_json(vals)
             entry["sha256"] = sha(vals)
@@ -130,8 +131,18 @@ def write_types() -> None:
     w.add_tensor("vec.bf16", gguf.quants.quantize(rng.standard_normal(6).astype(np.float32), Q.BF16),
                  raw_dtype=Q.BF16)
     w.add_tensor("f32.3d", rng.standard_normal((2, 3, 4)).astype(np.float32))
-    add_quant(w, "q5_1", data(2, 32), Q.Q5_1)
-    for name, qtype, size in [("q4_k", Q.Q4_K, 144), ("q5_k", Q.Q5_K, 176), ("q6_k", Q.Q6_K, 210)]:
+    add_quant(w, "q5_1", data(3, 96), Q.Q5_1)
+    # K-quants: gguf-py only reads them, so random super-blocks (random quant and scale bits) with
+    # finite f16 d/dmin, 3 rows of 2 super-blocks; llama.cpp-quantized models: make_kquant_fixtures.py.
+    for name, qtype, size, f16_at in [("q4_k", Q.Q4_K, 144, [0, 2]), ("q5_k", Q.Q5_K, 176, [0, 2]),
+                                      ("q6_k", Q.Q6_K, 210, [208])]:
+        raw = np.frombuffer(rng.bytes(size * 6), dtype=np.uint8).reshape(6, size).copy()
+        for at in f16_at:
+            d = (rng.standard_normal(6) * 0.01).astype(np.float16)
+            raw[:, at:at + 2] = d.view(np.uint8).reshape(6, 2)
+        w.add_tensor(name, raw.reshape(3, 2 * size), raw_dtype=qtype)
+    # Types we do not load: raw bytes, for the error path.
+    for name, qtype, size in [("q2_k", Q.Q2_K, 84), ("iq4_nl", Q.IQ4_NL, 18)]:
         raw = np.frombuffer(rng.bytes(size), dtype=np.uint8).reshape(1, size)
         w.add_tensor(name, raw, raw_dtype=qtype)
     w.write_header_to_file()

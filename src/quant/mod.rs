@@ -6,18 +6,24 @@
 //! - `Q4` (Q4_0): value = (q − 8)·d, q in 0..=15, d an f16 per group.
 //! - `Q4Asym` (Q4_1, MLC q4f16_1-like): value = q·d + m, d and m f16 per group.
 //! - `Q8` (Q8_0): value = q·d, q an int8, d an f16 per group.
+//! - `Q8Asym` (Q5_1 without change): value = q·d + m, q in 0..=31 stored as a byte, d and m f16.
+//! - `Q4K`, `Q5K`, `Q6K` (GGUF's K-quants, 256-element super-blocks): see [`kquant`].
 //!
 //! GPU layout (all little-endian `u32` words, read by the shaders as `array<vec4<u32>>`):
 //! - Q4/Q4Asym quants: per row k/32 groups × 16 bytes; byte b of a group holds element b in its low
 //!   nibble and element b+16 in its high nibble (GGUF's order), so one group = one `vec4<u32>`.
-//! - Q8 quants: per row k/32 groups × 32 bytes, element e in byte e (two's complement) = 2 `vec4<u32>`.
+//! - Q8/Q8Asym quants: per row k/32 groups × 32 bytes, element e in byte e (two's complement) = 2 `vec4<u32>`.
 //! - Scales, Q4 and Q8: one f16 d per (row, group) at flat index `row * groups + g`, two per word
 //!   (even index in the low half; the last word's high half is 0 when the count is odd).
-//!   Q4Asym: one word per (row, group) = `pack2x16float(d, m)` (d in the low half).
+//!   Q4Asym/Q8Asym: one word per (row, group) = `pack2x16float(d, m)` (d in the low half).
+//! - K-quants: quants as Q4 (the low 4 bits of each element); "scales" hold each super-block's
+//!   side data (scales, mins, high bits), [`WeightFormat::side_words`] words per super-block.
 //! - F16: two per word (even element low), each row zero-padded to a multiple of 8 elements.
 //!   F32: each row zero-padded to a multiple of 4 elements. Neither has scales.
 
 use half::f16;
+
+pub mod kquant;
 
 /// Elements per quantization group (GGUF's QK4_0 = QK4_1 = QK8_0 = 32).
 pub const GROUP: usize = 32;
@@ -30,13 +36,17 @@ pub enum WeightFormat {
     Q8,
     Q4,
     Q4Asym,
+    Q8Asym,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 /// Why a matrix could not be quantized, packed or dequantized.
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
-    #[error("{format:?} groups k in blocks of 32 but k = {k}")]
-    KNotMultipleOfGroup { format: WeightFormat, k: usize },
+    #[error("{format:?} groups k in blocks of {block} but k = {k}")]
+    KNotMultipleOfBlock { format: WeightFormat, block: usize, k: usize },
 
     #[error("empty matrix: n = {n}, k = {k}")]
     Empty { n: usize, k: usize },
@@ -61,8 +71,17 @@ impl From<QuantError> for crate::gpu::GpuError {
 }
 
 impl WeightFormat {
-    pub const ALL: [WeightFormat; 5] =
-        [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8, WeightFormat::Q4, WeightFormat::Q4Asym];
+    pub const ALL: [WeightFormat; 9] = [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Q8,
+        WeightFormat::Q4,
+        WeightFormat::Q4Asym,
+        WeightFormat::Q8Asym,
+        WeightFormat::Q4K,
+        WeightFormat::Q5K,
+        WeightFormat::Q6K,
+    ];
 
     /// The value of the `FORMAT` override constant in matmul.wgsl and embedding.wgsl.
     pub fn shader_code(self) -> u32 {
@@ -72,11 +91,39 @@ impl WeightFormat {
             WeightFormat::Q8 => 2,
             WeightFormat::Q4 => 3,
             WeightFormat::Q4Asym => 4,
+            WeightFormat::Q8Asym => 5,
+            WeightFormat::Q4K => 6,
+            WeightFormat::Q5K => 7,
+            WeightFormat::Q6K => 8,
         }
     }
 
     pub fn is_quantized(self) -> bool {
-        matches!(self, WeightFormat::Q8 | WeightFormat::Q4 | WeightFormat::Q4Asym)
+        !matches!(self, WeightFormat::F32 | WeightFormat::F16)
+    }
+
+    /// GGUF's K-quants: 256-element super-blocks with side data.
+    pub fn is_k_quant(self) -> bool {
+        matches!(self, WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K)
+    }
+
+    /// Elements per block along k: 256 for K-quants, [`GROUP`] for the other quantized formats, 1 otherwise.
+    pub fn block_elems(self) -> usize {
+        match self {
+            _ if self.is_k_quant() => kquant::SUPER,
+            _ if self.is_quantized() => GROUP,
+            _ => 1,
+        }
+    }
+
+    /// Side-data words per K-quant super-block (0 for other formats).
+    pub fn side_words(self) -> usize {
+        match self {
+            WeightFormat::Q4K => 5,
+            WeightFormat::Q5K => 13,
+            WeightFormat::Q6K => 21,
+            _ => 0,
+        }
     }
 
     /// Elements covered by one 16-byte `vec4<u32>` of a row: the unit the shaders step over.
@@ -84,8 +131,8 @@ impl WeightFormat {
         match self {
             WeightFormat::F32 => 4,
             WeightFormat::F16 => 8,
-            WeightFormat::Q8 => 16,
-            WeightFormat::Q4 | WeightFormat::Q4Asym => 32,
+            WeightFormat::Q8 | WeightFormat::Q8Asym => 16,
+            _ => 32,
         }
     }
 
@@ -94,8 +141,8 @@ impl WeightFormat {
         if n == 0 || k == 0 {
             return Err(QuantError::Empty { n, k });
         }
-        if self.is_quantized() && k % GROUP != 0 {
-            return Err(QuantError::KNotMultipleOfGroup { format: self, k });
+        if self.is_quantized() && k % self.block_elems() != 0 {
+            return Err(QuantError::KNotMultipleOfBlock { format: self, block: self.block_elems(), k });
         }
         // Every index the shaders form (elements and words) must fit in u32.
         if n.checked_mul(k.next_multiple_of(8)).is_none_or(|e| e > u32::MAX as usize) {
@@ -130,7 +177,17 @@ impl WeightFormat {
         match self {
             WeightFormat::F32 | WeightFormat::F16 => 0,
             WeightFormat::Q8 | WeightFormat::Q4 => entries.div_ceil(2) * 4,
-            WeightFormat::Q4Asym => entries * 4,
+            WeightFormat::Q4Asym | WeightFormat::Q8Asym => entries * 4,
+            _ => rows as u64 * (k / kquant::SUPER) as u64 * self.side_words() as u64 * 4,
+        }
+    }
+
+    /// Scale bytes per row when rows are whole scale words (all formats but Q4/Q8 with an odd
+    /// number of groups per row, whose f16 pairs straddle rows).
+    pub fn scale_row_bytes(self, k: usize) -> u64 {
+        match self {
+            WeightFormat::Q8 | WeightFormat::Q4 => self.groups_per_row(k) as u64 * 2,
+            _ => self.scale_bytes(1, k),
         }
     }
 }
@@ -217,10 +274,21 @@ pub struct BlockQ8_0 {
     pub qs: [i8; 32],
 }
 
+/// GGUF `block_q5_1`: value = q·d + m, q = low nibble | fifth bit from qh (bit j = element j).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ5_1 {
+    pub d: u16,
+    pub m: u16,
+    pub qh: u32,
+    pub qs: [u8; 16],
+}
+
 // Same sizes as ggml's static_asserts in ggml-common.h.
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 
 fn f16_to_f32(bits: u16) -> f32 {
     f16::from_bits(bits).to_f32()
@@ -345,6 +413,51 @@ impl Block for BlockQ8_0 {
     }
 }
 
+impl BlockQ5_1 {
+    fn quant(&self, j: usize) -> u8 {
+        let nib = if j < 16 { self.qs[j] & 0xF } else { self.qs[j - 16] >> 4 };
+        nib | (((self.qh >> j) & 1) << 4) as u8
+    }
+}
+
+impl Block for BlockQ5_1 {
+    const FORMAT: WeightFormat = WeightFormat::Q8Asym;
+
+    /// ggml `quantize_row_q5_1_ref`: d = (max − min)/31, m = min, q = trunc((x − min)/d + 0.5).
+    fn quantize(x: &[f32; GROUP]) -> Self {
+        let (mut min, mut max) = (f32::MAX, -f32::MAX);
+        for &v in x {
+            min = min.min(v);
+            max = max.max(v);
+        }
+        let d = (max - min) / 31.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let q = |v: f32| ((v - min) * id + 0.5) as u8;
+        let (mut qs, mut qh) = ([0u8; 16], 0u32);
+        for j in 0..16 {
+            let (a, b) = (q(x[j]), q(x[j + 16]));
+            qs[j] = (a & 0xF) | (b & 0xF) << 4;
+            qh |= ((a as u32 >> 4) & 1) << j | ((b as u32 >> 4) & 1) << (j + 16);
+        }
+        Self { d: f16::from_f32(d).to_bits(), m: f16::from_f32(min).to_bits(), qh, qs }
+    }
+
+    fn decode(&self) -> [f32; GROUP] {
+        let (d, m) = (f16_to_f32(self.d), f16_to_f32(self.m));
+        std::array::from_fn(|j| self.quant(j) as f32 * d + m)
+    }
+
+    /// One quant (0..=31) per byte, as Q8 stores its int8s.
+    fn quant_words(&self) -> impl Iterator<Item = u32> {
+        let b = *self;
+        (0..8).map(move |w| u32::from_le_bytes(std::array::from_fn(|i| b.quant(4 * w + i))))
+    }
+
+    fn scale_entry(&self) -> u32 {
+        self.d as u32 | (self.m as u32) << 16
+    }
+}
+
 /// Repack row-major GGUF blocks (`n * k/32` of them, as in a .gguf tensor) into our layout.
 pub fn pack_blocks<B: Block>(n: usize, k: usize, blocks: &[B]) -> Result<PackedMatrix, QuantError> {
     let format = B::FORMAT;
@@ -358,7 +471,7 @@ pub fn pack_blocks<B: Block>(n: usize, k: usize, blocks: &[B]) -> Result<PackedM
         weights.extend(b.quant_words());
     }
     let scales = match format {
-        WeightFormat::Q4Asym => blocks.iter().map(Block::scale_entry).collect(),
+        WeightFormat::Q4Asym | WeightFormat::Q8Asym => blocks.iter().map(Block::scale_entry).collect(),
         _ => blocks
             .chunks(2)
             .map(|pair| pair[0].scale_entry() | pair.get(1).map_or(0, |b| b.scale_entry() << 16))
@@ -393,6 +506,8 @@ pub fn quantize(format: WeightFormat, data: &[f32], n: usize, k: usize) -> Resul
         WeightFormat::Q4 => pack_blocks(n, k, &blocks_of::<BlockQ4_0>(data)),
         WeightFormat::Q4Asym => pack_blocks(n, k, &blocks_of::<BlockQ4_1>(data)),
         WeightFormat::Q8 => pack_blocks(n, k, &blocks_of::<BlockQ8_0>(data)),
+        WeightFormat::Q8Asym => pack_blocks(n, k, &blocks_of::<BlockQ5_1>(data)),
+        WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => kquant::quantize(format, data, n, k),
         WeightFormat::F16 => {
             let row_words = format.units_per_row(k) * 4;
             let mut weights = Vec::with_capacity(n * row_words);
@@ -420,11 +535,26 @@ pub fn quantize(format: WeightFormat, data: &[f32], n: usize, k: usize) -> Resul
     }
 }
 
-/// The f16 scale entry (d bits, or d | m << 16 for Q4Asym) at flat index `i` = row * groups + g.
+/// The f16 scale entry (d bits, or d | m << 16 for Q4Asym/Q8Asym) at flat index `i` = row * groups + g.
 fn scale_entry(p: &PackedMatrix, i: usize) -> u32 {
     match p.format {
-        WeightFormat::Q4Asym => p.scales[i],
+        WeightFormat::Q4Asym | WeightFormat::Q8Asym => p.scales[i],
         _ => (p.scales[i / 2] >> (16 * (i % 2))) & 0xFFFF,
+    }
+}
+
+/// The additive term of group `g` of row `row`: m (Q4Asym, Q8Asym), −dmin·m (Q4K, Q5K), else 0.
+/// Kernels may sum it apart from the q·d products, so error bounds count it.
+pub fn group_offset(p: &PackedMatrix, row: usize, g: usize) -> f32 {
+    let groups = p.format.groups_per_row(p.k);
+    match p.format {
+        WeightFormat::Q4Asym | WeightFormat::Q8Asym => f16_to_f32((scale_entry(p, row * groups + g) >> 16) as u16),
+        WeightFormat::Q4K | WeightFormat::Q5K => {
+            let sb = (row * groups + g) / 8 * p.format.side_words();
+            let m = (p.scales[sb + 3 + (g % 8) / 4] >> (8 * (g % 4))) & 0xFF;
+            -f16_to_f32((p.scales[sb] >> 16) as u16) * m as f32
+        }
+        _ => 0.0,
     }
 }
 
@@ -442,6 +572,13 @@ pub fn dequantize_row(p: &PackedMatrix, row: usize) -> Result<Vec<f32>, QuantErr
     match format {
         WeightFormat::F32 => out.extend(w[..k].iter().map(|&b| f32::from_bits(b))),
         WeightFormat::F16 => out.extend((0..k).map(|e| f16_to_f32((w[e / 2] >> (16 * (e % 2))) as u16))),
+        WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+            let (sw, supers) = (format.side_words(), k / kquant::SUPER);
+            for (g, gw) in w.chunks_exact(4).enumerate() {
+                let sb = row * supers + g / 8;
+                out.extend(kquant::decode_group(format, gw, &p.scales[sb * sw..(sb + 1) * sw], g % 8));
+            }
+        }
         _ => {
             let groups = format.groups_per_row(k);
             let group_words = row_words / groups;
@@ -454,6 +591,7 @@ pub fn dequantize_row(p: &PackedMatrix, row: usize) -> Result<Vec<f32>, QuantErr
                 for (j, &b) in bytes.iter().enumerate() {
                     match format {
                         WeightFormat::Q8 => vals[j] = (b as i8) as f32 * d,
+                        WeightFormat::Q8Asym => vals[j] = b as f32 * d + m,
                         WeightFormat::Q4 => {
                             vals[j] = ((b & 0xF) as i32 - 8) as f32 * d;
                             vals[j + 16] = ((b >> 4) as i32 - 8) as f32 * d;
