@@ -143,12 +143,12 @@ def decode_all(llm, ids):
     return np.array(llm.scores[:len(ids)], dtype=np.float32)
 
 
-def greedy(llm, ids):
-    """Token-by-token greedy continuation and the logits that chose each token."""
+def greedy(llm, ids, steps=GREEDY_STEPS):
+    """Token-by-token greedy continuation (at most `steps` tokens) and the logits that chose each token."""
     llm.reset()
     llm.eval(ids)
     cont, chosen_logits, eog = [], [], False
-    for _ in range(GREEDY_STEPS):
+    for _ in range(steps):
         last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         tok = int(np.argmax(last))
         cont.append(tok)
@@ -264,7 +264,8 @@ def exact_logits(meta, w, ids):
         h = rms(x, w[p + "ffn_norm.weight"])
         g, u = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
         x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "ffn_down.weight"].T
-    return rms(x, w["output_norm.weight"]) @ w["token_embd.weight"].T  # tied classifier
+    # llama.cpp ties the classifier to the embedding when output.weight is absent (SmolLM2)
+    return rms(x, w["output_norm.weight"]) @ w.get("output.weight", w["token_embd.weight"]).T
 
 
 def main():
