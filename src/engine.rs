@@ -292,7 +292,6 @@ impl Default for OpenOptions {
 
 /// The KV cache length: asked for, or the model's maximum capped at 4096. One layer's K (or V)
 /// cache is one binding, so positions × kv_dim × element size must fit the binding limit.
-#[cfg(not(target_arch = "wasm32"))]
 fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOptions) -> Result<u32> {
     let bytes_per_pos = config.kv_dim() as u64 * if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
     let device_max = (ctx.max_binding_bytes() / bytes_per_pos).min(u32::MAX as u64) as u32;
@@ -303,22 +302,67 @@ fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOpti
             available: ctx.max_binding_bytes(),
             what: format!("a KV cache of {c} positions per layer"),
         })),
+        Some(0) => Err(EngineError::Gpu(GpuError::Shape { op: "open", message: "context = 0".into() })),
         Some(c) => Ok(c),
         None => Ok(config.max_position.min(4096).min(device_max)),
+    }
+}
+
+fn config_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() }))
+}
+
+/// An engine over a loaded package's tensors (`crate::loader::ShardWriter::finish`) and its
+/// tokenizer files' contents.
+pub fn engine_from_package(
+    ctx: &Context,
+    manifest: &crate::loader::Manifest,
+    tensors: &mut HashMap<String, GpuTensor>,
+    tokenizer_json: &[u8],
+    tokenizer_config_json: Option<&str>,
+    opts: OpenOptions,
+) -> Result<Engine> {
+    use crate::model::{Config, StateOptions};
+    let config = Config::from_hf(&manifest.architecture).map_err(config_error)?;
+    let context = resolve_context(ctx, &config, &opts)?;
+    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
+    let model = Model::new(ctx, config, tensors, state)?;
+    Engine::new(model, tokenizer_json, tokenizer_config_json)
+}
+
+/// An engine over a GGUF's tensors (`crate::loader::gguf_stream::GgufStream::finish` or
+/// `gguf::load_tensors`): config, tokenizer and chat template come from the file's metadata;
+/// `src` serves the small rope-factor tensors the config may need.
+pub fn engine_from_gguf(
+    ctx: &Context,
+    file: &crate::loader::gguf::GgufFile,
+    tensors: &mut HashMap<String, GpuTensor>,
+    src: &mut dyn crate::loader::gguf::GgufSource,
+    opts: OpenOptions,
+) -> Result<Engine> {
+    use crate::loader::{gguf, gguf_tokenizer::GgufTokenizer};
+    use crate::model::{Config, StateOptions};
+    let config = Config::from_hf(&gguf::hf_config(file, src).map_err(gguf_error)?).map_err(config_error)?;
+    let context = resolve_context(ctx, &config, &opts)?;
+    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
+    let model = Model::new(ctx, config, tensors, state)?;
+    let tok = GgufTokenizer::from_metadata(&file.metadata).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let json = tok.tokenizer_json().map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    Engine::new(model, &json, Some(&tok.tokenizer_config_json()))
+}
+
+fn gguf_error(e: crate::loader::gguf::GgufError) -> EngineError {
+    match e {
+        crate::loader::gguf::GgufError::Gpu(g) => EngineError::Gpu(g),
+        other => EngineError::Gguf(other),
     }
 }
 
 /// Open a converted package directory (manifest, shards, tokenizer files) onto the GPU.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> Result<Engine> {
-    use crate::model::{Config, StateOptions};
     let package = crate::loader::Package::open(dir)?;
-    let config = Config::from_hf(&package.manifest.architecture)
-        .map_err(|e| EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() })))?;
-    let context = resolve_context(ctx, &config, &opts)?;
     let mut tensors = package.load(ctx)?;
-    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
-    let model = Model::new(ctx, config, &mut tensors, state)?;
     let read = |f: &str| {
         let path = package.path(f);
         std::fs::read(&path)
@@ -326,27 +370,40 @@ pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> 
     };
     let tokenizer = read("tokenizer.json")?;
     let tok_config = read("tokenizer_config.json").ok().and_then(|b| String::from_utf8(b).ok());
-    Engine::new(model, &tokenizer, tok_config.as_deref())
+    engine_from_package(ctx, &package.manifest, &mut tensors, &tokenizer, tok_config.as_deref(), opts)
 }
 
-/// Open a GGUF file (or, given any part, a split model) onto the GPU: config, tensors (repacked
-/// as they stream), tokenizer and chat template all come from the file (`loader::gguf`).
+/// Open a GGUF file (or, given any part, a split model) onto the GPU. The files are read front to
+/// back through the same [`GgufStream`](crate::loader::gguf_stream::GgufStream) the browser feeds
+/// from `fetch`, in 1 MiB reads.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_gguf(ctx: &Context, path: &std::path::Path, opts: OpenOptions) -> Result<Engine> {
-    use crate::loader::{gguf, gguf_tokenizer::GgufTokenizer};
-    use crate::model::{Config, StateOptions};
-    let err = |e: gguf::GgufError| match e {
-        gguf::GgufError::Gpu(g) => EngineError::Gpu(g),
-        other => EngineError::Gguf(other),
+    use std::io::Read;
+
+    use crate::loader::{gguf, gguf_stream::GgufStream};
+    let (_, src) = gguf::open(path).map_err(gguf_error)?;
+    let io = |p: &std::path::Path| {
+        let path = p.display().to_string();
+        move |e| EngineError::Load(LoadError::Io { path, source: e })
     };
-    let (model_file, mut src) = gguf::open(path).map_err(err)?;
-    let config = Config::from_hf(&gguf::hf_config(&model_file, &mut src).map_err(err)?)
-        .map_err(|e| EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() })))?;
-    let context = resolve_context(ctx, &config, &opts)?;
-    let mut tensors = gguf::load_tensors(ctx, &model_file, &mut src).map_err(err)?;
-    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
-    let model = Model::new(ctx, config, &mut tensors, state)?;
-    let tok = GgufTokenizer::from_metadata(&model_file.metadata).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-    let json = tok.tokenizer_json().map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-    Engine::new(model, &json, Some(&tok.tokenizer_config_json()))
+    let paths = src.paths().to_vec();
+    let mut sizes = Vec::with_capacity(paths.len());
+    for p in &paths {
+        sizes.push(std::fs::metadata(p).map_err(io(p))?.len());
+    }
+    let mut stream = GgufStream::new(ctx, sizes).map_err(gguf_error)?;
+    let mut buf = vec![0u8; 1 << 20];
+    for (i, p) in paths.iter().enumerate() {
+        let mut f = std::fs::File::open(p).map_err(io(p))?;
+        loop {
+            let n = f.read(&mut buf).map_err(io(p))?;
+            if n == 0 {
+                break;
+            }
+            stream.write(i, &buf[..n]).map_err(gguf_error)?;
+        }
+        stream.finish_part(i).map_err(gguf_error)?;
+    }
+    let (file, mut tensors, mut captured) = stream.finish().map_err(gguf_error)?;
+    engine_from_gguf(ctx, &file, &mut tensors, &mut captured, opts)
 }

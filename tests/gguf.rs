@@ -23,6 +23,7 @@ use webgpu_llm::loader::gguf::{
     gguf_to_package, hf_config, hf_name, load_tensors, open, parse_header, read_matrix, read_vector, GgmlType,
     GgufError, GgufFile, MetaArray, MetaValue, SliceSource,
 };
+use webgpu_llm::loader::gguf_stream::GgufStream;
 use webgpu_llm::loader::{GpuTensor, Package, PartKind};
 use webgpu_llm::model::{Config, Logits, Model, StateOptions};
 use webgpu_llm::ops::attention::KvDtype;
@@ -774,6 +775,25 @@ fn check_fixture_as_gguf(name: &str) {
     let state = StateOptions { context: 8, max_batch: 32, kv_dtype: KvDtype::F32 };
     let mut model = Model::new(ctx(), config, &mut tensors, state).unwrap();
     compare_with_transformers(&f, &mut model, "gguf");
+
+    // The same bytes streamed front to back in odd-sized chunks, as the browser feeds them: the
+    // same table, the same config (Phi-3's rope factors come from the kept 1-D tensors), the
+    // same logits.
+    let mut stream = GgufStream::new(ctx(), vec![bytes.len() as u64]).unwrap();
+    let mut rng = Rng::new(seed(&format!("gguf stream {name}")));
+    let mut at = 0;
+    while at < bytes.len() {
+        let n = (1 + rng.below(20_000) as usize).min(bytes.len() - at);
+        stream.write(0, &bytes[at..at + n]).unwrap();
+        at += n;
+    }
+    stream.finish_part(0).unwrap();
+    let (streamed, mut tensors, mut kept) = stream.finish().unwrap();
+    assert_eq!(streamed, file, "{name}: streamed table");
+    assert_eq!(hf_config(&streamed, &mut kept).unwrap(), hf, "{name}: streamed config");
+    let config = Config::from_hf(&hf).unwrap();
+    let mut model = Model::new(ctx(), config, &mut tensors, state).unwrap();
+    compare_with_transformers(&f, &mut model, "gguf stream");
 }
 
 /// Teacher-forced logits rows of every fixture prompt against transformers', and the greedy
@@ -941,4 +961,46 @@ fn smollm2_answers_through_open_gguf() {
     let again = pollster::block_on(engine.generate(ctx(), &ids, &gen, &mut |_| true)).unwrap();
     assert_eq!(again.generated, summary.generated);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn streaming_errors_are_named() {
+    let bytes = std::fs::read(fixtures().join("types.gguf")).unwrap();
+    let len = bytes.len() as u64;
+    // A file shorter than its tensor table says: refused at the header, before any data.
+    let h = parse_header(&bytes).unwrap();
+    let end = h.tensors.iter().map(|t| t.offset + t.bytes).max().unwrap();
+    let mut s = GgufStream::new(ctx(), vec![end - 1]).unwrap();
+    match s.write(0, &bytes[..end as usize - 1]) {
+        Err(GgufError::TruncatedData { tensor, .. }) => assert_eq!(tensor, "iq4_nl"),
+        other => panic!("{:?}", other.err()),
+    }
+    // More bytes than the file has; a part that ends early; a second part that does not exist.
+    let mut s = GgufStream::new(ctx(), vec![len]).unwrap();
+    s.write(0, &bytes[..100]).unwrap();
+    assert!(s.finish_part(0).unwrap_err().to_string().contains("ended after 100"));
+    assert!(s.write(1, &bytes[..4]).unwrap_err().to_string().contains("part 2"));
+    let mut s = GgufStream::new(ctx(), vec![10]).unwrap();
+    assert!(s.write(0, &bytes[..11]).is_err());
+    // Not a GGUF at all.
+    let mut s = GgufStream::new(ctx(), vec![len]).unwrap();
+    let mut bad = bytes.clone();
+    bad[0] = b'X';
+    assert!(matches!(s.write(0, &bad), Err(GgufError::BadMagic { .. })));
+    // One file of a split model.
+    let first = std::fs::read(fixtures().join("split-00001-of-00002.gguf")).unwrap();
+    let mut s = GgufStream::new(ctx(), vec![first.len() as u64]).unwrap();
+    assert!(matches!(s.write(0, &first), Err(GgufError::Split { .. })));
+    // A restarted part reads again from byte 0 (the types file holds unsupported types, so use
+    // the split model's parts, which load).
+    let second = std::fs::read(fixtures().join("split-00002-of-00002.gguf")).unwrap();
+    let mut s = GgufStream::new(ctx(), vec![first.len() as u64, second.len() as u64]).unwrap();
+    s.write(0, &first[..first.len() - 5]).unwrap();
+    s.restart_part(0).unwrap();
+    s.write(0, &first).unwrap();
+    s.finish_part(0).unwrap();
+    s.write(1, &second).unwrap();
+    s.finish_part(1).unwrap();
+    let (file, _, _) = s.finish().unwrap();
+    assert_eq!(file.tensors.len(), 4);
 }

@@ -59,7 +59,7 @@ const MAX_DIMS: u32 = 4;
 /// A 1-D tensor (norm, bias, rope factors) is read whole: it is a hidden size, not a vocabulary.
 const MAX_VECTOR_ELEMS: u64 = 1 << 26;
 /// Raw bytes read per piece of a matrix while repacking (and what is held at once).
-const PIECE_BYTES: u64 = 8 << 20;
+pub const PIECE_BYTES: u64 = 8 << 20;
 /// Queued `write_buffer` data is submitted (and, natively, waited for) at least this often.
 const FLUSH_BYTES: u64 = 64 << 20;
 
@@ -1069,7 +1069,7 @@ fn read(src: &mut dyn GgufSource, t: &TensorInfo, offset: u64, buf: &mut Vec<u8>
 
 /// Rows per repacking piece: about [`PIECE_BYTES`] of raw data, and even, so every piece of a
 /// Q4/Q8 matrix starts on a whole scale word (two f16 scales per word) whatever k is.
-fn piece_rows(t: &TensorInfo) -> u64 {
+pub(crate) fn piece_rows(t: &TensorInfo) -> u64 {
     ((PIECE_BYTES / t.row_bytes().max(1)).max(2)) & !1
 }
 
@@ -1101,7 +1101,7 @@ pub fn read_vector(file: &GgufFile, src: &mut dyn GgufSource, name: &str) -> Res
     vector_of(file.require(name)?, src)
 }
 
-fn vector_of(t: &TensorInfo, src: &mut dyn GgufSource) -> Result<Vec<f32>> {
+pub(crate) fn vector_of(t: &TensorInfo, src: &mut dyn GgufSource) -> Result<Vec<f32>> {
     let Layout::Vector { len } = t.layout()? else {
         return Err(t.shape_error("is not a vector"));
     };
@@ -1326,61 +1326,89 @@ impl Uploader<'_> {
         k: usize,
         src: &mut dyn GgufSource,
     ) -> Result<QuantMatrix> {
-        let ctx = self.ctx;
-        let format =
-            t.ty.target_format().ok_or_else(|| GgufError::UnsupportedType { tensor: t.name.clone(), ty: t.ty })?;
-        let mut chunks = Vec::new();
-        for (i, (row0, rows)) in chunk_rows(format, n, k, ctx.max_binding_bytes())?.into_iter().enumerate() {
-            let (w, s) = chunk_byte_ranges(format, k, row0, rows);
-            let weights = ctx.storage(&format!("{name}.w{i}"), w.end - w.start)?;
-            let scales = if s.is_empty() { None } else { Some(ctx.storage(&format!("{name}.s{i}"), s.end - s.start)?) };
-            chunks.push(MatrixChunk { row0, rows, weights, scales });
-        }
+        let m = alloc_matrix(self.ctx, t, name, n, k)?;
         let step = piece_rows(t);
         let mut row0 = 0u64;
         while row0 < n as u64 {
             let rows = step.min(n as u64 - row0);
             read(src, t, row0 * t.row_bytes(), &mut self.raw, rows * t.row_bytes())?;
-            let piece = repack_rows(t, &self.raw)?;
-            // Piece and chunks as byte ranges of the whole matrix's weight and scale streams;
-            // both start on even rows, so the ranges are whole words of the same packing.
-            let (pw, ps) = chunk_byte_ranges(format, k, row0 as u32, rows as u32);
-            for c in &chunks {
-                let (cw, cs) = chunk_byte_ranges(format, k, c.row0, c.rows);
-                self.write(&c.weights, &cw, &pw, piece.weight_bytes());
-                if let Some(b) = &c.scales {
-                    self.write(b, &cs, &ps, piece.scale_bytes());
-                }
-            }
+            self.unflushed += write_rows(self.ctx, t, &m, row0, &self.raw)?;
             row0 += rows;
             if self.unflushed >= FLUSH_BYTES {
                 self.flush()?;
             }
         }
-        Ok(QuantMatrix { format, n: n as u32, k: k as u32, chunks })
-    }
-
-    /// Write the part of `bytes` (stream range `from`) that falls in `buffer` (stream range `to`).
-    fn write(&mut self, buffer: &wgpu::Buffer, to: &std::ops::Range<u64>, from: &std::ops::Range<u64>, bytes: &[u8]) {
-        let (start, end) = (to.start.max(from.start), to.end.min(from.end));
-        if start >= end {
-            return;
-        }
-        if let Some(piece) = bytes.get((start - from.start) as usize..(end - from.start) as usize) {
-            self.ctx.queue.write_buffer(buffer, start - to.start, piece);
-            self.unflushed += piece.len() as u64;
-        }
+        Ok(m)
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.ctx.queue.submit([]);
-        #[cfg(not(target_arch = "wasm32"))]
-        self.ctx.wait()?;
         self.unflushed = 0;
-        match self.ctx.take_error() {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
+        flush(self.ctx)
+    }
+}
+
+/// Submit queued writes (natively, wait for them) and surface any GPU error.
+pub(crate) fn flush(ctx: &Context) -> Result<()> {
+    ctx.queue.submit([]);
+    #[cfg(not(target_arch = "wasm32"))]
+    ctx.wait()?;
+    match ctx.take_error() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Uninitialised GPU buffers for matrix `t` (`n` × `k`), in the row chunks `chunk_rows` plans for
+/// this device.
+pub(crate) fn alloc_matrix(ctx: &Context, t: &TensorInfo, name: &str, n: usize, k: usize) -> Result<QuantMatrix> {
+    let format = t.ty.target_format().ok_or_else(|| GgufError::UnsupportedType { tensor: t.name.clone(), ty: t.ty })?;
+    let mut chunks = Vec::new();
+    for (i, (row0, rows)) in chunk_rows(format, n, k, ctx.max_binding_bytes())?.into_iter().enumerate() {
+        let (w, s) = chunk_byte_ranges(format, k, row0, rows);
+        let weights = ctx.storage(&format!("{name}.w{i}"), w.end - w.start)?;
+        let scales = if s.is_empty() { None } else { Some(ctx.storage(&format!("{name}.s{i}"), s.end - s.start)?) };
+        chunks.push(MatrixChunk { row0, rows, weights, scales });
+    }
+    Ok(QuantMatrix { format, n: n as u32, k: k as u32, chunks })
+}
+
+/// Repack whole rows of `t` starting at row `row0` (`raw`: their bytes as in the file; `row0` even,
+/// see [`piece_rows`]) and write them into `m`'s chunks. Returns the bytes queued.
+pub(crate) fn write_rows(ctx: &Context, t: &TensorInfo, m: &QuantMatrix, row0: u64, raw: &[u8]) -> Result<u64> {
+    let piece = repack_rows(t, raw)?;
+    let (format, k) = (m.format, m.k as usize);
+    // Piece and chunks as byte ranges of the whole matrix's weight and scale streams; both start
+    // on even rows, so the ranges are whole words of the same packing.
+    let (pw, ps) = chunk_byte_ranges(format, k, row0 as u32, piece.n as u32);
+    let mut queued = 0;
+    for c in &m.chunks {
+        let (cw, cs) = chunk_byte_ranges(format, k, c.row0, c.rows);
+        queued += write_overlap(ctx, &c.weights, &cw, &pw, piece.weight_bytes());
+        if let Some(b) = &c.scales {
+            queued += write_overlap(ctx, b, &cs, &ps, piece.scale_bytes());
         }
+    }
+    Ok(queued)
+}
+
+/// Write the part of `bytes` (stream range `from`) that falls in `buffer` (stream range `to`).
+fn write_overlap(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    to: &std::ops::Range<u64>,
+    from: &std::ops::Range<u64>,
+    bytes: &[u8],
+) -> u64 {
+    let (start, end) = (to.start.max(from.start), to.end.min(from.end));
+    if start >= end {
+        return 0;
+    }
+    match bytes.get((start - from.start) as usize..(end - from.start) as usize) {
+        Some(piece) => {
+            ctx.queue.write_buffer(buffer, start - to.start, piece);
+            piece.len() as u64
+        }
+        None => 0,
     }
 }
 

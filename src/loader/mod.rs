@@ -8,6 +8,7 @@
 //! feeds `fetch` stream chunks to the same writer).
 
 pub mod gguf;
+pub mod gguf_stream;
 pub mod gguf_tokenizer;
 pub mod manifest;
 

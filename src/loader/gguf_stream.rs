@@ -1,0 +1,343 @@
+//! A GGUF model streamed front to back into GPU buffers: the browser feeds `fetch` stream chunks,
+//! the native loader feeds file reads, both through [`GgufStream`]. Nothing needs random access or
+//! the whole file: each part's header is parsed from its first bytes as they arrive, every matrix
+//! is allocated as soon as its header is known (so a model that does not fit fails before its data
+//! is downloaded), and tensor bytes are repacked a piece of rows at a time as they pass.
+//!
+//! Memory: the header (a vocabulary, a few MiB), one piece of rows per matrix in flight (at most
+//! [`super::gguf::PIECE_BYTES`] raw plus its repacked words), the 1-D tensors (norms, rope factors:
+//! kilobytes), and the caller's chunk.
+
+use std::collections::{HashMap, HashSet};
+
+use super::gguf::{
+    alloc_matrix, flush, hf_name, parse_header, piece_rows, vector_of, write_rows, GgufError, GgufFile, GgufSource,
+    Header, TensorInfo, MAX_HEADER_BYTES,
+};
+use super::manifest::Layout;
+use super::GpuTensor;
+use crate::gpu::Context;
+use crate::ops::matmul::QuantMatrix;
+
+type Result<T, E = GgufError> = std::result::Result<T, E>;
+
+/// Queued `write_buffer` data is submitted at least this often (as the other loaders do).
+const FLUSH_BYTES: u64 = 64 << 20;
+/// The first header parse is tried after this many bytes (most headers are smaller).
+const FIRST_HEADER_TRY: usize = 256 << 10;
+
+/// What happens to one tensor's bytes.
+enum Target {
+    /// Not used by the model (and not 1-D).
+    Skip,
+    /// A 1-D tensor, kept whole: uploaded under `name` if the model takes it, and kept for the
+    /// config (rope factor tables).
+    Vector { name: Option<String>, bytes: Vec<u8> },
+    /// A matrix: rows gathered into `pending` and repacked a piece at a time into `m`.
+    Matrix { name: String, m: QuantMatrix, row0: u64, pending: Vec<u8>, step: u64 },
+}
+
+struct Planned {
+    info: TensorInfo,
+    target: Target,
+}
+
+/// Feed each part's bytes in order with [`write`](Self::write), call
+/// [`finish_part`](Self::finish_part) after each part, then [`finish`](Self::finish).
+pub struct GgufStream<'a> {
+    ctx: &'a Context,
+    part_bytes: Vec<u64>,
+    /// The part being received (== headers.len() while its header is incomplete).
+    current: usize,
+    received: u64,
+    head: Vec<u8>,
+    next_try: usize,
+    headers: Vec<Header>,
+    arch: String,
+    /// The current part's tensors in file order, and the first one not yet complete.
+    plan: Vec<Planned>,
+    next: usize,
+    names: HashSet<String>,
+    tensors: HashMap<String, GpuTensor>,
+    captured: Vec<(usize, u64, Vec<u8>)>,
+    unflushed: u64,
+}
+
+impl<'a> GgufStream<'a> {
+    /// A model of `part_bytes.len()` files (one, or a split model's parts in order) of these sizes.
+    pub fn new(ctx: &'a Context, part_bytes: Vec<u64>) -> Result<Self> {
+        if part_bytes.is_empty() {
+            return Err(GgufError::Split { message: "no files given".into() });
+        }
+        Ok(Self {
+            ctx,
+            part_bytes,
+            current: 0,
+            received: 0,
+            head: Vec::new(),
+            next_try: FIRST_HEADER_TRY,
+            headers: Vec::new(),
+            arch: String::new(),
+            plan: Vec::new(),
+            next: 0,
+            names: HashSet::new(),
+            tensors: HashMap::new(),
+            captured: Vec::new(),
+            unflushed: 0,
+        })
+    }
+
+    /// Bytes of all parts together.
+    pub fn total_bytes(&self) -> u64 {
+        self.part_bytes.iter().sum()
+    }
+
+    /// Bytes received so far.
+    pub fn loaded_bytes(&self) -> u64 {
+        self.part_bytes[..self.current.min(self.part_bytes.len())].iter().sum::<u64>() + self.received
+    }
+
+    /// The first part's header, once parsed (the model's metadata).
+    pub fn header(&self) -> Option<&Header> {
+        self.headers.first()
+    }
+
+    fn read_error(&self, part: usize, message: String) -> GgufError {
+        GgufError::Read { part, offset: self.received, len: 0, message }
+    }
+
+    /// The next bytes of part `part` (parts in order, each from its byte 0).
+    pub fn write(&mut self, part: usize, bytes: &[u8]) -> Result<()> {
+        if part != self.current {
+            let msg = format!("bytes for part {} arrived while part {} is being read", part + 1, self.current + 1);
+            return Err(self.read_error(part, msg));
+        }
+        let size = self.part_bytes.get(part).copied().unwrap_or(0);
+        let end = self.received + bytes.len() as u64;
+        if end > size {
+            return Err(self.read_error(part, format!("{end} bytes arrived but the file is {size} bytes")));
+        }
+        let pos = self.received;
+        self.received = end;
+        if self.headers.len() == part {
+            self.head.extend_from_slice(bytes);
+            if self.head.len() < self.next_try && end < size {
+                return Ok(());
+            }
+            match parse_header(&self.head) {
+                Ok(h) => {
+                    let head = std::mem::take(&mut self.head);
+                    self.on_header(h)?;
+                    return self.data(0, &head);
+                }
+                Err(GgufError::TruncatedHeader { needed, .. }) if end < size && needed < MAX_HEADER_BYTES => {
+                    // Re-parse once at least `needed` bytes are in, and no more often than each
+                    // doubling, so a long header is parsed O(log) times.
+                    self.next_try = (needed as usize).max(self.head.len() * 2);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.data(pos, bytes)
+    }
+
+    fn on_header(&mut self, h: Header) -> Result<()> {
+        let part = self.current;
+        let size = self.part_bytes[part];
+        if part == 0 {
+            self.arch = h.metadata.str("general.architecture")?.to_string();
+            let count = h.metadata.opt_u32("split.count")?.unwrap_or(1).max(1) as usize;
+            if count != self.part_bytes.len() {
+                let given = self.part_bytes.len();
+                return Err(GgufError::Split {
+                    message: format!("split.count is {count} but {given} file(s) were given"),
+                });
+            }
+        }
+        let mut infos = h.tensors.clone();
+        infos.sort_by_key(|t| t.offset);
+        let mut plan = Vec::with_capacity(infos.len());
+        let mut prev_end = 0u64;
+        for mut t in infos {
+            t.part = part;
+            let end = t.offset.saturating_add(t.bytes);
+            if end > size {
+                return Err(GgufError::TruncatedData { tensor: t.name, part, end, file_bytes: size });
+            }
+            if t.offset < prev_end {
+                let message = format!("tensor {} overlaps the tensor before it", t.name);
+                return Err(GgufError::Read { part, offset: t.offset, len: t.bytes, message });
+            }
+            prev_end = end;
+            if !self.names.insert(t.name.clone()) {
+                return Err(GgufError::DuplicateTensor { name: t.name });
+            }
+            let name = hf_name(&self.arch, &t.name);
+            // Tensors the model does not take may have any shape; those it takes must load.
+            let layout = match (t.layout(), &name) {
+                (Ok(l), _) => Some(l),
+                (Err(_), None) => None,
+                (Err(e), Some(_)) => return Err(e),
+            };
+            let target = match (layout, name) {
+                (Some(Layout::Vector { .. }), name) => Target::Vector { name, bytes: Vec::new() },
+                (Some(Layout::Matrix { n, k }), Some(name)) => {
+                    let m = alloc_matrix(self.ctx, &t, &name, n, k)?;
+                    Target::Matrix { name, m, row0: 0, pending: Vec::new(), step: piece_rows(&t) }
+                }
+                _ => Target::Skip,
+            };
+            plan.push(Planned { info: t, target });
+        }
+        // An allocation the device refused shows up here, before any data is written.
+        if let Some(e) = self.ctx.take_error() {
+            return Err(e.into());
+        }
+        self.headers.push(h);
+        self.plan = plan;
+        self.next = 0;
+        Ok(())
+    }
+
+    /// Bytes `[pos, pos + bytes.len())` of the current part, header parsed.
+    fn data(&mut self, pos: u64, bytes: &[u8]) -> Result<()> {
+        let end = pos + bytes.len() as u64;
+        while let Some(p) = self.plan.get_mut(self.next) {
+            let (t0, t1) = (p.info.offset, p.info.offset + p.info.bytes);
+            if t0 >= end {
+                break;
+            }
+            let (a, b) = (t0.max(pos), t1.min(end));
+            if a < b {
+                let slice = &bytes[(a - pos) as usize..(b - pos) as usize];
+                match &mut p.target {
+                    Target::Skip => {}
+                    Target::Vector { bytes, .. } => bytes.extend_from_slice(slice),
+                    Target::Matrix { m, row0, pending, step, .. } => {
+                        pending.extend_from_slice(slice);
+                        let piece = (*step * p.info.row_bytes()) as usize;
+                        while pending.len() >= piece {
+                            self.unflushed += write_rows(self.ctx, &p.info, m, *row0, &pending[..piece])?;
+                            pending.drain(..piece);
+                            *row0 += *step;
+                        }
+                    }
+                }
+            }
+            if t1 > end {
+                break;
+            }
+            self.complete()?;
+        }
+        if self.unflushed >= FLUSH_BYTES {
+            self.unflushed = 0;
+            flush(self.ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The tensor at `self.next` has all its bytes.
+    fn complete(&mut self) -> Result<()> {
+        let p = &mut self.plan[self.next];
+        self.next += 1;
+        match std::mem::replace(&mut p.target, Target::Skip) {
+            Target::Skip => {}
+            Target::Vector { name, bytes } => {
+                if let Some(name) = name {
+                    let at_zero = TensorInfo { part: 0, offset: 0, ..p.info.clone() };
+                    let v = vector_of(&at_zero, &mut super::gguf::SliceSource::new(vec![&bytes]))?;
+                    self.unflushed += v.len() as u64 * 4;
+                    self.tensors.insert(
+                        name,
+                        GpuTensor::Vector(self.ctx.storage_init(&p.info.name, bytemuck::cast_slice(&v))?),
+                    );
+                }
+                self.captured.push((p.info.part, p.info.offset, bytes));
+            }
+            Target::Matrix { name, m, row0, pending, .. } => {
+                if !pending.is_empty() {
+                    self.unflushed += write_rows(self.ctx, &p.info, &m, row0, &pending)?;
+                }
+                self.tensors.insert(name, GpuTensor::Matrix(m));
+            }
+        }
+        Ok(())
+    }
+
+    /// Part `part` has had all its bytes.
+    pub fn finish_part(&mut self, part: usize) -> Result<()> {
+        let size = self.part_bytes.get(part).copied().unwrap_or(0);
+        if part != self.current
+            || self.received != size
+            || self.headers.len() != part + 1
+            || self.next != self.plan.len()
+        {
+            let msg = format!("part {} ended after {} of its {size} bytes", part + 1, self.received);
+            return Err(self.read_error(part, msg));
+        }
+        self.current += 1;
+        self.received = 0;
+        self.next_try = FIRST_HEADER_TRY;
+        self.plan.clear();
+        self.next = 0;
+        Ok(())
+    }
+
+    /// Forget what arrived of the part being read (to read it again from byte 0).
+    pub fn restart_part(&mut self, part: usize) -> Result<()> {
+        if part != self.current {
+            return Err(self.read_error(part, format!("only the part being read ({}) can restart", self.current + 1)));
+        }
+        if self.headers.len() > part {
+            self.headers.truncate(part);
+            for p in self.plan.drain(..) {
+                self.names.remove(&p.info.name);
+                if let Some(name) = hf_name(&self.arch, &p.info.name) {
+                    self.tensors.remove(&name);
+                }
+            }
+            self.captured.retain(|c| c.0 != part);
+        }
+        self.received = 0;
+        self.head.clear();
+        self.next_try = FIRST_HEADER_TRY;
+        self.next = 0;
+        Ok(())
+    }
+
+    /// Every part done: the model's tensor table, its tensors (by checkpoint name), and the 1-D
+    /// tensors' bytes as a source for [`super::gguf::hf_config`].
+    pub fn finish(self) -> Result<(GgufFile, HashMap<String, GpuTensor>, CapturedSource)> {
+        if self.current != self.part_bytes.len() {
+            let msg = format!("{} of {} parts arrived", self.current, self.part_bytes.len());
+            return Err(GgufError::Read { part: self.current, offset: 0, len: 0, message: msg });
+        }
+        flush(self.ctx)?;
+        let file = GgufFile::from_parts(self.headers.into_iter().zip(self.part_bytes).collect())?;
+        Ok((file, self.tensors, CapturedSource { tensors: self.captured }))
+    }
+}
+
+/// The 1-D tensors kept by a [`GgufStream`], readable where they were in the file.
+pub struct CapturedSource {
+    tensors: Vec<(usize, u64, Vec<u8>)>,
+}
+
+impl GgufSource for CapturedSource {
+    fn read_exact_at(&mut self, part: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len() as u64;
+        let found = self
+            .tensors
+            .iter()
+            .find(|(p, off, bytes)| *p == part && *off <= offset && offset + len <= off + bytes.len() as u64);
+        match found {
+            Some((_, off, bytes)) => {
+                let start = (offset - off) as usize;
+                buf.copy_from_slice(&bytes[start..start + buf.len()]);
+                Ok(())
+            }
+            None => Err(GgufError::Read { part, offset, len, message: "not a 1-D tensor kept while streaming".into() }),
+        }
+    }
+}
