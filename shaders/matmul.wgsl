@@ -163,6 +163,40 @@ fn gemv_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+// gemv_row_q / gemv_row (m = 1 on CPU-emulated GPUs: SwiftShader, lavapipe): one invocation per
+// row of W, WG rows per workgroup, no workgroup memory and no barrier. Those drivers run a
+// workgroup's invocations as coroutines or loops and pay for every barrier in each of them, so the
+// cooperative gemv/gemv_q reduction is many times slower there; real GPUs want the reduction.
+@compute @workgroup_size(WG)
+fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) tid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + tid;
+    if (row >= p.rows) { return; }
+    let words = 4u * p.units;
+    var acc = 0.0;
+    for (var wi = 0u; wi < words; wi++) {
+        let xa = word_x(wi);
+        acc += word_dot(row, wi, xa[0], xa[1], dot(xa[0] + xa[1], vec4<f32>(1.0)));
+    }
+    epilogue(0u, row, acc);
+}
+
+@compute @workgroup_size(WG)
+fn gemv_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) tid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + tid;
+    if (row >= p.rows) { return; }
+    var acc = 0.0;
+    for (var u = 0u; u < p.units; u++) {
+        if (FORMAT == F32) {
+            acc += unit_dot(row, u, x4(0u, 4u * u), vec4<f32>(0.0));
+        } else {
+            acc += unit_dot(row, u, x4(0u, 8u * u), x4(0u, 8u * u + 4u));
+        }
+    }
+    epilogue(0u, row, acc);
+}
+
 // Dequantize W[n0 + tid/4, step s] into ws: invocation part = tid % 4 writes 8 of the row's 32 values.
 fn load_w_tile(n0: u32, s: u32, tid: u32) {
     let row = tid / 4u;

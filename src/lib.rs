@@ -14,4 +14,4 @@ pub mod sampling;
 pub use gpu::{Context, ContextOptions, GpuError, Kernel};
 
 #[cfg(target_arch = "wasm32")]
-pub mod wasm;
+pub mod web;

@@ -19,6 +19,9 @@ pub struct ContextOptions {
     /// Ignore `shader-f16`, `subgroups` and `timestamp-query` even when offered, so the portable
     /// path of every op can be tested on any device.
     pub portable_only: bool,
+    /// Force the m = 1 matmul strategy: `Some(true)` one invocation per row, `Some(false)` the
+    /// workgroup reduction; `None` picks by adapter type (see `Capabilities::row_gemv`).
+    pub row_gemv: Option<bool>,
 }
 
 /// Optional capabilities found on the adapter and enabled on the device.
@@ -29,6 +32,9 @@ pub struct Capabilities {
     pub timestamp_query: bool,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
+    /// m = 1 matmuls use one invocation per row (no barriers): what CPU-emulated GPUs (SwiftShader,
+    /// lavapipe) run fastest. Set for CPU adapters unless `ContextOptions::row_gemv` says otherwise.
+    pub row_gemv: bool,
 }
 
 /// A compiled pipeline is identified by its shader, entry point and override constants.
@@ -97,6 +103,13 @@ impl Context {
             caps.subgroup_min_size = info.subgroup_min_size;
             caps.subgroup_max_size = info.subgroup_max_size;
         }
+        // WEBGPU_LLM_GEMV=row|reduce overrides the adapter-type default (for benchmarks).
+        let env = std::env::var("WEBGPU_LLM_GEMV").ok().and_then(|v| match v.as_str() {
+            "row" => Some(true),
+            "reduce" => Some(false),
+            _ => None,
+        });
+        caps.row_gemv = opts.row_gemv.or(env).unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         if want(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
             caps.timestamp_query = true;
@@ -152,7 +165,7 @@ impl Context {
     /// One-line description for logs and benchmark headers.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}); binding limit {} MiB; f16={} subgroups={}({}..{}) timestamps={}",
+            "{} ({:?}, {:?}); binding limit {} MiB; f16={} subgroups={}({}..{}) timestamps={} gemv={}",
             self.info.name,
             self.info.backend,
             self.info.device_type,
@@ -161,7 +174,8 @@ impl Context {
             self.caps.subgroups,
             self.caps.subgroup_min_size,
             self.caps.subgroup_max_size,
-            self.caps.timestamp_query
+            self.caps.timestamp_query,
+            if self.caps.row_gemv { "row" } else { "reduce" }
         )
     }
 

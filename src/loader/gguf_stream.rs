@@ -97,6 +97,12 @@ impl<'a> GgufStream<'a> {
         self.part_bytes[..self.current.min(self.part_bytes.len())].iter().sum::<u64>() + self.received
     }
 
+    /// Whether part `part` is the one being read and its header is not parsed yet (its next
+    /// bytes may allocate its tensors).
+    pub fn header_pending(&self, part: usize) -> bool {
+        part == self.current && self.headers.len() == part
+    }
+
     /// The first part's header, once parsed (the model's metadata).
     pub fn header(&self) -> Option<&Header> {
         self.headers.first()

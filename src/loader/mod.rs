@@ -124,7 +124,7 @@ pub fn load_tensors(
     manifest: &Manifest,
     source: &mut dyn ShardSource,
 ) -> Result<HashMap<String, GpuTensor>, LoadError> {
-    let mut writer = ShardWriter::new(ctx, manifest)?;
+    let mut writer = ShardWriter::new(ctx, manifest.clone())?;
     let largest = manifest.shards.iter().map(|s| s.bytes).max().unwrap_or(0);
     let mut buf = vec![0u8; largest.min(STAGING_BYTES as u64) as usize];
     for (i, shard) in manifest.shards.iter().enumerate() {
@@ -146,7 +146,7 @@ pub fn load_tensors(
 /// then [`finish`](Self::finish). Target-independent: the browser drives it from `fetch` streams.
 pub struct ShardWriter<'a> {
     ctx: &'a Context,
-    manifest: &'a Manifest,
+    manifest: Manifest,
     tensors: HashMap<String, GpuTensor>,
     /// Per shard: where its bytes go, sorted by shard offset (non-overlapping per the manifest).
     routes: Vec<Vec<Route>>,
@@ -164,6 +164,7 @@ struct Route {
 
 /// Progress of one shard's stream: bytes seen, their running hash, and up to 3 bytes held back so
 /// every GPU write is whole 4-byte words (fetch chunks have arbitrary lengths).
+#[derive(Default)]
 struct ShardStream {
     received: u64,
     hasher: Sha256Hex,
@@ -175,7 +176,7 @@ struct ShardStream {
 impl<'a> ShardWriter<'a> {
     /// Validate `manifest` and allocate every tensor's buffers (uninitialised) through `ctx`, split
     /// into row chunks against `ctx.max_binding_bytes()`.
-    pub fn new(ctx: &'a Context, manifest: &'a Manifest) -> Result<Self, LoadError> {
+    pub fn new(ctx: &'a Context, manifest: Manifest) -> Result<Self, LoadError> {
         manifest.validate()?;
         let mut tensors = HashMap::with_capacity(manifest.tensors.len());
         let mut routes: Vec<Vec<Route>> = manifest.shards.iter().map(|_| Vec::new()).collect();
@@ -211,18 +212,12 @@ impl<'a> ShardWriter<'a> {
         if let Some(e) = ctx.take_error() {
             return Err(e.into());
         }
-        let streams = manifest
-            .shards
-            .iter()
-            .map(|_| ShardStream {
-                received: 0,
-                hasher: Sha256Hex::default(),
-                carry: [0; 4],
-                carry_len: 0,
-                done: false,
-            })
-            .collect();
+        let streams = manifest.shards.iter().map(|_| ShardStream::default()).collect();
         Ok(Self { ctx, manifest, tensors, routes, streams, unflushed: 0 })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// Bytes of all shards together.
@@ -294,6 +289,15 @@ impl<'a> ShardWriter<'a> {
         if got != info.sha256 {
             return Err(LoadError::Sha256 { file: info.file.clone(), expected: info.sha256.clone(), got });
         }
+        Ok(())
+    }
+
+    /// Forget what arrived of shard `shard`, to receive it again from byte 0 (after a bad hash or
+    /// a failed download); its routes are rewritten as the new bytes pass.
+    pub fn restart_shard(&mut self, shard: usize) -> Result<(), LoadError> {
+        let count = self.manifest.shards.len();
+        let stream = self.streams.get_mut(shard).ok_or(LoadError::NoSuchShard { shard, count })?;
+        *stream = ShardStream::default();
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use crate::quant::{PackedMatrix, WeightFormat};
 
 /// Rows of W per GEMV workgroup; equals `GEMV_ROWS` in shaders/matmul.wgsl (tests/shaders.rs checks).
 pub const GEMV_ROWS: u32 = 2;
+/// Rows of W per `gemv_row`/`gemv_row_q` workgroup (one per invocation): `WG` in shaders/matmul.wgsl.
+pub const GEMV_ROW_WG: u32 = 64;
 /// GEMM tile: x rows (`TM`) and W rows (`TN`) per workgroup, as in shaders/matmul.wgsl (checked there too).
 pub const TM: u32 = 32;
 pub const TN: u32 = 64;
@@ -176,9 +178,12 @@ pub fn matmul(
     }
     let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1;
     // Quantized GEMV reads x as vec4 (k is a multiple of 32 there) at its own binding slot.
-    let (entry, x_slot) = match (m, w.format.is_quantized()) {
-        (1, true) => ("gemv_q", 6),
-        (1, false) => ("gemv", 1),
+    let row_gemv = ctx.caps.row_gemv;
+    let (entry, x_slot) = match (m, w.format.is_quantized(), row_gemv) {
+        (1, true, false) => ("gemv_q", 6),
+        (1, false, false) => ("gemv", 1),
+        (1, true, true) => ("gemv_row_q", 6),
+        (1, false, true) => ("gemv_row", 1),
         _ => ("gemm", 1),
     };
     let key = PipelineKey::new(Shader::Matmul, entry).constant("FORMAT", w.format.shader_code());
@@ -186,7 +191,9 @@ pub fn matmul(
     let mut kernels = Vec::with_capacity(w.chunks.len());
     for c in &w.chunks {
         let params = Params { m, n, k, rows: c.rows, row0: c.row0, units: w.units(), groups: w.groups(), flags };
-        let workgroups = if m == 1 {
+        let workgroups = if m == 1 && row_gemv {
+            ctx.grid(c.rows.div_ceil(GEMV_ROW_WG))
+        } else if m == 1 {
             ctx.grid(c.rows.div_ceil(GEMV_ROWS))
         } else {
             let (gx, gy) = (c.rows.div_ceil(TN), m.div_ceil(TM));
@@ -205,8 +212,8 @@ pub fn matmul(
         let bias = epilogue.bias.unwrap_or(x);
         let params = ctx.uniform("matmul.params", &params);
         let mut bindings = vec![(x_slot, x), (2, &c.weights), (4, bias), (5, y)];
-        if entry != "gemv" {
-            bindings.push((3, scales)); // the F32/F16 gemv has no scales binding
+        if !matches!(entry, "gemv" | "gemv_row") {
+            bindings.push((3, scales)); // the F32/F16 GEMVs have no scales binding
         }
         kernels.push(Kernel::new(ctx, &key, &bindings, Some(params), workgroups)?);
     }

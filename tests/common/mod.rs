@@ -21,7 +21,8 @@ pub fn seed(name: &str) -> u64 {
     seed
 }
 
-/// The context with every optional feature the device offers.
+/// The context with every optional feature the device offers, and the m = 1 matmul strategy the
+/// device prefers.
 pub fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
@@ -31,11 +32,14 @@ pub fn ctx() -> &'static Context {
     })
 }
 
-/// The context with optional features turned off: the path every browser has.
+/// The context with optional features turned off (the path every browser has), and the m = 1
+/// matmul strategy `ctx()` does not use, so `contexts()` covers both.
 pub fn ctx_portable() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
-        Context::new_blocking(ContextOptions { portable_only: true, ..Default::default() }).expect("a GPU adapter")
+        let row_gemv = Some(!ctx().caps.row_gemv);
+        Context::new_blocking(ContextOptions { portable_only: true, row_gemv, ..Default::default() })
+            .expect("a GPU adapter")
     })
 }
 

@@ -1,0 +1,738 @@
+//! The browser entry points (wasm-bindgen), wrapped by the npm package in `pkg/` (its `src/*.js`
+//! drive these; the contract is `pkg/src/wasm-api.md`).
+//!
+//! - One GPU device per page (or worker): the first `WasmEngine.create()` makes it and later
+//!   engines share it, as WebGPU apps should.
+//! - Loading is push-based: JS streams `fetch` (or `File`) chunks into [`WasmEngine::write`], which
+//!   hands them to the same loaders the native CLI uses (`ShardWriter` for packages, `GgufStream`
+//!   for GGUF), so model bytes go from the chunk straight to `queue.writeBuffer`. The wasm heap
+//!   holds one chunk, ≤ 8 MiB of GGUF repacking state, the tokenizer and the GGUF header.
+//! - Every error is a JS `Error` with a `code` (see [`code_of`]) and fields a page can act on.
+//! - State lives in `Rc<RefCell<…>>` so async methods can hold it across awaits; a call that would
+//!   need it while `generate` runs gets `BUSY` instead of a RefCell panic.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Reflect, Uint32Array};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::chat::Message;
+use crate::engine::{
+    engine_from_gguf, engine_from_package, Engine, EngineError, Event, Finish, GenerateOptions, OpenOptions,
+};
+use crate::gpu::{Context, ContextOptions, GpuError};
+use crate::loader::gguf::GgufError;
+use crate::loader::gguf_stream::GgufStream;
+use crate::loader::{GpuTensor, LoadError, Manifest, ShardWriter};
+use crate::model::Config;
+use crate::ops::attention::KvDtype;
+use crate::sampling::SamplingParams;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+thread_local! {
+    /// The page's device, made once and kept (engines come and go; the device stays).
+    static CONTEXT: Cell<Option<&'static Context>> = const { Cell::new(None) };
+}
+
+async fn context() -> Result<&'static Context, JsValue> {
+    if let Some(c) = CONTEXT.with(Cell::get) {
+        return Ok(c);
+    }
+    let ctx = Context::new(ContextOptions::default()).await.map_err(gpu_error)?;
+    let ctx: &'static Context = Box::leak(Box::new(ctx));
+    CONTEXT.with(|c| c.set(Some(ctx)));
+    Ok(ctx)
+}
+
+// ---- errors ----
+
+/// A JS `Error` with `code` and extra fields.
+fn js_error(code: &str, message: &str, fields: &[(&str, JsValue)]) -> JsValue {
+    let e = js_sys::Error::new(message);
+    let _ = Reflect::set(&e, &"code".into(), &code.into());
+    for (k, v) in fields {
+        let _ = Reflect::set(&e, &(*k).into(), v);
+    }
+    e.into()
+}
+
+/// The `code` of a GPU error.
+fn code_of(e: &GpuError) -> &'static str {
+    match e {
+        GpuError::NoAdapter { .. } | GpuError::RequestDevice(_) => "WEBGPU_UNAVAILABLE",
+        GpuError::LimitTooSmall { .. } => "LIMIT_TOO_SMALL",
+        GpuError::FeatureMissing(_) => "FEATURE_MISSING",
+        GpuError::OutOfMemory { .. } => "OUT_OF_MEMORY",
+        GpuError::DeviceLost(_) => "DEVICE_LOST",
+        _ => "INTERNAL",
+    }
+}
+
+fn gpu_error(e: GpuError) -> JsValue {
+    let msg = e.to_string();
+    match &e {
+        GpuError::LimitTooSmall { limit, needed, available, .. } => js_error(
+            "LIMIT_TOO_SMALL",
+            &msg,
+            &[
+                ("limit", (*limit).into()),
+                ("needed", (*needed as f64).into()),
+                ("available", (*available as f64).into()),
+            ],
+        ),
+        GpuError::OutOfMemory { bytes, .. } => {
+            js_error("OUT_OF_MEMORY", &msg, &[("neededBytes", (*bytes as f64).into())])
+        }
+        // A shape error while loading means the model does not match itself.
+        GpuError::Shape { op, .. } if matches!(*op, "load" | "config") => js_error("BAD_MODEL", &msg, &[]),
+        _ => js_error(code_of(&e), &msg, &[]),
+    }
+}
+
+fn load_error(e: LoadError, manifest: Option<&Manifest>) -> JsValue {
+    let msg = e.to_string();
+    let shard_of = |file: &str| {
+        let index = manifest.and_then(|m| m.shards.iter().position(|s| s.file == file));
+        let mut f = vec![("file", JsValue::from(file))];
+        if let Some(i) = index {
+            f.push(("shard", (i as u32).into()));
+        }
+        f
+    };
+    match e {
+        LoadError::Gpu(g) => gpu_error(g),
+        LoadError::Sha256 { ref file, .. } | LoadError::ShardSize { ref file, .. } => {
+            js_error("BAD_MODEL", &msg, &shard_of(file))
+        }
+        _ => js_error("BAD_MODEL", &msg, &[]),
+    }
+}
+
+fn gguf_error(e: GgufError) -> JsValue {
+    match e {
+        GgufError::Gpu(g) => gpu_error(g),
+        GgufError::Read { part, .. } => {
+            let msg = e.to_string();
+            js_error("BAD_MODEL", &msg, &[("shard", (part as u32).into())])
+        }
+        other => js_error("BAD_MODEL", &other.to_string(), &[]),
+    }
+}
+
+fn engine_error(e: EngineError) -> JsValue {
+    let msg = e.to_string();
+    match e {
+        EngineError::Gpu(g) => gpu_error(g),
+        EngineError::Load(l) => load_error(l, None),
+        EngineError::Gguf(g) => gguf_error(g),
+        EngineError::ContextOverflow { prompt, context } => {
+            js_error("CONTEXT_OVERFLOW", &msg, &[("promptTokens", (prompt as u32).into()), ("context", context.into())])
+        }
+        EngineError::EmptyPrompt | EngineError::NoChatTemplate | EngineError::Sampling(_) | EngineError::Chat(_) => {
+            js_error("BAD_REQUEST", &msg, &[])
+        }
+        EngineError::Tokenizer(_) => js_error("BAD_MODEL", &msg, &[]),
+        EngineError::Detok(_) => js_error("INTERNAL", &msg, &[]),
+    }
+}
+
+fn busy() -> JsValue {
+    js_error("BUSY", "the engine is generating; wait for it to finish or call abort() first", &[])
+}
+
+fn no_model() -> JsValue {
+    js_error("BAD_REQUEST", "no model is loaded; load one first", &[])
+}
+
+fn bad_request(msg: impl std::fmt::Display) -> JsValue {
+    js_error("BAD_REQUEST", &msg.to_string(), &[])
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error("INTERNAL", &e.to_string(), &[]))
+}
+
+// ---- options and results ----
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct LoadOptions {
+    context: Option<u32>,
+    kv: Option<String>,
+    max_batch: Option<u32>,
+}
+
+impl LoadOptions {
+    fn parse(v: JsValue) -> Result<OpenOptions, JsValue> {
+        let o: LoadOptions = if v.is_undefined() || v.is_null() {
+            Self::default()
+        } else {
+            serde_wasm_bindgen::from_value(v).map_err(bad_request)?
+        };
+        let kv_dtype = match o.kv.as_deref() {
+            None | Some("f16") => KvDtype::F16,
+            Some("f32") => KvDtype::F32,
+            Some(other) => return Err(bad_request(format!("kv must be \"f16\" or \"f32\", not {other:?}"))),
+        };
+        let max_batch = o.max_batch.unwrap_or(64);
+        if max_batch == 0 {
+            return Err(bad_request("maxBatch must be at least 1"));
+        }
+        Ok(OpenOptions { context: o.context, kv_dtype, max_batch })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JsGenerateOptions {
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repetition_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    seed: Option<f64>,
+    stop: Option<Vec<String>>,
+}
+
+impl JsGenerateOptions {
+    fn parse(v: JsValue) -> Result<GenerateOptions, JsValue> {
+        let o: Self = if v.is_undefined() || v.is_null() {
+            Self::default()
+        } else {
+            serde_wasm_bindgen::from_value(v).map_err(bad_request)?
+        };
+        let d = SamplingParams::default();
+        let sampling = SamplingParams {
+            temperature: o.temperature.unwrap_or(0.0),
+            top_k: o.top_k.map_or(d.top_k, |k| k as usize),
+            top_p: o.top_p.unwrap_or(d.top_p),
+            min_p: o.min_p.unwrap_or(d.min_p),
+            repetition_penalty: o.repetition_penalty.unwrap_or(d.repetition_penalty),
+            presence_penalty: o.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: o.frequency_penalty.unwrap_or(d.frequency_penalty),
+            seed: o.seed.map(|s| s as u64),
+            ..d
+        };
+        let defaults = GenerateOptions::default();
+        Ok(GenerateOptions {
+            max_tokens: o.max_tokens.unwrap_or(defaults.max_tokens),
+            sampling,
+            stop: o.stop.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct ModelInfo {
+    architecture: String,
+    layers: u32,
+    hidden: u32,
+    heads: u32,
+    kv_heads: u32,
+    vocab: u32,
+    context: u32,
+    has_chat_template: bool,
+    eos_token_ids: Vec<u32>,
+    weight_bytes: f64,
+    kv_cache_bytes: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShardPlan {
+    file: String,
+    bytes: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadPlan {
+    kind: &'static str,
+    shards: Vec<ShardPlan>,
+    total_bytes: f64,
+    /// GPU bytes of the weights (allocated by now), and of the KV cache `finishLoad` will add.
+    gpu_bytes: f64,
+    kv_cache_bytes: f64,
+    tokenizer_files: Vec<String>,
+}
+
+// ---- the engine ----
+
+enum Loading {
+    Idle,
+    Package { writer: ShardWriter<'static>, opts: OpenOptions },
+    Gguf { stream: GgufStream<'static>, opts: OpenOptions },
+}
+
+struct Inner {
+    loading: Loading,
+    engine: Option<Engine>,
+    info: Option<ModelInfo>,
+}
+
+#[wasm_bindgen]
+pub struct WasmEngine {
+    ctx: &'static Context,
+    inner: Rc<RefCell<Inner>>,
+    abort: Rc<Cell<bool>>,
+}
+
+/// KV cache bytes for `config` with `opts` (both K and V, every layer).
+fn kv_bytes(ctx: &Context, config: &Config, opts: &OpenOptions) -> u64 {
+    let per = if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
+    let bytes_per_pos = config.kv_dim() as u64 * per;
+    let device_max = ctx.max_binding_bytes() / bytes_per_pos.max(1);
+    let context = opts.context.map_or(config.max_position.min(4096) as u64, |c| c as u64).min(device_max);
+    2 * config.n_layers as u64 * context * bytes_per_pos
+}
+
+fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {
+    tensors
+        .values()
+        .map(|t| match t {
+            GpuTensor::Vector(b) => b.size(),
+            GpuTensor::Matrix(m) => {
+                m.chunks.iter().map(|c| c.weights.size() + c.scales.as_ref().map_or(0, |s| s.size())).sum()
+            }
+        })
+        .sum()
+}
+
+fn model_info(engine: &Engine, weight_bytes: u64) -> ModelInfo {
+    let c = &engine.model.config;
+    let st = &engine.model.state.opts;
+    let per = if st.kv_dtype == KvDtype::F16 { 2 } else { 4 };
+    ModelInfo {
+        architecture: format!("{:?}", c.arch).to_lowercase(),
+        layers: c.n_layers,
+        hidden: c.hidden,
+        heads: c.n_heads,
+        kv_heads: c.n_kv_heads,
+        vocab: c.vocab,
+        context: st.context,
+        has_chat_template: engine.template.is_some(),
+        eos_token_ids: engine.stop_ids.clone(),
+        weight_bytes: weight_bytes as f64,
+        kv_cache_bytes: (2 * c.n_layers as u64 * st.context as u64 * c.kv_dim() as u64 * per) as f64,
+    }
+}
+
+/// Run `f` (allocations) inside out-of-memory and validation error scopes and wait for them, so
+/// a refused allocation is an `OUT_OF_MEMORY` error now rather than a lost device later.
+async fn checked<T>(
+    ctx: &Context,
+    what: &str,
+    bytes: u64,
+    f: impl FnOnce() -> Result<T, JsValue>,
+) -> Result<T, JsValue> {
+    let mut out = None;
+    let scoped = ctx
+        .try_alloc(what, bytes, || {
+            out = Some(f());
+            Ok(())
+        })
+        .await;
+    match (scoped, out) {
+        (Err(GpuError::OutOfMemory { .. }), _) => Err(js_error(
+            "OUT_OF_MEMORY",
+            &format!(
+                "out of GPU memory: {what} needs {:.1} MiB and the device refused it (WebGPU does not say how much \
+                 is free; close other GPU-heavy tabs, or pick a smaller model or context)",
+                bytes as f64 / 1048576.0
+            ),
+            &[("neededBytes", (bytes as f64).into())],
+        )),
+        (Err(e), _) => Err(gpu_error(e)),
+        (Ok(()), Some(r)) => r,
+        (Ok(()), None) => Err(js_error("INTERNAL", "allocation closure did not run", &[])),
+    }
+}
+
+#[wasm_bindgen]
+impl WasmEngine {
+    /// Make (or reuse) the page's GPU device. Rejects with `WEBGPU_UNAVAILABLE` when the browser
+    /// has no WebGPU or no adapter.
+    pub async fn create() -> Result<WasmEngine, JsValue> {
+        let ctx = context().await?;
+        let inner = Inner { loading: Loading::Idle, engine: None, info: None };
+        Ok(WasmEngine { ctx, inner: Rc::new(RefCell::new(inner)), abort: Rc::new(Cell::new(false)) })
+    }
+
+    /// The device: `{adapter, backend, maxBindingBytes, shaderF16, subgroups, timestampQuery, description}`.
+    #[wasm_bindgen(js_name = gpuInfo)]
+    pub fn gpu_info(&self) -> Result<JsValue, JsValue> {
+        to_js(&gpu_info_of(self.ctx))
+    }
+
+    fn inner(&self) -> Result<std::cell::RefMut<'_, Inner>, JsValue> {
+        self.inner.try_borrow_mut().map_err(|_| busy())
+    }
+
+    /// Start loading a package from its manifest.json text: every GPU buffer is allocated now, so a
+    /// model that does not fit fails before any download. Resolves with the shards to stream.
+    #[wasm_bindgen(js_name = beginPackage)]
+    pub async fn begin_package(&self, manifest_json: String, options: JsValue) -> Result<JsValue, JsValue> {
+        let opts = LoadOptions::parse(options)?;
+        let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| load_error(e.into(), None))?;
+        let config = Config::from_hf(&manifest.architecture).map_err(|e| js_error("BAD_MODEL", &e.to_string(), &[]))?;
+        {
+            let mut inner = self.inner()?;
+            inner.loading = Loading::Idle;
+            inner.engine = None;
+            inner.info = None;
+        }
+        let kv = kv_bytes(self.ctx, &config, &opts);
+        let weights = manifest.total_bytes();
+        let ctx = self.ctx;
+        let what = format!("the model's weights ({} tensors)", manifest.tensors.len());
+        let m = manifest.clone();
+        let writer =
+            checked(ctx, &what, weights, move || ShardWriter::new(ctx, m).map_err(|e| load_error(e, None))).await?;
+        let plan = LoadPlan {
+            kind: "package",
+            shards: manifest
+                .shards
+                .iter()
+                .map(|s| ShardPlan { file: s.file.clone(), bytes: s.bytes as f64, sha256: Some(s.sha256.clone()) })
+                .collect(),
+            total_bytes: manifest.total_bytes() as f64,
+            gpu_bytes: weights as f64,
+            kv_cache_bytes: kv as f64,
+            tokenizer_files: manifest.tokenizer.files.clone(),
+        };
+        self.inner()?.loading = Loading::Package { writer, opts };
+        to_js(&plan)
+    }
+
+    /// Start loading a GGUF of these part sizes (one file, or a split model's parts in order).
+    #[wasm_bindgen(js_name = beginGguf)]
+    pub fn begin_gguf(&self, part_sizes: Vec<f64>, options: JsValue) -> Result<JsValue, JsValue> {
+        let opts = LoadOptions::parse(options)?;
+        if part_sizes.iter().any(|&s| !(s >= 0.0 && s.fract() == 0.0)) {
+            return Err(bad_request("part sizes must be whole byte counts"));
+        }
+        let sizes: Vec<u64> = part_sizes.iter().map(|&s| s as u64).collect();
+        let stream = GgufStream::new(self.ctx, sizes.clone()).map_err(gguf_error)?;
+        let total = stream.total_bytes();
+        let mut inner = self.inner()?;
+        inner.engine = None;
+        inner.info = None;
+        inner.loading = Loading::Gguf { stream, opts };
+        let n = sizes.len();
+        let plan = LoadPlan {
+            kind: "gguf",
+            shards: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| ShardPlan { file: format!("part {} of {n}", i + 1), bytes: b as f64, sha256: None })
+                .collect(),
+            total_bytes: total as f64,
+            gpu_bytes: 0.0,
+            kv_cache_bytes: 0.0,
+            tokenizer_files: Vec::new(),
+        };
+        to_js(&plan)
+    }
+
+    /// The next bytes of shard (package) or part (GGUF) `index`. Resolves once they are queued for
+    /// the GPU; a GGUF part's header allocates its tensors here, checked for out-of-memory.
+    pub async fn write(&self, index: u32, bytes: Vec<u8>) -> Result<(), JsValue> {
+        let header_pending = {
+            let mut inner = self.inner()?;
+            match &mut inner.loading {
+                Loading::Idle => return Err(bad_request("write() before beginPackage()/beginGguf()")),
+                Loading::Package { writer, .. } => {
+                    let r = writer.write(index as usize, &bytes);
+                    let m = writer.manifest().clone();
+                    return r.map_err(|e| load_error(e, Some(&m)));
+                }
+                Loading::Gguf { stream, .. } => stream.header_pending(index as usize),
+            }
+        };
+        if !header_pending {
+            let mut inner = self.inner()?;
+            if let Loading::Gguf { stream, .. } = &mut inner.loading {
+                stream.write(index as usize, &bytes).map_err(gguf_error)?;
+            }
+            return Ok(());
+        }
+        // This chunk may complete a header and allocate that part's tensors.
+        let inner = self.inner.clone();
+        let what = "the model's weights";
+        checked(self.ctx, what, 0, move || {
+            let mut inner = inner.try_borrow_mut().map_err(|_| busy())?;
+            match &mut inner.loading {
+                Loading::Gguf { stream, .. } => stream.write(index as usize, &bytes).map_err(gguf_error),
+                _ => Err(bad_request("the load was cancelled")),
+            }
+        })
+        .await
+    }
+
+    /// Shard/part `index` has had all its bytes: checks its size and (package) its SHA-256.
+    #[wasm_bindgen(js_name = finishShard)]
+    pub fn finish_shard(&self, index: u32) -> Result<(), JsValue> {
+        let mut inner = self.inner()?;
+        match &mut inner.loading {
+            Loading::Idle => Err(bad_request("finishShard() with no load in progress")),
+            Loading::Package { writer, .. } => {
+                let r = writer.finish_shard(index as usize);
+                let m = writer.manifest().clone();
+                r.map_err(|e| load_error(e, Some(&m)))
+            }
+            Loading::Gguf { stream, .. } => stream.finish_part(index as usize).map_err(gguf_error),
+        }
+    }
+
+    /// Forget what arrived of shard/part `index`, to stream it again from byte 0.
+    #[wasm_bindgen(js_name = restartShard)]
+    pub fn restart_shard(&self, index: u32) -> Result<(), JsValue> {
+        let mut inner = self.inner()?;
+        match &mut inner.loading {
+            Loading::Idle => Err(bad_request("restartShard() with no load in progress")),
+            Loading::Package { writer, .. } => writer.restart_shard(index as usize).map_err(|e| load_error(e, None)),
+            Loading::Gguf { stream, .. } => stream.restart_part(index as usize).map_err(gguf_error),
+        }
+    }
+
+    /// Bytes received so far, all shards together.
+    #[wasm_bindgen(js_name = loadedBytes)]
+    pub fn loaded_bytes(&self) -> f64 {
+        match self.inner.try_borrow().as_deref() {
+            Ok(Inner { loading: Loading::Package { writer, .. }, .. }) => writer.loaded_bytes() as f64,
+            Ok(Inner { loading: Loading::Gguf { stream, .. }, .. }) => stream.loaded_bytes() as f64,
+            _ => 0.0,
+        }
+    }
+
+    /// Every shard finished: build the model (KV cache, tokenizer, chat template). Packages pass
+    /// tokenizer.json's and tokenizer_config.json's text; GGUF carries its own.
+    #[wasm_bindgen(js_name = finishLoad)]
+    pub async fn finish_load(
+        &self,
+        tokenizer_json: Option<String>,
+        tokenizer_config_json: Option<String>,
+    ) -> Result<JsValue, JsValue> {
+        let loading = std::mem::replace(&mut self.inner()?.loading, Loading::Idle);
+        let ctx = self.ctx;
+        let engine = match loading {
+            Loading::Idle => return Err(bad_request("finishLoad() with no load in progress")),
+            Loading::Package { writer, opts } => {
+                let manifest = writer.manifest().clone();
+                let mut tensors = writer.finish().map_err(|e| load_error(e, Some(&manifest)))?;
+                let weight_bytes = tensor_bytes(&tensors);
+                let tok = tokenizer_json
+                    .ok_or_else(|| js_error("BAD_MODEL", "the package's tokenizer.json is needed", &[]))?;
+                let engine = checked(ctx, "the KV cache and activations", 0, || {
+                    engine_from_package(
+                        ctx,
+                        &manifest,
+                        &mut tensors,
+                        tok.as_bytes(),
+                        tokenizer_config_json.as_deref(),
+                        opts,
+                    )
+                    .map_err(engine_error)
+                })
+                .await?;
+                (engine, weight_bytes)
+            }
+            Loading::Gguf { stream, opts } => {
+                let (file, mut tensors, mut kept) = stream.finish().map_err(gguf_error)?;
+                let weight_bytes = tensor_bytes(&tensors);
+                let engine = checked(ctx, "the KV cache and activations", 0, || {
+                    engine_from_gguf(ctx, &file, &mut tensors, &mut kept, opts).map_err(engine_error)
+                })
+                .await?;
+                (engine, weight_bytes)
+            }
+        };
+        let (engine, weight_bytes) = engine;
+        let info = model_info(&engine, weight_bytes);
+        let mut inner = self.inner()?;
+        inner.engine = Some(engine);
+        inner.info = Some(info.clone());
+        to_js(&info)
+    }
+
+    /// Drop a half-loaded model.
+    #[wasm_bindgen(js_name = cancelLoad)]
+    pub fn cancel_load(&self) -> Result<(), JsValue> {
+        self.inner()?.loading = Loading::Idle;
+        Ok(())
+    }
+
+    /// Drop the model (its GPU buffers go with it); the device stays for the next one.
+    pub fn unload(&self) -> Result<(), JsValue> {
+        let mut inner = self.inner()?;
+        inner.loading = Loading::Idle;
+        inner.engine = None;
+        inner.info = None;
+        Ok(())
+    }
+
+    /// What is loaded, or `undefined`.
+    #[wasm_bindgen(js_name = modelInfo)]
+    pub fn model_info(&self) -> Result<JsValue, JsValue> {
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        match &inner.info {
+            Some(i) => to_js(i),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> Result<T, JsValue>) -> Result<T, JsValue> {
+        let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        f(inner.engine.as_ref().ok_or_else(no_model)?)
+    }
+
+    /// Token ids of `text`; `add_special_tokens` lets the tokenizer add BOS etc.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Uint32Array, JsValue> {
+        self.with_engine(|e| {
+            let ids = e.encode(text, add_special_tokens).map_err(engine_error)?;
+            Ok(Uint32Array::from(&ids[..]))
+        })
+    }
+
+    /// Text of `ids` (special tokens skipped).
+    pub fn decode(&self, ids: Vec<u32>) -> Result<String, JsValue> {
+        self.with_engine(|e| e.tokenizer.decode(&ids, true).map_err(|err| js_error("INTERNAL", &err.to_string(), &[])))
+    }
+
+    /// The model's chat template over `[{role, content}]`, with the assistant prompt appended.
+    #[wasm_bindgen(js_name = applyChatTemplate)]
+    pub fn apply_chat_template(&self, messages: JsValue) -> Result<String, JsValue> {
+        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
+            .map_err(|e| bad_request(format!("messages must be [{{role, content}}]: {e}")))?;
+        self.with_engine(|e| e.render_chat(&messages).map_err(engine_error))
+    }
+
+    /// Generate after `prompt` (token ids); `on_event` gets `{type: "prefilled", promptTokens,
+    /// reusedTokens}` then `{type: "token", id, text}` per token, and stops generation by
+    /// returning `false`. Resolves with the summary; rejects with `BUSY` while another runs.
+    pub fn generate(&self, prompt: Vec<u32>, options: JsValue, on_event: Function) -> js_sys::Promise {
+        let (inner, abort, ctx) = (self.inner.clone(), self.abort.clone(), self.ctx);
+        future_to_promise(async move {
+            let opts = JsGenerateOptions::parse(options)?;
+            // Held across the awaits on purpose: every other entry point uses try_borrow and
+            // answers BUSY while this runs, so the borrow can never panic.
+            #[allow(clippy::await_holding_refcell_ref)]
+            let mut guard = inner.try_borrow_mut().map_err(|_| busy())?;
+            let engine = guard.engine.as_mut().ok_or_else(no_model)?;
+            abort.set(false);
+            let mut thrown: Option<JsValue> = None;
+            let mut cb = |ev: Event| -> bool {
+                if abort.get() {
+                    return false;
+                }
+                let o = Object::new();
+                match ev {
+                    Event::Prefilled { prompt_tokens, reused } => {
+                        set(&o, "type", "prefilled".into());
+                        set(&o, "promptTokens", (prompt_tokens as u32).into());
+                        set(&o, "reusedTokens", (reused as u32).into());
+                    }
+                    Event::Token { id, text } => {
+                        set(&o, "type", "token".into());
+                        set(&o, "id", id.into());
+                        set(&o, "text", text.into());
+                    }
+                }
+                match on_event.call1(&JsValue::NULL, &o) {
+                    Ok(v) => v != JsValue::FALSE && !abort.get(),
+                    Err(e) => {
+                        thrown = Some(e);
+                        false
+                    }
+                }
+            };
+            let summary = engine.generate(ctx, &prompt, &opts, &mut cb).await.map_err(engine_error)?;
+            if let Some(e) = thrown {
+                return Err(e);
+            }
+            let o = Object::new();
+            set(&o, "promptTokens", (summary.prompt_tokens as u32).into());
+            set(&o, "reusedTokens", (summary.reused_tokens as u32).into());
+            set(&o, "completionTokens", (summary.generated.len() as u32).into());
+            set(&o, "ids", Uint32Array::from(&summary.generated[..]).into());
+            set(&o, "text", summary.text.as_str().into());
+            let reason = match summary.finish {
+                Finish::Stop | Finish::StopString => "stop",
+                Finish::Length => "length",
+                Finish::Aborted => "abort",
+            };
+            set(&o, "finishReason", reason.into());
+            Ok(o.into())
+        })
+    }
+
+    /// Stop the running `generate` after its current step (it resolves with finishReason "abort").
+    pub fn abort(&self) {
+        self.abort.set(true);
+    }
+
+    /// Forget the KV cache: the next prompt is prefilled from the start.
+    #[wasm_bindgen(js_name = resetChat)]
+    pub fn reset_chat(&self) -> Result<(), JsValue> {
+        let mut inner = self.inner()?;
+        if let Some(e) = inner.engine.as_mut() {
+            e.reset();
+        }
+        Ok(())
+    }
+}
+
+fn set(o: &Object, k: &str, v: JsValue) {
+    let _ = Reflect::set(o, &k.into(), &v);
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GpuInfo {
+    adapter: String,
+    backend: String,
+    max_binding_bytes: f64,
+    shader_f16: bool,
+    subgroups: bool,
+    timestamp_query: bool,
+    description: String,
+}
+
+fn gpu_info_of(ctx: &Context) -> GpuInfo {
+    GpuInfo {
+        adapter: ctx.info.name.clone(),
+        backend: format!("{:?}", ctx.info.backend),
+        max_binding_bytes: ctx.max_binding_bytes() as f64,
+        shader_f16: ctx.caps.shader_f16,
+        subgroups: ctx.caps.subgroups,
+        timestamp_query: ctx.caps.timestamp_query,
+        description: ctx.describe(),
+    }
+}
+
+/// What the GPU offers (creating the page's device if needed).
+#[wasm_bindgen(js_name = gpuInfo)]
+pub async fn gpu_info() -> Result<JsValue, JsValue> {
+    to_js(&gpu_info_of(context().await?))
+}
+
+/// Bytes of this module's linear memory (it only grows: this is the peak so far).
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size(0) * 65536) as f64
+}
