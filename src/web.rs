@@ -625,13 +625,13 @@ impl WasmEngine {
     /// Generate after `prompt` (token ids); `on_event` gets `{type: "prefilled", promptTokens,
     /// reusedTokens}` then `{type: "token", id, text}` per token, and stops generation by
     /// returning `false`. Resolves with the summary; rejects with `BUSY` while another runs.
+    // The state stays borrowed across the awaits on purpose: every other entry point uses
+    // try_borrow and answers BUSY while this runs, so the borrow can never panic.
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn generate(&self, prompt: Vec<u32>, options: JsValue, on_event: Function) -> js_sys::Promise {
         let (inner, abort, ctx) = (self.inner.clone(), self.abort.clone(), self.ctx);
         future_to_promise(async move {
             let opts = JsGenerateOptions::parse(options)?;
-            // Held across the awaits on purpose: every other entry point uses try_borrow and
-            // answers BUSY while this runs, so the borrow can never panic.
-            #[allow(clippy::await_holding_refcell_ref)]
             let mut guard = inner.try_borrow_mut().map_err(|_| busy())?;
             let engine = guard.engine.as_mut().ok_or_else(no_model)?;
             abort.set(false);

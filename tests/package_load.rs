@@ -164,7 +164,7 @@ fn writer_takes_any_piece_sizes_and_interleaved_shards() {
     let (dir, src) = package(Quant::Q4);
     let pkg = Package::open(dir).unwrap();
     let shards: Vec<Vec<u8>> = pkg.manifest.shards.iter().map(|s| std::fs::read(pkg.path(&s.file)).unwrap()).collect();
-    let mut writer = ShardWriter::new(ctx(), &pkg.manifest).unwrap();
+    let mut writer = ShardWriter::new(ctx(), pkg.manifest.clone()).unwrap();
     // Piece sizes like a fetch stream's: not multiples of 4, some tiny.
     let sizes = [1usize, 3, 4093, 2, 65_537, 5, 200_003];
     let mut pos = vec![0usize; shards.len()];
@@ -231,7 +231,7 @@ fn bad_shards_are_named() {
 
     // A writer that never got a shard's bytes says which.
     let pkg = Package::open(dir).unwrap();
-    let err = ShardWriter::new(ctx(), &pkg.manifest).unwrap().finish().err().expect("nothing was streamed");
+    let err = ShardWriter::new(ctx(), pkg.manifest.clone()).unwrap().finish().err().expect("nothing was streamed");
     assert!(matches!(&err, LoadError::ShardSize { file, got: 0, .. } if file == "shard-00000.bin"), "{err}");
 }
 
