@@ -123,13 +123,17 @@ fn word_dot(row: u32, wi: u32, x_lo: vec4<f32>, x_hi: vec4<f32>, xsum: f32) -> f
     return dot(vals[0], x_lo) + dot(vals[1], x_hi);
 }
 
-// x values of word wi: (x_lo, x_hi, Σ) — see word_dot.
-fn word_x(wi: u32) -> array<vec4<f32>, 2> {
+// x values of word wi: (x_lo, x_hi) — see word_dot; x row at vec4 index base (gemm_row_q).
+fn word_x_at(base: u32, wi: u32) -> array<vec4<f32>, 2> {
     if (FORMAT == Q8 || FORMAT == Q8ASYM) {
-        return array<vec4<f32>, 2>(xq[wi], vec4<f32>(0.0));
+        return array<vec4<f32>, 2>(xq[base + wi], vec4<f32>(0.0));
     }
     let g = wi / 4u;
-    return array<vec4<f32>, 2>(xq[8u * g + wi % 4u], xq[8u * g + 4u + wi % 4u]);
+    return array<vec4<f32>, 2>(xq[base + 8u * g + wi % 4u], xq[base + 8u * g + 4u + wi % 4u]);
+}
+
+fn word_x(wi: u32) -> array<vec4<f32>, 2> {
+    return word_x_at(0u, wi);
 }
 
 @compute @workgroup_size(WG)
@@ -195,6 +199,57 @@ fn gemv_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         }
     }
     epilogue(0u, row, acc);
+}
+
+// gemm_row_q / gemm_row (m > 1 on CPU-emulated GPUs, as gemv_row): one invocation per row of W
+// and block of MB rows of x, dispatched [rows / WG, m / MB]; W is read once per block, x from
+// memory, and nothing waits on a barrier (the tiled gemm waits on two per k step).
+const MB: u32 = 8u;
+
+@compute @workgroup_size(WG)
+fn gemm_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let row = wid.x * WG + tid;
+    let m0 = wid.y * MB;
+    if (row >= p.rows) { return; }
+    let words = 4u * p.units;
+    let kq = p.k / 4u;
+    let mb = min(MB, p.m - m0);
+    var acc = array<f32, MB>();
+    for (var wi = 0u; wi < words; wi++) {
+        // Dequantize the word once for the whole block of x rows.
+        let v = w[row * p.units + wi / 4u][wi % 4u];
+        var vals = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+        if (FORMAT == Q8 || FORMAT == Q8ASYM) {
+            vals[0] = dequant8(v, row * p.groups + wi / 8u);
+        } else {
+            vals = dequant4(v, row * p.groups + wi / 4u, wi % 4u);
+        }
+        for (var j = 0u; j < mb; j++) {
+            let xa = word_x_at((m0 + j) * kq, wi);
+            acc[j] += dot(vals[0], xa[0]) + dot(vals[1], xa[1]);
+        }
+    }
+    for (var j = 0u; j < mb; j++) { epilogue(m0 + j, row, acc[j]); }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let row = wid.x * WG + tid;
+    let m0 = wid.y * MB;
+    if (row >= p.rows) { return; }
+    let mb = min(MB, p.m - m0);
+    var acc = array<f32, MB>();
+    for (var u = 0u; u < p.units; u++) {
+        for (var j = 0u; j < mb; j++) {
+            let base = (m0 + j) * p.k;
+            if (FORMAT == F32) {
+                acc[j] += unit_dot(row, u, x4(base, 4u * u), vec4<f32>(0.0));
+            } else {
+                acc[j] += unit_dot(row, u, x4(base, 8u * u), x4(base, 8u * u + 4u));
+            }
+        }
+    }
+    for (var j = 0u; j < mb; j++) { epilogue(m0 + j, row, acc[j]); }
 }
 
 // Dequantize W[n0 + tid/4, step s] into ws: invocation part = tid % 4 writes 8 of the row's 32 values.

@@ -113,6 +113,8 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::Matmul, "GEMV_ROWS", ops::matmul::GEMV_ROWS),
         (Shader::Matmul, "TM", ops::matmul::TM),
         (Shader::Matmul, "TN", ops::matmul::TN),
+        (Shader::Matmul, "WG", ops::matmul::GEMV_ROW_WG),
+        (Shader::Matmul, "MB", ops::matmul::GEMM_ROW_M),
         (Shader::KvWrite, "WG", ops::kv_write::WG),
         (Shader::Rope, "WG", ops::rope::WG),
         (Shader::SwiGlu, "WG", ops::swiglu::WG),

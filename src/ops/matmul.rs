@@ -14,6 +14,8 @@ use crate::quant::{PackedMatrix, WeightFormat};
 pub const GEMV_ROWS: u32 = 2;
 /// Rows of W per `gemv_row`/`gemv_row_q` workgroup (one per invocation): `WG` in shaders/matmul.wgsl.
 pub const GEMV_ROW_WG: u32 = 64;
+/// Rows of x per `gemm_row`/`gemm_row_q` invocation: `MB` in shaders/matmul.wgsl.
+pub const GEMM_ROW_M: u32 = 8;
 /// GEMM tile: x rows (`TM`) and W rows (`TN`) per workgroup, as in shaders/matmul.wgsl (checked there too).
 pub const TM: u32 = 32;
 pub const TN: u32 = 64;
@@ -184,6 +186,8 @@ pub fn matmul(
         (1, false, false) => ("gemv", 1),
         (1, true, true) => ("gemv_row_q", 6),
         (1, false, true) => ("gemv_row", 1),
+        (_, true, true) => ("gemm_row_q", 6),
+        (_, false, true) => ("gemm_row", 1),
         _ => ("gemm", 1),
     };
     let key = PipelineKey::new(Shader::Matmul, entry).constant("FORMAT", w.format.shader_code());
@@ -196,7 +200,11 @@ pub fn matmul(
         } else if m == 1 {
             ctx.grid(c.rows.div_ceil(GEMV_ROWS))
         } else {
-            let (gx, gy) = (c.rows.div_ceil(TN), m.div_ceil(TM));
+            let (gx, gy) = if row_gemv {
+                (c.rows.div_ceil(GEMV_ROW_WG), m.div_ceil(GEMM_ROW_M))
+            } else {
+                (c.rows.div_ceil(TN), m.div_ceil(TM))
+            };
             if gx.max(gy) > max_dim {
                 return Err(GpuError::LimitTooSmall {
                     limit: "maxComputeWorkgroupsPerDimension",
@@ -212,7 +220,7 @@ pub fn matmul(
         let bias = epilogue.bias.unwrap_or(x);
         let params = ctx.uniform("matmul.params", &params);
         let mut bindings = vec![(x_slot, x), (2, &c.weights), (4, bias), (5, y)];
-        if !matches!(entry, "gemv" | "gemv_row") {
+        if !matches!(entry, "gemv" | "gemv_row" | "gemm_row") {
             bindings.push((3, scales)); // the F32/F16 GEMVs have no scales binding
         }
         kernels.push(Kernel::new(ctx, &key, &bindings, Some(params), workgroups)?);

@@ -1,0 +1,42 @@
+//! Time each kernel of one forward step of a GGUF model (wall clock per kernel, device idle
+//! between): `cargo run --release --example profile_forward -- MODEL.gguf [tokens]`.
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use webgpu_llm::engine::{open_gguf, OpenOptions};
+use webgpu_llm::model::{forward, Logits};
+use webgpu_llm::{Context, ContextOptions};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let ctx = Context::new_blocking(ContextOptions::default()).unwrap();
+    eprintln!("{}", ctx.describe());
+    let engine =
+        open_gguf(&ctx, std::path::Path::new(&args[1]), OpenOptions { context: Some(256), ..Default::default() })
+            .unwrap();
+    let m = &engine.model;
+    for &t in &[args.get(2).map_or(42, |s| s.parse().unwrap()), 1] {
+        let tokens: Vec<u32> = (0..t).map(|i| 100 + i as u32).collect();
+        let pos0 = if t == 1 { 50 } else { 0 };
+        let kernels = forward(&ctx, &m.config, &m.weights, &m.state, &tokens, pos0, Logits::Last).unwrap();
+        ctx.run(&kernels.iter().collect::<Vec<_>>()); // warm up pipelines
+        ctx.wait().unwrap();
+        let mut by: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        let t0 = Instant::now();
+        for k in &kernels {
+            let s = Instant::now();
+            ctx.run(&[k]);
+            ctx.wait().unwrap();
+            let e = by.entry(k.label.split('.').next().unwrap_or("").to_string()).or_default();
+            e.0 += s.elapsed().as_secs_f64() * 1e3;
+            e.1 += 1;
+        }
+        let total = t0.elapsed().as_secs_f64() * 1e3;
+        println!("t = {t}: {total:.0} ms total, {} kernels", kernels.len());
+        let mut v: Vec<_> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        for (name, (ms, n)) in v {
+            println!("  {name:30} {ms:8.1} ms  ({n} kernels)");
+        }
+    }
+}
