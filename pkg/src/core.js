@@ -1,0 +1,181 @@
+// The engine core: one WasmEngine, its model, and generation with timings. It runs wherever the wasm
+// runs: on the page (createEngine) or inside the worker (worker.js). Engine (engine.js) puts the
+// public API (token streams, OpenAI shapes) on top of this or of its worker proxy (worker-client.js),
+// which has the same methods.
+
+import { createWasmEngine, wasmMemoryBytes } from "./wasm.js";
+import { loadModel } from "./loader.js";
+import { BadRequestError, BusyError, abortError, throwIfAborted, toLlmError } from "./errors.js";
+
+/** Options passed through to the wasm sampler (names as in GenerateOptions). */
+export const SAMPLING_KEYS = [
+  "maxTokens",
+  "temperature",
+  "topP",
+  "topK",
+  "minP",
+  "repetitionPenalty",
+  "presencePenalty",
+  "frequencyPenalty",
+  "seed",
+  "stop",
+];
+
+export class LocalCore {
+  /** @param {object} wasm WasmEngine */
+  constructor(wasm) {
+    this.wasm = wasm;
+    this.running = false;
+    this.stopRequested = false;
+    this.info = undefined;
+  }
+
+  /** Create the GPU device and load `options.model`. Resolves with `{modelInfo, gpuInfo, modelId, kind}`. */
+  static async create(options, { onProgress, signal } = {}) {
+    throwIfAborted(signal);
+    const wasm = await createWasmEngine(options.wasmUrl);
+    const core = new LocalCore(wasm);
+    try {
+      const loaded = await loadModel(wasm, options, { onProgress, signal });
+      core.info = { ...loaded, gpuInfo: wasm.gpuInfo() };
+      return core;
+    } catch (err) {
+      try {
+        wasm.free();
+      } catch {
+        // already gone
+      }
+      throw toLlmError(err);
+    }
+  }
+
+  /**
+   * Generate after `input` ({prompt: string} | {tokens: number[]} | {messages}). `onEvent` gets
+   * `{type: "prefilled", promptTokens, reusedTokens}` then `{type: "token", id, text}` per token.
+   * Resolves with the wasm summary plus `timings`. Rejects BUSY while another generation runs,
+   * ABORTED when `signal` fires (engine.abort() instead ends with finishReason "abort").
+   */
+  async generate(input, options = {}, onEvent = () => {}, signal) {
+    if (!this.wasm) throw new BadRequestError("the engine was unloaded; create a new one");
+    if (this.running) throw new BusyError("a generation is already running on this engine; await it or call engine.abort() first");
+    throwIfAborted(signal);
+    this.running = true;
+    this.stopRequested = false;
+    const onAbort = () => this.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const t0 = performance.now();
+      const ids = this.tokenize(input);
+      const sampling = {};
+      for (const k of SAMPLING_KEYS) if (options[k] !== undefined && options[k] !== null) sampling[k] = options[k];
+      if (typeof sampling.stop === "string") sampling.stop = [sampling.stop];
+      let tPrefilled;
+      let tFirst;
+      const tStart = performance.now();
+      let summary;
+      try {
+        summary = await this.wasm.generate(ids, sampling, (e) => {
+          const now = performance.now();
+          if (e.type === "prefilled") tPrefilled = now;
+          else if (e.type === "token" && tFirst === undefined) tFirst = now;
+          try {
+            onEvent(e);
+          } catch (err) {
+            console.error("webgpu-llm: a token callback threw", err);
+          }
+          return !this.stopRequested;
+        });
+      } catch (err) {
+        throw toLlmError(err);
+      }
+      const tEnd = performance.now();
+      if (signal?.aborted) throw abortError(signal);
+      tPrefilled ??= tEnd;
+      const prefillMs = tPrefilled - tStart;
+      const decodeMs = tEnd - tPrefilled;
+      const prefilled = summary.promptTokens - summary.reusedTokens;
+      return {
+        ...summary,
+        timings: {
+          tokenizeMs: tStart - t0,
+          prefillMs,
+          decodeMs,
+          totalMs: tEnd - t0,
+          timeToFirstTokenMs: tFirst !== undefined ? tFirst - t0 : undefined,
+          prefillTokensPerSecond: prefillMs > 0 ? (prefilled * 1000) / prefillMs : 0,
+          decodeTokensPerSecond: decodeMs > 0 ? (summary.completionTokens * 1000) / decodeMs : 0,
+        },
+      };
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      this.running = false;
+    }
+  }
+
+  tokenize(input) {
+    try {
+      if (input.messages) {
+        const text = this.wasm.applyChatTemplate(input.messages);
+        return this.wasm.encode(text, false);
+      }
+      if (input.tokens) return Uint32Array.from(input.tokens);
+      return this.wasm.encode(String(input.prompt), true);
+    } catch (err) {
+      throw toLlmError(err);
+    }
+  }
+
+  /** Token ids of `text` (`addSpecialTokens` lets the tokenizer add BOS etc.). */
+  encode(text, addSpecialTokens = true) {
+    try {
+      return Array.from(this.wasm.encode(text, addSpecialTokens));
+    } catch (err) {
+      throw toLlmError(err);
+    }
+  }
+
+  decode(ids) {
+    try {
+      return this.wasm.decode(Uint32Array.from(ids));
+    } catch (err) {
+      throw toLlmError(err);
+    }
+  }
+
+  applyChatTemplate(messages) {
+    try {
+      return this.wasm.applyChatTemplate(messages);
+    } catch (err) {
+      throw toLlmError(err);
+    }
+  }
+
+  /** Bytes of the wasm linear memory of the realm this core runs in. */
+  wasmMemoryBytes() {
+    return wasmMemoryBytes();
+  }
+
+  /** Stop the running generation after its current step (it ends with finishReason "abort"). */
+  abort() {
+    if (!this.running || !this.wasm) return;
+    this.stopRequested = true;
+    this.wasm.abort();
+  }
+
+  /** Forget the KV cache (the next generation prefills its whole prompt). */
+  resetChat() {
+    this.wasm?.resetChat();
+  }
+
+  /** Drop the model and the GPU device. */
+  unload() {
+    const wasm = this.wasm;
+    this.wasm = null;
+    if (!wasm) return;
+    try {
+      wasm.unload();
+    } finally {
+      wasm.free();
+    }
+  }
+}

@@ -1,0 +1,194 @@
+// The public Engine: token streams and OpenAI-shaped chat on top of a core, which is either a
+// LocalCore (wasm on this thread) or a WorkerCore (wasm in a Web Worker). Both have the same methods,
+// so everything here is shared and the two engines behave the same.
+
+import { LocalCore, SAMPLING_KEYS } from "./core.js";
+import { GenerationStream } from "./stream.js";
+import { createChatCompletion } from "./openai.js";
+import { BadRequestError, BusyError, toLlmError } from "./errors.js";
+
+/**
+ * Load a model and return an Engine running on this thread.
+ * @param {import("../index.js").EngineOptions} options
+ */
+export async function createEngine(options) {
+  const opts = checkOptions(options);
+  const core = await LocalCore.create(opts, { onProgress: opts.onProgress, signal: opts.signal });
+  return new Engine(core, core.info);
+}
+
+/** Validate the createEngine options shared by both engines. */
+export function checkOptions(options) {
+  if (!options || typeof options !== "object") {
+    throw new BadRequestError("createEngine needs an options object: createEngine({ model: url })");
+  }
+  if (options.model === undefined || options.model === null) {
+    throw new BadRequestError("createEngine: `model` is required (a manifest.json or .gguf URL, URLs of a split GGUF, or a File)");
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== "function") {
+    throw new BadRequestError("createEngine: onProgress must be a function");
+  }
+  if (options.kv !== undefined && options.kv !== "f16" && options.kv !== "f32") {
+    throw new BadRequestError(`createEngine: kv must be "f16" or "f32", not ${JSON.stringify(options.kv)}`);
+  }
+  if (options.context !== undefined && !(Number.isInteger(options.context) && options.context > 0)) {
+    throw new BadRequestError(`createEngine: context must be a positive integer (tokens), not ${options.context}`);
+  }
+  return options;
+}
+
+/** The options generate() takes besides `signal` (the wasm sampler's names). */
+const GENERATE_OPTIONS = new Set(SAMPLING_KEYS);
+
+export class Engine {
+  #core;
+  #running = null; // the running generation's settle promise
+  #unloaded = false;
+
+  /** @internal use createEngine / createWorkerEngine */
+  constructor(core, info) {
+    this.#core = core;
+    /** What was loaded: `{architecture, layers, hidden, vocab, context, hasChatTemplate, eosTokenIds, weightBytes}`. */
+    this.modelInfo = info.modelInfo;
+    /** The GPU in use: `{adapter, backend, maxBindingBytes, shaderF16, subgroups, timestampQuery, description}`. */
+    this.gpuInfo = info.gpuInfo;
+    /** A short name for the model (from its URL or file name); `model` in OpenAI responses. */
+    this.modelId = info.modelId;
+    /** `"package"` or `"gguf"`. */
+    this.modelFormat = info.kind;
+    const create = (request, requestOptions) => createChatCompletion(this, request, requestOptions);
+    /** OpenAI-shaped chat: `engine.chat.completions.create({messages, stream, ...})`. */
+    this.chat = Object.freeze({ completions: Object.freeze({ create }) });
+  }
+
+  /** True while a generation runs (a new one would be rejected with BUSY). */
+  get busy() {
+    return this.#running !== null;
+  }
+
+  /**
+   * Generate after `prompt` (text, encoded with the tokenizer's special tokens such as BOS; or token
+   * ids). Returns a GenerationStream at once: iterate it for `{text, tokenId}` chunks, await
+   * `.result` for the summary. BUSY (another generation runs) and other errors surface from the
+   * iteration and from `.result`; generate() itself never throws.
+   */
+  generate(prompt, options = {}) {
+    const input = typeof prompt === "string" ? { prompt } : { tokens: Array.from(prompt ?? []) };
+    try {
+      if (typeof prompt !== "string" && !(Array.isArray(prompt) || ArrayBuffer.isView(prompt))) {
+        throw new BadRequestError("generate(prompt): prompt must be a string or an array of token ids");
+      }
+      return this._start(input, options ?? {});
+    } catch (err) {
+      const stream = new GenerationStream(() => {});
+      stream._fail(toLlmError(err));
+      return stream;
+    }
+  }
+
+  /**
+   * @internal Start a generation; throws BUSY synchronously when one runs. `options` are the
+   * sampling options plus `signal`.
+   */
+  _start(input, options) {
+    if (this.#unloaded) throw new BadRequestError("the engine was unloaded; create a new engine to generate");
+    if (this.#running) {
+      throw new BusyError(
+        "a generation is already running on this engine (requests are not queued): wait for it to finish, or call engine.abort() and await it",
+      );
+    }
+    const { signal, ...sampling } = options;
+    const unknown = Object.keys(sampling).filter((k) => !GENERATE_OPTIONS.has(k) && sampling[k] !== undefined);
+    if (unknown.length) {
+      throw new BadRequestError(`generate: unknown option(s) ${unknown.join(", ")}; see GenerateOptions in index.d.ts`);
+    }
+    const stream = new GenerationStream(() => this.#core.abort());
+    // The engine is idle again before the stream settles, so code awaiting the stream can start
+    // the next generation at once.
+    const idle = () => {
+      if (this.#running === settle) this.#running = null;
+    };
+    const settle = this.#core.generate(input, sampling, (e) => stream._event(e), signal).then(
+      (summary) => {
+        idle();
+        stream._finish(toResult(summary));
+      },
+      (err) => {
+        idle();
+        stream._fail(toLlmError(err));
+      },
+    );
+    this.#running = settle;
+    return stream;
+  }
+
+  /**
+   * Stop the running generation after its current token. Its stream ends normally and its result
+   * has finishReason "abort". No effect when nothing runs.
+   */
+  abort() {
+    if (this.#running) this.#core.abort();
+  }
+
+  /** Forget the conversation's KV cache (aborting a running generation first). */
+  async resetChat() {
+    await this.#stopRunning();
+    if (!this.#unloaded) await this.#core.resetChat();
+  }
+
+  /** Free the model and the GPU device (aborting a running generation first). The engine is unusable afterwards. */
+  async unload() {
+    if (this.#unloaded) return;
+    await this.#stopRunning();
+    this.#unloaded = true;
+    await this.#core.unload();
+  }
+
+  /** Token ids of `text`. */
+  async encode(text, { addSpecialTokens = true } = {}) {
+    this.#checkLoaded();
+    return await this.#core.encode(String(text), addSpecialTokens);
+  }
+
+  /** Text of token ids. */
+  async decode(ids) {
+    this.#checkLoaded();
+    return await this.#core.decode(Array.from(ids));
+  }
+
+  /** The prompt text the chat template makes of `messages` (with the assistant prefix appended). */
+  async applyChatTemplate(messages) {
+    this.#checkLoaded();
+    return await this.#core.applyChatTemplate(messages);
+  }
+
+  /** Bytes of the wasm linear memory where this engine runs (this page, or its worker); the peak so far. */
+  async wasmMemoryBytes() {
+    this.#checkLoaded();
+    return await this.#core.wasmMemoryBytes();
+  }
+
+  #checkLoaded() {
+    if (this.#unloaded) throw new BadRequestError("the engine was unloaded; create a new engine");
+  }
+
+  async #stopRunning() {
+    const running = this.#running;
+    if (!running) return;
+    this.#core.abort();
+    await running;
+  }
+}
+
+/** The wasm summary + timings → GenerationResult. */
+function toResult(s) {
+  return {
+    text: s.text,
+    tokenIds: Array.from(s.ids ?? []),
+    promptTokens: s.promptTokens,
+    reusedTokens: s.reusedTokens,
+    completionTokens: s.completionTokens,
+    finishReason: s.finishReason,
+    timings: s.timings,
+  };
+}

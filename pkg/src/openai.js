@@ -1,0 +1,172 @@
+// OpenAI-shaped chat completions over Engine. Shapes follow the OpenAI Chat Completions API
+// (openai-node's ChatCompletion / ChatCompletionChunk); deviations are listed in README.md:
+// usage (with timings) rides on the final chunk of every stream, `finish_reason` can be "abort",
+// sampling defaults to greedy (temperature 0), and fields we cannot honour are rejected, not ignored.
+
+import { BadRequestError } from "./errors.js";
+
+/** Request fields we honour (or accept as no-ops), with the engine option they map to. */
+const SAMPLING_FIELDS = {
+  temperature: "temperature",
+  top_p: "topP",
+  top_k: "topK",
+  min_p: "minP",
+  repetition_penalty: "repetitionPenalty",
+  presence_penalty: "presencePenalty",
+  frequency_penalty: "frequencyPenalty",
+  seed: "seed",
+};
+const ACCEPTED = new Set([
+  "messages",
+  "model", // informational: the engine serves the model it loaded
+  "stream",
+  "stream_options",
+  "max_tokens",
+  "max_completion_tokens",
+  "stop",
+  "n",
+  "user",
+  "logprobs",
+  "response_format",
+  "tools",
+  "tool_choice",
+  "parallel_tool_calls",
+  "signal",
+  ...Object.keys(SAMPLING_FIELDS),
+]);
+
+/**
+ * `engine.chat.completions.create(request, {signal})`: a ChatCompletion, or with `stream: true` an
+ * async iterable of ChatCompletionChunk. Rejects BUSY at once while another generation runs.
+ */
+export async function createChatCompletion(engine, request, requestOptions = {}) {
+  const { input, options, stream } = parseRequest(request);
+  const signal = requestOptions?.signal ?? request.signal;
+  if (signal) options.signal = signal;
+  const gen = engine._start(input, options); // BUSY is thrown here: create() rejects
+  const id = `chatcmpl-${randomId()}`;
+  const created = Math.floor(Date.now() / 1000);
+  const model = engine.modelId;
+  if (stream) return chunkStream(gen, { id, created, model });
+  const r = await gen.result;
+  return {
+    id,
+    object: "chat.completion",
+    created,
+    model,
+    choices: [
+      {
+        index: 0,
+        message: { role: "assistant", content: r.text },
+        finish_reason: r.finishReason,
+        logprobs: null,
+      },
+    ],
+    usage: usageOf(r),
+    timings: timingsOf(r),
+  };
+}
+
+/** Validate an OpenAI request; returns the engine input and generation options. */
+export function parseRequest(request) {
+  if (!request || typeof request !== "object") {
+    throw new BadRequestError("chat.completions.create needs a request object: { messages: [...] }");
+  }
+  const unknown = Object.keys(request).filter((k) => !ACCEPTED.has(k) && request[k] !== undefined);
+  if (unknown.length) {
+    throw new BadRequestError(`chat.completions.create: unsupported field(s) ${unknown.join(", ")}`);
+  }
+  const unsupported = [];
+  if (request.n !== undefined && request.n !== null && request.n !== 1) unsupported.push("n (only 1)");
+  if (request.logprobs) unsupported.push("logprobs");
+  if (request.response_format && request.response_format.type !== "text") unsupported.push("response_format (only text)");
+  if (Array.isArray(request.tools) && request.tools.length) unsupported.push("tools");
+  if (request.tool_choice !== undefined && request.tool_choice !== "none") unsupported.push("tool_choice");
+  if (unsupported.length) {
+    throw new BadRequestError(`chat.completions.create: not supported: ${unsupported.join(", ")}`);
+  }
+  if (!Array.isArray(request.messages) || request.messages.length === 0) {
+    throw new BadRequestError("chat.completions.create: messages must be a non-empty array of {role, content}");
+  }
+  const messages = request.messages.map((m, i) => {
+    if (!m || typeof m.role !== "string") throw new BadRequestError(`messages[${i}]: role must be a string`);
+    return { role: m.role, content: contentText(m.content, i) };
+  });
+  const options = {};
+  for (const [field, key] of Object.entries(SAMPLING_FIELDS)) {
+    const v = request[field];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "number" || !Number.isFinite(v)) throw new BadRequestError(`${field} must be a number, not ${JSON.stringify(v)}`);
+    options[key] = v;
+  }
+  const maxTokens = request.max_completion_tokens ?? request.max_tokens;
+  if (maxTokens !== undefined && maxTokens !== null) {
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new BadRequestError(`max_tokens must be a positive integer, not ${maxTokens}`);
+    options.maxTokens = maxTokens;
+  }
+  if (request.stop !== undefined && request.stop !== null) {
+    const stop = [request.stop].flat();
+    if (!stop.every((s) => typeof s === "string")) throw new BadRequestError("stop must be a string or an array of strings");
+    options.stop = stop;
+  }
+  return { input: { messages }, options, stream: request.stream === true };
+}
+
+/** A message's text: a string, or the text parts of a content array. */
+function contentText(content, i) {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((part, j) => {
+        if (part?.type === "text" && typeof part.text === "string") return part.text;
+        throw new BadRequestError(`messages[${i}].content[${j}]: only text parts are supported, not ${JSON.stringify(part?.type)}`);
+      })
+      .join("");
+  }
+  throw new BadRequestError(`messages[${i}].content must be a string or an array of text parts`);
+}
+
+/** The chunk stream: role first, then one chunk per piece of text, then finish_reason + usage. */
+async function* chunkStream(gen, { id, created, model }) {
+  const chunk = (delta, finishReason) => ({
+    id,
+    object: "chat.completion.chunk",
+    created,
+    model,
+    choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+  });
+  yield chunk({ role: "assistant", content: "" }, null);
+  for await (const c of gen) {
+    if (c.text) yield chunk({ content: c.text }, null);
+  }
+  const r = await gen.result;
+  yield { ...chunk({}, r.finishReason), usage: usageOf(r), timings: timingsOf(r) };
+}
+
+function usageOf(r) {
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.completionTokens,
+    total_tokens: r.promptTokens + r.completionTokens,
+    // Prompt tokens whose KV entries were kept from the previous turn (not prefilled again).
+    prompt_tokens_details: { cached_tokens: r.reusedTokens },
+  };
+}
+
+/** Timing figures (an extension of the OpenAI shape), snake_case like the rest of it. */
+function timingsOf(r) {
+  const t = r.timings ?? {};
+  return {
+    prefill_ms: t.prefillMs,
+    decode_ms: t.decodeMs,
+    total_ms: t.totalMs,
+    time_to_first_token_ms: t.timeToFirstTokenMs,
+    prefill_tokens_per_second: t.prefillTokensPerSecond,
+    decode_tokens_per_second: t.decodeTokensPerSecond,
+  };
+}
+
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
