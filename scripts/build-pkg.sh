@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules/binaryen ] || npm install --no-audit --no-fund >/dev/null
-cargo build --lib --release --target wasm32-unknown-unknown
+cargo build --lib --profile wasm-release --target wasm32-unknown-unknown
 rm -rf pkg/wasm
-wasm-bindgen --target web --out-dir pkg/wasm --out-name webgpu_llm target/wasm32-unknown-unknown/release/webgpu_llm.wasm
+wasm-bindgen --target web --out-dir pkg/wasm --out-name webgpu_llm target/wasm32-unknown-unknown/wasm-release/webgpu_llm.wasm
 node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   pkg/wasm/webgpu_llm_bg.wasm -o pkg/wasm/webgpu_llm_bg.opt.wasm
