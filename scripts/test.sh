@@ -9,4 +9,6 @@ cargo test --all-targets
 cargo build --lib --target wasm32-unknown-unknown
 # The same kernels in headless Chromium (runner set in .cargo/config.toml, flags in webdriver.json).
 CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test browser_kernels
-echo "test.sh: native tests, the wasm32 build and the browser tests passed"
+# The npm package in headless Chromium: native-equal tokens, worker, cache, integrity, 1 GiB memory bound.
+bash scripts/test-browser.sh
+echo "test.sh: native tests, the wasm32 build, the kernels and the npm package in the browser passed"

@@ -202,7 +202,7 @@ impl Engine {
         let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
         self.cached.truncate(common);
         let mut next = self.step(ctx, &prompt[common..], common as u32, greedy, &mut sampler, prompt).await?;
-        self.cached.extend_from_slice(prompt);
+        self.cached.extend_from_slice(&prompt[common..]);
         let mut summary = Summary {
             prompt_tokens: prompt.len(),
             reused_tokens: common,

@@ -961,6 +961,15 @@ fn smollm2_answers_through_open_gguf() {
     let again = pollster::block_on(engine.generate(ctx(), &ids, &gen, &mut |_| true)).unwrap();
     assert_eq!(again.generated, summary.generated);
     std::fs::remove_dir_all(&dir).ok();
+
+    // The same plain prompt twice on one engine: the second reuses the cached prefix (all but its
+    // last token, which is run again for its logits) and must give the same tokens.
+    let ids = engine.encode("The capital of France is", true).unwrap();
+    let gen = GenerateOptions { max_tokens: 8, ..Default::default() };
+    let first = pollster::block_on(engine.generate(ctx(), &ids, &gen, &mut |_| true)).unwrap();
+    let second = pollster::block_on(engine.generate(ctx(), &ids, &gen, &mut |_| true)).unwrap();
+    assert_eq!(second.reused_tokens, ids.len() - 1);
+    assert_eq!(second.generated, first.generated, "{:?} vs {:?}", second.text, first.text);
 }
 
 #[test]

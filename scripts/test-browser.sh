@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The npm package (pkg/) in a real browser: headless Chromium with SwiftShader WebGPU, driven by
+# playwright-core (tests/browser/run.mjs; scenarios listed there). Needs `bash scripts/setup.sh`
+# (Chromium, the wasm32 target, wasm-bindgen, the default model) once.
+#   bash scripts/test-browser.sh [--only name,name] [--keep] [--verbose]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# npm deps first: build-pkg.sh's wasm-opt and the runner's playwright-core (never `playwright install`:
+# the browser is Debian's Chromium).
+[ -d node_modules/playwright-core ] && [ -d node_modules/binaryen ] || npm install --no-audit --no-fund >/dev/null
+bash scripts/build-pkg.sh
+cargo build --release --bin webgpu-llm
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
+mkdir -p "$XDG_RUNTIME_DIR"
+exec node tests/browser/run.mjs "$@"
