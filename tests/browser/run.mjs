@@ -446,11 +446,15 @@ async function scenarioIntegrity(S, F) {
   const h1 = hits(shardPath(1));
   const resumed = h1.find((e) => e.status === 206 && e.start > 0);
   check(resumed, `no Range resume for the cut shard: ${h1.map((e) => `${e.range ?? "-"}→${e.status}`).join(", ")}`);
-  check(resumed.start === cutAt, `resumed from ${resumed.start}, cut at ${cutAt}`);
+  // The browser may drop what was in flight when the connection broke: it resumes from what reached
+  // the page (≤ the cut), not from byte 0, and the resumed response runs to the end of the shard.
+  const shardBytes = S.smolPkg.shardBytes[1];
+  check(resumed.start <= cutAt, `resumed from ${resumed.start}, but only ${cutAt} bytes were sent`);
+  check(resumed.end === shardBytes - 1 && resumed.sent === shardBytes - resumed.start, `resumed response ${JSON.stringify(resumed)}`);
   const sent = h1.reduce((s, e) => s + e.sent, 0);
-  check(sent === S.smolPkg.shardBytes[1], `cut shard: ${sent} bytes sent in all, shard is ${S.smolPkg.shardBytes[1]}`);
+  check(sent <= shardBytes + cutAt, `cut shard: ${sent} bytes sent in all for a ${shardBytes}-byte shard cut at ${cutAt}`);
   await H(page, "unload", c.id);
-  F.rangeResume = `cut at ${cutAt} → ${resumed.range} → 206`;
+  F.rangeResume = `cut at ${cutAt} → ${resumed.range} → 206 (${mb(sent)} MB sent for a ${mb(shardBytes)} MB shard)`;
 
   // (d) across loads: a GGUF download cut after 70 MB, the retries refused (503) → NETWORK; the
   //     next load asks only for what the cache lacks (whole 32 MiB parts are kept).
