@@ -1,0 +1,4 @@
+// Build-time defaults. scripts/build-extension.sh rewrites this file in the built extension with the
+// model URL it was given (--model-url / MODEL_URL); this source copy has none, so an extension loaded
+// without a build asks for a model in Options.
+export const DEFAULT_MODEL_URL = "";
