@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The npm package (pkg/) in a real browser: headless Chromium with SwiftShader WebGPU, driven by
+# The npm package (pkg/) and the apps on it (www/app, www/extension) in a real browser: headless Chromium with SwiftShader WebGPU, driven by
 # playwright-core (tests/browser/run.mjs; scenarios listed there). Needs `bash scripts/setup.sh`
 # (Chromium, the wasm32 target, wasm-bindgen, the default model) once.
 #   bash scripts/test-browser.sh [--only name,name] [--keep] [--verbose]
@@ -12,4 +12,7 @@ bash scripts/build-pkg.sh
 cargo build --release --bin webgpu-llm
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
 mkdir -p "$XDG_RUNTIME_DIR"
-exec node tests/browser/run.mjs "$@"
+node tests/browser/run.mjs "$@"
+# The apps on the package (screenshots in target/screenshots/).
+node tests/browser/app.mjs
+node tests/browser/extension.mjs
