@@ -308,6 +308,12 @@ fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOpti
     }
 }
 
+/// Bytes of the KV cache (K and V, every layer) for `context` positions.
+pub fn kv_cache_bytes(config: &crate::model::Config, context: u32, kv_dtype: KvDtype) -> u64 {
+    let per = if kv_dtype == KvDtype::F16 { 2 } else { 4 };
+    2 * config.n_layers as u64 * context as u64 * config.kv_dim() as u64 * per
+}
+
 fn config_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() }))
 }

@@ -22,7 +22,8 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::chat::Message;
 use crate::engine::{
-    engine_from_gguf, engine_from_package, Engine, EngineError, Event, Finish, GenerateOptions, OpenOptions,
+    engine_from_gguf, engine_from_package, kv_cache_bytes, Engine, EngineError, Event, Finish, GenerateOptions,
+    OpenOptions,
 };
 use crate::gpu::{Context, ContextOptions, GpuError};
 use crate::loader::gguf::GgufError;
@@ -292,13 +293,13 @@ pub struct WasmEngine {
     abort: Rc<Cell<bool>>,
 }
 
-/// KV cache bytes for `config` with `opts` (both K and V, every layer).
+/// KV cache bytes for `config` with `opts` (the context `finishLoad` will pick, capped at what one
+/// binding holds).
 fn kv_bytes(ctx: &Context, config: &Config, opts: &OpenOptions) -> u64 {
     let per = if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
-    let bytes_per_pos = config.kv_dim() as u64 * per;
-    let device_max = ctx.max_binding_bytes() / bytes_per_pos.max(1);
+    let device_max = ctx.max_binding_bytes() / (config.kv_dim() as u64 * per).max(1);
     let context = opts.context.map_or(config.max_position.min(4096) as u64, |c| c as u64).min(device_max);
-    2 * config.n_layers as u64 * context * bytes_per_pos
+    kv_cache_bytes(config, context as u32, opts.kv_dtype)
 }
 
 fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {
@@ -316,7 +317,6 @@ fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {
 fn model_info(engine: &Engine, weight_bytes: u64) -> ModelInfo {
     let c = &engine.model.config;
     let st = &engine.model.state.opts;
-    let per = if st.kv_dtype == KvDtype::F16 { 2 } else { 4 };
     ModelInfo {
         architecture: format!("{:?}", c.arch).to_lowercase(),
         layers: c.n_layers,
@@ -328,7 +328,7 @@ fn model_info(engine: &Engine, weight_bytes: u64) -> ModelInfo {
         has_chat_template: engine.template.is_some(),
         eos_token_ids: engine.stop_ids.clone(),
         weight_bytes: weight_bytes as f64,
-        kv_cache_bytes: (2 * c.n_layers as u64 * st.context as u64 * c.kv_dim() as u64 * per) as f64,
+        kv_cache_bytes: kv_cache_bytes(c, st.context, st.kv_dtype) as f64,
     }
 }
 

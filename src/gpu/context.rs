@@ -338,6 +338,18 @@ impl Context {
         self.queue.submit([encoder.finish()]);
     }
 
+    /// Submit queued `write_buffer` data (natively, wait for it, so wgpu's staging copies stay
+    /// bounded while a model streams in) and surface any GPU error reported so far.
+    pub fn flush_writes(&self) -> Result<()> {
+        self.queue.submit([]);
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait()?;
+        match self.take_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// The first GPU error reported since the last call, if any (out-of-memory, validation).
     pub fn take_error(&self) -> Option<GpuError> {
         let mut v = self.uncaptured.lock().ok()?;

@@ -61,7 +61,7 @@ const MAX_VECTOR_ELEMS: u64 = 1 << 26;
 /// Raw bytes read per piece of a matrix while repacking (and what is held at once).
 pub const PIECE_BYTES: u64 = 8 << 20;
 /// Queued `write_buffer` data is submitted (and, natively, waited for) at least this often.
-const FLUSH_BYTES: u64 = 64 << 20;
+pub(crate) const FLUSH_BYTES: u64 = 64 << 20;
 
 /// Why a GGUF file could not be read or loaded; each variant names the key, tensor or limit.
 #[derive(Debug, thiserror::Error)]
@@ -1343,18 +1343,7 @@ impl Uploader<'_> {
 
     fn flush(&mut self) -> Result<()> {
         self.unflushed = 0;
-        flush(self.ctx)
-    }
-}
-
-/// Submit queued writes (natively, wait for them) and surface any GPU error.
-pub(crate) fn flush(ctx: &Context) -> Result<()> {
-    ctx.queue.submit([]);
-    #[cfg(not(target_arch = "wasm32"))]
-    ctx.wait()?;
-    match ctx.take_error() {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
+        Ok(self.ctx.flush_writes()?)
     }
 }
 

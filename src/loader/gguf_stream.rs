@@ -11,8 +11,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::gguf::{
-    alloc_matrix, flush, hf_name, parse_header, piece_rows, vector_of, write_rows, GgufError, GgufFile, GgufSource,
-    Header, TensorInfo, MAX_HEADER_BYTES,
+    alloc_matrix, hf_name, parse_header, piece_rows, vector_of, write_rows, GgufError, GgufFile, GgufSource, Header,
+    TensorInfo, FLUSH_BYTES, MAX_HEADER_BYTES,
 };
 use super::manifest::Layout;
 use super::GpuTensor;
@@ -21,8 +21,6 @@ use crate::ops::matmul::QuantMatrix;
 
 type Result<T, E = GgufError> = std::result::Result<T, E>;
 
-/// Queued `write_buffer` data is submitted at least this often (as the other loaders do).
-const FLUSH_BYTES: u64 = 64 << 20;
 /// The first header parse is tried after this many bytes (most headers are smaller).
 const FIRST_HEADER_TRY: usize = 256 << 10;
 
@@ -238,7 +236,7 @@ impl<'a> GgufStream<'a> {
         }
         if self.unflushed >= FLUSH_BYTES {
             self.unflushed = 0;
-            flush(self.ctx)?;
+            self.ctx.flush_writes()?;
         }
         Ok(())
     }
@@ -319,7 +317,7 @@ impl<'a> GgufStream<'a> {
             let msg = format!("{} of {} parts arrived", self.current, self.part_bytes.len());
             return Err(GgufError::Read { part: self.current, offset: 0, len: 0, message: msg });
         }
-        flush(self.ctx)?;
+        self.ctx.flush_writes()?;
         let file = GgufFile::from_parts(self.headers.into_iter().zip(self.part_bytes).collect())?;
         Ok((file, self.tensors, CapturedSource { tensors: self.captured }))
     }

@@ -317,14 +317,8 @@ impl<'a> ShardWriter<'a> {
     }
 
     fn flush(&mut self) -> Result<(), LoadError> {
-        self.ctx.queue.submit([]);
-        #[cfg(not(target_arch = "wasm32"))]
-        self.ctx.wait()?;
         self.unflushed = 0;
-        match self.ctx.take_error() {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        Ok(self.ctx.flush_writes()?)
     }
 }
 
