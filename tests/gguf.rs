@@ -12,7 +12,7 @@
 //! - SmolLM2-135M-Instruct Q4_1 (models/, when present) opens through `open_gguf` and answers.
 
 mod common;
-use common::fixture::{sha256_hex, Fixture};
+use common::fixture::{f32_bytes_sha, json_ids, Fixture};
 use common::*;
 
 use half::f16;
@@ -39,10 +39,6 @@ fn fixtures() -> PathBuf {
 fn expected() -> Value {
     let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn f32_bytes_sha(v: &[f32]) -> String {
-    sha256_hex(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
 }
 
 // ---- a minimal GGUF v3 writer (tests only) -------------------------------------------------
@@ -738,10 +734,6 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
     w.finish()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-}
-
 fn check_fixture_as_gguf(name: &str) {
     let f = Fixture::load(name);
     let bytes = fixture_gguf(&f);
@@ -800,11 +792,11 @@ fn check_fixture_as_gguf(name: &str) {
 /// continuation from them.
 fn compare_with_transformers(f: &Fixture, model: &mut Model, what: &str) {
     let (name, exp) = (&f.name, &f.expected);
-    let probe_ids = ids(&exp["probe_ids"]);
+    let probe_ids = json_ids(&exp["probe_ids"]);
     let vocab = model.config.vocab as usize;
     for p in exp["prompts"].as_array().unwrap() {
         let pname = p["name"].as_str().unwrap();
-        let (prompt, cont) = (ids(&p["ids"]), ids(&p["continuation"]));
+        let (prompt, cont) = (json_ids(&p["ids"]), json_ids(&p["continuation"]));
         let tokens: Vec<u32> = prompt.iter().chain(&cont[..cont.len() - 1]).copied().collect();
         // Sized to the sequence: Phi-3's LongRoPE picks its table from it, as transformers does.
         let opts = StateOptions { context: tokens.len() as u32, max_batch: 32, kv_dtype: KvDtype::F32 };
@@ -812,7 +804,7 @@ fn compare_with_transformers(f: &Fixture, model: &mut Model, what: &str) {
         let got = pollster::block_on(model.logits(ctx(), &tokens, 0, Logits::All)).unwrap();
         for (r, top) in p["top_ids"].as_array().unwrap().iter().enumerate() {
             let row = &got[r * vocab..(r + 1) * vocab];
-            let mut sel: Vec<f32> = ids(top).iter().map(|&i| row[i as usize]).collect();
+            let mut sel: Vec<f32> = json_ids(top).iter().map(|&i| row[i as usize]).collect();
             sel.extend(probe_ids.iter().map(|&i| row[i as usize]));
             let want: Vec<f64> = p["top_logits"][r]
                 .as_array()

@@ -42,7 +42,7 @@
 //! Until the Q4_K/Q5_K/Q6_K/Q5_1 kernels exist these fail with `UnsupportedType`.
 
 mod common;
-use common::fixture::sha256_hex;
+use common::fixture::{f32_bytes_sha, json_ids, sha256_hex, top_k};
 use serde_json::Value;
 use std::path::PathBuf;
 use webgpu_llm::engine::{open_gguf, GenerateOptions, OpenOptions};
@@ -67,22 +67,6 @@ fn fixture() -> Value {
 fn model(fx: &Value, file: &str) -> Value {
     let m = fx["models"].as_array().unwrap().iter().find(|m| m["file"] == file);
     m.unwrap_or_else(|| panic!("{file} is not in llamacpp.json")).clone()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
-}
-
-fn top_k(row: &[f32], k: usize) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    idx.select_nth_unstable_by(k, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
-    let mut top = idx[..k].to_vec();
-    top.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-    top
-}
-
-fn f32_bytes_sha(v: &[f32]) -> String {
-    sha256_hex(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
 }
 
 /// The file's tensor types are those recorded, and the recorded tensors dequantize bit-exactly.
@@ -124,7 +108,7 @@ fn check_model(file: &str) {
     let mut worst_exact = 0.0f64;
     for p in m["prompts"].as_array().unwrap() {
         let name = format!("{file} {}", p["name"].as_str().unwrap());
-        let (prompt, cont) = (ids(&p["ids"]), ids(&p["continuation"]));
+        let (prompt, cont) = (json_ids(&p["ids"]), json_ids(&p["continuation"]));
         assert_eq!(engine.encode(p["text"].as_str().unwrap(), false).unwrap(), prompt, "{name}: prompt ids");
 
         // teacher-forced rows: ids + continuation[:-1]
@@ -135,12 +119,12 @@ fn check_model(file: &str) {
         let exact = &p["exact"];
         for r in 0..tokens.len() {
             let row = &got[r * vocab..(r + 1) * vocab];
-            for (id, want) in ids(&exact["top_ids"][r]).iter().zip(exact["top_logits"][r].as_array().unwrap()) {
+            for (id, want) in json_ids(&exact["top_ids"][r]).iter().zip(exact["top_logits"][r].as_array().unwrap()) {
                 let err = (row[*id as usize] as f64 - want.as_f64().unwrap()).abs();
                 worst_exact = worst_exact.max(err);
                 assert!(err <= EXACT_ATOL, "{name} row {r}: logit of {id} off by {err:.4} from the exact reference");
             }
-            let (ours, theirs) = (top_k(row, 5), ids(&p["top_ids"][r]));
+            let (ours, theirs) = (top_k(row, 5), json_ids(&p["top_ids"][r]));
             let margin = p["margins"][r].as_f64().unwrap();
             if margin >= LLAMACPP_MARGIN {
                 assert_eq!(ours[0], theirs[0], "{name} row {r}: top-1 vs llama.cpp (its margin {margin:.3})");
@@ -158,7 +142,7 @@ fn check_model(file: &str) {
         engine.stop_ids = saved_stops;
         assert_eq!(summary.generated.len(), cont.len(), "{name}: generated length");
         // against the exact forward's own greedy run, up to its first near-tie
-        let (ex_greedy, ex_margins) = (ids(&exact["greedy"]), exact["greedy_margins"].as_array().unwrap());
+        let (ex_greedy, ex_margins) = (json_ids(&exact["greedy"]), exact["greedy_margins"].as_array().unwrap());
         for (j, (&a, &b)) in summary.generated.iter().zip(&ex_greedy).enumerate() {
             let margin = ex_margins[j].as_f64().unwrap();
             if margin < EXACT_GREEDY_MARGIN {

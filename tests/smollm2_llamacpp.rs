@@ -16,6 +16,7 @@
 //!     margin is below LLAMACPP_MARGIN (a near-tie; after a divergence the texts legitimately part).
 
 mod common;
+use common::fixture::{json_ids, top_k};
 use common::smollm2_path;
 use serde_json::Value;
 use webgpu_llm::engine::{open_gguf, Engine, GenerateOptions, OpenOptions};
@@ -28,18 +29,6 @@ const LLAMACPP_MARGIN: f64 = 0.5;
 
 fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
-}
-
-fn top_k(row: &[f32], k: usize) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    idx.select_nth_unstable_by(k, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
-    let mut top = idx[..k].to_vec();
-    top.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-    top
 }
 
 fn setup() -> (Context, Engine, Value) {
@@ -59,7 +48,7 @@ fn smollm2_matches_llama_cpp() {
     let mut worst_exact = 0.0f64;
     for p in fx["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
-        let (prompt, cont) = (ids(&p["ids"]), ids(&p["continuation"]));
+        let (prompt, cont) = (json_ids(&p["ids"]), json_ids(&p["continuation"]));
         assert_eq!(engine.encode(p["text"].as_str().unwrap(), false).unwrap(), prompt, "{name}: prompt ids");
 
         // teacher-forced rows: ids + continuation[:-1]
@@ -70,13 +59,13 @@ fn smollm2_matches_llama_cpp() {
         for r in 0..tokens.len() {
             let row = &got[r * vocab..(r + 1) * vocab];
             // exact reference: every top-10 logit
-            for (id, want) in ids(&exact["top_ids"][r]).iter().zip(exact["top_logits"][r].as_array().unwrap()) {
+            for (id, want) in json_ids(&exact["top_ids"][r]).iter().zip(exact["top_logits"][r].as_array().unwrap()) {
                 let err = (row[*id as usize] as f64 - want.as_f64().unwrap()).abs();
                 worst_exact = worst_exact.max(err);
                 assert!(err <= EXACT_ATOL, "{name} row {r}: logit of {id} off by {err:.4} from the exact reference");
             }
             // llama.cpp: top-1 where its margin is clear, top-5 overlap everywhere
-            let (ours, theirs) = (top_k(row, 5), ids(&p["top_ids"][r]));
+            let (ours, theirs) = (top_k(row, 5), json_ids(&p["top_ids"][r]));
             let margin = p["margins"][r].as_f64().unwrap();
             if margin >= LLAMACPP_MARGIN {
                 assert_eq!(ours[0], theirs[0], "{name} row {r}: top-1 vs llama.cpp (its margin {margin:.3})");
