@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use webgpu_llm::engine::{open_gguf, OpenOptions};
-use webgpu_llm::model::{forward, Logits};
+use webgpu_llm::model::{forward, Input, Logits};
 use webgpu_llm::{Context, ContextOptions};
 
 fn main() {
@@ -18,7 +18,9 @@ fn main() {
     for &t in &[args.get(2).map_or(42, |s| s.parse().unwrap()), 1] {
         let tokens: Vec<u32> = (0..t).map(|i| 100 + i as u32).collect();
         let pos0 = if t == 1 { 50 } else { 0 };
-        let kernels = forward(&ctx, &m.config, &m.weights, &m.state, &tokens, pos0, Logits::Last).unwrap();
+        m.state.write_ids(&ctx, &tokens, m.config.vocab).unwrap();
+        m.state.set_pos(&ctx, pos0);
+        let kernels = forward(&ctx, &m.config, &m.weights, &m.state, Input::Ids(t), pos0, Logits::Last).unwrap();
         ctx.run(&kernels.iter().collect::<Vec<_>>()); // warm up pipelines
         ctx.wait().unwrap();
         let mut by: BTreeMap<String, (f64, usize)> = BTreeMap::new();

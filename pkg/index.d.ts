@@ -194,6 +194,21 @@ export interface GenerationResult {
   /** "stop": end-of-turn token or stop string; "length": maxTokens or context full; "abort": engine.abort() or the loop was left early. */
   finishReason: FinishReason;
   timings: Timings;
+  /** GPU work per decoded token in steady state (after the second token); absent under 3 tokens. */
+  stats?: DecodeStats;
+}
+
+/** Counted by the engine's GPU context: per decode step, except readback per token read. */
+export interface DecodeStats {
+  dispatches: number;
+  submits: number;
+  buffersCreated: number;
+  bindGroupsCreated: number;
+  pipelinesCreated: number;
+  readbackBytes: number;
+  writtenBytes: number;
+  /** CPU microseconds to encode one step (not counting the submit). */
+  encodeUs: number;
 }
 
 /**

@@ -24,13 +24,21 @@ struct Params {
     group: u32,       // n_heads / n_kv_heads
     head_dim: u32,
     capacity: u32,
-    pos0: u32,
     n_splits: u32,
     row_words: u32,   // cache words per (head, position): head_dim, or head_dim / 2 with KV_F16
     scale_log2: f32,  // scale * log2(e): scores are kept in base 2 so exp2 can be used
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
+}
+
+// The model's per-step values (src/ops/mod.rs StepParams), written once per step.
+struct Step {
+    pos0: u32,        // position of query row 0
+    _s0: u32,
+    _s1: u32,
+    _s2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -40,6 +48,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [t, n_heads * head_dim]
 @group(0) @binding(5) var<storage, read_write> part_o: array<f32>;    // [t, n_heads, n_splits, head_dim]
 @group(0) @binding(6) var<storage, read_write> part_ml: array<f32>;   // [t, n_heads, n_splits, 2]: max, sum
+@group(0) @binding(7) var<uniform> step: Step;                         // attend only
 
 var<workgroup> q_sh: array<f32, MAX_HEAD_DIM>; // this row's query, pre-multiplied by scale_log2
 var<workgroup> s_sh: array<f32, WG>;           // scores of the current tile
@@ -86,8 +95,8 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let dim = p.n_heads * p.head_dim;
 
     // Keys of this (row, split): causal limit pos0 + row, clamped to the cache for safety.
-    let n_keys = min(p.pos0 + row + 1u, p.capacity);
-    let chunk = (p.pos0 + p.t + p.n_splits - 1u) / p.n_splits;
+    let n_keys = min(step.pos0 + row + 1u, p.capacity);
+    let chunk = (step.pos0 + p.t + p.n_splits - 1u) / p.n_splits;
     let k_begin = min(split * chunk, n_keys);
     let k_end = min(k_begin + chunk, n_keys);
 

@@ -14,10 +14,18 @@ struct Params {
     n_kv_heads: u32,
     head_dim: u32,
     capacity: u32,
-    pos0: u32,
     row_words: u32, // head_dim, or head_dim / 2 with KV_F16
     n_words: u32,   // t * n_kv_heads * row_words
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// The model's per-step values (src/ops/mod.rs StepParams), written once per step.
+struct Step {
+    pos0: u32,      // cache position of row 0
+    _s0: u32,
+    _s1: u32,
+    _s2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -25,6 +33,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> v_new: array<f32>;          // [t, n_kv_heads * head_dim]
 @group(0) @binding(3) var<storage, read_write> cache_k: array<u32>;  // [n_kv_heads, capacity, row_words]
 @group(0) @binding(4) var<storage, read_write> cache_v: array<u32>;  // [n_kv_heads, capacity, row_words]
+@group(0) @binding(5) var<uniform> step: Step;
 
 @compute @workgroup_size(WG)
 fn kv_write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -34,7 +43,7 @@ fn kv_write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let w = g % p.row_words;
     let h = (g / p.row_words) % p.n_kv_heads;
     let i = g / (p.row_words * p.n_kv_heads);
-    let dst = (h * p.capacity + p.pos0 + i) * p.row_words + w;
+    let dst = (h * p.capacity + step.pos0 + i) * p.row_words + w;
     let src = i * p.n_kv_heads * p.head_dim + h * p.head_dim;
     if (KV_F16) {
         let d = src + 2u * w;

@@ -11,6 +11,10 @@
 // gemm (m > 1): 256 invocations per TM × TN = 32 × 64 tile of y, dispatched [rows / TN, m / TM]; each
 //   k step (TK = one group) dequantizes 64 × 32 of W and 32 × 32 of x into workgroup memory (12 KiB),
 //   then each invocation accumulates a 2 × 4 micro-tile (rows ty + 16i, columns tx + 16j).
+// Layout: x rows start at row x_row0 of the x buffer; y rows are y_stride wide and the product's
+// column c lands at y_col0 + c (e.g. q, k, v into one row of a fused buffer).
+// SwiGLU (flags bit 2, GEMVs only): output r is silu(W[r]·x) * (W[r + half]·x), the gate and up
+// rows of one stacked matrix, so the MLP's gate, up and SwiGLU are one dispatch; rows = half.
 
 override FORMAT: u32 = 0u; // WeightFormat::shader_code
 
@@ -30,7 +34,11 @@ struct Params {
     row0: u32,   // first row of this chunk in W
     units: u32,  // vec4<u32> units per W row
     groups: u32, // quantization groups per W row (0 for F16/F32)
-    flags: u32,  // bit 0: add bias; bit 1: accumulate into y
+    flags: u32,  // bit 0: add bias; bit 1: accumulate into y; bit 2: SwiGLU of row pairs (GEMV)
+    y_stride: u32, // y row width (≥ n)
+    y_col0: u32,   // y column of output 0
+    x_row0: u32,   // first x row read
+    half: u32,     // SwiGLU: up row r + half pairs with gate row r
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,11 +69,47 @@ fn x4(base: u32, i: u32) -> vec4<f32> {
 
 fn epilogue(mrow: u32, r: u32, v: f32) {
     let col = p.row0 + r;
-    let i = mrow * p.n + col;
+    let i = mrow * p.y_stride + p.y_col0 + col;
     var out = v;
     if ((p.flags & 1u) != 0u) { out += bias[col]; }
     if ((p.flags & 2u) != 0u) { out += y[i]; }
     y[i] = out;
+}
+
+fn swiglu_on() -> bool {
+    return (p.flags & 4u) != 0u;
+}
+
+// GEMV row r of a workgroup's GEMV_ROWS: consecutive rows, or with SwiGLU the pair (w, w + half).
+fn gemv_row_of(w: u32, r: u32) -> u32 {
+    if (swiglu_on()) { return w + r * p.half; }
+    return w * GEMV_ROWS + r;
+}
+
+// silu(g) * u, with exp of -|g| only (as shaders/swiglu.wgsl), so no exp overflows.
+fn swiglu_of(g: f32, u: f32) -> f32 {
+    let e = exp(-abs(g));
+    return g * select(e, 1.0, g >= 0.0) / (1.0 + e) * u;
+}
+
+// The end of a workgroup GEMV: totals of its GEMV_ROWS rows, summed over the workgroup.
+fn gemv_store(w: u32, acc: array<f32, GEMV_ROWS>, tid: u32) {
+    if (swiglu_on()) {
+        let g = wg_sum(acc[0], tid);
+        let u = wg_sum(acc[1], tid);
+        if (tid == 0u && w < p.rows) { y[p.y_col0 + p.row0 + w] = swiglu_of(g, u); }
+        return;
+    }
+    for (var r = 0u; r < GEMV_ROWS; r++) {
+        let total = wg_sum(acc[r], tid);
+        if (tid == 0u && w * GEMV_ROWS + r < p.rows) { epilogue(0u, w * GEMV_ROWS + r, total); }
+    }
+}
+
+// Workgroups of a GEMV: GEMV_ROWS rows each, or one output (a row pair) each with SwiGLU.
+fn gemv_rows_in(w: u32) -> u32 {
+    if (swiglu_on()) { return select(0u, GEMV_ROWS, w < p.rows); }
+    return min(GEMV_ROWS, p.rows - min(p.rows, w * GEMV_ROWS));
 }
 
 // Unit u of local row r (F32: 4 values, F16: 8) dotted with its x values xa (, xb).
@@ -79,26 +123,25 @@ fn unit_dot(r: u32, u: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
 @compute @workgroup_size(WG)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    let r0 = (wid.x + wid.y * nwg.x) * GEMV_ROWS;
-    if (r0 >= p.rows) { return; } // whole workgroup leaves together
+    let w0 = wid.x + wid.y * nwg.x;
+    let nr = gemv_rows_in(w0);
+    if (nr == 0u) { return; } // whole workgroup leaves together
+    let xb0 = p.x_row0 * p.k;
     var acc = array<f32, GEMV_ROWS>();
     for (var u = tid; u < p.units; u += WG) {
         var xa: vec4<f32>;
         var xb = vec4<f32>(0.0);
         if (FORMAT == F32) {
-            xa = x4(0u, 4u * u);
+            xa = x4(xb0, 4u * u);
         } else {
-            xa = x4(0u, 8u * u);
-            xb = x4(0u, 8u * u + 4u);
+            xa = x4(xb0, 8u * u);
+            xb = x4(xb0, 8u * u + 4u);
         }
-        for (var r = 0u; r < GEMV_ROWS; r++) {
-            if (r0 + r < p.rows) { acc[r] += unit_dot(r0 + r, u, xa, xb); }
+        for (var r = 0u; r < nr; r++) {
+            acc[r] += unit_dot(gemv_row_of(w0, r), u, xa, xb);
         }
     }
-    for (var r = 0u; r < GEMV_ROWS; r++) {
-        let total = wg_sum(acc[r], tid);
-        if (tid == 0u && r0 + r < p.rows) { epilogue(0u, r0 + r, total); }
-    }
+    gemv_store(w0, acc, tid);
 }
 
 // Word wi of row `row` (Q4/Q4Asym/Q8) dotted with its x values x_lo (, x_hi); xsum = their sum.
@@ -133,14 +176,15 @@ fn word_x_at(base: u32, wi: u32) -> array<vec4<f32>, 2> {
 }
 
 fn word_x(wi: u32) -> array<vec4<f32>, 2> {
-    return word_x_at(0u, wi);
+    return word_x_at(p.x_row0 * (p.k / 4u), wi);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
-    let r0 = (wid.x + wid.y * nwg.x) * GEMV_ROWS;
-    if (r0 >= p.rows) { return; } // whole workgroup leaves together
+    let w0 = wid.x + wid.y * nwg.x;
+    let nr = gemv_rows_in(w0);
+    if (nr == 0u) { return; } // whole workgroup leaves together
     let words = 4u * p.units; // u32 words per W row
     var acc = array<f32, GEMV_ROWS>();
     // Two words per step, so each invocation has twice the loads in flight.
@@ -152,19 +196,14 @@ fn gemv_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         var xb = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
         if (has_b) { xb = word_x(wb); }
         let sb = dot(xb[0] + xb[1], vec4<f32>(1.0));
-        for (var r = 0u; r < GEMV_ROWS; r++) {
-            let row = r0 + r;
-            if (row < p.rows) {
-                var d = word_dot(row, wi, xa[0], xa[1], sa);
-                if (has_b) { d += word_dot(row, wb, xb[0], xb[1], sb); }
-                acc[r] += d;
-            }
+        for (var r = 0u; r < nr; r++) {
+            let row = gemv_row_of(w0, r);
+            var d = word_dot(row, wi, xa[0], xa[1], sa);
+            if (has_b) { d += word_dot(row, wb, xb[0], xb[1], sb); }
+            acc[r] += d;
         }
     }
-    for (var r = 0u; r < GEMV_ROWS; r++) {
-        let total = wg_sum(acc[r], tid);
-        if (tid == 0u && r0 + r < p.rows) { epilogue(0u, r0 + r, total); }
-    }
+    gemv_store(w0, acc, tid);
 }
 
 // gemv_row_q / gemv_row (m = 1 on CPU-emulated GPUs: SwiftShader, lavapipe): one invocation per
@@ -177,12 +216,25 @@ fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let row = (wid.x + wid.y * nwg.x) * WG + tid;
     if (row >= p.rows) { return; }
     let words = 4u * p.units;
+    let sw = swiglu_on();
     var acc = 0.0;
+    var up = 0.0;
     for (var wi = 0u; wi < words; wi++) {
         let xa = word_x(wi);
-        acc += word_dot(row, wi, xa[0], xa[1], dot(xa[0] + xa[1], vec4<f32>(1.0)));
+        let xs = dot(xa[0] + xa[1], vec4<f32>(1.0));
+        acc += word_dot(row, wi, xa[0], xa[1], xs);
+        if (sw) { up += word_dot(row + p.half, wi, xa[0], xa[1], xs); }
     }
-    epilogue(0u, row, acc);
+    row_store(row, acc, up);
+}
+
+// One invocation's output row: the epilogue, or with SwiGLU silu(gate) * up.
+fn row_store(row: u32, acc: f32, up: f32) {
+    if (swiglu_on()) {
+        y[p.y_col0 + p.row0 + row] = swiglu_of(acc, up);
+    } else {
+        epilogue(0u, row, acc);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -190,15 +242,23 @@ fn gemv_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             @builtin(local_invocation_index) tid: u32) {
     let row = (wid.x + wid.y * nwg.x) * WG + tid;
     if (row >= p.rows) { return; }
+    let sw = swiglu_on();
+    let xb0 = p.x_row0 * p.k;
     var acc = 0.0;
+    var up = 0.0;
     for (var u = 0u; u < p.units; u++) {
+        var xa: vec4<f32>;
+        var xb = vec4<f32>(0.0);
         if (FORMAT == F32) {
-            acc += unit_dot(row, u, x4(0u, 4u * u), vec4<f32>(0.0));
+            xa = x4(xb0, 4u * u);
         } else {
-            acc += unit_dot(row, u, x4(0u, 8u * u), x4(0u, 8u * u + 4u));
+            xa = x4(xb0, 8u * u);
+            xb = x4(xb0, 8u * u + 4u);
         }
+        acc += unit_dot(row, u, xa, xb);
+        if (sw) { up += unit_dot(row + p.half, u, xa, xb); }
     }
-    epilogue(0u, row, acc);
+    row_store(row, acc, up);
 }
 
 // gemm_row_q / gemm_row (m > 1 on CPU-emulated GPUs, as gemv_row): one invocation per row of W
@@ -225,7 +285,7 @@ fn gemm_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             vals = dequant4(v, row * p.groups + wi / 4u, wi % 4u);
         }
         for (var j = 0u; j < mb; j++) {
-            let xa = word_x_at((m0 + j) * kq, wi);
+            let xa = word_x_at((p.x_row0 + m0 + j) * kq, wi);
             acc[j] += dot(vals[0], xa[0]) + dot(vals[1], xa[1]);
         }
     }
@@ -241,7 +301,7 @@ fn gemm_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     var acc = array<f32, MB>();
     for (var u = 0u; u < p.units; u++) {
         for (var j = 0u; j < mb; j++) {
-            let base = (m0 + j) * p.k;
+            let base = (p.x_row0 + m0 + j) * p.k;
             if (FORMAT == F32) {
                 acc[j] += unit_dot(row, u, x4(base, 4u * u), vec4<f32>(0.0));
             } else {
@@ -301,7 +361,7 @@ fn load_x_tile(m0: u32, s: u32, tid: u32) {
     for (var c = 0u; c < 4u; c++) {
         let kk = s * TK + kq + c;
         var v = 0.0;
-        if (mr < p.m && kk < p.k) { v = x[mr * p.k + kk]; }
+        if (mr < p.m && kk < p.k) { v = x[(p.x_row0 + mr) * p.k + kk]; }
         xs[(kq + c) * TM + row] = v;
     }
 }

@@ -4,8 +4,18 @@
 // (i, i + rotary_dim/2); rope_interleaved = GGUF/Meta (2i, 2i + 1).
 // Dispatch: one invocation per rotated pair, WG per workgroup, workgroups folded into (x, y) by
 // Context::grid.
+// rope_kv: RoPE and the KV-cache write in one pass over fused q|k|v projection rows
+//   [t, q_dim + 2 kv_dim] (decode's one kernel between the projection and attention): a q head is
+//   (with QK_NORM, RMS-normed per head first: Qwen3) rotated into q_out; a k head the same, then
+//   written with its v head to cache position pos0 + row (f32 words, or with KV_F16 packed f16
+//   pairs, as kv_write.wgsl). One workgroup of WG per (row, head slot): slot < n_heads is a q
+//   head, the rest kv heads; linear id row * (n_heads + n_kv_heads) + slot, folded by Context::grid.
 
 const WG: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 256u;
+
+override KV_F16: bool = false;
+override QK_NORM: bool = false;
 
 // 2π split into C1 + C2 + C3 (Cody & Waite): C1 and C2 have 8 significant bits, so k * C1 and
 // k * C2 are exact for |k| < 65536 and the reduction is exact to ~1e-8 up to |angle| ≈ 4e5.
@@ -15,19 +25,40 @@ const C2: f32 = 0.00193023681640625f;        // 253 * 2^-17
 const C3: f32 = 5.0703631802269253e-6f;      // 2π - C1 - C2, rounded to f32
 
 struct Params {
-    pairs: u32,     // t * n_heads * half
+    pairs: u32,       // t * n_heads * half (rope_half, rope_interleaved)
     n_heads: u32,
     head_dim: u32,
-    half: u32,      // rotary_dim / 2
-    pos0: u32,      // position of row 0 (the KV-cache length before this call)
-    mscale: f32,    // cos/sin multiplier (LongRoPE's attention factor, else 1)
+    half: u32,        // rotary_dim / 2
+    mscale: f32,      // cos/sin multiplier (LongRoPE's attention factor, else 1)
+    t: u32,           // rope_kv: rows
+    n_kv_heads: u32,  // rope_kv
+    capacity: u32,    // rope_kv: cache positions
+    row_words: u32,   // rope_kv: cache words per (head, position): head_dim, or head_dim / 2 with KV_F16
+    eps: f32,         // rope_kv with QK_NORM
+    interleaved: u32, // rope_kv: 1 for (2i, 2i + 1) pairs, 0 for (i, i + half)
     _pad0: u32,
-    _pad1: u32,
+}
+
+// The model's per-step values (src/ops/mod.rs StepParams), written once per step.
+struct Step {
+    pos0: u32,      // position of row 0 (the KV-cache length before this call)
+    _s0: u32,
+    _s1: u32,
+    _s2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;   // [half]
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;    // [t, n_heads * head_dim]
+@group(0) @binding(3) var<uniform> step: Step;
+@group(0) @binding(4) var<storage, read> qkv: array<f32>;             // rope_kv: [t, q_dim + 2 kv_dim]
+@group(0) @binding(5) var<storage, read_write> q_out: array<f32>;     // rope_kv: [t, q_dim]
+@group(0) @binding(6) var<storage, read_write> cache_k: array<u32>;   // rope_kv: [n_kv_heads, capacity, row_words]
+@group(0) @binding(7) var<storage, read_write> cache_v: array<u32>;   // rope_kv: [n_kv_heads, capacity, row_words]
+@group(0) @binding(8) var<storage, read> q_norm: array<f32>;          // rope_kv with QK_NORM: [head_dim]
+@group(0) @binding(9) var<storage, read> k_norm: array<f32>;          // rope_kv with QK_NORM: [head_dim]
+
+var<workgroup> head_sh: array<f32, MAX_HEAD_DIM>; // rope_kv: the head being rotated
 
 // (cos, sin) of r in [-π, π], to about 1 ulp on every device: WGSL only promises 2^-11 absolute
 // for the builtins there, and SwiftShader (Chrome without a GPU) is off by 2e-4. Quadrant
@@ -68,7 +99,7 @@ fn rope_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
              @builtin(local_invocation_index) tid: u32) {
     if ((wid.x + wid.y * nwg.x) * WG + tid >= p.pairs) { return; }
     let q = pair_of(wid, nwg, tid);
-    let cs = cos_sin(p.pos0 + q.x, q.z);
+    let cs = cos_sin(step.pos0 + q.x, q.z);
     let a = q.y + q.z;
     let b = a + p.half;
     let x0 = x[a];
@@ -82,10 +113,67 @@ fn rope_interleaved(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
                     @builtin(local_invocation_index) tid: u32) {
     if ((wid.x + wid.y * nwg.x) * WG + tid >= p.pairs) { return; }
     let q = pair_of(wid, nwg, tid);
-    let cs = cos_sin(p.pos0 + q.x, q.z);
+    let cs = cos_sin(step.pos0 + q.x, q.z);
     let a = q.y + 2u * q.z;
     let x0 = x[a];
     let x1 = x[a + 1u];
     x[a] = x0 * cs.x - x1 * cs.y;
     x[a + 1u] = x1 * cs.x + x0 * cs.y;
+}
+
+@compute @workgroup_size(WG)
+fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) tid: u32) {
+    let slots = p.n_heads + p.n_kv_heads;
+    let id = wid.x + wid.y * nwg.x;
+    if (id >= p.t * slots) { return; } // whole workgroup leaves together
+    let row = id / slots;
+    let slot = id % slots;
+    let hd = p.head_dim;
+    let q_dim = p.n_heads * hd;
+    let kv_dim = p.n_kv_heads * hd;
+    let stride = q_dim + 2u * kv_dim;
+    let is_q = slot < p.n_heads;
+    let kvh = slot - p.n_heads; // meaningful only for a kv head
+    let src = row * stride + select(q_dim + kvh * hd, slot * hd, is_q);
+    for (var d = tid; d < hd; d += WG) { head_sh[d] = qkv[src + d]; }
+    if (QK_NORM) {
+        var ss = 0.0;
+        for (var d = tid; d < hd; d += WG) { ss += head_sh[d] * head_sh[d]; } // own elements only
+        let r = inverseSqrt(wg_sum(ss, tid) / f32(hd) + p.eps);
+        for (var d = tid; d < hd; d += WG) {
+            head_sh[d] = head_sh[d] * r * select(k_norm[d], q_norm[d], is_q);
+        }
+    }
+    workgroupBarrier();
+    let pos = step.pos0 + row;
+    for (var i = tid; i < p.half; i += WG) {
+        var a = i;
+        var b = i + p.half;
+        if (p.interleaved != 0u) {
+            a = 2u * i;
+            b = a + 1u;
+        }
+        let cs = cos_sin(pos, i);
+        let x0 = head_sh[a];
+        let x1 = head_sh[b];
+        head_sh[a] = x0 * cs.x - x1 * cs.y;
+        head_sh[b] = x1 * cs.x + x0 * cs.y;
+    }
+    workgroupBarrier();
+    if (is_q) {
+        for (var d = tid; d < hd; d += WG) { q_out[row * q_dim + slot * hd + d] = head_sh[d]; }
+        return;
+    }
+    let dst = (kvh * p.capacity + pos) * p.row_words;
+    let vsrc = row * stride + q_dim + kv_dim + kvh * hd;
+    for (var w = tid; w < p.row_words; w += WG) {
+        if (KV_F16) {
+            cache_k[dst + w] = pack2x16float(vec2<f32>(head_sh[2u * w], head_sh[2u * w + 1u]));
+            cache_v[dst + w] = pack2x16float(vec2<f32>(qkv[vsrc + 2u * w], qkv[vsrc + 2u * w + 1u]));
+        } else {
+            cache_k[dst + w] = bitcast<u32>(head_sh[w]);
+            cache_v[dst + w] = bitcast<u32>(qkv[vsrc + w]);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use crate::chat::{ChatError, ChatTemplate, Message};
 use crate::detok::{DetokError, Detokenizer, FinishReason, StopChecker, StopIds, StreamEvent, TextStream};
 use crate::gpu::{Context, GpuError};
 use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
-use crate::model::{Logits, Model, TensorSource};
+use crate::model::{Model, Readback, TensorSource};
 use crate::ops::attention::KvDtype;
 use crate::ops::matmul::QuantMatrix;
 use crate::sampling::{Sampler, SamplingError, SamplingParams};
@@ -107,6 +107,52 @@ pub struct Summary {
     pub generated: Vec<u32>,
     pub text: String,
     pub finish: Finish,
+    /// GPU work of the decode steps after the second generated token (the plans exist by
+    /// then); `None` when fewer than three tokens were generated.
+    pub steady: Option<SteadyStats>,
+}
+
+/// What the GPU did in a generation's steady state: counters and decode steps over the window
+/// from the second generated token to the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SteadyStats {
+    pub counters: crate::gpu::Counters,
+    /// Decode steps submitted in the window (pipelined steps run ahead of the tokens read).
+    pub steps: u64,
+    /// Tokens read back in the window.
+    pub tokens: u64,
+    /// CPU seconds spent encoding the window's steps (0 without a clock, see `Model::clock`).
+    pub encode_seconds: f64,
+}
+
+/// [`SteadyStats`] per decoded token: GPU-side counts per step, readback per token read.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct PerToken {
+    pub dispatches: f64,
+    pub submits: f64,
+    pub buffers_created: f64,
+    pub bind_groups_created: f64,
+    pub pipelines_created: f64,
+    pub readback_bytes: f64,
+    pub written_bytes: f64,
+    pub encode_us: f64,
+}
+
+impl SteadyStats {
+    pub fn per_token(&self) -> PerToken {
+        let c = &self.counters;
+        let step = |v: u64| v as f64 / self.steps.max(1) as f64;
+        PerToken {
+            dispatches: step(c.dispatches),
+            submits: step(c.submits),
+            buffers_created: step(c.buffers_created),
+            bind_groups_created: step(c.bind_groups_created),
+            pipelines_created: step(c.pipelines_created),
+            readback_bytes: c.bytes_read_back as f64 / self.tokens.max(1) as f64,
+            written_bytes: step(c.bytes_written),
+            encode_us: 1e6 * self.encode_seconds / self.steps.max(1) as f64,
+        }
+    }
 }
 
 /// Special tokens that end a turn in the chat formats we know; those in the vocabulary as special
@@ -197,11 +243,16 @@ impl Engine {
             return Err(EngineError::ContextOverflow { prompt: prompt.len(), context });
         }
         let mut sampler = Sampler::new(opts.sampling.clone())?;
+        // Ids an earlier call left in flight (it failed mid-way) must not be read as this call's.
+        self.model.drain_ids(ctx).await?;
         let greedy = sampler.is_greedy();
+        let read = if greedy { Readback::Id } else { Readback::Logits };
         // Reuse the cached prefix, but always run at least the last prompt token for its logits.
         let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
         self.cached.truncate(common);
-        let mut next = self.step(ctx, &prompt[common..], common as u32, greedy, &mut sampler, prompt).await?;
+        self.model.submit_prompt(ctx, &prompt[common..], common as u32, read)?;
+        let mut history: Vec<u32> = prompt.to_vec();
+        let mut next = self.take(ctx, greedy, &mut sampler, &history).await?;
         self.cached.extend_from_slice(&prompt[common..]);
         let mut summary = Summary {
             prompt_tokens: prompt.len(),
@@ -209,6 +260,7 @@ impl Engine {
             generated: Vec::new(),
             text: String::new(),
             finish: Finish::Length,
+            steady: None,
         };
         if !on_event(Event::Prefilled { prompt_tokens: prompt.len(), reused: common }) {
             summary.finish = Finish::Aborted;
@@ -217,16 +269,29 @@ impl Engine {
         let detok = Detokenizer::new(self.tokenizer.clone(), prompt)?;
         let mut stream =
             TextStream::new(detok, StopChecker::new(opts.stop.iter())?, StopIds::new(self.stop_ids.iter().copied()));
-        let mut history: Vec<u32> = prompt.to_vec();
-        loop {
+        // Decode step j runs at position p0 + j on token j and chooses token j + 1; it is needed
+        // while token j + 1 is within max_tokens and its position within the context.
+        let p0 = self.cached.len() as u32;
+        let wanted = |j: u32| j + 1 < opts.max_tokens && p0 + j < context;
+        // Greedy steps are pipelined: step j + 1 reads the id step j chose on the GPU, so up to
+        // PIPELINE steps are submitted before the oldest id is read; steps past a stop are
+        // surplus (their KV positions are not counted as cached). Sampled steps need the CPU's
+        // choice first, so they run one at a time.
+        let depth = if greedy { PIPELINE } else { 1 };
+        let mut submitted = 0u32;
+        let mut steady_from = None;
+        let result = loop {
             summary.generated.push(next);
             history.push(next);
+            if summary.generated.len() == 2 {
+                steady_from = Some((ctx.counters(), self.model.decode_stats));
+            }
             match stream.push(next)? {
                 StreamEvent::Text(text) => {
                     summary.text.push_str(&text);
                     if !on_event(Event::Token { id: next, text: &text }) {
                         summary.finish = Finish::Aborted;
-                        break;
+                        break Ok(());
                     }
                 }
                 StreamEvent::Finished { text, reason } => {
@@ -236,43 +301,65 @@ impl Engine {
                         FinishReason::StopToken(_) => Finish::Stop,
                         FinishReason::StopString { .. } => Finish::StopString,
                     };
-                    break;
+                    break Ok(());
                 }
             }
-            let pos = self.cached.len() as u32;
-            if summary.generated.len() >= opts.max_tokens as usize || pos >= context {
+            let done = summary.generated.len() as u32 - 1; // decode steps whose token is taken
+            if !wanted(done) {
                 let tail = stream.finish()?;
                 if !tail.is_empty() {
                     summary.text.push_str(&tail);
                     on_event(Event::Token { id: next, text: &tail });
                 }
-                break;
+                break Ok(());
             }
-            next = self.step(ctx, &[next], pos, greedy, &mut sampler, &history).await?;
+            let mut failed = None;
+            while submitted < done + depth as u32 && wanted(submitted) {
+                let token = if greedy { None } else { Some(next) };
+                if let Err(e) = self.model.submit_decode(ctx, p0 + submitted, token, read) {
+                    failed = Some(e);
+                    break;
+                }
+                submitted += 1;
+            }
+            if let Some(e) = failed {
+                break Err(e.into());
+            }
+            match self.take(ctx, greedy, &mut sampler, &history).await {
+                Ok(id) => next = id,
+                Err(e) => break Err(e),
+            }
             self.cached.push(history[history.len() - 1]);
+        };
+        // Surplus pipelined steps: wait for their ids and drop them.
+        let drained = self.model.drain_ids(ctx).await;
+        result?;
+        drained?;
+        if let (Some((c0, d0)), true) = (steady_from, summary.generated.len() > 2) {
+            let d1 = self.model.decode_stats;
+            summary.steady = Some(SteadyStats {
+                counters: ctx.counters().since(&c0),
+                steps: d1.steps - d0.steps,
+                tokens: summary.generated.len() as u64 - 2,
+                encode_seconds: d1.steady_encode_seconds - d0.steady_encode_seconds,
+            });
         }
         Ok(summary)
     }
 
-    /// Run `tokens` at `pos0..` and choose the next token: the GPU argmax (4 bytes read back) when
-    /// greedy, else the last logits row through the sampler.
-    async fn step(
-        &self,
-        ctx: &Context,
-        tokens: &[u32],
-        pos0: u32,
-        greedy: bool,
-        sampler: &mut Sampler,
-        history: &[u32],
-    ) -> Result<u32> {
-        let m = &self.model;
+    /// The next token of the step read back: the GPU's choice (greedy), or the CPU sampler's
+    /// over the last logits row.
+    async fn take(&mut self, ctx: &Context, greedy: bool, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
         if greedy {
-            return Ok(m.greedy_next(ctx, tokens, pos0).await?);
+            return Ok(self.model.read_id(ctx).await?);
         }
-        let mut logits = m.logits(ctx, tokens, pos0, Logits::Last).await?;
+        let mut logits = self.model.read_logits(ctx).await?;
         Ok(sampler.sample(&mut logits, history)?)
     }
 }
+
+/// Greedy decode steps in flight at once (the one being read and up to two surplus).
+pub const PIPELINE: usize = 3;
 
 /// Options for opening a model package.
 #[derive(Clone, Copy, Debug)]

@@ -11,7 +11,7 @@ pub mod ops;
 pub mod quant;
 pub mod sampling;
 
-pub use gpu::{Context, ContextOptions, GpuError, Kernel};
+pub use gpu::{Context, ContextOptions, Counters, GpuError, Kernel};
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -171,12 +171,8 @@ RUN OPTIONS
         serde_json::Value::String(s.to_string()).to_string()
     }
 
-    fn cmd_run(mut args: Args) -> Result<(), Error> {
-        let dir: PathBuf = args.take("--model")?.ok_or("run needs --model <dir>")?.into();
-        let prompt = args.take("--prompt")?;
-        let chat = args.take("--chat")?;
-        let system = args.take("--system")?;
-        let json = args.flag("--json");
+    /// `run`'s and `bench`'s sampling options.
+    fn sampling_args(args: &mut Args) -> Result<SamplingParams, Error> {
         let sampling = SamplingParams {
             temperature: args.parse("--temperature")?.unwrap_or(0.0),
             top_k: args.parse("--top-k")?.unwrap_or(0),
@@ -189,6 +185,22 @@ RUN OPTIONS
             ..SamplingParams::default()
         };
         sampling.validate()?;
+        Ok(sampling)
+    }
+
+    /// Seconds since the first call: the engine's clock for encode timings.
+    fn now() -> f64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_secs_f64()
+    }
+
+    fn cmd_run(mut args: Args) -> Result<(), Error> {
+        let dir: PathBuf = args.take("--model")?.ok_or("run needs --model <dir>")?.into();
+        let prompt = args.take("--prompt")?;
+        let chat = args.take("--chat")?;
+        let system = args.take("--system")?;
+        let json = args.flag("--json");
+        let sampling = sampling_args(&mut args)?;
         let opts = GenerateOptions {
             max_tokens: args.parse("--max-tokens")?.unwrap_or(128),
             sampling,
@@ -273,34 +285,113 @@ RUN OPTIONS
         let gen_tokens: u32 = args.parse("--gen-tokens")?.unwrap_or(64);
         let context = args.parse::<u32>("--context")?.unwrap_or(prompt_tokens + gen_tokens + 1);
         let kv = kv_arg(&mut args)?;
+        let json = args.flag("--json");
+        let sampling = sampling_args(&mut args)?;
         args.finish()?;
+        if prompt_tokens == 0 || gen_tokens < 4 {
+            return Err(
+                "bench needs --prompt-tokens ≥ 1 and --gen-tokens ≥ 4 (steady state is measured after 2)".into()
+            );
+        }
+        let file_bytes = path_bytes(&dir)?;
         let Loaded { ctx, mut engine, load_seconds } = load(&dir, Some(context), kv, prompt_tokens.clamp(1, 512))?;
-        println!("device: {}", ctx.describe());
-        println!("load: {load_seconds:.2} s");
+        engine.model.clock = now;
         // Fixed pseudo-random prompt ids, away from special tokens at the ends of the vocabulary.
         let vocab = engine.model.config.vocab;
         let ids: Vec<u32> = (0..prompt_tokens).map(|i| 1000.min(vocab / 2) + (i * 7919) % (vocab / 4).max(1)).collect();
-        let opts = GenerateOptions { max_tokens: gen_tokens, ..GenerateOptions::default() };
+        let opts = GenerateOptions { max_tokens: gen_tokens, sampling, ..GenerateOptions::default() };
         engine.stop_ids.clear(); // generate exactly gen_tokens
         let start = Instant::now();
-        let mut prefill_seconds = 0.0;
+        let mut ttft = 0.0;
         let summary = pollster::block_on(engine.generate(&ctx, &ids, &opts, &mut |ev| {
             if let Event::Prefilled { .. } = ev {
-                prefill_seconds = start.elapsed().as_secs_f64();
+                ttft = start.elapsed().as_secs_f64();
             }
             true
         }))?;
         let total = start.elapsed().as_secs_f64();
+        let peak_gpu_bytes = ctx.counters().peak_buffer_bytes;
         let decoded = summary.generated.len().saturating_sub(1) as f64;
+        let decode_tok_s = decoded / (total - ttft).max(1e-9);
+        let prefill_tok_s = prompt_tokens as f64 / ttft.max(1e-9);
+        let w = &engine.model.weights;
+        let (weight_bytes, per_token) = (w.bytes(), w.bytes_per_token());
+        let per = summary.steady.ok_or("no steady state: too few tokens")?.per_token();
+        let copy_gb_s = copy_bandwidth(&ctx)?;
+        let roofline = decode_tok_s * per_token as f64 / 1e9 / copy_gb_s;
+        let report = serde_json::json!({
+            "adapter": ctx.describe(),
+            "model": dir.display().to_string(),
+            "weight_bytes": weight_bytes,
+            "weight_bytes_per_token": per_token,
+            "load_s": load_seconds,
+            "load_mb_s": file_bytes as f64 / 1e6 / load_seconds.max(1e-9),
+            "ttft_ms": ttft * 1e3,
+            "prompt_tokens": prompt_tokens,
+            "prefill_tok_s": prefill_tok_s,
+            "gen_tokens": summary.generated.len(),
+            "decode_tok_s": decode_tok_s,
+            "temperature": opts.sampling.temperature,
+            "dispatches": per.dispatches,
+            "submits": per.submits,
+            "buffers_created": per.buffers_created,
+            "bind_groups_created": per.bind_groups_created,
+            "pipelines_created": per.pipelines_created,
+            "readback_bytes": per.readback_bytes,
+            "written_bytes": per.written_bytes,
+            "encode_us": per.encode_us,
+            "peak_gpu_bytes": peak_gpu_bytes,
+            "copy_gb_s": copy_gb_s,
+            "roofline": roofline,
+        });
+        if json {
+            println!("{report}");
+            return Ok(());
+        }
+        println!("device: {}", ctx.describe());
+        println!("load: {load_seconds:.2} s ({:.1} MB/s)", report["load_mb_s"].as_f64().unwrap_or(0.0));
+        println!("prefill: {prompt_tokens} tokens in {ttft:.3} s = {prefill_tok_s:.1} tok/s");
+        println!("decode: {decoded} tokens in {:.3} s = {decode_tok_s:.1} tok/s", total - ttft);
         println!(
-            "prefill: {prompt_tokens} tokens in {prefill_seconds:.3} s = {:.1} tok/s",
-            prompt_tokens as f64 / prefill_seconds
+            "per decoded token: {} dispatches, {} submits, {} buffers, {} bind groups, {} B read back, {:.0} µs encoding",
+            per.dispatches, per.submits, per.buffers_created, per.bind_groups_created, per.readback_bytes, per.encode_us
         );
         println!(
-            "decode: {decoded} tokens in {:.3} s = {:.1} tok/s",
-            total - prefill_seconds,
-            decoded / (total - prefill_seconds).max(1e-9)
+            "weights: {:.1} MB, {:.1} MB read per token; copy {copy_gb_s:.1} GB/s; roofline {:.1} %",
+            weight_bytes as f64 / 1e6,
+            per_token as f64 / 1e6,
+            100.0 * roofline
         );
         Ok(())
+    }
+
+    /// Bytes of a file, or of every file in a package directory.
+    fn path_bytes(path: &Path) -> Result<u64, Error> {
+        if path.is_file() {
+            return Ok(std::fs::metadata(path)?.len());
+        }
+        let mut total = 0;
+        for e in std::fs::read_dir(path)? {
+            total += e?.metadata()?.len();
+        }
+        Ok(total)
+    }
+
+    /// GB/s (read + write) of a plain 64 MiB vec4 copy kernel: the yardstick decode is compared to.
+    fn copy_bandwidth(ctx: &Context) -> Result<f64, Error> {
+        let elems: u32 = 16 << 20;
+        let src = ctx.storage("bench.copy.src", elems as u64 * 4)?;
+        let dst = ctx.storage("bench.copy.dst", elems as u64 * 4)?;
+        let k = webgpu_llm::ops::copy::copy(ctx, &src, &dst, elems)?;
+        ctx.run(&[&k]);
+        ctx.wait()?;
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            ctx.run(&[&k, &k, &k, &k]);
+            ctx.wait()?;
+            best = best.min(t.elapsed().as_secs_f64() / 4.0);
+        }
+        Ok(2.0 * elems as f64 * 4.0 / best / 1e9)
     }
 }

@@ -562,7 +562,8 @@ impl WasmEngine {
                 (engine, weight_bytes)
             }
         };
-        let (engine, weight_bytes) = engine;
+        let (mut engine, weight_bytes) = engine;
+        engine.model.clock = now_seconds;
         let info = model_info(&engine, weight_bytes);
         let mut inner = self.inner()?;
         inner.engine = Some(engine);
@@ -677,6 +678,24 @@ impl WasmEngine {
                 Finish::Aborted => "abort",
             };
             set(&o, "finishReason", reason.into());
+            // GPU work per decoded token in steady state (see engine::SteadyStats).
+            if let Some(steady) = summary.steady {
+                let per = steady.per_token();
+                let stats = Object::new();
+                for (k, v) in [
+                    ("dispatches", per.dispatches),
+                    ("submits", per.submits),
+                    ("buffersCreated", per.buffers_created),
+                    ("bindGroupsCreated", per.bind_groups_created),
+                    ("pipelinesCreated", per.pipelines_created),
+                    ("readbackBytes", per.readback_bytes),
+                    ("writtenBytes", per.written_bytes),
+                    ("encodeUs", per.encode_us),
+                ] {
+                    set(&stats, k, v.into());
+                }
+                set(&o, "stats", stats.into());
+            }
             Ok(o.into())
         })
     }
@@ -695,6 +714,16 @@ impl WasmEngine {
         }
         Ok(())
     }
+}
+
+/// `performance.now()` in seconds (window or worker), 0 where there is none: the engine's clock.
+fn now_seconds() -> f64 {
+    let global = js_sys::global();
+    let now = Reflect::get(&global, &"performance".into()).ok().and_then(|perf| {
+        let f: Function = Reflect::get(&perf, &"now".into()).ok()?.dyn_into().ok()?;
+        f.call0(&perf).ok()?.as_f64()
+    });
+    now.unwrap_or(0.0) / 1000.0
 }
 
 fn set(o: &Object, k: &str, v: JsValue) {

@@ -13,7 +13,7 @@ use common::reference::transformer;
 use common::*;
 use serde_json::json;
 use std::collections::HashMap;
-use webgpu_llm::model::{Config, CpuTensors, Logits, Model, QuantPolicy, StateOptions};
+use webgpu_llm::model::{Config, CpuTensors, Logits, Model, QuantPolicy, Readback, StateOptions};
 use webgpu_llm::ops::attention::KvDtype;
 use webgpu_llm::quant::{dequantize, quantize};
 
@@ -200,4 +200,91 @@ fn bad_inputs_are_errors() {
         .expect("a missing tensor");
     assert!(err.to_string().contains("down_proj"), "{err}");
     assert!(Config::from_hf(&json!({"model_type": "gpt2"})).is_err());
+}
+
+/// The decode plan: built at a step's first use of an attention split count, then only recorded.
+/// Pipelined greedy steps (each reading the id the previous one chose on the GPU) give the ids
+/// of the per-call path, across the 256-key boundary where the split count (and so the plan)
+/// changes; a steady-state step creates no buffer, bind group or pipeline, submits once, writes
+/// only the 16-byte step uniform and reads back 4 bytes; a step fed a token from the CPU gives
+/// the per-call path's logits bit for bit (same kernels, same order).
+#[test]
+fn decode_plan_is_built_once_and_matches_the_per_call_path() {
+    // Contexts of its own: the shared ones count other tests' work running alongside.
+    for portable in [false, true] {
+        let row_gemv = portable.then(|| !ctx().caps.row_gemv);
+        let own = webgpu_llm::Context::new_blocking(webgpu_llm::ContextOptions {
+            portable_only: portable,
+            row_gemv,
+            ..Default::default()
+        })
+        .unwrap();
+        check_decode_plan(&own);
+    }
+}
+
+fn check_decode_plan(ctx: &webgpu_llm::Context) {
+    let mut rng = Rng::new(seed("decode plan"));
+    let cfg = Config::from_hf(&config("qwen2")).unwrap();
+    let mut src = CpuTensors { tensors: random_tensors(&cfg, &mut rng), policy: QuantPolicy::Q4 };
+    let opts = StateOptions { context: 300, max_batch: 64, kv_dtype: KvDtype::F16 };
+    let mut model = Model::new(ctx, cfg.clone(), &mut src, opts).unwrap();
+    let prompt: Vec<u32> = (0..250).map(|_| rng.below(cfg.vocab as u64) as u32).collect();
+    let steps = 11u32;
+
+    // The per-call path: kernels built for each call, greedy ids read from next_id.
+    let mut want_ids = Vec::new();
+    let mut want_logits = Vec::new();
+    let mut logits = pollster::block_on(model.logits(ctx, &prompt, 0, Logits::Last)).unwrap();
+    for i in 0..=steps {
+        let id = read_u32(ctx, &model.state.next_id, 1)[0];
+        want_ids.push(id);
+        want_logits.push(logits.clone());
+        if i < steps {
+            logits = pollster::block_on(model.logits(ctx, &[id], 250 + i, Logits::Last)).unwrap();
+        }
+    }
+
+    // Pipelined: up to 3 steps in flight, ids stay on the GPU between steps.
+    model.submit_prompt(ctx, &prompt, 0, Readback::Id).unwrap();
+    let mut got = vec![pollster::block_on(model.read_id(ctx)).unwrap()];
+    let mut submitted = 0;
+    for j in 0..steps {
+        while submitted < (j + 3).min(steps) {
+            model.submit_decode(ctx, 250 + submitted, None, Readback::Id).unwrap();
+            submitted += 1;
+        }
+        got.push(pollster::block_on(model.read_id(ctx)).unwrap());
+    }
+    assert_eq!(got, want_ids, "pipelined greedy ids vs the per-call path");
+
+    // Steady state: the plan for positions < 256 exists now.
+    model.submit_prompt(ctx, &prompt, 0, Readback::Id).unwrap();
+    pollster::block_on(model.read_id(ctx)).unwrap();
+    let before = ctx.counters();
+    for pos in 250..256 {
+        model.submit_decode(ctx, pos, None, Readback::Id).unwrap();
+        pollster::block_on(model.read_id(ctx)).unwrap();
+    }
+    let d = ctx.counters().since(&before);
+    assert_eq!((d.buffers_created, d.bind_groups_created, d.pipelines_created), (0, 0, 0), "{d:?}");
+    assert_eq!((d.submits, d.bytes_read_back, d.bytes_written), (6, 6 * 4, 6 * 16), "{d:?}");
+    // Per layer: norm, stacked q|k|v, RoPE + KV write, attention, o, norm, stacked gate|up with
+    // SwiGLU, down; then embedding, final norm, lm_head, argmax (vocab ≤ 2048: one pass).
+    assert_eq!(d.dispatches, 6 * (8 * cfg.n_layers as u64 + 4), "{d:?}");
+
+    // Tokens from the CPU (sampling), the logits row back.
+    model.submit_prompt(ctx, &prompt, 0, Readback::Logits).unwrap();
+    assert_eq!(pollster::block_on(model.read_logits(ctx)).unwrap(), want_logits[0]);
+    for i in 0..steps {
+        model.submit_decode(ctx, 250 + i, Some(want_ids[i as usize]), Readback::Logits).unwrap();
+        let row = pollster::block_on(model.read_logits(ctx)).unwrap();
+        assert_eq!(row, want_logits[i as usize + 1], "logits after step {i}");
+    }
+
+    // Bad input is an error and leaves the model usable.
+    assert!(model.submit_decode(ctx, 300, None, Readback::Id).is_err(), "past the context");
+    assert!(model.submit_decode(ctx, 10, Some(cfg.vocab), Readback::Id).is_err(), "id ≥ vocab");
+    model.submit_decode(ctx, 250, Some(want_ids[0]), Readback::Id).unwrap();
+    assert_eq!(pollster::block_on(model.read_id(ctx)).unwrap(), want_ids[1]);
 }

@@ -12,7 +12,8 @@
 mod common;
 use common::*;
 use std::sync::OnceLock;
-use webgpu_llm::ops::matmul::{chunk_byte_ranges, chunk_rows, matmul, Epilogue, QuantMatrix};
+use webgpu_llm::ops::matmul::{chunk_byte_ranges, chunk_rows, matmul, matmul_swiglu, Epilogue, QuantMatrix};
+use webgpu_llm::ops::swiglu::swiglu;
 use webgpu_llm::quant::{dequantize, group_offset, quantize, PackedMatrix, WeightFormat, GROUP};
 use webgpu_llm::{Context, ContextOptions, GpuError};
 
@@ -91,7 +92,8 @@ fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case) -> usize {
     let xb = upload_f32(ctx, &x);
     let yb = upload_f32(ctx, &y0);
     let bb = bias.then(|| upload_f32(ctx, &b));
-    let kernels = matmul(ctx, &xb, &wm, &yb, m as u32, Epilogue { bias: bb.as_ref(), accumulate }).unwrap();
+    let kernels =
+        matmul(ctx, &xb, &wm, &yb, m as u32, Epilogue { bias: bb.as_ref(), accumulate, ..Default::default() }).unwrap();
     assert_eq!(kernels.len(), wm.chunks.len());
     ctx.run(&kernels.iter().collect::<Vec<_>>());
     let got = read_f32(ctx, &yb, m * n);
@@ -234,7 +236,7 @@ fn bad_shapes_are_errors() {
     let short_x1 = ctx.storage("x", ((k - 32) * 4) as u64).unwrap();
     assert!(msg(matmul(ctx, &short_x1, &w, &y, 1, plain)).contains("`x`"), "GEMV checks x too");
     assert!(msg(matmul(ctx, &x, &w, &short_y, m as u32, plain)).contains("`y`"));
-    let bias = Epilogue { bias: Some(&short_b), accumulate: false };
+    let bias = Epilogue { bias: Some(&short_b), ..Default::default() };
     assert!(msg(matmul(ctx, &x, &w, &y, m as u32, bias)).contains("`bias`"));
     assert!(msg(matmul(ctx, &x, &w, &y, 0, plain)).contains("m = 0"));
     let xy = ctx.storage("xy", (m * k * 4) as u64).unwrap();
@@ -287,4 +289,63 @@ fn ragged_rows_do_not_read_their_neighbours() {
             assert_within(&format!("poisoned neighbours {format:?} m={m}"), &got, &want, &tol);
         }
     }
+}
+
+/// Decode's fused MLP GEMV: gate and up stacked into one matrix on the GPU (every value kept),
+/// one dispatch writing silu(gate·x) · (up·x), against the unfused gate GEMV, up GEMV and SwiGLU
+/// kernel: the same dot products in the same order and the same silu, so equal to 1 ulp-ish
+/// (exp may differ between pipelines). Also the layout fields: x from row 2 of three, y into
+/// columns 3.. of wider rows, the columns around left alone.
+#[test]
+fn stacked_swiglu_gemv_matches_unfused() {
+    let mut rng = Rng::new(seed("matmul swiglu"));
+    for (name, ctx) in contexts() {
+        for format in WeightFormat::ALL {
+            let (ffn, k) = (64usize, ks(format)[0]);
+            let gate =
+                QuantMatrix::upload(ctx, "g", &quantize(format, &rng.vec(ffn * k, 0.5), ffn, k).unwrap()).unwrap();
+            let up = QuantMatrix::upload(ctx, "u", &quantize(format, &rng.vec(ffn * k, 0.5), ffn, k).unwrap()).unwrap();
+            let stacked = QuantMatrix::stack(ctx, "gu", &[&gate, &up]).unwrap().expect("stackable");
+            assert_eq!((stacked.n, stacked.k, stacked.chunks.len()), (2 * ffn as u32, k as u32, 1));
+            let xb = upload_f32(ctx, &rng.vec(3 * k, 1.0));
+            let last = Epilogue { x_row0: 2, ..Default::default() };
+            let (gb, ub, hb) =
+                (upload_f32(ctx, &vec![0.0; ffn]), upload_f32(ctx, &vec![0.0; ffn]), upload_f32(ctx, &vec![0.0; ffn]));
+            let mut unfused = matmul(ctx, &xb, &gate, &gb, 1, last).unwrap();
+            unfused.extend(matmul(ctx, &xb, &up, &ub, 1, last).unwrap());
+            unfused.push(swiglu(ctx, &gb, &ub, &hb, 1, ffn as u32).unwrap());
+            ctx.run(&unfused.iter().collect::<Vec<_>>());
+            let want: Vec<f64> = read_f32(ctx, &hb, ffn).iter().map(|&v| v as f64).collect();
+
+            let width = ffn + 5;
+            let yb = upload_f32(ctx, &vec![7.0; width]);
+            let at = Epilogue { x_row0: 2, y_stride: width as u32, y_col0: 3, ..Default::default() };
+            let fused = matmul_swiglu(ctx, &xb, &stacked, &yb, at).unwrap();
+            assert_eq!(fused.len(), 1);
+            ctx.run(&fused.iter().collect::<Vec<_>>());
+            let got = read_f32(ctx, &yb, width);
+            let what = format!("{name} {format:?} stacked SwiGLU GEMV");
+            assert_close(&what, &got[3..3 + ffn], &want, 1e-6, 1e-5);
+            assert!(got[..3].iter().chain(&got[3 + ffn..]).all(|&v| v == 7.0), "{what}: columns outside written");
+        }
+    }
+    // Not stackable: mixed formats, or a part split into chunks.
+    let ctx = ctx();
+    let m = |f: WeightFormat, n: usize| {
+        QuantMatrix::upload(ctx, "m", &quantize(f, &vec![0.5; n * 96], n, 96).unwrap()).unwrap()
+    };
+    assert!(QuantMatrix::stack(ctx, "x", &[&m(WeightFormat::Q4, 64), &m(WeightFormat::Q8, 64)]).unwrap().is_none());
+    let split = ctx_split();
+    let big =
+        QuantMatrix::upload(split, "b", &quantize(WeightFormat::F32, &vec![0.5; 257 * 96], 257, 96).unwrap()).unwrap();
+    assert!(big.chunks.len() > 1);
+    assert!(QuantMatrix::stack(split, "x", &[&big, &big]).unwrap().is_none());
+    assert!(matmul_swiglu(
+        split,
+        &upload_f32(split, &[0.0; 96]),
+        &big,
+        &upload_f32(split, &[0.0; 257]),
+        Epilogue::default()
+    )
+    .is_err());
 }

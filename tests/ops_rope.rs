@@ -11,9 +11,11 @@
 //! One context only: RoPE has no feature-dependent path.
 
 mod common;
-use common::reference::{rope as reference, rope_mscale};
+use common::reference::{rope as reference, rope_f64, rope_mscale};
 use common::*;
-use webgpu_llm::ops::rope::{rope, rope_set_pos0, RopeConfig, RopePairing, RopeScaling, RopeTable};
+use webgpu_llm::ops::kv_write::{KvCacheShape, KvDtype};
+use webgpu_llm::ops::rope::{rope, rope_kv, QkNorm, RopeConfig, RopePairing, RopeScaling, RopeTable};
+use webgpu_llm::ops::{Pos, StepBuffer};
 
 const ATOL: f64 = 2e-6;
 
@@ -159,11 +161,20 @@ fn rope_kernel_moves_to_new_position() {
     let table = RopeTable::new(ctx, &cfg, 4096).unwrap();
     let x = rng.vec(2 * 64, 1.0);
     let xb = upload_f32(ctx, &x);
-    let k = rope(ctx, &xb, &table, 2, 1, 0).unwrap();
-    rope_set_pos0(ctx, &k, 1234).unwrap();
+    // Built once at position 0, reading its position from a step buffer: run at 1234, then at 7
+    // on the rotated result, without rebuilding.
+    let step = StepBuffer::new(ctx);
+    let k = rope(ctx, &xb, &table, 2, 1, Pos::Step { buf: &step, first: 0 }).unwrap();
+    step.set(ctx, 1234);
     ctx.run(&[&k]);
-    let want = reference(&x, &cfg, &ref_inv_freq(&cfg, 4096), 1.0, 2, 1, 1234);
-    assert_close("rope after rope_set_pos0", &read_f32(ctx, &xb, x.len()), &want, ATOL, 0.0);
+    let inv = ref_inv_freq(&cfg, 4096);
+    let want = reference(&x, &cfg, &inv, 1.0, 2, 1, 1234);
+    let got = read_f32(ctx, &xb, x.len());
+    assert_close("rope at step position 1234", &got, &want, ATOL, 0.0);
+    step.set(ctx, 7);
+    ctx.run(&[&k]);
+    let want = reference(&got, &cfg, &inv, 1.0, 2, 1, 7);
+    assert_close("rope at step position 7", &read_f32(ctx, &xb, x.len()), &want, ATOL, 0.0);
 }
 
 #[test]
@@ -200,5 +211,104 @@ fn llama32() -> RopeConfig {
             original_max_position: 8192,
         },
         ..RopeConfig::new(64, 500000.0, RopePairing::Half)
+    }
+}
+
+/// rope_kv, decode's one kernel between the q|k|v projection and attention, against the f64
+/// reference: q heads (per-head RMS-normed first when asked, Qwen3) rotated into q_out; k heads
+/// the same and v heads as they are, into cache positions pos0..pos0 + t as f32 words or f16
+/// pairs; every other cache word untouched. Full and partial rotary, both pairings.
+/// Tolerance: as rope's (ATOL) plus the norm's few f32 roundings (1e-5 relative); f16 words hold
+/// values to 2⁻¹¹ relative, so k in an f16 cache gets 1e-3; v is compared word for word.
+#[test]
+fn rope_kv_matches_reference() {
+    let mut rng = Rng::new(seed("rope_kv"));
+    let (n_heads, n_kv, hd, t, pos0, capacity) = (6usize, 2usize, 32usize, 3usize, 5u32, 10u32);
+    let (q_dim, kv_dim) = (n_heads * hd, n_kv * hd);
+    let stride = q_dim + 2 * kv_dim;
+    let eps = 1e-6f32;
+    for (name, ctx) in contexts() {
+        for (pairing, rotary) in [(RopePairing::Half, 32), (RopePairing::Interleaved, 32), (RopePairing::Half, 24)] {
+            for dtype in [KvDtype::F32, KvDtype::F16] {
+                for norm in [false, true] {
+                    let what = format!("rope_kv {name} {pairing:?} rotary={rotary} {dtype:?} norm={norm}");
+                    let cfg = RopeConfig { rotary_dim: rotary, ..RopeConfig::new(hd as u32, 10000.0, pairing) };
+                    let table = RopeTable::new(ctx, &cfg, 4096).unwrap();
+                    let inv = ref_inv_freq(&cfg, 4096);
+                    let qkv = rng.vec(t * stride, 2.0);
+                    let (qn, kn) = (rng.vec(hd, 0.2), rng.vec(hd, 0.2));
+                    let shape = KvCacheShape { n_kv_heads: n_kv as u32, head_dim: hd as u32, capacity, dtype };
+                    let words = (shape.bytes() / 4) as usize;
+                    let old: Vec<u32> = (0..2 * words).map(|_| rng.next_u64() as u32).collect();
+                    let (ck, cv) = (upload_u32(ctx, &old[..words]), upload_u32(ctx, &old[words..]));
+                    let (qkv_b, q_out) = (upload_f32(ctx, &qkv), upload_f32(ctx, &vec![f32::NAN; t * q_dim]));
+                    let (qn_b, kn_b) = (upload_f32(ctx, &qn), upload_f32(ctx, &kn));
+                    let qk = norm.then(|| QkNorm { q: &qn_b, k: &kn_b, eps });
+                    let k = rope_kv(ctx, &qkv_b, &q_out, &ck, &cv, &table, n_heads as u32, &shape, t as u32, pos0, qk)
+                        .unwrap();
+                    ctx.run(&[&k]);
+
+                    // The reference: each head normed (optionally), then rotated at its row's position.
+                    let head = |row: usize, col: usize, w: &[f32]| -> Vec<f64> {
+                        let mut x: Vec<f64> = qkv[row * stride + col..][..hd].iter().map(|&v| v as f64).collect();
+                        if norm {
+                            let r = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / hd as f64 + eps as f64).sqrt();
+                            x.iter_mut().zip(w).for_each(|(v, &g)| *v *= r * g as f64);
+                        }
+                        rope_f64(&mut x, &cfg, &inv, 1.0, 1, 1, pos0 + row as u32);
+                        x
+                    };
+                    let mut want_q = Vec::new();
+                    for r in 0..t {
+                        for h in 0..n_heads {
+                            want_q.extend(head(r, h * hd, &qn));
+                        }
+                    }
+                    assert_close(&format!("{what}: q"), &read_f32(ctx, &q_out, t * q_dim), &want_q, 1e-5, 1e-5);
+
+                    let (got_k, got_v) = (read_u32(ctx, &ck, words), read_u32(ctx, &cv, words));
+                    let rw = shape.row_words() as usize;
+                    let mut want_v = old[words..].to_vec();
+                    let mut seen_k = vec![false; words];
+                    for row in 0..t {
+                        for h in 0..n_kv {
+                            let at = (h * capacity as usize + pos0 as usize + row) * rw;
+                            let kh = head(row, q_dim + h * hd, &kn);
+                            let got: Vec<f32> = match dtype {
+                                KvDtype::F32 => got_k[at..at + rw].iter().map(|&w| f32::from_bits(w)).collect(),
+                                KvDtype::F16 => got_k[at..at + rw]
+                                    .iter()
+                                    .flat_map(|&w| {
+                                        [
+                                            half::f16::from_bits(w as u16).to_f32(),
+                                            half::f16::from_bits((w >> 16) as u16).to_f32(),
+                                        ]
+                                    })
+                                    .collect(),
+                            };
+                            let (atol, rtol) = if dtype == KvDtype::F16 { (1e-3, 1e-3) } else { (1e-5, 1e-5) };
+                            assert_close(&format!("{what}: k row {row} head {h}"), &got, &kh, atol, rtol);
+                            seen_k[at..at + rw].iter_mut().for_each(|s| *s = true);
+                            let v = &qkv[row * stride + q_dim + kv_dim + h * hd..][..hd];
+                            let vw: Vec<u32> = match dtype {
+                                KvDtype::F32 => v.iter().map(|x| x.to_bits()).collect(),
+                                KvDtype::F16 => v
+                                    .chunks(2)
+                                    .map(|c| {
+                                        half::f16::from_f32(c[0]).to_bits() as u32
+                                            | (half::f16::from_f32(c[1]).to_bits() as u32) << 16
+                                    })
+                                    .collect(),
+                            };
+                            want_v[at..at + rw].copy_from_slice(&vw);
+                        }
+                    }
+                    assert_eq!(got_v, want_v, "{what}: v cache words");
+                    for (i, (&g, &o)) in got_k.iter().zip(&old[..words]).enumerate() {
+                        assert!(seen_k[i] || g == o, "{what}: k cache word {i} outside the written rows changed");
+                    }
+                }
+            }
+        }
     }
 }

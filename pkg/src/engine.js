@@ -190,5 +190,6 @@ function toResult(s) {
     completionTokens: s.completionTokens,
     finishReason: s.finishReason,
     timings: s.timings,
+    stats: s.stats,
   };
 }

@@ -2,6 +2,7 @@
 //! shader modules and pipelines are compiled once and cached, buffers are created (and size-checked) here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use wgpu::util::DeviceExt;
@@ -63,6 +64,74 @@ impl PipelineKey {
     }
 }
 
+/// What the context has created and done since it was opened: always on (relaxed atomic adds),
+/// so a benchmark or a test can take two snapshots and subtract them ([`Counters::since`]).
+/// Everything that creates a GPU object, writes, records, submits or reads back goes through
+/// the context, so these are complete for the engine's own work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub buffers_created: u64,
+    /// Bytes of all buffers created.
+    pub buffer_bytes_created: u64,
+    /// Bytes of buffers alive now: created minus released (see [`Context::release`]); buffers
+    /// the engine drops without releasing are few and small (per-call kernel uniforms).
+    pub buffer_bytes_live: u64,
+    /// The most `buffer_bytes_live` has been.
+    pub peak_buffer_bytes: u64,
+    pub bind_groups_created: u64,
+    pub pipelines_created: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Queue submissions (a `write_buffer` rides on the next one).
+    pub submits: u64,
+    /// Bytes given to `queue.write_buffer`.
+    pub bytes_written: u64,
+    /// Bytes copied back to the CPU.
+    pub bytes_read_back: u64,
+}
+
+impl Counters {
+    /// The work done between `earlier` and `self`.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            buffers_created: self.buffers_created - earlier.buffers_created,
+            buffer_bytes_created: self.buffer_bytes_created - earlier.buffer_bytes_created,
+            buffer_bytes_live: self.buffer_bytes_live,
+            peak_buffer_bytes: self.peak_buffer_bytes,
+            bind_groups_created: self.bind_groups_created - earlier.bind_groups_created,
+            pipelines_created: self.pipelines_created - earlier.pipelines_created,
+            dispatches: self.dispatches - earlier.dispatches,
+            submits: self.submits - earlier.submits,
+            bytes_written: self.bytes_written - earlier.bytes_written,
+            bytes_read_back: self.bytes_read_back - earlier.bytes_read_back,
+        }
+    }
+}
+
+#[derive(Default)]
+struct AtomicCounters {
+    buffers_created: AtomicU64,
+    buffer_bytes_created: AtomicU64,
+    buffer_bytes_released: AtomicU64,
+    peak_buffer_bytes: AtomicU64,
+    bind_groups_created: AtomicU64,
+    pipelines_created: AtomicU64,
+    dispatches: AtomicU64,
+    submits: AtomicU64,
+    bytes_written: AtomicU64,
+    bytes_read_back: AtomicU64,
+}
+
+/// A copy recorded after a submission's kernels: `bytes` from `src` at `src_offset` into
+/// `dst` at `dst_offset` (e.g. a step's token id into a [`ReadbackRing`] slot).
+pub struct CopyAfter<'a> {
+    pub src: &'a wgpu::Buffer,
+    pub src_offset: u64,
+    pub dst: &'a wgpu::Buffer,
+    pub dst_offset: u64,
+    pub bytes: u64,
+}
+
 pub struct Context {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -75,7 +144,14 @@ pub struct Context {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Errors wgpu reports outside a scope (it would panic by default); surfaced by the next readback.
     uncaptured: std::sync::Arc<Mutex<Vec<String>>>,
+    counters: AtomicCounters,
+    /// Idle MAP_READ buffers, reused by `read_bytes` so repeated readbacks allocate nothing.
+    staging: Mutex<Vec<wgpu::Buffer>>,
 }
+
+/// `read_bytes` keeps at most this many idle staging buffers, each at most `STAGING_KEEP_BYTES`.
+const STAGING_KEEP: usize = 4;
+const STAGING_KEEP_BYTES: u64 = 16 << 20;
 
 impl Context {
     /// Open the default adapter with its own maxima for buffer and binding sizes.
@@ -148,6 +224,8 @@ impl Context {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
+            counters: AtomicCounters::default(),
+            staging: Mutex::new(Vec::new()),
         })
     }
 
@@ -155,6 +233,51 @@ impl Context {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking(opts: ContextOptions) -> Result<Self> {
         pollster::block_on(Self::new(opts))
+    }
+
+    /// A snapshot of the counters (see [`Counters`]).
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        Counters {
+            buffers_created: c.buffers_created.load(Relaxed),
+            buffer_bytes_created: c.buffer_bytes_created.load(Relaxed),
+            buffer_bytes_live: c
+                .buffer_bytes_created
+                .load(Relaxed)
+                .saturating_sub(c.buffer_bytes_released.load(Relaxed)),
+            peak_buffer_bytes: c.peak_buffer_bytes.load(Relaxed),
+            bind_groups_created: c.bind_groups_created.load(Relaxed),
+            pipelines_created: c.pipelines_created.load(Relaxed),
+            dispatches: c.dispatches.load(Relaxed),
+            submits: c.submits.load(Relaxed),
+            bytes_written: c.bytes_written.load(Relaxed),
+            bytes_read_back: c.bytes_read_back.load(Relaxed),
+        }
+    }
+
+    fn count_buffer(&self, bytes: u64) {
+        let c = &self.counters;
+        c.buffers_created.fetch_add(1, Relaxed);
+        let created = c.buffer_bytes_created.fetch_add(bytes, Relaxed) + bytes;
+        c.peak_buffer_bytes.fetch_max(created.saturating_sub(c.buffer_bytes_released.load(Relaxed)), Relaxed);
+    }
+
+    /// Free `buffer` now (wgpu keeps it until submitted work using it is done) and count its
+    /// bytes as released, e.g. the parts of a stacked matrix.
+    pub fn release(&self, buffer: wgpu::Buffer) {
+        self.counters.buffer_bytes_released.fetch_add(buffer.size(), Relaxed);
+        buffer.destroy();
+    }
+
+    /// `queue.write_buffer`, counted; the data reaches the GPU before the next submission's work.
+    pub fn write(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        self.counters.bytes_written.fetch_add(data.len() as u64, Relaxed);
+        self.queue.write_buffer(buffer, offset, data);
+    }
+
+    fn submit(&self, command_buffers: Vec<wgpu::CommandBuffer>) -> wgpu::SubmissionIndex {
+        self.counters.submits.fetch_add(1, Relaxed);
+        self.queue.submit(command_buffers)
     }
 
     /// Largest byte range one storage binding may cover; tensors above it are split by rows.
@@ -220,6 +343,7 @@ impl Context {
         if let Some(err) = block_on_scope(scope) {
             return Err(GpuError::Shader { shader: key.shader.name(), message: format!("{label}: {err}") });
         }
+        self.counters.pipelines_created.fetch_add(1, Relaxed);
         self.pipelines.lock().map_err(|_| poisoned())?.insert(key.clone(), pipeline.clone());
         Ok(pipeline)
     }
@@ -240,6 +364,7 @@ impl Context {
     pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
         let size = bytes.max(4).next_multiple_of(4);
         self.check_size(label, size)?;
+        self.count_buffer(size);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -252,6 +377,7 @@ impl Context {
     pub fn storage_init(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer> {
         self.check_size(label, data.len() as u64)?;
         if data.len() % 4 == 0 && !data.is_empty() {
+            self.count_buffer(data.len() as u64);
             return Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: data,
@@ -265,6 +391,7 @@ impl Context {
 
     /// A small uniform buffer for an op's parameters.
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
+        self.count_buffer(std::mem::size_of::<T>() as u64);
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::bytes_of(params),
@@ -301,6 +428,7 @@ impl Context {
             .iter()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
             .collect();
+        self.counters.bind_groups_created.fetch_add(1, Relaxed);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(label),
@@ -327,6 +455,28 @@ impl Context {
 
     /// Record kernels into one compute pass of a new command buffer and submit it.
     pub fn run(&self, kernels: &[&super::Kernel]) {
+        self.run_then_copy(kernels, &[]);
+    }
+
+    /// `run`, with `copies` recorded after the pass in the same command buffer: one submission.
+    pub fn run_then_copy(&self, kernels: &[&super::Kernel], copies: &[CopyAfter<'_>]) -> wgpu::SubmissionIndex {
+        let commands = self.encode(kernels, copies);
+        self.submit_encoded(commands)
+    }
+
+    /// Buffer-to-buffer copies in one submission (e.g. stacking matrices at load).
+    pub fn copy_buffers(&self, copies: &[CopyAfter<'_>]) {
+        self.run_then_copy(&[], copies);
+    }
+
+    /// Submit what [`encode`](Self::encode) recorded.
+    pub fn submit_encoded(&self, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        self.submit(vec![commands])
+    }
+
+    /// Record kernels into one compute pass, then `copies`, without submitting (so the CPU cost
+    /// of encoding can be timed apart from the driver's submit, which CPU drivers run inline).
+    pub fn encode(&self, kernels: &[&super::Kernel], copies: &[CopyAfter<'_>]) -> wgpu::CommandBuffer {
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
         {
             let mut pass =
@@ -335,13 +485,59 @@ impl Context {
                 k.record(&mut pass);
             }
         }
-        self.queue.submit([encoder.finish()]);
+        self.counters.dispatches.fetch_add(kernels.len() as u64, Relaxed);
+        for c in copies {
+            encoder.copy_buffer_to_buffer(c.src, c.src_offset, c.dst, c.dst_offset, c.bytes);
+        }
+        encoder.finish()
+    }
+
+    /// A buffer the CPU can map for reading, filled by [`CopyAfter`]s (see [`ReadbackRing`]).
+    pub fn readback_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(4).next_multiple_of(4);
+        self.check_size(label, size)?;
+        self.count_buffer(size);
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Start mapping `staging` (a [`readback_buffer`](Self::readback_buffer) whose copy went in
+    /// submission `after`); [`finish_map`](Self::finish_map) waits for it and takes the bytes.
+    pub fn start_map(&self, staging: &wgpu::Buffer, after: wgpu::SubmissionIndex) -> PendingMap {
+        let (tx, rx) = futures_oneshot();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        PendingMap { rx, after }
+    }
+
+    /// Wait for `pending` (natively by polling the device; in the browser the map resolves on
+    /// the event loop, so nothing blocks), copy out the first `bytes` bytes and unmap. Fails with
+    /// any GPU error reported since the previous readback.
+    pub async fn finish_map(&self, staging: &wgpu::Buffer, pending: PendingMap, bytes: u64) -> Result<Vec<u8>> {
+        // Natively, wait for the submission that filled it, not for steps queued after it.
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(pending.after), timeout: None })
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        pending.rx.await.map_err(|e| GpuError::Readback(e.to_string()))?;
+        let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        self.counters.bytes_read_back.fetch_add(bytes, Relaxed);
+        match self.take_error() {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Submit queued `write_buffer` data (natively, wait for it, so wgpu's staging copies stay
     /// bounded while a model streams in) and surface any GPU error reported so far.
     pub fn flush_writes(&self) -> Result<()> {
-        self.queue.submit([]);
+        self.submit(Vec::new());
         #[cfg(not(target_arch = "wasm32"))]
         self.wait()?;
         match self.take_error() {
@@ -366,31 +562,31 @@ impl Context {
 
     /// Copy `bytes` bytes at `offset` of `buffer` back to the CPU. Fails with any GPU error
     /// reported since the previous readback, so a bad dispatch is not mistaken for a result.
+    /// Staging buffers are pooled, so a repeated readback of the same size allocates nothing.
     pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
-        let size = bytes.next_multiple_of(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let size = bytes.max(4).next_multiple_of(4);
+        let pooled = {
+            let mut pool = self.staging.lock().map_err(|_| poisoned())?;
+            pool.iter().position(|b| b.size() >= size).map(|i| pool.swap_remove(i))
+        };
+        let staging = match pooled {
+            Some(b) => b,
+            None => self.readback_buffer("readback", size)?,
+        };
         let mut encoder =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        self.queue.submit([encoder.finish()]);
-        let (tx, rx) = futures_oneshot();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
-        rx.await.map_err(|e| GpuError::Readback(e.to_string()))?;
-        let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
-        let out = view[..bytes as usize].to_vec();
-        drop(view);
-        staging.unmap();
-        match self.take_error() {
-            Some(e) => Err(e),
-            None => Ok(out),
+        let index = self.submit(vec![encoder.finish()]);
+        let pending = self.start_map(&staging, index);
+        let out = self.finish_map(&staging, pending, bytes).await;
+        let mut pool = self.staging.lock().map_err(|_| poisoned())?;
+        if staging.size() <= STAGING_KEEP_BYTES && pool.len() < STAGING_KEEP {
+            pool.push(staging);
+        } else {
+            drop(pool);
+            self.release(staging);
         }
+        out
     }
 
     pub async fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
@@ -429,6 +625,13 @@ fn block_on_scope(scope: wgpu::ErrorScopeGuard) -> Option<wgpu::Error> {
         drop(scope.pop());
         None
     }
+}
+
+/// A buffer map in flight (see [`Context::start_map`]).
+pub struct PendingMap {
+    rx: OneshotRx<std::result::Result<(), wgpu::BufferAsyncError>>,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    after: wgpu::SubmissionIndex,
 }
 
 /// A minimal one-shot channel usable from a wgpu callback on both native and wasm.

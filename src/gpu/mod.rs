@@ -5,7 +5,7 @@ pub mod context;
 pub mod error;
 pub mod shaders;
 
-pub use context::{Capabilities, Context, ContextOptions, PipelineKey};
+pub use context::{Capabilities, Context, ContextOptions, CopyAfter, Counters, PendingMap, PipelineKey};
 pub use error::{ensure, GpuError, Result};
 pub use shaders::Shader;
 
@@ -61,5 +61,70 @@ impl Kernel {
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// A ring of small buffers the CPU maps for reading: each submission copies its result (a token
+/// id) into the next free slot, and the CPU takes results oldest first. Several steps can be in
+/// flight (pipelined decode) and nothing is allocated per step.
+pub struct ReadbackRing {
+    slots: Vec<(wgpu::Buffer, Option<PendingMap>)>,
+    bytes: u64,
+    /// Slot the next copy goes to; slots `next - in_flight .. next` (mod len) are in flight.
+    next: usize,
+    in_flight: usize,
+}
+
+impl ReadbackRing {
+    pub fn new(ctx: &Context, label: &str, slots: usize, bytes: u64) -> Result<Self> {
+        ensure(slots > 0 && bytes > 0, "ReadbackRing", || format!("{slots} slots of {bytes} bytes"))?;
+        let slots = (0..slots)
+            .map(|i| Ok((ctx.readback_buffer(&format!("{label}.{i}"), bytes)?, None)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { slots, bytes, next: 0, in_flight: 0 })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The copy of `src[offset..offset + bytes]` into the next slot, to record in a submission;
+    /// call [`submitted`](Self::submitted) after submitting it. Fails when every slot is in flight.
+    pub fn copy_from<'a>(&'a self, src: &'a wgpu::Buffer, offset: u64) -> Result<CopyAfter<'a>> {
+        ensure(self.in_flight < self.slots.len(), "ReadbackRing", || {
+            format!("all {} slots are in flight; read one first", self.slots.len())
+        })?;
+        let dst = &self.slots[self.next].0;
+        Ok(CopyAfter { src, src_offset: offset, dst, dst_offset: 0, bytes: self.bytes })
+    }
+
+    /// The copy from [`copy_from`](Self::copy_from) went in submission `index`: start mapping its slot.
+    pub fn submitted(&mut self, ctx: &Context, index: wgpu::SubmissionIndex) {
+        let slot = &mut self.slots[self.next];
+        slot.1 = Some(ctx.start_map(&slot.0, index));
+        self.next = (self.next + 1) % self.slots.len();
+        self.in_flight += 1;
+    }
+
+    /// The oldest result in flight (waits for it).
+    pub async fn read(&mut self, ctx: &Context) -> Result<Vec<u8>> {
+        ensure(self.in_flight > 0, "ReadbackRing", || "nothing in flight to read".into())?;
+        let n = self.slots.len();
+        let i = (self.next + n - self.in_flight) % n;
+        let pending = self.slots[i].1.take().ok_or_else(|| GpuError::Readback("slot was not mapped".into()))?;
+        self.in_flight -= 1;
+        ctx.finish_map(&self.slots[i].0, pending, self.bytes).await
+    }
+
+    /// Wait for and drop every result in flight (e.g. surplus pipelined steps), leaving the ring empty.
+    pub async fn drain(&mut self, ctx: &Context) -> Result<()> {
+        while self.in_flight > 0 {
+            self.read(ctx).await?;
+        }
+        Ok(())
     }
 }

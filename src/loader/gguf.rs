@@ -1394,7 +1394,7 @@ fn write_overlap(
     }
     match bytes.get((start - from.start) as usize..(end - from.start) as usize) {
         Some(piece) => {
-            ctx.queue.write_buffer(buffer, start - to.start, piece);
+            ctx.write(buffer, start - to.start, piece);
             piece.len() as u64
         }
         None => 0,

@@ -329,7 +329,7 @@ fn route(ctx: &Context, routes: &[Route], at: u64, bytes: &[u8]) {
     for r in routes[first..].iter().take_while(|r| r.offset < end) {
         let (start, stop) = (at.max(r.offset), end.min(r.offset + r.bytes));
         if let Some(piece) = bytes.get((start - at) as usize..(stop - at) as usize) {
-            ctx.queue.write_buffer(&r.buffer, r.buffer_offset + (start - r.offset), piece);
+            ctx.write(&r.buffer, r.buffer_offset + (start - r.offset), piece);
         }
     }
 }

@@ -4,13 +4,18 @@
 
 use super::config::Config;
 use super::weights::{GateUp, Linear, Qkv, Weights};
-use crate::gpu::{ensure, Context, Kernel, Result};
+use std::collections::HashMap;
+
+use crate::gpu::{ensure, Context, Kernel, ReadbackRing, Result};
+use crate::ops::argmax::{argmax_into, ArgmaxScratch};
 use crate::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
-use crate::ops::copy::{copy_cols, Cols};
-use crate::ops::matmul::{matmul, Epilogue};
-use crate::ops::rmsnorm::{rms_norm, rms_norm_inplace};
-use crate::ops::rope::{rope, RopeTable};
-use crate::ops::{argmax::argmax, embedding::embedding, kv_write::kv_write, swiglu};
+use crate::ops::matmul::{matmul, matmul_swiglu, swiglu_fusable, Epilogue};
+use crate::ops::rmsnorm::rms_norm;
+use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
+use crate::ops::{embedding::embedding, swiglu, Pos, StepBuffer};
+
+/// Ids read back per decoded token can be in flight at once (pipelined decode keeps ≤ 2).
+pub const ID_RING: usize = 4;
 
 /// Sizes the activations and the KV cache are allocated for.
 #[derive(Clone, Copy, Debug)]
@@ -22,18 +27,18 @@ pub struct StateOptions {
     pub kv_dtype: KvDtype,
 }
 
-/// Activations and the KV cache, allocated once. Shapes: t ≤ max_batch rows.
+/// Activations, the KV cache, per-step values and the decode plans, allocated once. Shapes:
+/// t ≤ max_batch rows. Everything a step binds lives here, so replacing a model's state drops
+/// the plans built on it.
 pub struct State {
     pub opts: StateOptions,
     ids: wgpu::Buffer,         // (max_batch) u32 token ids of this step
     x: wgpu::Buffer,           // (t, hidden) the residual stream
     xb: wgpu::Buffer,          // (t, hidden) normed x
     q: wgpu::Buffer,           // (t, q_dim)
-    k: wgpu::Buffer,           // (t, kv_dim)
-    v: wgpu::Buffer,           // (t, kv_dim)
-    qkv: Option<wgpu::Buffer>, // (t, q_dim + 2 kv_dim) fused projection output (Phi-3)
+    qkv: wgpu::Buffer,         // (t, q_dim + 2 kv_dim): the q|k|v projections, side by side
     att: wgpu::Buffer,         // (t, q_dim) attention output
-    gate: wgpu::Buffer,        // (t, ffn), or (t, 2 ffn) gate|up when fused
+    gate: wgpu::Buffer,        // (t, 2 ffn): gate, or gate|up when stacked
     up: wgpu::Buffer,          // (t, ffn)
     hb: wgpu::Buffer,          // (t, ffn) swiglu(gate, up)
     pub logits: wgpu::Buffer,  // (max_batch, vocab)
@@ -42,6 +47,16 @@ pub struct State {
     cache: Vec<(wgpu::Buffer, wgpu::Buffer)>, // per layer (K, V): (n_kv_heads, context, head_dim)
     scratch: AttentionScratch,
     rope: RopeTable,
+    /// Position of this step's row 0, read by RoPE, the KV write and attention.
+    pub(crate) step: StepBuffer,
+    argmax: ArgmaxScratch,
+    /// Chosen ids on their way back to the CPU, one slot per step in flight.
+    pub(crate) ids_back: ReadbackRing,
+    /// The last logits row on its way back (sampling on the CPU).
+    pub(crate) logits_back: ReadbackRing,
+    /// Decode-step kernels (t = 1, the token in `next_id[0]`), built once per attention split
+    /// count (it changes every `KEYS_PER_SPLIT` positions) and then only recorded.
+    pub(crate) plans: HashMap<u32, Vec<Kernel>>,
 }
 
 impl State {
@@ -62,16 +77,14 @@ impl State {
                 ctx.storage(&format!("cache.v.{l}"), kv_shape.bytes())?,
             ));
         }
-        let gate_width = if cfg.fused_proj { 2 * cfg.ffn } else { cfg.ffn } as u64;
+        let gate_width = 2 * cfg.ffn as u64; // gate|up stacked (any arch; see Weights::load)
         Ok(Self {
             opts,
             ids: ctx.storage("ids", t * 4)?,
             x: f32s("x", t * cfg.hidden as u64)?,
             xb: f32s("xb", t * cfg.hidden as u64)?,
             q: f32s("q", t * cfg.q_dim() as u64)?,
-            k: f32s("k", t * cfg.kv_dim() as u64)?,
-            v: f32s("v", t * cfg.kv_dim() as u64)?,
-            qkv: if cfg.fused_proj { Some(f32s("qkv", t * (cfg.q_dim() + 2 * cfg.kv_dim()) as u64)?) } else { None },
+            qkv: f32s("qkv", t * (cfg.q_dim() + 2 * cfg.kv_dim()) as u64)?,
             att: f32s("att", t * cfg.q_dim() as u64)?,
             gate: f32s("gate", t * gate_width)?,
             up: f32s("up", t * cfg.ffn as u64)?,
@@ -82,7 +95,48 @@ impl State {
             cache,
             scratch: AttentionScratch::new(ctx, opts.max_batch, cfg.n_heads, cfg.head_dim, 32)?,
             rope: RopeTable::new(ctx, &cfg.rope, opts.context)?,
+            step: StepBuffer::new(ctx),
+            argmax: ArgmaxScratch::new(ctx, opts.max_batch, cfg.vocab)?,
+            ids_back: ReadbackRing::new(ctx, "ids_back", ID_RING, 4)?,
+            logits_back: ReadbackRing::new(ctx, "logits_back", 1, cfg.vocab as u64 * 4)?,
+            plans: HashMap::new(),
         })
+    }
+}
+
+/// Where a step's token ids come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `t` ids the caller wrote to the state's id buffer (`State::write_ids`).
+    Ids(u32),
+    /// One id: `next_id[0]`, the previous step's choice (decode), so it never leaves the GPU.
+    Chosen,
+}
+
+impl State {
+    /// Put `tokens` in the id buffer for an `Input::Ids` step; they are checked against `vocab`.
+    pub fn write_ids(&self, ctx: &Context, tokens: &[u32], vocab: u32) -> Result<()> {
+        ensure(!tokens.is_empty() && tokens.len() <= self.opts.max_batch as usize, "forward", || {
+            format!("{} tokens in one step; the state holds 1..={}", tokens.len(), self.opts.max_batch)
+        })?;
+        if let Some(&bad) = tokens.iter().find(|&&id| id >= vocab) {
+            return Err(crate::gpu::GpuError::Shape {
+                op: "forward",
+                message: format!("token id {bad} ≥ vocab {vocab}"),
+            });
+        }
+        ctx.write(&self.ids, 0, bytemuck::cast_slice(tokens));
+        Ok(())
+    }
+
+    /// Set the position of the next step's row 0.
+    pub fn set_pos(&self, ctx: &Context, pos0: u32) {
+        self.step.set(ctx, pos0);
+    }
+
+    /// The decode plan a step at `pos` uses: its attention split count.
+    pub(crate) fn plan_key(&self, cfg: &Config, pos: u32) -> u32 {
+        crate::ops::attention::auto_splits(&AttentionShape::new(cfg.n_heads, self.kv_shape), pos, 1, &self.scratch)
     }
 }
 
@@ -103,80 +157,58 @@ fn linear(
     t: u32,
     accumulate: bool,
 ) -> Result<Vec<Kernel>> {
-    matmul(ctx, x, &l.w, y, t, Epilogue { bias: l.bias.as_ref(), accumulate })
+    matmul(ctx, x, &l.w, y, t, Epilogue { bias: l.bias.as_ref(), accumulate, ..Default::default() })
 }
 
-/// Kernels for one forward step over `tokens` at cache positions `pos0..pos0 + tokens.len()`:
-/// logits into `s.logits` (rows per `which`) and their greedy ids into `s.next_id`. The ids are
-/// written to the GPU here; record the kernels after this call and before the next one.
+/// Kernels for one forward step over `input` at cache positions `pos0..pos0 + t`: logits into
+/// `s.logits` (rows per `which`) and their greedy ids into `s.next_id`. Positions are read from
+/// the state's step buffer when the kernels run, so kernels built here serve any later position
+/// with the same attention split count (`pos0` is where they are checked and the split chosen).
 pub fn forward(
     ctx: &Context,
     cfg: &Config,
     w: &Weights,
     s: &State,
-    tokens: &[u32],
+    input: Input,
     pos0: u32,
     which: Logits,
 ) -> Result<Vec<Kernel>> {
-    let t = tokens.len() as u32;
+    let (t, ids) = match input {
+        Input::Ids(t) => (t, &s.ids),
+        Input::Chosen => (1, &s.next_id),
+    };
     ensure(t > 0 && t <= s.opts.max_batch, "forward", || {
         format!("{t} tokens in one step; the state holds 1..={}", s.opts.max_batch)
     })?;
     ensure(pos0 as u64 + t as u64 <= s.opts.context as u64, "forward", || {
         format!("positions {pos0}..{} exceed the context of {} tokens", pos0 + t, s.opts.context)
     })?;
-    if let Some(&bad) = tokens.iter().find(|&&id| id >= cfg.vocab) {
-        return Err(crate::gpu::GpuError::Shape {
-            op: "forward",
-            message: format!("token id {bad} ≥ vocab {}", cfg.vocab),
-        });
-    }
-    ctx.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(tokens));
+    let pos = Pos::Step { buf: &s.step, first: pos0 };
     let (h, eps) = (cfg.hidden, cfg.norm_eps);
     let att_shape = AttentionShape::new(cfg.n_heads, s.kv_shape);
     let mut k: Vec<Kernel> = Vec::new();
 
     // x = embedding(tokens)
-    k.extend(embedding(ctx, &w.embed, &s.ids, &s.x, t)?);
+    k.extend(embedding(ctx, &w.embed, ids, &s.x, t)?);
     for (layer, (cache_k, cache_v)) in w.layers.iter().zip(&s.cache) {
-        // attention: xb = rmsnorm(x); q, k, v = xb·Wqkv (+ b)
+        // attention: xb = rmsnorm(x); q|k|v = xb·Wqkv (+ b), side by side in one row
         k.push(rms_norm(ctx, &s.x, &layer.attn_norm, &s.xb, t, h, eps)?);
         match &layer.qkv {
             Qkv::Separate { q, k: wk, v } => {
-                k.extend(linear(ctx, &s.xb, q, &s.q, t, false)?);
-                k.extend(linear(ctx, &s.xb, wk, &s.k, t, false)?);
-                k.extend(linear(ctx, &s.xb, v, &s.v, t, false)?);
-            }
-            Qkv::Fused(qkv) => {
-                let fused = s.qkv.as_ref().ok_or_else(|| missing("qkv buffer"))?;
-                k.extend(linear(ctx, &s.xb, qkv, fused, t, false)?);
                 let stride = cfg.q_dim() + 2 * cfg.kv_dim();
-                for (dst, col, width) in [
-                    (&s.q, 0, cfg.q_dim()),
-                    (&s.k, cfg.q_dim(), cfg.kv_dim()),
-                    (&s.v, cfg.q_dim() + cfg.kv_dim(), cfg.kv_dim()),
-                ] {
-                    k.push(copy_cols(
-                        ctx,
-                        Cols { buf: fused, stride, col },
-                        Cols { buf: dst, stride: width, col: 0 },
-                        t,
-                        width,
-                    )?);
+                for (lin, col) in [(q, 0), (wk, cfg.q_dim()), (v, cfg.q_dim() + cfg.kv_dim())] {
+                    let at = Epilogue { bias: lin.bias.as_ref(), y_stride: stride, y_col0: col, ..Default::default() };
+                    k.extend(matmul(ctx, &s.xb, &lin.w, &s.qkv, t, at)?);
                 }
             }
+            Qkv::Fused(qkv) => k.extend(linear(ctx, &s.xb, qkv, &s.qkv, t, false)?),
         }
-        // Qwen3: RMSNorm over each head of q and k
-        if let Some((qn, kn)) = &layer.qk_norm {
-            k.push(rms_norm_inplace(ctx, &s.q, qn, t * cfg.n_heads, cfg.head_dim, eps)?);
-            k.push(rms_norm_inplace(ctx, &s.k, kn, t * cfg.n_kv_heads, cfg.head_dim, eps)?);
-        }
-        // RoPE on q and k at positions pos0.., then k, v into the cache
-        k.push(rope(ctx, &s.q, &s.rope, cfg.n_heads, t, pos0)?);
-        k.push(rope(ctx, &s.k, &s.rope, cfg.n_kv_heads, t, pos0)?);
-        k.push(kv_write(ctx, &s.k, &s.v, cache_k, cache_v, &s.kv_shape, pos0, t)?);
+        // (Qwen3: RMSNorm over each head of q and k,) RoPE at positions pos0.., q into s.q, and
+        // k, v into the cache: one kernel
+        let qk_norm = layer.qk_norm.as_ref().map(|(q, kn)| QkNorm { q, k: kn, eps });
+        k.push(rope_kv(ctx, &s.qkv, &s.q, cache_k, cache_v, &s.rope, cfg.n_heads, &s.kv_shape, t, pos, qk_norm)?);
         // att = softmax(q·Kᵀ/√d)·V over the cache, causal
-        k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos0, t, &s.scratch, None)?);
+        k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos, t, &s.scratch, None)?);
         // x += att·Wo (+ b)
         k.extend(linear(ctx, &s.att, &layer.o, &s.x, t, true)?);
 
@@ -188,12 +220,16 @@ pub fn forward(
                 k.extend(matmul(ctx, &s.xb, up, &s.up, t, Epilogue::default())?);
                 k.push(swiglu::swiglu(ctx, &s.gate, &s.up, &s.hb, t, cfg.ffn)?);
             }
+            // decode: gate, up and SwiGLU in one GEMV over the stacked rows
+            GateUp::Fused(gate_up) if swiglu_fusable(gate_up, t) => {
+                k.extend(matmul_swiglu(ctx, &s.xb, gate_up, &s.hb, Epilogue::default())?);
+            }
             GateUp::Fused(gate_up) => {
                 k.extend(matmul(ctx, &s.xb, gate_up, &s.gate, t, Epilogue::default())?);
                 k.push(swiglu::swiglu_fused(ctx, &s.gate, &s.hb, t, cfg.ffn)?);
             }
         }
-        k.extend(matmul(ctx, &s.hb, &layer.down, &s.x, t, Epilogue { bias: None, accumulate: true })?);
+        k.extend(matmul(ctx, &s.hb, &layer.down, &s.x, t, Epilogue { accumulate: true, ..Default::default() })?);
     }
 
     // final norm, then logits = xb·W_lmᵀ for the rows asked for
@@ -203,24 +239,9 @@ pub fn forward(
         Logits::Last => 1,
     };
     k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);
-    let lm_in = if which == Logits::Last && t > 1 {
-        // only the last row: copy it out of xb so the lm_head GEMV reads one row
-        k.push(copy_cols(
-            ctx,
-            Cols { buf: &s.xb, stride: t * h, col: (t - 1) * h },
-            Cols { buf: &s.att, stride: h, col: 0 },
-            1,
-            h,
-        )?);
-        &s.att
-    } else {
-        &s.xb
-    };
-    k.extend(matmul(ctx, lm_in, lm_head, &s.logits, rows, Epilogue::default())?);
-    k.extend(argmax(ctx, &s.logits, &s.next_id, rows, cfg.vocab)?);
+    // Logits::Last reads only the last row of xb
+    let x_row0 = if which == Logits::Last { t - 1 } else { 0 };
+    k.extend(matmul(ctx, &s.xb, lm_head, &s.logits, rows, Epilogue { x_row0, ..Default::default() })?);
+    k.extend(argmax_into(ctx, &s.logits, &s.next_id, rows, cfg.vocab, &s.argmax)?);
     Ok(k)
-}
-
-fn missing(what: &str) -> crate::gpu::GpuError {
-    crate::gpu::GpuError::Shape { op: "forward", message: format!("{what} was not allocated") }
 }

@@ -6,35 +6,161 @@ pub mod llama;
 pub mod weights;
 
 pub use config::{Arch, Config, ConfigError};
-pub use llama::{forward, Logits, State, StateOptions};
+pub use llama::{forward, Input, Logits, State, StateOptions, ID_RING};
 pub use weights::{CpuTensors, QuantPolicy, TensorSource, Weights};
 
-use crate::gpu::{Context, Result};
+use crate::gpu::{ensure, Context, CopyAfter, GpuError, Result};
+
+/// What a submitted step sends back to the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readback {
+    /// The id the GPU chose (greedy argmax): 4 bytes, through a ring so steps can overlap.
+    Id,
+    /// The last logits row (sampling on the CPU).
+    Logits,
+}
 
 /// Config + weights + state: what a caller holds to run a model.
 pub struct Model {
     pub config: Config,
     pub weights: Weights,
     pub state: State,
+    /// Seconds on some monotonic clock (the CLI's `Instant`, the browser's `performance.now`);
+    /// the default reads 0. Times `submit_decode`'s encoding into `decode_stats`.
+    pub clock: fn() -> f64,
+    pub decode_stats: DecodeStats,
+}
+
+/// Decode steps submitted, and the CPU time spent encoding (not submitting) those that found
+/// their plan built (steady state; a step that builds a plan costs what a per-call step does).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DecodeStats {
+    pub steps: u64,
+    pub steady_steps: u64,
+    pub steady_encode_seconds: f64,
 }
 
 impl Model {
     pub fn new(ctx: &Context, config: Config, src: &mut dyn TensorSource, opts: StateOptions) -> Result<Self> {
         let weights = Weights::load(ctx, &config, src)?;
         let state = State::new(ctx, &config, opts)?;
-        Ok(Self { config, weights, state })
+        Ok(Self { config, weights, state, clock: || 0.0, decode_stats: DecodeStats::default() })
     }
 
     /// Run `tokens` at positions `pos0..`, in chunks of `max_batch`, one submission per chunk.
     /// `state.logits`/`state.next_id` then hold the last chunk's rows (`which`).
     pub fn run(&self, ctx: &Context, tokens: &[u32], pos0: u32, which: Logits) -> Result<()> {
+        self.run_then_copy(ctx, tokens, pos0, which, &[]).map(|_| ())
+    }
+
+    /// `run`, with `last` copies recorded after the last chunk in its own submission.
+    fn run_then_copy(
+        &self,
+        ctx: &Context,
+        tokens: &[u32],
+        pos0: u32,
+        which: Logits,
+        last: &[CopyAfter],
+    ) -> Result<Option<wgpu::SubmissionIndex>> {
+        ensure(pos0 as u64 + tokens.len() as u64 <= self.state.opts.context as u64, "forward", || {
+            format!(
+                "positions {pos0}..{} exceed the context of {} tokens",
+                pos0 as usize + tokens.len(),
+                self.state.opts.context
+            )
+        })?;
         let mut pos = pos0;
-        for part in tokens.chunks(self.state.opts.max_batch as usize) {
-            let kernels = forward(ctx, &self.config, &self.weights, &self.state, part, pos, which)?;
-            ctx.run(&kernels.iter().collect::<Vec<_>>());
+        let chunks = tokens.chunks(self.state.opts.max_batch as usize);
+        let n = chunks.len();
+        let mut index = None;
+        for (i, part) in chunks.enumerate() {
+            self.state.write_ids(ctx, part, self.config.vocab)?;
+            self.state.set_pos(ctx, pos);
+            let kernels =
+                forward(ctx, &self.config, &self.weights, &self.state, Input::Ids(part.len() as u32), pos, which)?;
+            let copies = if i + 1 == n { last } else { &[] };
+            index = Some(ctx.run_then_copy(&kernels.iter().collect::<Vec<_>>(), copies));
             pos += part.len() as u32;
         }
+        Ok(index)
+    }
+
+    fn readback_copy(&self, read: Readback) -> Result<CopyAfter<'_>> {
+        match read {
+            Readback::Id => self.state.ids_back.copy_from(&self.state.next_id, 0),
+            Readback::Logits => self.state.logits_back.copy_from(&self.state.logits, 0),
+        }
+    }
+
+    fn submitted(&mut self, ctx: &Context, read: Readback, index: wgpu::SubmissionIndex) {
+        match read {
+            Readback::Id => self.state.ids_back.submitted(ctx, index),
+            Readback::Logits => self.state.logits_back.submitted(ctx, index),
+        }
+    }
+
+    /// Prefill `tokens` at positions `pos0..` and send back what follows the last one (`read`);
+    /// take it with [`read_id`](Self::read_id) or [`read_logits`](Self::read_logits).
+    pub fn submit_prompt(&mut self, ctx: &Context, tokens: &[u32], pos0: u32, read: Readback) -> Result<()> {
+        ensure(!tokens.is_empty(), "forward", || "no tokens to run".into())?;
+        let copy = self.readback_copy(read)?;
+        let index = self.run_then_copy(ctx, tokens, pos0, Logits::Last, &[copy])?;
+        if let Some(index) = index {
+            self.submitted(ctx, read, index);
+        }
         Ok(())
+    }
+
+    /// Submit one decode step at position `pos`: its token is `token`, or with `None` the id the
+    /// previous step chose on the GPU (it never comes to the CPU first). In steady state this
+    /// writes 16 bytes (20 with a token), records the prebuilt plan and submits once: no buffer,
+    /// bind group or pipeline is created. Then [`read_id`](Self::read_id) (several steps may be
+    /// in flight, up to [`ID_RING`]) or [`read_logits`](Self::read_logits) (one).
+    pub fn submit_decode(&mut self, ctx: &Context, pos: u32, token: Option<u32>, read: Readback) -> Result<()> {
+        let start = (self.clock)();
+        let (cfg, s) = (&self.config, &self.state);
+        ensure(pos < s.opts.context, "decode", || format!("position {pos} is past the context of {}", s.opts.context))?;
+        if let Some(id) = token {
+            ensure(id < cfg.vocab, "decode", || format!("token id {id} ≥ vocab {}", cfg.vocab))?;
+            ctx.write(&s.next_id, 0, bytemuck::bytes_of(&id));
+        }
+        s.set_pos(ctx, pos);
+        let key = s.plan_key(cfg, pos);
+        let steady = s.plans.contains_key(&key);
+        if !steady {
+            let plan = forward(ctx, cfg, &self.weights, s, Input::Chosen, pos, Logits::Last)?;
+            self.state.plans.insert(key, plan);
+        }
+        let plan =
+            self.state.plans.get(&key).ok_or_else(|| GpuError::Shape { op: "decode", message: "no plan".into() })?;
+        let refs: Vec<&crate::gpu::Kernel> = plan.iter().collect();
+        let commands = ctx.encode(&refs, &[self.readback_copy(read)?]);
+        let encoded = (self.clock)();
+        let index = ctx.submit_encoded(commands);
+        self.submitted(ctx, read, index);
+        self.decode_stats.steps += 1;
+        if steady {
+            self.decode_stats.steady_steps += 1;
+            self.decode_stats.steady_encode_seconds += encoded - start;
+        }
+        Ok(())
+    }
+
+    /// The oldest chosen id in flight.
+    pub async fn read_id(&mut self, ctx: &Context) -> Result<u32> {
+        let b = self.state.ids_back.read(ctx).await?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The logits row of the last step submitted with `Readback::Logits`.
+    pub async fn read_logits(&mut self, ctx: &Context) -> Result<Vec<f32>> {
+        let b = self.state.logits_back.read(ctx).await?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
+    }
+
+    /// Ids still in flight (pipelined steps past a stop), waited for and dropped.
+    pub async fn drain_ids(&mut self, ctx: &Context) -> Result<()> {
+        self.state.ids_back.drain(ctx).await
     }
 
     /// Run `tokens` at positions `pos0..` and return the logits rows asked for: the last token's,

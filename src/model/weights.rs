@@ -63,6 +63,32 @@ fn expect_shape(name: &str, m: &QuantMatrix, n: u32, k: u32) -> Result<()> {
 }
 
 impl Weights {
+    /// Bytes of every weight on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.bytes_per_token() + if self.lm_head.is_some() { self.embed.bytes() } else { 0 }
+    }
+
+    /// Weight bytes one decoded token reads: every layer, the final norm and the lm_head (the
+    /// embedding table when tied); an untied embedding table is read one row at a time, which
+    /// is not counted.
+    pub fn bytes_per_token(&self) -> u64 {
+        let lin = |l: &Linear| l.w.bytes() + l.bias.as_ref().map_or(0, |b| b.size());
+        let mut total = self.norm.size() + self.lm_head.as_ref().unwrap_or(&self.embed).bytes();
+        for l in &self.layers {
+            total += l.attn_norm.size() + l.ffn_norm.size() + lin(&l.o) + l.down.bytes();
+            total += match &l.qkv {
+                Qkv::Separate { q, k, v } => lin(q) + lin(k) + lin(v),
+                Qkv::Fused(f) => lin(f),
+            };
+            total += l.qk_norm.as_ref().map_or(0, |(q, k)| q.size() + k.size());
+            total += match &l.gate_up {
+                GateUp::Separate { gate, up } => gate.bytes() + up.bytes(),
+                GateUp::Fused(f) => f.bytes(),
+            };
+        }
+        total
+    }
+
     /// Load every tensor `cfg` needs from `src`, checking shapes against the config.
     pub fn load(ctx: &Context, cfg: &Config, src: &mut dyn TensorSource) -> Result<Self> {
         let (h, qd, kvd, ffn) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn);
@@ -91,7 +117,26 @@ impl Weights {
                     let b = bias(src, cfg.qkv_bias, format!("{p}.self_attn.{which}_proj.bias"), n)?;
                     Ok(Linear { w, bias: b })
                 };
-                Qkv::Separate { q: lin(src, "q", qd)?, k: lin(src, "k", kvd)?, v: lin(src, "v", kvd)? }
+                let (q, k, v) = (lin(src, "q", qd)?, lin(src, "k", kvd)?, lin(src, "v", kvd)?);
+                // One projection dispatch instead of three where the formats allow.
+                match QuantMatrix::stack(ctx, &format!("{p}.self_attn.qkv"), &[&q.w, &k.w, &v.w])? {
+                    Some(w) => {
+                        let bias = match (&q.bias, &k.bias, &v.bias) {
+                            (Some(bq), Some(bk), Some(bv)) => {
+                                Some(stack_vectors(ctx, &format!("{p}.qkv.bias"), &[(bq, qd), (bk, kvd), (bv, kvd)])?)
+                            }
+                            _ => None,
+                        };
+                        for part in [q, k, v] {
+                            part.w.release(ctx);
+                            if let Some(b) = part.bias {
+                                ctx.release(b);
+                            }
+                        }
+                        Qkv::Fused(Linear { w, bias })
+                    }
+                    None => Qkv::Separate { q, k, v },
+                }
             };
             let qk_norm = if cfg.qk_norm {
                 Some((
@@ -108,9 +153,16 @@ impl Weights {
             let gate_up = if cfg.fused_proj {
                 GateUp::Fused(matrix(src, &format!("{p}.mlp.gate_up_proj.weight"), 2 * ffn, h)?)
             } else {
-                GateUp::Separate {
-                    gate: matrix(src, &format!("{p}.mlp.gate_proj.weight"), ffn, h)?,
-                    up: matrix(src, &format!("{p}.mlp.up_proj.weight"), ffn, h)?,
+                let gate = matrix(src, &format!("{p}.mlp.gate_proj.weight"), ffn, h)?;
+                let up = matrix(src, &format!("{p}.mlp.up_proj.weight"), ffn, h)?;
+                // Stacked, decode runs gate, up and SwiGLU as one GEMV.
+                match QuantMatrix::stack(ctx, &format!("{p}.mlp.gate_up"), &[&gate, &up])? {
+                    Some(stacked) => {
+                        gate.release(ctx);
+                        up.release(ctx);
+                        GateUp::Fused(stacked)
+                    }
+                    None => GateUp::Separate { gate, up },
                 }
             };
             layers.push(LayerWeights {
@@ -127,6 +179,23 @@ impl Weights {
         let lm_head = if cfg.tied_embeddings { None } else { Some(matrix(src, "lm_head.weight", cfg.vocab, h)?) };
         Ok(Weights { embed, layers, norm, lm_head })
     }
+}
+
+/// f32 vectors `(buffer, length)` concatenated into one buffer (on the GPU).
+fn stack_vectors(ctx: &Context, label: &str, parts: &[(&wgpu::Buffer, u32)]) -> Result<wgpu::Buffer> {
+    let out = ctx.storage(label, parts.iter().map(|(_, n)| *n as u64 * 4).sum())?;
+    let mut at = 0;
+    let copies: Vec<_> = parts
+        .iter()
+        .map(|&(src, n)| {
+            let bytes = n as u64 * 4;
+            let c = crate::gpu::CopyAfter { src, src_offset: 0, dst: &out, dst_offset: at, bytes };
+            at += bytes;
+            c
+        })
+        .collect();
+    ctx.copy_buffers(&copies);
+    Ok(out)
 }
 
 /// Which format a 2-D checkpoint tensor gets when quantizing on the fly (what `convert` writes

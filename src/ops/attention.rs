@@ -2,9 +2,9 @@
 //! with flash-decoding: long key ranges are split across workgroups and merged by a second pass.
 //! Shader: `shaders/attention.wgsl`.
 
-use super::check_len;
 use super::kv_write::check_binding;
 pub use super::kv_write::{KvCacheShape, KvDtype};
+use super::{check_len, Pos};
 use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
 
 /// Keys per split when the number of splits is chosen automatically.
@@ -71,11 +71,10 @@ struct Params {
     group: u32,
     head_dim: u32,
     capacity: u32,
-    pos0: u32,
     n_splits: u32,
     row_words: u32,
     scale_log2: f32,
-    _pad: [u32; 3],
+    _pad: [u32; 4],
 }
 
 /// The number of splits chosen when none is forced: one per `KEYS_PER_SPLIT` keys, as long as the
@@ -94,19 +93,21 @@ pub fn auto_splits(shape: &AttentionShape, pos0: u32, t: u32, scratch: &Attentio
 /// `cache_v`: layout `shape.kv`, already holding positions `0..pos0 + t`. `splits` forces the
 /// number of key splits (`None`: [`auto_splits`]); more than one adds a combine pass.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(
+pub fn attention<'a>(
     ctx: &Context,
     q: &wgpu::Buffer,
     cache_k: &wgpu::Buffer,
     cache_v: &wgpu::Buffer,
     out: &wgpu::Buffer,
     shape: &AttentionShape,
-    pos0: u32,
+    pos: impl Into<Pos<'a>>,
     t: u32,
     scratch: &AttentionScratch,
     splits: Option<u32>,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "attention";
+    let pos = pos.into();
+    let pos0 = pos.first();
     let kv = &shape.kv;
     kv.validate(OP)?;
     kv.check_range(OP, pos0, t)?;
@@ -150,16 +151,16 @@ pub fn attention(
         group: n_heads / kv.n_kv_heads,
         head_dim: kv.head_dim,
         capacity: kv.capacity,
-        pos0,
         n_splits,
         row_words: kv.row_words(),
         scale_log2: shape.scale * std::f32::consts::LOG2_E,
-        _pad: [0; 3],
+        _pad: [0; 4],
     };
     let uniform = ctx.uniform("attention.params", &params);
     let key = PipelineKey::new(Shader::Attention, "attend").constant("KV_F16", kv.f16());
-    let buffers = [(1, q), (2, cache_k), (3, cache_v), (4, out), (5, &scratch.part_o), (6, &scratch.part_ml)];
-    // Both passes share one uniform, so a caller rewriting `params` (e.g. pos0) updates both.
+    let step = pos.buffer(ctx);
+    let buffers =
+        [(1, q), (2, cache_k), (3, cache_v), (4, out), (5, &scratch.part_o), (6, &scratch.part_ml), (7, &step)];
     let mut kernels = vec![Kernel::new(ctx, &key, &buffers, Some(uniform.clone()), ctx.grid(n_wg as u32))?];
     if n_splits > 1 {
         let key = PipelineKey::new(Shader::Attention, "combine");

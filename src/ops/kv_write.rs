@@ -4,7 +4,7 @@
 //! words: f32 (one element per word) or f16 (two per word, `pack2x16float`, even dim in the low
 //! half). Shaders decode the words themselves, so f16 storage needs no `shader-f16` feature.
 
-use super::check_len;
+use super::{check_len, Pos};
 use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
 
 /// Element type of a KV cache.
@@ -96,10 +96,9 @@ struct Params {
     n_kv_heads: u32,
     head_dim: u32,
     capacity: u32,
-    pos0: u32,
     row_words: u32,
     n_words: u32,
-    _pad: u32,
+    _pad: [u32; 2],
 }
 
 /// Invocations per workgroup; equals `WG` in shaders/kv_write.wgsl (tests/shaders.rs checks).
@@ -108,17 +107,19 @@ pub const WG: u32 = 256;
 /// Write `k_new`, `v_new` (f32 `[t, n_kv_heads * head_dim]`, already RoPE'd) to cache positions
 /// `pos0..pos0 + t` of every kv head of `cache_k`, `cache_v` (layout `shape`).
 #[allow(clippy::too_many_arguments)]
-pub fn kv_write(
+pub fn kv_write<'a>(
     ctx: &Context,
     k_new: &wgpu::Buffer,
     v_new: &wgpu::Buffer,
     cache_k: &wgpu::Buffer,
     cache_v: &wgpu::Buffer,
     shape: &KvCacheShape,
-    pos0: u32,
+    pos: impl Into<Pos<'a>>,
     t: u32,
 ) -> Result<Kernel> {
     const OP: &str = "kv_write";
+    let pos = pos.into();
+    let pos0 = pos.first();
     shape.validate(OP)?;
     shape.check_range(OP, pos0, t)?;
     let new_elems = t as u64 * shape.kv_dim() as u64;
@@ -138,13 +139,13 @@ pub fn kv_write(
         n_kv_heads: shape.n_kv_heads,
         head_dim: shape.head_dim,
         capacity: shape.capacity,
-        pos0,
         row_words: shape.row_words(),
         n_words,
-        _pad: 0,
+        _pad: [0; 2],
     };
     let params = ctx.uniform("kv_write.params", &params);
     let key = PipelineKey::new(Shader::KvWrite, "kv_write").constant("KV_F16", shape.f16());
-    let buffers = [(1, k_new), (2, v_new), (3, cache_k), (4, cache_v)];
+    let step = pos.buffer(ctx);
+    let buffers = [(1, k_new), (2, v_new), (3, cache_k), (4, cache_v), (5, &step)];
     Kernel::new(ctx, &key, &buffers, Some(params), ctx.grid(n_words.div_ceil(WG)))
 }

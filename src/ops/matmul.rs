@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::check_len;
-use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
+use crate::gpu::{ensure, Context, CopyAfter, GpuError, Kernel, PipelineKey, Result, Shader};
 use crate::quant::{PackedMatrix, WeightFormat};
 
 /// Rows of W per GEMV workgroup; equals `GEMV_ROWS` in shaders/matmul.wgsl (tests/shaders.rs checks).
@@ -31,6 +31,10 @@ struct Params {
     units: u32,
     groups: u32,
     flags: u32,
+    y_stride: u32,
+    y_col0: u32,
+    x_row0: u32,
+    half: u32,
 }
 
 /// Rows `[row0, row0 + rows)` of a matrix in their own buffers.
@@ -129,6 +133,66 @@ impl QuantMatrix {
         Ok(Self { format, n: n as u32, k: k as u32, chunks })
     }
 
+    /// `parts` stacked by rows into one matrix (q over k over v, or gate over up), so one dispatch
+    /// serves them all; copied on the GPU, the parts are left as they were. `None` when they
+    /// cannot be stacked: formats or `k` differ, a part or the result spans more than one chunk,
+    /// or a part's bytes do not end where the next part's may begin (a 4-byte boundary, and for
+    /// Q4/Q8 a whole f16 scale pair).
+    pub fn stack(ctx: &Context, label: &str, parts: &[&QuantMatrix]) -> Result<Option<QuantMatrix>> {
+        let Some(first) = parts.first() else { return Ok(None) };
+        let (format, k) = (first.format, first.k as usize);
+        if parts.iter().any(|p| p.format != format || p.k != first.k || p.chunks.len() != 1) {
+            return Ok(None);
+        }
+        let n: u32 = parts.iter().map(|p| p.n).sum();
+        if chunk_rows(format, n as usize, k, ctx.max_binding_bytes())?.len() != 1 {
+            return Ok(None);
+        }
+        let pairs = matches!(format, WeightFormat::Q8 | WeightFormat::Q4);
+        let lens: Vec<(u64, u64)> = parts
+            .iter()
+            .map(|p| {
+                let (w, s) = chunk_byte_ranges(format, k, 0, p.n);
+                (w.end, s.end)
+            })
+            .collect();
+        let whole_pairs = parts.iter().all(|p| !pairs || (p.n as u64 * p.groups() as u64) % 2 == 0);
+        if !whole_pairs || lens.iter().any(|(w, s)| w % 4 != 0 || s % 4 != 0) {
+            return Ok(None);
+        }
+        let weights = ctx.storage(&format!("{label}.w0"), lens.iter().map(|l| l.0).sum())?;
+        let scale_bytes: u64 = lens.iter().map(|l| l.1).sum();
+        let scales = if scale_bytes > 0 { Some(ctx.storage(&format!("{label}.s0"), scale_bytes)?) } else { None };
+        let mut copies = Vec::new();
+        let (mut wo, mut so) = (0, 0);
+        for (p, &(wl, sl)) in parts.iter().zip(&lens) {
+            let c = &p.chunks[0];
+            copies.push(CopyAfter { src: &c.weights, src_offset: 0, dst: &weights, dst_offset: wo, bytes: wl });
+            if let (Some(src), Some(dst)) = (&c.scales, &scales) {
+                copies.push(CopyAfter { src, src_offset: 0, dst, dst_offset: so, bytes: sl });
+            }
+            wo += wl;
+            so += sl;
+        }
+        ctx.copy_buffers(&copies);
+        Ok(Some(QuantMatrix { format, n, k: first.k, chunks: vec![MatrixChunk { row0: 0, rows: n, weights, scales }] }))
+    }
+
+    /// Free the matrix's buffers now (see [`Context::release`]).
+    pub fn release(self, ctx: &Context) {
+        for c in self.chunks {
+            ctx.release(c.weights);
+            if let Some(s) = c.scales {
+                ctx.release(s);
+            }
+        }
+    }
+
+    /// Bytes on the GPU (weights and scales).
+    pub fn bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.weights.size() + c.scales.as_ref().map_or(0, |s| s.size())).sum()
+    }
+
     /// `vec4<u32>` units per row.
     pub fn units(&self) -> u32 {
         self.format.units_per_row(self.k as usize) as u32
@@ -147,13 +211,19 @@ fn slice(bytes: &[u8], r: Range<u64>) -> Result<&[u8]> {
     })
 }
 
-/// What happens to the product before it is stored.
+/// What happens to the product before it is stored, and where x and y sit in their buffers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// Add `bias[n]` (f32).
     pub bias: Option<&'a wgpu::Buffer>,
     /// `y += …` instead of `y = …` (a fused residual add).
     pub accumulate: bool,
+    /// y's row width in elements, ≥ n; 0 means n (y is exactly `[m, n]`).
+    pub y_stride: u32,
+    /// The column of y where output column 0 goes (e.g. k's place in a fused q|k|v row).
+    pub y_col0: u32,
+    /// The first row of x read (x is `[x_row0 + m, k]`): e.g. only the last token's row.
+    pub x_row0: u32,
 }
 
 /// `y[m, n] = x[m, k] · Wᵀ` (+ bias, or accumulated into y per `epilogue`); x and y are f32,
@@ -166,19 +236,65 @@ pub fn matmul(
     m: u32,
     epilogue: Epilogue<'_>,
 ) -> Result<Vec<Kernel>> {
+    build(ctx, x, w, y, m, epilogue, false)
+}
+
+/// Whether [`matmul_swiglu`] takes `w` (a stacked gate|up matrix) for `m` rows.
+pub fn swiglu_fusable(w: &QuantMatrix, m: u32) -> bool {
+    m == 1 && w.n % 2 == 0 && w.chunks.len() == 1
+}
+
+/// `y[0, r] = silu(x · W[r]) * (x · W[r + n/2])` for r < n/2: the MLP's gate, up and SwiGLU in
+/// one GEMV over a stacked gate|up matrix (one chunk, m = 1; see [`swiglu_fusable`]). Only the
+/// layout fields of `epilogue` apply.
+pub fn matmul_swiglu(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    w: &QuantMatrix,
+    y: &wgpu::Buffer,
+    epilogue: Epilogue<'_>,
+) -> Result<Vec<Kernel>> {
+    ensure(swiglu_fusable(w, 1), "matmul", || {
+        format!("SwiGLU GEMV needs an even row count in one chunk; got {} rows in {} chunks", w.n, w.chunks.len())
+    })?;
+    ensure(epilogue.bias.is_none() && !epilogue.accumulate, "matmul", || {
+        "SwiGLU GEMV takes no bias or accumulate".into()
+    })?;
+    build(ctx, x, w, y, 1, epilogue, true)
+}
+
+fn build(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    w: &QuantMatrix,
+    y: &wgpu::Buffer,
+    m: u32,
+    epilogue: Epilogue<'_>,
+    swiglu: bool,
+) -> Result<Vec<Kernel>> {
     let (n, k) = (w.n, w.k);
+    let out_n = if swiglu { n / 2 } else { n };
+    let y_stride = if epilogue.y_stride == 0 { out_n } else { epilogue.y_stride };
     ensure(m > 0, "matmul", || "m = 0".into())?;
-    ensure(m as u64 * k as u64 <= u32::MAX as u64 && m as u64 * n as u64 <= u32::MAX as u64, "matmul", || {
+    ensure(epilogue.y_col0 as u64 + out_n as u64 <= y_stride as u64, "matmul", || {
+        format!(
+            "columns {}..{} do not fit y rows of {y_stride}",
+            epilogue.y_col0,
+            epilogue.y_col0 as u64 + out_n as u64
+        )
+    })?;
+    let x_rows = epilogue.x_row0 as u64 + m as u64;
+    ensure(x_rows * k as u64 <= u32::MAX as u64 && m as u64 * y_stride as u64 <= u32::MAX as u64, "matmul", || {
         format!("m = {m} × n = {n} or k = {k} elements exceed u32 indexing")
     })?;
-    check_len("matmul", "x", x, m as u64 * k as u64)?;
-    check_len("matmul", "y", y, m as u64 * n as u64)?;
+    check_len("matmul", "x", x, x_rows * k as u64)?;
+    check_len("matmul", "y", y, m as u64 * y_stride as u64)?;
     ensure(x != y, "matmul", || "x and y must be different buffers".into())?;
     if let Some(b) = epilogue.bias {
         check_len("matmul", "bias", b, n as u64)?;
         ensure(b != y, "matmul", || "bias and y must be different buffers".into())?;
     }
-    let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1;
+    let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1 | (swiglu as u32) << 2;
     // Quantized GEMV reads x as vec4 (k is a multiple of 32 there) at its own binding slot.
     let row_gemv = ctx.caps.row_gemv;
     let (entry, x_slot) = match (m, w.format.is_quantized(), row_gemv) {
@@ -194,11 +310,27 @@ pub fn matmul(
     let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
     let mut kernels = Vec::with_capacity(w.chunks.len());
     for c in &w.chunks {
-        let params = Params { m, n, k, rows: c.rows, row0: c.row0, units: w.units(), groups: w.groups(), flags };
+        let rows = if swiglu { c.rows / 2 } else { c.rows };
+        let params = Params {
+            m,
+            n,
+            k,
+            rows,
+            row0: c.row0,
+            units: w.units(),
+            groups: w.groups(),
+            flags,
+            y_stride,
+            y_col0: epilogue.y_col0,
+            x_row0: epilogue.x_row0,
+            half: rows,
+        };
         let workgroups = if m == 1 && row_gemv {
-            ctx.grid(c.rows.div_ceil(GEMV_ROW_WG))
+            ctx.grid(rows.div_ceil(GEMV_ROW_WG))
+        } else if m == 1 && swiglu {
+            ctx.grid(rows) // one row pair per workgroup
         } else if m == 1 {
-            ctx.grid(c.rows.div_ceil(GEMV_ROWS))
+            ctx.grid(rows.div_ceil(GEMV_ROWS))
         } else {
             let (gx, gy) = if row_gemv {
                 (c.rows.div_ceil(GEMV_ROW_WG), m.div_ceil(GEMM_ROW_M))

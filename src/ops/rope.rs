@@ -2,10 +2,11 @@
 //! are computed once on the CPU, in f64 with the formulas of Hugging Face transformers
 //! (`modeling_rope_utils.py`), rounded to f32 and kept in a small GPU buffer, [`RopeTable`].
 
-use std::mem::offset_of;
+use bytemuck::Zeroable;
 
-use super::check_len;
-use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
+use super::kv_write::{check_binding, KvCacheShape};
+use super::{check_len, Pos};
+use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
 
 /// Invocations per workgroup; equals `WG` in shaders/rope.wgsl (tests/shaders.rs checks).
 pub const WG: u32 = 64;
@@ -190,13 +191,27 @@ struct Params {
     n_heads: u32,
     head_dim: u32,
     half: u32,
-    pos0: u32,
     mscale: f32,
-    _pad: [u32; 2],
+    t: u32,
+    n_kv_heads: u32,
+    capacity: u32,
+    row_words: u32,
+    eps: f32,
+    interleaved: u32,
+    _pad: u32,
 }
 
 /// Rotate `x[t, n_heads * head_dim]` in place; row r is at position `pos0 + r`.
-pub fn rope(ctx: &Context, x: &wgpu::Buffer, table: &RopeTable, n_heads: u32, t: u32, pos0: u32) -> Result<Kernel> {
+pub fn rope<'a>(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    table: &RopeTable,
+    n_heads: u32,
+    t: u32,
+    pos: impl Into<Pos<'a>>,
+) -> Result<Kernel> {
+    let pos = pos.into();
+    let pos0 = pos.first();
     let cfg = &table.config;
     ensure(n_heads > 0 && t > 0, "rope", || format!("empty shape t={t} n_heads={n_heads}"))?;
     ensure(pos0.checked_add(t - 1).is_some(), "rope", || format!("positions {pos0} + {t} overflow u32"))?;
@@ -206,24 +221,100 @@ pub fn rope(ctx: &Context, x: &wgpu::Buffer, table: &RopeTable, n_heads: u32, t:
     ensure(pairs < 1 << 31, "rope", || format!("{pairs} rotated pairs exceed 2^31"))?;
     check_len("rope", "x", x, t as u64 * n_heads as u64 * cfg.head_dim as u64)?;
     let params =
-        Params { pairs: pairs as u32, n_heads, head_dim: cfg.head_dim, half, pos0, mscale: table.mscale, _pad: [0; 2] };
+        Params { pairs: pairs as u32, n_heads, head_dim: cfg.head_dim, half, mscale: table.mscale, ..Params::zeroed() };
     let entry = match cfg.pairing {
         RopePairing::Half => "rope_half",
         RopePairing::Interleaved => "rope_interleaved",
     };
     let key = PipelineKey::new(Shader::Rope, entry);
     let workgroups = ctx.grid((pairs as u32).div_ceil(WG));
-    Kernel::new(ctx, &key, &[(1, &table.inv_freq), (2, x)], Some(ctx.uniform("rope.params", &params)), workgroups)
+    let step = pos.buffer(ctx);
+    Kernel::new(
+        ctx,
+        &key,
+        &[(1, &table.inv_freq), (2, x), (3, &step)],
+        Some(ctx.uniform("rope.params", &params)),
+        workgroups,
+    )
 }
 
-/// Move a built RoPE kernel to a new start position (decode: once per token) without rebuilding it.
-/// Takes effect for the next submission.
-pub fn rope_set_pos0(ctx: &Context, kernel: &Kernel, pos0: u32) -> Result<()> {
-    let params = kernel
-        .params
-        .as_ref()
-        .filter(|_| kernel.label.starts_with("rope::"))
-        .ok_or_else(|| GpuError::Shape { op: "rope", message: format!("`{}` is not a rope kernel", kernel.label) })?;
-    ctx.queue.write_buffer(params, offset_of!(Params, pos0) as u64, bytemuck::bytes_of(&pos0));
-    Ok(())
+/// Invocations per `rope_kv` workgroup can hold a head of at most this many dims.
+pub const MAX_HEAD_DIM: u32 = 256;
+
+/// Qwen3's per-head RMSNorm of q and k before RoPE: weights `[head_dim]` each, and eps.
+#[derive(Clone, Copy)]
+pub struct QkNorm<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub eps: f32,
+}
+
+/// RoPE and the KV-cache write in one kernel. `qkv`: fused projection rows
+/// `[t, n_heads * head_dim + 2 * kv.kv_dim()]` (q heads, then k, then v). Each q head is
+/// (per-head RMS-normed when `qk_norm` is given, then) rotated into `q_out [t, n_heads * head_dim]`;
+/// each k head likewise, then written with its v head to cache positions `pos0..pos0 + t` of
+/// `cache_k`/`cache_v` (layout `kv`). Replaces rope(q), rope(k) and kv_write.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_kv<'a>(
+    ctx: &Context,
+    qkv: &wgpu::Buffer,
+    q_out: &wgpu::Buffer,
+    cache_k: &wgpu::Buffer,
+    cache_v: &wgpu::Buffer,
+    table: &RopeTable,
+    n_heads: u32,
+    kv: &KvCacheShape,
+    t: u32,
+    pos: impl Into<Pos<'a>>,
+    qk_norm: Option<QkNorm<'_>>,
+) -> Result<Kernel> {
+    const OP: &str = "rope_kv";
+    let pos = pos.into();
+    let cfg = &table.config;
+    let hd = cfg.head_dim;
+    kv.validate(OP)?;
+    kv.check_range(OP, pos.first(), t)?;
+    ensure(kv.head_dim == hd, OP, || format!("cache head_dim {} ≠ RoPE head_dim {hd}", kv.head_dim))?;
+    ensure(hd <= MAX_HEAD_DIM, OP, || format!("head_dim {hd} > {MAX_HEAD_DIM}"))?;
+    ensure(n_heads > 0, OP, || "n_heads = 0".into())?;
+    let q_dim = n_heads as u64 * hd as u64;
+    let stride = q_dim + 2 * kv.kv_dim() as u64;
+    let slots = t as u64 * (n_heads + kv.n_kv_heads) as u64;
+    ensure(t as u64 * stride <= u32::MAX as u64 && slots <= u32::MAX as u64, OP, || {
+        format!("t = {t} rows of {stride} exceed u32 indexing")
+    })?;
+    check_len(OP, "qkv", qkv, t as u64 * stride)?;
+    check_len(OP, "q_out", q_out, t as u64 * q_dim)?;
+    kv.check_buffer(ctx, OP, "cache_k", cache_k)?;
+    kv.check_buffer(ctx, OP, "cache_v", cache_v)?;
+    for (name, b) in [("qkv", qkv), ("q_out", q_out)] {
+        check_binding(ctx, OP, name, b)?;
+    }
+    ensure(qkv != q_out && cache_k != cache_v, OP, || "qkv/q_out and cache_k/cache_v must be distinct".into())?;
+    if let Some(n) = &qk_norm {
+        check_len(OP, "q_norm", n.q, hd as u64)?;
+        check_len(OP, "k_norm", n.k, hd as u64)?;
+    }
+    let params = Params {
+        n_heads,
+        head_dim: hd,
+        half: cfg.rotary_dim / 2,
+        mscale: table.mscale,
+        t,
+        n_kv_heads: kv.n_kv_heads,
+        capacity: kv.capacity,
+        row_words: kv.row_words(),
+        eps: qk_norm.map_or(0.0, |n| n.eps),
+        interleaved: (cfg.pairing == RopePairing::Interleaved) as u32,
+        ..Params::zeroed()
+    };
+    let key = PipelineKey::new(Shader::Rope, "rope_kv")
+        .constant("KV_F16", kv.f16())
+        .constant("QK_NORM", qk_norm.is_some() as u32);
+    let step = pos.buffer(ctx);
+    // Without the norm its bindings still need a buffer: the inverse frequencies stand in.
+    let (qn, kn) = qk_norm.map_or((&table.inv_freq, &table.inv_freq), |n| (n.q, n.k));
+    let buffers =
+        [(1, &table.inv_freq), (3, &step), (4, qkv), (5, q_out), (6, cache_k), (7, cache_v), (8, qn), (9, kn)];
+    Kernel::new(ctx, &key, &buffers, Some(ctx.uniform("rope_kv.params", &params)), ctx.grid(slots as u32))
 }

@@ -226,6 +226,13 @@ async function scenarioGgufMain(S, F) {
   check(g.result?.completionTokens === N_TOKENS && g.result?.promptTokens === S.ref.promptIds.length,
     `result counts prompt ${g.result?.promptTokens} completion ${g.result?.completionTokens}`);
   F.tokens = `${g.ids.length} ids = native`;
+  // The decode plan: steady-state steps create nothing, submit once and read back one id.
+  const st = g.result?.stats ?? {};
+  check(st.buffersCreated === 0 && st.bindGroupsCreated === 0 && st.pipelinesCreated === 0,
+    `steady-state decode created GPU objects: ${JSON.stringify(st)}`);
+  check(st.submits === 1 && st.readbackBytes <= 8, `steady-state decode submits/readback: ${JSON.stringify(st)}`);
+  F.dispatches_per_token = st.dispatches;
+  F.encode_us = st.encodeUs?.toFixed(0);
   const t = g.result.timings ?? {};
   S.figures.tokMain = { prefill: t.prefillTokensPerSecond, decode: t.decodeTokensPerSecond, firstMs: g.firstMs, decodeHere: g.decodeTokPerSec };
   F.prefill_tokps = t.prefillTokensPerSecond?.toFixed(2);
