@@ -13,10 +13,11 @@
 //   then each invocation accumulates a 2 × 4 micro-tile (rows ty + 16i, columns tx + 16j).
 // Layout: x rows start at row x_row0 of the x buffer; y rows are y_stride wide and the product's
 // column c lands at y_col0 + c (e.g. q, k, v into one row of a fused buffer).
-// SwiGLU (flags bit 2, GEMVs only): output r is silu(W[r]·x) * (W[r + half]·x), the gate and up
+// SwiGLU (the SWIGLU constant, GEMVs only): output r is silu(W[r]·x) * (W[r + half]·x), the gate and up
 // rows of one stacked matrix, so the MLP's gate, up and SwiGLU are one dispatch; rows = half.
 
 override FORMAT: u32 = 0u; // WeightFormat::shader_code
+override SWIGLU: bool = false; // GEMVs: silu(W[r]·x) * (W[r + half]·x), see below
 
 
 const WG: u32 = 64u;
@@ -34,7 +35,7 @@ struct Params {
     row0: u32,   // first row of this chunk in W
     units: u32,  // vec4<u32> units per W row
     groups: u32, // quantization groups per W row (0 for F16/F32)
-    flags: u32,  // bit 0: add bias; bit 1: accumulate into y; bit 2: SwiGLU of row pairs (GEMV)
+    flags: u32,  // bit 0: add bias; bit 1: accumulate into y
     y_stride: u32, // y row width (≥ n)
     y_col0: u32,   // y column of output 0
     x_row0: u32,   // first x row read
@@ -76,8 +77,10 @@ fn epilogue(mrow: u32, r: u32, v: f32) {
     y[i] = out;
 }
 
+// A pipeline constant, not a flag: a runtime branch in the inner loop costs CPU drivers (which
+// run invocations as SIMD lanes) the second row's work on every GEMV.
 fn swiglu_on() -> bool {
-    return (p.flags & 4u) != 0u;
+    return SWIGLU;
 }
 
 // GEMV row r of a workgroup's GEMV_ROWS: consecutive rows, or with SwiGLU the pair (w, w + half).
@@ -175,8 +178,9 @@ fn word_x_at(base: u32, wi: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(xq[base + 8u * g + wi % 4u], xq[base + 8u * g + 4u + wi % 4u]);
 }
 
-fn word_x(wi: u32) -> array<vec4<f32>, 2> {
-    return word_x_at(p.x_row0 * (p.k / 4u), wi);
+// The vec4 index where the GEMV's x row starts (x_row0 rows in).
+fn gemv_x_base() -> u32 {
+    return p.x_row0 * (p.k / 4u);
 }
 
 @compute @workgroup_size(WG)
@@ -186,15 +190,16 @@ fn gemv_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let nr = gemv_rows_in(w0);
     if (nr == 0u) { return; } // whole workgroup leaves together
     let words = 4u * p.units; // u32 words per W row
+    let xb0 = gemv_x_base();
     var acc = array<f32, GEMV_ROWS>();
     // Two words per step, so each invocation has twice the loads in flight.
     for (var wi = tid; wi < words; wi += 2u * WG) {
-        let xa = word_x(wi);
+        let xa = word_x_at(xb0, wi);
         let sa = dot(xa[0] + xa[1], vec4<f32>(1.0));
         let wb = wi + WG;
         let has_b = wb < words;
         var xb = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
-        if (has_b) { xb = word_x(wb); }
+        if (has_b) { xb = word_x_at(xb0, wb); }
         let sb = dot(xb[0] + xb[1], vec4<f32>(1.0));
         for (var r = 0u; r < nr; r++) {
             let row = gemv_row_of(w0, r);
@@ -217,10 +222,11 @@ fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (row >= p.rows) { return; }
     let words = 4u * p.units;
     let sw = swiglu_on();
+    let xb0 = gemv_x_base();
     var acc = 0.0;
     var up = 0.0;
     for (var wi = 0u; wi < words; wi++) {
-        let xa = word_x(wi);
+        let xa = word_x_at(xb0, wi);
         let xs = dot(xa[0] + xa[1], vec4<f32>(1.0));
         acc += word_dot(row, wi, xa[0], xa[1], xs);
         if (sw) { up += word_dot(row + p.half, wi, xa[0], xa[1], xs); }

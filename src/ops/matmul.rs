@@ -294,7 +294,7 @@ fn build(
         check_len("matmul", "bias", b, n as u64)?;
         ensure(b != y, "matmul", || "bias and y must be different buffers".into())?;
     }
-    let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1 | (swiglu as u32) << 2;
+    let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1;
     // Quantized GEMV reads x as vec4 (k is a multiple of 32 there) at its own binding slot.
     let row_gemv = ctx.caps.row_gemv;
     let (entry, x_slot) = match (m, w.format.is_quantized(), row_gemv) {
@@ -306,7 +306,9 @@ fn build(
         (_, false, true) => ("gemm_row", 1),
         _ => ("gemm", 1),
     };
-    let key = PipelineKey::new(Shader::Matmul, entry).constant("FORMAT", w.format.shader_code());
+    let key = PipelineKey::new(Shader::Matmul, entry)
+        .constant("FORMAT", w.format.shader_code())
+        .constant("SWIGLU", swiglu as u32);
     let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
     let mut kernels = Vec::with_capacity(w.chunks.len());
     for c in &w.chunks {
