@@ -128,6 +128,8 @@ export interface ModelInfo {
   eosTokenIds: number[];
   /** GPU bytes of the weights. */
   weightBytes: number;
+  /** Weight bytes read per decoded token (all but an untied embedding table). */
+  weightBytesPerToken: number;
   /** GPU bytes of the KV cache (K and V, every layer, `context` positions). */
   kvCacheBytes: number;
 }
@@ -209,6 +211,8 @@ export interface DecodeStats {
   writtenBytes: number;
   /** CPU microseconds to encode one step (not counting the submit). */
   encodeUs: number;
+  /** The most GPU buffer memory the engine has held (weights, KV cache, activations). */
+  peakGpuBytes: number;
 }
 
 /**

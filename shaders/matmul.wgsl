@@ -13,15 +13,21 @@
 //   then each invocation accumulates a 2 × 4 micro-tile (rows ty + 16i, columns tx + 16j).
 // Layout: x rows start at row x_row0 of the x buffer; y rows are y_stride wide and the product's
 // column c lands at y_col0 + c (e.g. q, k, v into one row of a fused buffer).
+// RMSNorm (the NORM constant, GEMVs only): the product is with rmsnorm(x) * norm_w; each workgroup
+//   stages x * norm_w in workgroup memory (k ≤ NORM_MAX_K) and sums x² itself, and the 1/rms
+//   scales the dot products, so the norm needs no dispatch of its own.
 // SwiGLU (the SWIGLU constant, GEMVs only): output r is silu(W[r]·x) * (W[r + half]·x), the gate and up
 // rows of one stacked matrix, so the MLP's gate, up and SwiGLU are one dispatch; rows = half.
 
 override FORMAT: u32 = 0u; // WeightFormat::shader_code
 override SWIGLU: bool = false; // GEMVs: silu(W[r]·x) * (W[r + half]·x), see below
+override NORM: bool = false;   // GEMVs: x is RMS-normed first (see norm_prologue)
 
 
 const WG: u32 = 64u;
 const GEMV_ROWS: u32 = 2u; // x is loaded once per unit/word and used for 2 rows
+
+const NORM_MAX_K: u32 = 3072u;
 
 const TM: u32 = 32u;
 const TN: u32 = 64u;
@@ -40,6 +46,10 @@ struct Params {
     y_col0: u32,   // y column of output 0
     x_row0: u32,   // first x row read
     half: u32,     // SwiGLU: up row r + half pairs with gate row r
+    eps: f32,      // NORM
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -49,6 +59,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;         // [n]; a stand-in buffer when flags & 1 == 0
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [m, n]
 @group(0) @binding(6) var<storage, read> xq: array<vec4<f32>>;     // gemv_q's x: [k / 4] (m = 1)
+@group(0) @binding(7) var<storage, read> norm_w: array<f32>;       // NORM: [k]; a stand-in otherwise
+
+var<workgroup> xn_sh: array<vec4<f32>, NORM_MAX_K / 4u>; // NORM: x * norm_w of the GEMV's row
 
 var<workgroup> xs: array<f32, TK * TM>; // [TK, TM]: k-major so the inner loop reads rows side by side
 var<workgroup> ws: array<f32, TK * TN>; // [TK, TN]
@@ -96,15 +109,15 @@ fn swiglu_of(g: f32, u: f32) -> f32 {
 }
 
 // The end of a workgroup GEMV: totals of its GEMV_ROWS rows, summed over the workgroup.
-fn gemv_store(w: u32, acc: array<f32, GEMV_ROWS>, tid: u32) {
+fn gemv_store(w: u32, acc: array<f32, GEMV_ROWS>, rs: f32, tid: u32) {
     if (swiglu_on()) {
-        let g = wg_sum(acc[0], tid);
-        let u = wg_sum(acc[1], tid);
+        let g = wg_sum(acc[0], tid) * rs;
+        let u = wg_sum(acc[1], tid) * rs;
         if (tid == 0u && w < p.rows) { y[p.y_col0 + p.row0 + w] = swiglu_of(g, u); }
         return;
     }
     for (var r = 0u; r < GEMV_ROWS; r++) {
-        let total = wg_sum(acc[r], tid);
+        let total = wg_sum(acc[r], tid) * rs;
         if (tid == 0u && w * GEMV_ROWS + r < p.rows) { epilogue(0u, w * GEMV_ROWS + r, total); }
     }
 }
@@ -129,22 +142,23 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let w0 = wid.x + wid.y * nwg.x;
     let nr = gemv_rows_in(w0);
     if (nr == 0u) { return; } // whole workgroup leaves together
+    let rs = norm_prologue(tid);
     let xb0 = p.x_row0 * p.k;
     var acc = array<f32, GEMV_ROWS>();
     for (var u = tid; u < p.units; u += WG) {
         var xa: vec4<f32>;
         var xb = vec4<f32>(0.0);
         if (FORMAT == F32) {
-            xa = x4(xb0, 4u * u);
+            xa = gemv_x4(xb0, 4u * u);
         } else {
-            xa = x4(xb0, 8u * u);
-            xb = x4(xb0, 8u * u + 4u);
+            xa = gemv_x4(xb0, 8u * u);
+            xb = gemv_x4(xb0, 8u * u + 4u);
         }
         for (var r = 0u; r < nr; r++) {
             acc[r] += unit_dot(gemv_row_of(w0, r), u, xa, xb);
         }
     }
-    gemv_store(w0, acc, tid);
+    gemv_store(w0, acc, rs, tid);
 }
 
 // Word wi of row `row` (Q4/Q4Asym/Q8) dotted with its x values x_lo (, x_hi); xsum = their sum.
@@ -178,6 +192,44 @@ fn word_x_at(base: u32, wi: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(xq[base + 8u * g + wi % 4u], xq[base + 8u * g + 4u + wi % 4u]);
 }
 
+// NORM: stage x[x_row0] * norm_w in xn_sh and return the row's 1 / rms (to every invocation);
+// 1 without NORM. Call first, from uniform control flow.
+fn norm_prologue(tid: u32) -> f32 {
+    if (!NORM) { return 1.0; }
+    let base = p.x_row0 * p.k;
+    var ss = 0.0;
+    for (var i = tid; i < (p.k + 3u) / 4u; i += WG) {
+        var v = vec4<f32>(0.0);
+        var g = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c++) {
+            let e = 4u * i + c;
+            if (e < p.k) {
+                v[c] = x[base + e];
+                g[c] = norm_w[e];
+            }
+        }
+        ss += dot(v, v);
+        xn_sh[i] = v * g;
+    }
+    return inverseSqrt(wg_sum(ss, tid) / f32(p.k) + p.eps);
+}
+
+// The x values of word wi for a quantized GEMV: the staged normed row, or x from memory.
+fn gemv_x(base: u32, wi: u32) -> array<vec4<f32>, 2> {
+    if (!NORM) { return word_x_at(base, wi); }
+    if (FORMAT == Q8 || FORMAT == Q8ASYM) {
+        return array<vec4<f32>, 2>(xn_sh[wi], vec4<f32>(0.0));
+    }
+    let g = wi / 4u;
+    return array<vec4<f32>, 2>(xn_sh[8u * g + wi % 4u], xn_sh[8u * g + 4u + wi % 4u]);
+}
+
+// x[i .. i + 4] (i a multiple of 4) of an F32/F16 GEMV's row at base: staged or from memory.
+fn gemv_x4(base: u32, i: u32) -> vec4<f32> {
+    if (NORM) { return xn_sh[i / 4u]; }
+    return x4(base, i);
+}
+
 // The vec4 index where the GEMV's x row starts (x_row0 rows in).
 fn gemv_x_base() -> u32 {
     return p.x_row0 * (p.k / 4u);
@@ -189,17 +241,18 @@ fn gemv_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let w0 = wid.x + wid.y * nwg.x;
     let nr = gemv_rows_in(w0);
     if (nr == 0u) { return; } // whole workgroup leaves together
+    let rs = norm_prologue(tid);
     let words = 4u * p.units; // u32 words per W row
     let xb0 = gemv_x_base();
     var acc = array<f32, GEMV_ROWS>();
     // Two words per step, so each invocation has twice the loads in flight.
     for (var wi = tid; wi < words; wi += 2u * WG) {
-        let xa = word_x_at(xb0, wi);
+        let xa = gemv_x(xb0, wi);
         let sa = dot(xa[0] + xa[1], vec4<f32>(1.0));
         let wb = wi + WG;
         let has_b = wb < words;
         var xb = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
-        if (has_b) { xb = word_x_at(xb0, wb); }
+        if (has_b) { xb = gemv_x(xb0, wb); }
         let sb = dot(xb[0] + xb[1], vec4<f32>(1.0));
         for (var r = 0u; r < nr; r++) {
             let row = gemv_row_of(w0, r);
@@ -208,7 +261,7 @@ fn gemv_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             acc[r] += d;
         }
     }
-    gemv_store(w0, acc, tid);
+    gemv_store(w0, acc, rs, tid);
 }
 
 // gemv_row_q / gemv_row (m = 1 on CPU-emulated GPUs: SwiftShader, lavapipe): one invocation per
@@ -218,6 +271,7 @@ fn gemv_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @compute @workgroup_size(WG)
 fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) tid: u32) {
+    let rs = norm_prologue(tid); // before any invocation leaves
     let row = (wid.x + wid.y * nwg.x) * WG + tid;
     if (row >= p.rows) { return; }
     let words = 4u * p.units;
@@ -226,12 +280,12 @@ fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var acc = 0.0;
     var up = 0.0;
     for (var wi = 0u; wi < words; wi++) {
-        let xa = word_x_at(xb0, wi);
+        let xa = gemv_x(xb0, wi);
         let xs = dot(xa[0] + xa[1], vec4<f32>(1.0));
         acc += word_dot(row, wi, xa[0], xa[1], xs);
         if (sw) { up += word_dot(row + p.half, wi, xa[0], xa[1], xs); }
     }
-    row_store(row, acc, up);
+    row_store(row, acc * rs, up * rs);
 }
 
 // One invocation's output row: the epilogue, or with SwiGLU silu(gate) * up.
@@ -246,6 +300,7 @@ fn row_store(row: u32, acc: f32, up: f32) {
 @compute @workgroup_size(WG)
 fn gemv_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) tid: u32) {
+    let rs = norm_prologue(tid); // before any invocation leaves
     let row = (wid.x + wid.y * nwg.x) * WG + tid;
     if (row >= p.rows) { return; }
     let sw = swiglu_on();
@@ -256,15 +311,15 @@ fn gemv_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         var xa: vec4<f32>;
         var xb = vec4<f32>(0.0);
         if (FORMAT == F32) {
-            xa = x4(xb0, 4u * u);
+            xa = gemv_x4(xb0, 4u * u);
         } else {
-            xa = x4(xb0, 8u * u);
-            xb = x4(xb0, 8u * u + 4u);
+            xa = gemv_x4(xb0, 8u * u);
+            xb = gemv_x4(xb0, 8u * u + 4u);
         }
         acc += unit_dot(row, u, xa, xb);
         if (sw) { up += unit_dot(row + p.half, u, xa, xb); }
     }
-    row_store(row, acc, up);
+    row_store(row, acc * rs, up * rs);
 }
 
 // gemm_row_q / gemm_row (m > 1 on CPU-emulated GPUs, as gemv_row): one invocation per row of W

@@ -248,6 +248,8 @@ struct ModelInfo {
     has_chat_template: bool,
     eos_token_ids: Vec<u32>,
     weight_bytes: f64,
+    /// Weight bytes a decoded token reads (`Weights::bytes_per_token`).
+    weight_bytes_per_token: f64,
     kv_cache_bytes: f64,
 }
 
@@ -328,6 +330,7 @@ fn model_info(engine: &Engine, weight_bytes: u64) -> ModelInfo {
         has_chat_template: engine.template.is_some(),
         eos_token_ids: engine.stop_ids.clone(),
         weight_bytes: weight_bytes as f64,
+        weight_bytes_per_token: engine.model.weights.bytes_per_token() as f64,
         kv_cache_bytes: kv_cache_bytes(c, st.context, st.kv_dtype) as f64,
     }
 }
@@ -694,6 +697,7 @@ impl WasmEngine {
                 ] {
                     set(&stats, k, v.into());
                 }
+                set(&stats, "peakGpuBytes", (ctx.counters().peak_buffer_bytes as f64).into());
                 set(&o, "stats", stats.into());
             }
             Ok(o.into())

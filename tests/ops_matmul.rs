@@ -12,7 +12,10 @@
 mod common;
 use common::*;
 use std::sync::OnceLock;
-use webgpu_llm::ops::matmul::{chunk_byte_ranges, chunk_rows, matmul, matmul_swiglu, Epilogue, QuantMatrix};
+use webgpu_llm::ops::matmul::{
+    chunk_byte_ranges, chunk_rows, matmul, matmul_swiglu, Epilogue, Norm, QuantMatrix, NORM_MAX_K,
+};
+use webgpu_llm::ops::rmsnorm::rms_norm;
 use webgpu_llm::ops::swiglu::swiglu;
 use webgpu_llm::quant::{dequantize, group_offset, quantize, PackedMatrix, WeightFormat, GROUP};
 use webgpu_llm::{Context, ContextOptions, GpuError};
@@ -348,4 +351,50 @@ fn stacked_swiglu_gemv_matches_unfused() {
         Epilogue::default()
     )
     .is_err());
+}
+
+/// Decode's folded RMSNorm: a GEMV that norms its x row itself (x · norm weight staged in
+/// workgroup memory, 1/rms applied to the dot products) against the RMSNorm kernel followed by
+/// the plain GEMV, in every format, plain and with the SwiGLU epilogue, on the last of two rows.
+/// The two differ only in rounding order (1/rms once per output instead of per element): a few
+/// f32 ulps of each output's magnitude, far below one wrong term (~1/k of it).
+#[test]
+fn folded_rmsnorm_gemv_matches_norm_then_gemv() {
+    let mut rng = Rng::new(seed("matmul norm"));
+    let eps = 1e-5f32;
+    for (name, ctx) in contexts() {
+        for format in WeightFormat::ALL {
+            let (n, k) = (70usize, ks(format)[0]);
+            let w = QuantMatrix::upload(ctx, "w", &quantize(format, &rng.vec(n * k, 0.5), n, k).unwrap()).unwrap();
+            let x = rng.vec(2 * k, 2.0);
+            let g: Vec<f32> = rng.vec(k, 0.3).iter().map(|v| 1.0 + v).collect();
+            let (xb, gb, normed) = (upload_f32(ctx, &x), upload_f32(ctx, &g), upload_f32(ctx, &vec![0.0; 2 * k]));
+            let norm = Some(Norm { weight: &gb, eps });
+            for swiglu in [false, true] {
+                let outs = if swiglu { n / 2 } else { n };
+                let (want_b, got_b) = (upload_f32(ctx, &vec![0.0; outs]), upload_f32(ctx, &vec![0.0; outs]));
+                let last = Epilogue { x_row0: 1, ..Default::default() };
+                let mut unfused = vec![rms_norm(ctx, &xb, &gb, &normed, 2, k as u32, eps).unwrap()];
+                let fused = if swiglu {
+                    unfused.extend(matmul_swiglu(ctx, &normed, &w, &want_b, last).unwrap());
+                    matmul_swiglu(ctx, &xb, &w, &got_b, Epilogue { norm, ..last }).unwrap()
+                } else {
+                    unfused.extend(matmul(ctx, &normed, &w, &want_b, 1, last).unwrap());
+                    matmul(ctx, &xb, &w, &got_b, 1, Epilogue { norm, ..last }).unwrap()
+                };
+                ctx.run(&unfused.iter().collect::<Vec<_>>());
+                ctx.run(&fused.iter().collect::<Vec<_>>());
+                let want: Vec<f64> = read_f32(ctx, &want_b, outs).iter().map(|&v| v as f64).collect();
+                let what = format!("{name} {format:?} k={k} folded norm swiglu={swiglu}");
+                assert_close(&what, &read_f32(ctx, &got_b, outs), &want, 1e-5, 1e-5);
+            }
+        }
+    }
+    // A folded norm is for one row of at most NORM_MAX_K.
+    let ctx = ctx();
+    let k = NORM_MAX_K as usize + 32;
+    let w = QuantMatrix::upload(ctx, "w", &quantize(WeightFormat::Q8, &vec![0.5; 4 * k], 4, k).unwrap()).unwrap();
+    let (xb, y) = (upload_f32(ctx, &vec![1.0; 2 * k]), upload_f32(ctx, &[0.0; 8]));
+    let norm = Some(Norm { weight: &xb, eps });
+    assert!(matmul(ctx, &xb, &w, &y, 1, Epilogue { norm, ..Default::default() }).is_err(), "k above NORM_MAX_K");
 }

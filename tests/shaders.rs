@@ -115,8 +115,10 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::Matmul, "TN", ops::matmul::TN),
         (Shader::Matmul, "WG", ops::matmul::GEMV_ROW_WG),
         (Shader::Matmul, "MB", ops::matmul::GEMM_ROW_M),
+        (Shader::Matmul, "NORM_MAX_K", ops::matmul::NORM_MAX_K),
         (Shader::KvWrite, "WG", ops::kv_write::WG),
         (Shader::Rope, "WG", ops::rope::WG),
+        (Shader::Rope, "MAX_HEAD_DIM", ops::rope::MAX_HEAD_DIM),
         (Shader::SwiGlu, "WG", ops::swiglu::WG),
     ];
     for &(shader, name, rust) in pairs {

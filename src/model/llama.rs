@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::gpu::{ensure, Context, Kernel, ReadbackRing, Result};
 use crate::ops::argmax::{argmax_into, ArgmaxScratch};
 use crate::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
-use crate::ops::matmul::{matmul, matmul_swiglu, swiglu_fusable, Epilogue};
+use crate::ops::matmul::{matmul, matmul_swiglu, norm_fusable, swiglu_fusable, Epilogue, Norm};
 use crate::ops::rmsnorm::rms_norm;
 use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
 use crate::ops::{embedding::embedding, swiglu, Pos, StepBuffer};
@@ -156,8 +156,28 @@ fn linear(
     y: &wgpu::Buffer,
     t: u32,
     accumulate: bool,
+    norm: Option<Norm>,
 ) -> Result<Vec<Kernel>> {
-    matmul(ctx, x, &l.w, y, t, Epilogue { bias: l.bias.as_ref(), accumulate, ..Default::default() })
+    matmul(ctx, x, &l.w, y, t, Epilogue { bias: l.bias.as_ref(), accumulate, norm, ..Default::default() })
+}
+
+/// The input of a projection after an RMSNorm of x: decode (one row, hidden ≤ NORM_MAX_K) folds
+/// the norm into the projection (x and the norm for its epilogue); otherwise the norm kernel is
+/// pushed and its output xb is the input.
+fn normed<'a>(
+    ctx: &Context,
+    k: &mut Vec<Kernel>,
+    s: &'a State,
+    weight: &'a wgpu::Buffer,
+    t: u32,
+    hidden: u32,
+    eps: f32,
+) -> Result<(&'a wgpu::Buffer, Option<Norm<'a>>)> {
+    if norm_fusable(t, hidden) {
+        return Ok((&s.x, Some(Norm { weight, eps })));
+    }
+    k.push(rms_norm(ctx, &s.x, weight, &s.xb, t, hidden, eps)?);
+    Ok((&s.xb, None))
 }
 
 /// Kernels for one forward step over `input` at cache positions `pos0..pos0 + t`: logits into
@@ -191,17 +211,18 @@ pub fn forward(
     // x = embedding(tokens)
     k.extend(embedding(ctx, &w.embed, ids, &s.x, t)?);
     for (layer, (cache_k, cache_v)) in w.layers.iter().zip(&s.cache) {
-        // attention: xb = rmsnorm(x); q|k|v = xb·Wqkv (+ b), side by side in one row
-        k.push(rms_norm(ctx, &s.x, &layer.attn_norm, &s.xb, t, h, eps)?);
+        // attention: q|k|v = rmsnorm(x)·Wqkv (+ b), side by side in one row
+        let (xn, norm) = normed(ctx, &mut k, s, &layer.attn_norm, t, h, eps)?;
         match &layer.qkv {
             Qkv::Separate { q, k: wk, v } => {
                 let stride = cfg.q_dim() + 2 * cfg.kv_dim();
                 for (lin, col) in [(q, 0), (wk, cfg.q_dim()), (v, cfg.q_dim() + cfg.kv_dim())] {
-                    let at = Epilogue { bias: lin.bias.as_ref(), y_stride: stride, y_col0: col, ..Default::default() };
-                    k.extend(matmul(ctx, &s.xb, &lin.w, &s.qkv, t, at)?);
+                    let bias = lin.bias.as_ref();
+                    let at = Epilogue { bias, y_stride: stride, y_col0: col, norm, ..Default::default() };
+                    k.extend(matmul(ctx, xn, &lin.w, &s.qkv, t, at)?);
                 }
             }
-            Qkv::Fused(qkv) => k.extend(linear(ctx, &s.xb, qkv, &s.qkv, t, false)?),
+            Qkv::Fused(qkv) => k.extend(linear(ctx, xn, qkv, &s.qkv, t, false, norm)?),
         }
         // (Qwen3: RMSNorm over each head of q and k,) RoPE at positions pos0.., q into s.q, and
         // k, v into the cache: one kernel
@@ -210,22 +231,23 @@ pub fn forward(
         // att = softmax(q·Kᵀ/√d)·V over the cache, causal
         k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos, t, &s.scratch, None)?);
         // x += att·Wo (+ b)
-        k.extend(linear(ctx, &s.att, &layer.o, &s.x, t, true)?);
+        k.extend(linear(ctx, &s.att, &layer.o, &s.x, t, true, None)?);
 
-        // feed-forward: xb = rmsnorm(x); x += (silu(xb·Wg) * (xb·Wu))·Wd
-        k.push(rms_norm(ctx, &s.x, &layer.ffn_norm, &s.xb, t, h, eps)?);
+        // feed-forward: xn = rmsnorm(x); x += (silu(xn·Wg) * (xn·Wu))·Wd
+        let (xn, norm) = normed(ctx, &mut k, s, &layer.ffn_norm, t, h, eps)?;
+        let at = Epilogue { norm, ..Default::default() };
         match &layer.gate_up {
             GateUp::Separate { gate, up } => {
-                k.extend(matmul(ctx, &s.xb, gate, &s.gate, t, Epilogue::default())?);
-                k.extend(matmul(ctx, &s.xb, up, &s.up, t, Epilogue::default())?);
+                k.extend(matmul(ctx, xn, gate, &s.gate, t, at)?);
+                k.extend(matmul(ctx, xn, up, &s.up, t, at)?);
                 k.push(swiglu::swiglu(ctx, &s.gate, &s.up, &s.hb, t, cfg.ffn)?);
             }
             // decode: gate, up and SwiGLU in one GEMV over the stacked rows
             GateUp::Fused(gate_up) if swiglu_fusable(gate_up, t) => {
-                k.extend(matmul_swiglu(ctx, &s.xb, gate_up, &s.hb, Epilogue::default())?);
+                k.extend(matmul_swiglu(ctx, xn, gate_up, &s.hb, at)?);
             }
             GateUp::Fused(gate_up) => {
-                k.extend(matmul(ctx, &s.xb, gate_up, &s.gate, t, Epilogue::default())?);
+                k.extend(matmul(ctx, xn, gate_up, &s.gate, t, at)?);
                 k.push(swiglu::swiglu_fused(ctx, &s.gate, &s.hb, t, cfg.ffn)?);
             }
         }
@@ -238,10 +260,15 @@ pub fn forward(
         Logits::All => t,
         Logits::Last => 1,
     };
-    k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);
-    // Logits::Last reads only the last row of xb
-    let x_row0 = if which == Logits::Last { t - 1 } else { 0 };
-    k.extend(matmul(ctx, &s.xb, lm_head, &s.logits, rows, Epilogue { x_row0, ..Default::default() })?);
+    // Logits::Last: only the last row, normed in the lm_head GEMV itself where it fits
+    let lm_in = if which == Logits::Last && norm_fusable(1, h) {
+        Epilogue { x_row0: t - 1, norm: Some(Norm { weight: &w.norm, eps }), ..Default::default() }
+    } else {
+        k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);
+        Epilogue { x_row0: if which == Logits::Last { t - 1 } else { 0 }, ..Default::default() }
+    };
+    let x_in = if lm_in.norm.is_some() { &s.x } else { &s.xb };
+    k.extend(matmul(ctx, x_in, lm_head, &s.logits, rows, lm_in)?);
     k.extend(argmax_into(ctx, &s.logits, &s.next_id, rows, cfg.vocab, &s.argmax)?);
     Ok(k)
 }

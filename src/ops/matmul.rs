@@ -19,6 +19,8 @@ pub const GEMM_ROW_M: u32 = 8;
 /// GEMM tile: x rows (`TM`) and W rows (`TN`) per workgroup, as in shaders/matmul.wgsl (checked there too).
 pub const TM: u32 = 32;
 pub const TN: u32 = 64;
+/// The longest x row a GEMV can RMS-norm itself (`Epilogue::norm`): `NORM_MAX_K` in shaders/matmul.wgsl.
+pub const NORM_MAX_K: u32 = 3072;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,6 +37,8 @@ struct Params {
     y_col0: u32,
     x_row0: u32,
     half: u32,
+    eps: f32,
+    _pad: [u32; 3],
 }
 
 /// Rows `[row0, row0 + rows)` of a matrix in their own buffers.
@@ -224,6 +228,21 @@ pub struct Epilogue<'a> {
     pub y_col0: u32,
     /// The first row of x read (x is `[x_row0 + m, k]`): e.g. only the last token's row.
     pub x_row0: u32,
+    /// Multiply by `rmsnorm(x) * weight` instead of x (GEMVs, k ≤ [`NORM_MAX_K`]; see
+    /// [`norm_fusable`]): the norm before a projection costs no dispatch of its own.
+    pub norm: Option<Norm<'a>>,
+}
+
+/// An RMSNorm folded into a GEMV: weight `[k]` and epsilon.
+#[derive(Clone, Copy, Debug)]
+pub struct Norm<'a> {
+    pub weight: &'a wgpu::Buffer,
+    pub eps: f32,
+}
+
+/// Whether a matmul of `m` rows over `k` inputs can take `Epilogue::norm`.
+pub fn norm_fusable(m: u32, k: u32) -> bool {
+    m == 1 && k <= NORM_MAX_K
 }
 
 /// `y[m, n] = x[m, k] · Wᵀ` (+ bias, or accumulated into y per `epilogue`); x and y are f32,
@@ -246,7 +265,7 @@ pub fn swiglu_fusable(w: &QuantMatrix, m: u32) -> bool {
 
 /// `y[0, r] = silu(x · W[r]) * (x · W[r + n/2])` for r < n/2: the MLP's gate, up and SwiGLU in
 /// one GEMV over a stacked gate|up matrix (one chunk, m = 1; see [`swiglu_fusable`]). Only the
-/// layout fields of `epilogue` apply.
+/// layout fields and the norm of `epilogue` apply.
 pub fn matmul_swiglu(
     ctx: &Context,
     x: &wgpu::Buffer,
@@ -294,6 +313,13 @@ fn build(
         check_len("matmul", "bias", b, n as u64)?;
         ensure(b != y, "matmul", || "bias and y must be different buffers".into())?;
     }
+    if let Some(nw) = &epilogue.norm {
+        ensure(norm_fusable(m, k), "matmul", || {
+            format!("a folded RMSNorm needs m = 1 and k ≤ {NORM_MAX_K}; got m = {m}, k = {k}")
+        })?;
+        check_len("matmul", "norm weight", nw.weight, k as u64)?;
+        ensure(nw.weight != y, "matmul", || "norm weight and y must be different buffers".into())?;
+    }
     let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1;
     // Quantized GEMV reads x as vec4 (k is a multiple of 32 there) at its own binding slot.
     let row_gemv = ctx.caps.row_gemv;
@@ -308,7 +334,8 @@ fn build(
     };
     let key = PipelineKey::new(Shader::Matmul, entry)
         .constant("FORMAT", w.format.shader_code())
-        .constant("SWIGLU", swiglu as u32);
+        .constant("SWIGLU", swiglu as u32)
+        .constant("NORM", epilogue.norm.is_some() as u32);
     let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
     let mut kernels = Vec::with_capacity(w.chunks.len());
     for c in &w.chunks {
@@ -326,6 +353,8 @@ fn build(
             y_col0: epilogue.y_col0,
             x_row0: epilogue.x_row0,
             half: rows,
+            eps: epilogue.norm.map_or(0.0, |nw| nw.eps),
+            _pad: [0; 3],
         };
         let workgroups = if m == 1 && row_gemv {
             ctx.grid(rows.div_ceil(GEMV_ROW_WG))
@@ -354,6 +383,13 @@ fn build(
         let bias = epilogue.bias.unwrap_or(x);
         let params = ctx.uniform("matmul.params", &params);
         let mut bindings = vec![(x_slot, x), (2, &c.weights), (4, bias), (5, y)];
+        if m == 1 {
+            // GEMVs may norm x themselves: they read x at slot 1 and the weight at 7 (x stands in).
+            if x_slot != 1 {
+                bindings.push((1, x));
+            }
+            bindings.push((7, epilogue.norm.map_or(x, |nw| nw.weight)));
+        }
         if !matches!(entry, "gemv" | "gemv_row" | "gemm_row") {
             bindings.push((3, scales)); // the F32/F16 GEMVs have no scales binding
         }

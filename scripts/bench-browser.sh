@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The browser benchmark: builds the npm package's wasm (pkg/wasm, incremental), then runs the engine in
+# headless Chromium on a GGUF and prints the fields of `webgpu-llm bench --json` (tests/browser/bench.mjs).
+#   bash scripts/bench-browser.sh [--no-build] [--pkg DIR] [--model models/X.gguf] [--prompt-tokens 32]
+#        [--gen-tokens 16] [--temperature T --top-p P --top-k K --seed S] [--json]
+# --pkg DIR benchmarks another build of the package (e.g. an older commit's worktree) in the same way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+args=()
+build=1
+for a in "$@"; do
+  case "$a" in
+    --no-build) build=0 ;;
+    --peer) echo "bench-browser.sh: --peer (wllama side by side) is not implemented yet" >&2; exit 2 ;;
+    *) args+=("$a") ;;
+  esac
+done
+[ -d node_modules/playwright-core ] || npm install --no-audit --no-fund >/dev/null
+if [ "$build" = 1 ] && ! printf '%s\n' "${args[@]}" | grep -qx -- --pkg; then
+  bash scripts/build-pkg.sh >&2
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
+mkdir -p "$XDG_RUNTIME_DIR"
+exec node tests/browser/bench.mjs "${args[@]}"
