@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::gpu::{ensure, Context, Kernel, ReadbackRing, Result};
 use crate::ops::argmax::{argmax_into, ArgmaxScratch};
 use crate::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
-use crate::ops::matmul::{matmul, matmul_swiglu, norm_fusable, swiglu_fusable, Epilogue, Norm};
+use crate::ops::matmul::{fold_norm, matmul, matmul_swiglu, swiglu_fusable, Epilogue, Norm};
 use crate::ops::rmsnorm::rms_norm;
 use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
 use crate::ops::{embedding::embedding, swiglu, Pos, StepBuffer};
@@ -161,9 +161,9 @@ fn linear(
     matmul(ctx, x, &l.w, y, t, Epilogue { bias: l.bias.as_ref(), accumulate, norm, ..Default::default() })
 }
 
-/// The input of a projection after an RMSNorm of x: decode (one row, hidden ≤ NORM_MAX_K) folds
-/// the norm into the projection (x and the norm for its epilogue); otherwise the norm kernel is
-/// pushed and its output xb is the input.
+/// The input of a projection after an RMSNorm of x: decode (one row, hidden ≤ NORM_MAX_K, see
+/// `fold_norm`) folds the norm into the projection (x and the norm for its epilogue); otherwise
+/// the norm kernel is pushed and its output xb is the input.
 fn normed<'a>(
     ctx: &Context,
     k: &mut Vec<Kernel>,
@@ -173,7 +173,7 @@ fn normed<'a>(
     hidden: u32,
     eps: f32,
 ) -> Result<(&'a wgpu::Buffer, Option<Norm<'a>>)> {
-    if norm_fusable(t, hidden) {
+    if fold_norm(ctx, t, hidden) {
         return Ok((&s.x, Some(Norm { weight, eps })));
     }
     k.push(rms_norm(ctx, &s.x, weight, &s.xb, t, hidden, eps)?);
@@ -261,7 +261,7 @@ pub fn forward(
         Logits::Last => 1,
     };
     // Logits::Last: only the last row, normed in the lm_head GEMV itself where it fits
-    let lm_in = if which == Logits::Last && norm_fusable(1, h) {
+    let lm_in = if which == Logits::Last && fold_norm(ctx, 1, h) {
         Epilogue { x_row0: t - 1, norm: Some(Norm { weight: &w.norm, eps }), ..Default::default() }
     } else {
         k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);

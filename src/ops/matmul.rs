@@ -245,6 +245,13 @@ pub fn norm_fusable(m: u32, k: u32) -> bool {
     m == 1 && k <= NORM_MAX_K
 }
 
+/// Whether to fold an RMSNorm into the matmul on this device: where it can be, except on
+/// CPU-emulated GPUs (`row_gemv`), whose barrier-free row GEMVs would each gain the norm's
+/// workgroup reduction: SwiftShader decoded SmolLM2 2.6× slower with it (BENCHMARKS.md).
+pub fn fold_norm(ctx: &Context, m: u32, k: u32) -> bool {
+    norm_fusable(m, k) && !ctx.caps.row_gemv
+}
+
 /// `y[m, n] = x[m, k] · Wᵀ` (+ bias, or accumulated into y per `epilogue`); x and y are f32,
 /// row-major, distinct buffers. One kernel per chunk of `w`.
 pub fn matmul(
