@@ -37,6 +37,7 @@ USAGE
   webgpu-llm convert --from <HF dir | model.gguf> --out <dir> [--quant q4|q8|f16] [--shard-mb 32]
   webgpu-llm run --model <dir | model.gguf> (--prompt TEXT | --chat TEXT) [options]
   webgpu-llm bench --model <dir | model.gguf> [--prompt-tokens 128] [--gen-tokens 64] [--context N]
+                   [--json] [run's sampling options]
 
 A GGUF keeps its own quantization (--quant is ignored for it).
 
@@ -51,6 +52,11 @@ RUN OPTIONS
   --context N          KV cache length (default: the model's, capped at 4096)
   --kv f16|f32         KV cache precision (default f16)
   --json               one JSON object per line: prompt ids, each token, a summary
+
+BENCH
+  Prints load, prefill and decode speed and, per decoded token in steady state, dispatches,
+  submits, GPU objects created, bytes read back and CPU encode time, with the bandwidth of a
+  plain copy kernel and the roofline ratio; --json prints them as one object (BENCHMARKS.md).
 ";
 
     struct Args(Vec<String>);
