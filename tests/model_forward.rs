@@ -15,7 +15,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use webgpu_llm::model::{Config, CpuTensors, Logits, Model, QuantPolicy, Readback, StateOptions};
 use webgpu_llm::ops::attention::KvDtype;
-use webgpu_llm::quant::{dequantize, quantize};
+use webgpu_llm::quant::{dequantize, quantize, WeightFormat};
 
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -100,11 +100,15 @@ fn random_tensors(cfg: &Config, rng: &mut Rng) -> Tensors {
 
 /// The tensors as the GPU will hold them under `policy` (quantized then dequantized).
 fn as_held(tensors: &Tensors, policy: QuantPolicy) -> Tensors {
+    as_held_by(tensors, |name| policy.format_for(name))
+}
+
+fn as_held_by(tensors: &Tensors, format: impl Fn(&str) -> WeightFormat) -> Tensors {
     tensors
         .iter()
         .map(|(name, (shape, data))| {
             let held = match shape[..] {
-                [n, k] => dequantize(&quantize(policy.format_for(name), data, n, k).unwrap()).unwrap(),
+                [n, k] => dequantize(&quantize(format(name), data, n, k).unwrap()).unwrap(),
                 _ => data.clone(),
             };
             (name.clone(), (shape.clone(), held))
@@ -289,4 +293,52 @@ fn check_decode_plan(ctx: &webgpu_llm::Context) {
     assert!(model.submit_decode(ctx, 10, Some(cfg.vocab), Readback::Id).is_err(), "id ≥ vocab");
     model.submit_decode(ctx, 250, Some(want_ids[0]), Readback::Id).unwrap();
     assert_eq!(pollster::block_on(model.read_id(ctx)).unwrap(), want_ids[1]);
+}
+
+/// llama.cpp's Q4_K_M keeps attn_v in Q6_K in some layers: q and k (Q4) are stacked into one
+/// matrix and v stays apart (two projection dispatches), and the logits still match the f64
+/// reference on the dequantized weights, prefill and decode.
+#[test]
+fn mixed_format_qkv_stacks_what_it_can() {
+    struct VInQ8(CpuTensors);
+    impl webgpu_llm::model::TensorSource for VInQ8 {
+        fn matrix(
+            &mut self,
+            ctx: &webgpu_llm::Context,
+            name: &str,
+        ) -> webgpu_llm::gpu::Result<webgpu_llm::ops::matmul::QuantMatrix> {
+            if !name.contains("v_proj") {
+                return self.0.matrix(ctx, name);
+            }
+            let (shape, data) = self.0.tensors.remove(name).unwrap();
+            let packed = quantize(WeightFormat::Q8, &data, shape[0], shape[1]).unwrap();
+            webgpu_llm::ops::matmul::QuantMatrix::upload(ctx, name, &packed)
+        }
+        fn vector(&mut self, ctx: &webgpu_llm::Context, name: &str, len: u32) -> webgpu_llm::gpu::Result<wgpu::Buffer> {
+            self.0.vector(ctx, name, len)
+        }
+    }
+    let ctx = ctx();
+    let mut rng = Rng::new(seed("mixed qkv"));
+    let cfg = Config::from_hf(&config("qwen2")).unwrap(); // q/k/v biases too
+    let tensors = random_tensors(&cfg, &mut rng);
+    let format = |name: &str| if name.contains("v_proj") { WeightFormat::Q8 } else { QuantPolicy::Q4.format_for(name) };
+    let held = as_held_by(&tensors, format);
+    let opts = StateOptions { context: CONTEXT, max_batch: 8, kv_dtype: KvDtype::F32 };
+    let mut src = VInQ8(CpuTensors { tensors, policy: QuantPolicy::Q4 });
+    let mut model = Model::new(ctx, cfg.clone(), &mut src, opts).unwrap();
+    let cols: Vec<u32> = model.weights.layers[0].qkv.parts.iter().map(|(_, c)| *c).collect();
+    assert_eq!(cols, vec![0, cfg.q_dim() + cfg.kv_dim()], "q|k stacked, v apart");
+
+    let tokens: Vec<u32> = (0..7).map(|_| rng.below(cfg.vocab as u64) as u32).collect();
+    let inv = cfg.rope.inv_freq(CONTEXT).unwrap();
+    let want = transformer(&cfg, &held, &tokens, &inv, cfg.rope.attention_factor());
+    let vocab = cfg.vocab as usize;
+    let got = pollster::block_on(model.logits(ctx, &tokens, 0, Logits::All)).unwrap();
+    assert_close("mixed qkv: prefill logits", &got, &want, ATOL, RTOL);
+    model.submit_prompt(ctx, &tokens[..6], 0, Readback::Logits).unwrap();
+    pollster::block_on(model.read_logits(ctx)).unwrap();
+    model.submit_decode(ctx, 6, Some(tokens[6]), Readback::Logits).unwrap();
+    let step = pollster::block_on(model.read_logits(ctx)).unwrap();
+    assert_close("mixed qkv: decode logits", &step, &want[6 * vocab..], ATOL, RTOL);
 }

@@ -362,13 +362,19 @@ impl Context {
 
     /// An uninitialised storage buffer (rounded up to 4 bytes) that can also be copied to and from.
     pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        self.buffer(label, bytes, usage)
+    }
+
+    /// An uninitialised buffer of `bytes` rounded up to 4, size-checked and counted.
+    fn buffer(&self, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let size = bytes.max(4).next_multiple_of(4);
         self.check_size(label, size)?;
         self.count_buffer(size);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage,
             mapped_at_creation: false,
         }))
     }
@@ -494,15 +500,7 @@ impl Context {
 
     /// A buffer the CPU can map for reading, filled by [`CopyAfter`]s (see [`ReadbackRing`]).
     pub fn readback_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
-        let size = bytes.max(4).next_multiple_of(4);
-        self.check_size(label, size)?;
-        self.count_buffer(size);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
+        self.buffer(label, bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)
     }
 
     /// Start mapping `staging` (a [`readback_buffer`](Self::readback_buffer) whose copy went in

@@ -3,7 +3,7 @@
 //! and nothing is read back inside it.
 
 use super::config::Config;
-use super::weights::{GateUp, Linear, Qkv, Weights};
+use super::weights::{GateUp, Linear, Weights};
 use std::collections::HashMap;
 
 use crate::gpu::{ensure, Context, Kernel, ReadbackRing, Result};
@@ -213,16 +213,10 @@ pub fn forward(
     for (layer, (cache_k, cache_v)) in w.layers.iter().zip(&s.cache) {
         // attention: q|k|v = rmsnorm(x)·Wqkv (+ b), side by side in one row
         let (xn, norm) = normed(ctx, &mut k, s, &layer.attn_norm, t, h, eps)?;
-        match &layer.qkv {
-            Qkv::Separate { q, k: wk, v } => {
-                let stride = cfg.q_dim() + 2 * cfg.kv_dim();
-                for (lin, col) in [(q, 0), (wk, cfg.q_dim()), (v, cfg.q_dim() + cfg.kv_dim())] {
-                    let bias = lin.bias.as_ref();
-                    let at = Epilogue { bias, y_stride: stride, y_col0: col, norm, ..Default::default() };
-                    k.extend(matmul(ctx, xn, &lin.w, &s.qkv, t, at)?);
-                }
-            }
-            Qkv::Fused(qkv) => k.extend(linear(ctx, xn, qkv, &s.qkv, t, false, norm)?),
+        let stride = cfg.q_dim() + 2 * cfg.kv_dim();
+        for (lin, col) in &layer.qkv.parts {
+            let at = Epilogue { bias: lin.bias.as_ref(), y_stride: stride, y_col0: *col, norm, ..Default::default() };
+            k.extend(matmul(ctx, xn, &lin.w, &s.qkv, t, at)?);
         }
         // (Qwen3: RMSNorm over each head of q and k,) RoPE at positions pos0.., q into s.q, and
         // k, v into the cache: one kernel

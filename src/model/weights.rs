@@ -21,10 +21,11 @@ pub struct Linear {
     pub bias: Option<wgpu::Buffer>,
 }
 
-/// q/k/v: three matrices, or Phi-3's one fused `qkv_proj` (rows q, then k, then v).
-pub enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
-    Fused(Linear),
+/// The projections that fill a q|k|v row (`[q_dim + 2 kv_dim]`), each with the column it starts
+/// at: one matrix (Phi-3's `qkv_proj`, or q, k, v stacked at load), two (q|k stacked and v, when
+/// v has another format, as in llama.cpp's Q4_K_M), or three.
+pub struct Qkv {
+    pub parts: Vec<(Linear, u32)>,
 }
 
 /// gate/up: two matrices, or Phi-3's fused `gate_up_proj` (rows gate, then up).
@@ -76,10 +77,7 @@ impl Weights {
         let mut total = self.norm.size() + self.lm_head.as_ref().unwrap_or(&self.embed).bytes();
         for l in &self.layers {
             total += l.attn_norm.size() + l.ffn_norm.size() + lin(&l.o) + l.down.bytes();
-            total += match &l.qkv {
-                Qkv::Separate { q, k, v } => lin(q) + lin(k) + lin(v),
-                Qkv::Fused(f) => lin(f),
-            };
+            total += l.qkv.parts.iter().map(|(p, _)| lin(p)).sum::<u64>();
             total += l.qk_norm.as_ref().map_or(0, |(q, k)| q.size() + k.size());
             total += match &l.gate_up {
                 GateUp::Separate { gate, up } => gate.bytes() + up.bytes(),
@@ -110,33 +108,15 @@ impl Weights {
             };
             let qkv = if cfg.fused_proj {
                 let w = matrix(src, &format!("{p}.self_attn.qkv_proj.weight"), qd + 2 * kvd, h)?;
-                Qkv::Fused(Linear { w, bias: None })
+                Qkv { parts: vec![(Linear { w, bias: None }, 0)] }
             } else {
                 let lin = |src: &mut dyn TensorSource, which: &str, n: u32| -> Result<Linear> {
                     let w = matrix(src, &format!("{p}.self_attn.{which}_proj.weight"), n, h)?;
                     let b = bias(src, cfg.qkv_bias, format!("{p}.self_attn.{which}_proj.bias"), n)?;
                     Ok(Linear { w, bias: b })
                 };
-                let (q, k, v) = (lin(src, "q", qd)?, lin(src, "k", kvd)?, lin(src, "v", kvd)?);
-                // One projection dispatch instead of three where the formats allow.
-                match QuantMatrix::stack(ctx, &format!("{p}.self_attn.qkv"), &[&q.w, &k.w, &v.w])? {
-                    Some(w) => {
-                        let bias = match (&q.bias, &k.bias, &v.bias) {
-                            (Some(bq), Some(bk), Some(bv)) => {
-                                Some(stack_vectors(ctx, &format!("{p}.qkv.bias"), &[(bq, qd), (bk, kvd), (bv, kvd)])?)
-                            }
-                            _ => None,
-                        };
-                        for part in [q, k, v] {
-                            part.w.release(ctx);
-                            if let Some(b) = part.bias {
-                                ctx.release(b);
-                            }
-                        }
-                        Qkv::Fused(Linear { w, bias })
-                    }
-                    None => Qkv::Separate { q, k, v },
-                }
+                let parts = vec![(lin(src, "q", qd)?, 0), (lin(src, "k", kvd)?, qd), (lin(src, "v", kvd)?, qd + kvd)];
+                Qkv { parts: stack_runs(ctx, &format!("{p}.self_attn.qkv"), parts)? }
             };
             let qk_norm = if cfg.qk_norm {
                 Some((
@@ -179,6 +159,36 @@ impl Weights {
         let lm_head = if cfg.tied_embeddings { None } else { Some(matrix(src, "lm_head.weight", cfg.vocab, h)?) };
         Ok(Weights { embed, layers, norm, lm_head })
     }
+}
+
+/// Adjacent projections `(linear, first column)` stacked into as few matrices as their formats
+/// allow (one dispatch each): all of them, else the longest stackable run from the front or the
+/// back. The stacked parts' buffers are released.
+fn stack_runs(ctx: &Context, label: &str, mut parts: Vec<(Linear, u32)>) -> Result<Vec<(Linear, u32)>> {
+    let n = parts.len();
+    for len in (2..=n).rev() {
+        for start in [0, n - len] {
+            let run = &parts[start..start + len];
+            let mats: Vec<&QuantMatrix> = run.iter().map(|(l, _)| &l.w).collect();
+            let Some(w) = QuantMatrix::stack(ctx, label, &mats)? else { continue };
+            let bias = if run.iter().all(|(l, _)| l.bias.is_some()) {
+                let vecs: Vec<(&wgpu::Buffer, u32)> =
+                    run.iter().filter_map(|(l, _)| l.bias.as_ref().map(|b| (b, l.w.n))).collect();
+                Some(stack_vectors(ctx, &format!("{label}.bias"), &vecs)?)
+            } else {
+                None
+            };
+            let col = run[0].1;
+            for (l, _) in parts.splice(start..start + len, [(Linear { w, bias }, col)]) {
+                l.w.release(ctx);
+                if let Some(b) = l.bias {
+                    ctx.release(b);
+                }
+            }
+            return Ok(parts);
+        }
+    }
+    Ok(parts)
 }
 
 /// f32 vectors `(buffer, length)` concatenated into one buffer (on the GPU).
