@@ -5,6 +5,10 @@
 //
 //   node tests/browser/bench.mjs [--model models/X.gguf] [--pkg pkg] [--prompt-tokens 32]
 //        [--gen-tokens 16] [--temperature 0] [--top-p 1] [--top-k 0] [--seed S] [--json]
+//        [--peer-dir node_modules/@wllama/wllama]
+//
+// --peer-dir: also run wllama (its npm package's directory) on the same GGUF and prompt, greedy, in
+// the same browser, with 1 and 2 threads, and print its load/prefill/decode figures and our ratios.
 //
 // copy_gb_s is a plain vec4 copy kernel (64 MiB, read + write) written here in WGSL and timed in the
 // same page, so roofline = decode_tok_s × weight_bytes_per_token / copy_gb_s compares like with like.
@@ -32,6 +36,7 @@ const num = (name, dflt) => {
 };
 const MODEL = path.resolve(opt("--model", path.join(REPO, "models/SmolLM2-135M-Instruct.Q4_1.gguf")));
 const PKG = path.resolve(opt("--pkg", path.join(REPO, "pkg")));
+const PEER = opt("--peer-dir") && path.resolve(opt("--peer-dir"));
 const PROMPT_TOKENS = num("--prompt-tokens", 32);
 const GEN_TOKENS = num("--gen-tokens", 16);
 const JSON_OUT = argv.includes("--json");
@@ -42,7 +47,7 @@ if (!fs.existsSync(path.join(PKG, "wasm", "webgpu_llm_bg.wasm"))) throw new Erro
 if (GEN_TOKENS < 4) throw new Error("--gen-tokens must be ≥ 4 (steady state is measured after the second token)");
 
 const server = await startServer({
-  mounts: { "/pkg/": PKG, "/pages/": path.join(HERE, "pages"), "/m/": path.dirname(MODEL) },
+  mounts: { "/pkg/": PKG, "/pages/": path.join(HERE, "pages"), "/m/": path.dirname(MODEL), ...(PEER ? { "/peer/": PEER } : {}) },
 });
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), "webgpu-llm-bench-"));
 const context = await chromium.launchPersistentContext(profile, {
@@ -101,10 +106,24 @@ try {
     copy_gb_s: copyGbs,
     roofline: decodeTokS && perToken && copyGbs ? (decodeTokS * perToken) / 1e9 / copyGbs : null,
   };
+  if (PEER) {
+    const version = JSON.parse(fs.readFileSync(path.join(PEER, "package.json"), "utf8")).version;
+    report.peer = [];
+    for (const threads of [1, 2]) {
+      const r = await page.evaluate(runWllama, { model: `/m/${path.basename(MODEL)}`, prompt: dec.value, gen: GEN_TOKENS, threads });
+      report.peer.push({
+        name: `wllama ${version}`, ...r,
+        prefill_ratio: r.prefill_tok_s ? report.prefill_tok_s / r.prefill_tok_s : null,
+        decode_ratio: r.decode_tok_s ? report.decode_tok_s / r.decode_tok_s : null,
+      });
+    }
+  }
   if (JSON_OUT) {
     console.log(JSON.stringify(report));
   } else {
-    for (const [k, v] of Object.entries(report)) console.log(`${k.padEnd(24)} ${typeof v === "number" ? +v.toFixed(3) : v}`);
+    for (const [k, v] of Object.entries(report)) {
+      console.log(`${k.padEnd(24)} ${typeof v === "number" ? +v.toFixed(3) : typeof v === "object" ? JSON.stringify(v) : v}`);
+    }
   }
 } finally {
   await context.close();
@@ -153,4 +172,38 @@ async function copyBandwidth() {
   for (let i = 0; i < 3; i++) best = Math.min(best, (await run(4)) / 4);
   device.destroy();
   return (2 * bytes) / best / 1e9;
+}
+
+/** wllama on the same model and prompt, greedy, `threads` threads: its load time, its own prefill and
+ * decode timings (llama.cpp's), whether it could use WebGPU, and the text (to compare with ours). */
+async function runWllama({ model, prompt, gen, threads }) {
+  const { Wllama } = await import("/peer/esm/index.js");
+  // Its log says which backend llama.cpp picked (WebGPU needs shader-f16, which SwiftShader lacks).
+  const lines = [];
+  const keep = (...a) => lines.push(a.map(String).join(" "));
+  const logger = { debug: keep, log: keep, info: keep, warn: keep, error: keep };
+  const w = new Wllama({ default: "/peer/esm/wasm/wllama.wasm" }, { logger });
+  const t0 = performance.now();
+  try {
+    await w.loadModelFromUrl(new URL(model, location.href).href, { n_threads: threads, n_ctx: 512 });
+  } catch (e) {
+    return { threads, error: String(e?.message ?? e) };
+  }
+  const loadS = (performance.now() - t0) / 1000;
+  const out = await w.createCompletion({ prompt, max_tokens: gen, temperature: 0 });
+  const t = out.timings ?? {};
+  const r = {
+    threads,
+    multithread: w.isMultithread(),
+    webgpu_api: w.isSupportWebGPU(), // the API is there; not whether llama.cpp used it (it needs shader-f16)
+    load_s: loadS,
+    prompt_tokens: t.prompt_n ?? null,
+    prefill_tok_s: t.prompt_per_second ?? null,
+    gen_tokens: t.predicted_n ?? null,
+    decode_tok_s: t.predicted_per_second ?? null,
+    text: out.choices?.[0]?.text ?? null,
+    backend_log: lines.filter((l) => /webgpu|backend|f16|offload/i.test(l)).slice(0, 6),
+  };
+  await w.exit();
+  return r;
 }
