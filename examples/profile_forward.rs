@@ -16,7 +16,7 @@ fn main() {
             .unwrap();
     let m = &engine.model;
     for &t in &[args.get(2).map_or(42, |s| s.parse().unwrap()), 1] {
-        let tokens: Vec<u32> = (0..t).map(|i| 100 + i as u32).collect();
+        let tokens: Vec<u32> = (0..t).map(|i| 100 + i).collect();
         let pos0 = if t == 1 { 50 } else { 0 };
         m.state.write_ids(&ctx, &tokens, m.config.vocab).unwrap();
         m.state.set_pos(&ctx, pos0);

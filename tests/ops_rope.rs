@@ -243,7 +243,7 @@ fn rope_kv_matches_reference() {
                     let (ck, cv) = (upload_u32(ctx, &old[..words]), upload_u32(ctx, &old[words..]));
                     let (qkv_b, q_out) = (upload_f32(ctx, &qkv), upload_f32(ctx, &vec![f32::NAN; t * q_dim]));
                     let (qn_b, kn_b) = (upload_f32(ctx, &qn), upload_f32(ctx, &kn));
-                    let qk = norm.then(|| QkNorm { q: &qn_b, k: &kn_b, eps });
+                    let qk = norm.then_some(QkNorm { q: &qn_b, k: &kn_b, eps });
                     let k = rope_kv(ctx, &qkv_b, &q_out, &ck, &cv, &table, n_heads as u32, &shape, t as u32, pos0, qk)
                         .unwrap();
                     ctx.run(&[&k]);
