@@ -1005,3 +1005,39 @@ fn streaming_errors_are_named() {
     let (file, _, _) = s.finish().unwrap();
     assert_eq!(file.tensors.len(), 4);
 }
+
+/// Greedy decode runs up to 3 steps ahead of the tokens read: a stop token or an abort leaves steps
+/// in flight whose KV positions must not count as cached. A chat continued after a stopped answer
+/// reuses exactly the prompt and the answer up to the stop token and gives a fresh engine's tokens;
+/// an aborted generation is followed by one that gives the uninterrupted answer.
+#[test]
+fn pipelined_stops_and_aborts_leave_the_cache_consistent() {
+    use webgpu_llm::engine::{open_gguf, Event, Finish, GenerateOptions};
+    let path = smollm2_path();
+    let opts = OpenOptions { context: Some(256), kv_dtype: KvDtype::F16, max_batch: 64 };
+    let mut engine = open_gguf(ctx(), &path, opts).unwrap();
+    let turn1 = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let ids1 = engine.encode(turn1, false).unwrap();
+    let gen = GenerateOptions { max_tokens: 24, ..Default::default() };
+    let a = pollster::block_on(engine.generate(ctx(), &ids1, &gen, &mut |_| true)).unwrap();
+    assert_eq!(a.finish, Finish::Stop, "{:?}", a.text);
+
+    let mut ids2 = ids1.clone();
+    ids2.extend(&a.generated);
+    ids2.extend(engine.encode("\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n", false).unwrap());
+    let b = pollster::block_on(engine.generate(ctx(), &ids2, &gen, &mut |_| true)).unwrap();
+    assert_eq!(b.reused_tokens, ids1.len() + a.generated.len() - 1, "the stop token's KV was never computed");
+    let mut fresh = open_gguf(ctx(), &path, opts).unwrap();
+    let want = pollster::block_on(fresh.generate(ctx(), &ids2, &gen, &mut |_| true)).unwrap();
+    assert_eq!(b.generated, want.generated, "{:?} vs {:?}", b.text, want.text);
+
+    let mut seen = 0;
+    let cut = pollster::block_on(engine.generate(ctx(), &ids1, &gen, &mut |ev| {
+        seen += matches!(ev, Event::Token { .. }) as u32;
+        seen < 3
+    }))
+    .unwrap();
+    assert_eq!((cut.finish, cut.generated.len()), (Finish::Aborted, 3));
+    let again = pollster::block_on(engine.generate(ctx(), &ids1, &gen, &mut |_| true)).unwrap();
+    assert_eq!(again.generated, a.generated);
+}
