@@ -10,6 +10,9 @@
 //   written with its v head to cache position pos0 + row (f32 words, or with KV_F16 packed f16
 //   pairs, as kv_write.wgsl). One workgroup of WG per (row, head slot): slot < n_heads is a q
 //   head, the rest kv heads; linear id row * (n_heads + n_kv_heads) + slot, folded by Context::grid.
+// rope_kv_flat: the same without QK_NORM and without workgroup memory or barriers (which CPU-emulated
+//   GPUs pay for in every invocation): one invocation per (row, head slot, dim pair 2w, 2w + 1), each
+//   output dim computed from its own two inputs; linear id (row * slots + slot) * pairs + w.
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -174,6 +177,72 @@ fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         } else {
             cache_k[dst + w] = bitcast<u32>(head_sh[w]);
             cache_v[dst + w] = bitcast<u32>(qkv[vsrc + w]);
+        }
+    }
+}
+
+// Dim d of head `src` (offset in qkv) rotated at position pos: it and its RoPE partner are read, so
+// every output dim is independent of the others. Dims at and past rotary_dim pass through.
+fn rotated_dim(src: u32, d: u32, pos: u32) -> f32 {
+    let x = qkv[src + d];
+    if (d >= 2u * p.half) { return x; }
+    var i = d;
+    var partner = 0.0;
+    var first = true; // d is the pair's first element (x0 in rope_half/rope_interleaved)
+    if (p.interleaved != 0u) {
+        i = d / 2u;
+        first = d % 2u == 0u;
+        partner = qkv[src + select(d - 1u, d + 1u, first)];
+    } else if (d < p.half) {
+        partner = qkv[src + d + p.half];
+    } else {
+        i = d - p.half;
+        first = false;
+        partner = qkv[src + d - p.half];
+    }
+    let cs = cos_sin(pos, i);
+    return select(x * cs.x + partner * cs.y, x * cs.x - partner * cs.y, first);
+}
+
+@compute @workgroup_size(WG)
+fn rope_kv_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+    let slots = p.n_heads + p.n_kv_heads;
+    let pairs = (p.head_dim + 1u) / 2u;
+    let g = (wid.x + wid.y * nwg.x) * WG + tid;
+    if (g >= p.t * slots * pairs) { return; }
+    let w = g % pairs;
+    let slot = (g / pairs) % slots;
+    let row = g / (pairs * slots);
+    let hd = p.head_dim;
+    let q_dim = p.n_heads * hd;
+    let kv_dim = p.n_kv_heads * hd;
+    let stride = q_dim + 2u * kv_dim;
+    let pos = step.pos0 + row;
+    let d = 2u * w;
+    let has_hi = d + 1u < hd;
+    if (slot < p.n_heads) {
+        let src = row * stride + slot * hd;
+        let dst = row * q_dim + slot * hd;
+        q_out[dst + d] = rotated_dim(src, d, pos);
+        if (has_hi) { q_out[dst + d + 1u] = rotated_dim(src, d + 1u, pos); }
+        return;
+    }
+    let kvh = slot - p.n_heads;
+    let src = row * stride + q_dim + kvh * hd;
+    let vsrc = src + kv_dim;
+    let k0 = rotated_dim(src, d, pos);
+    let k1 = select(0.0, rotated_dim(src, d + 1u, pos), has_hi);
+    let base = (kvh * p.capacity + pos) * p.row_words;
+    if (KV_F16) { // head_dim is even with an f16 cache
+        cache_k[base + w] = pack2x16float(vec2<f32>(k0, k1));
+        cache_v[base + w] = pack2x16float(vec2<f32>(qkv[vsrc + d], qkv[vsrc + d + 1u]));
+    } else {
+        cache_k[base + d] = bitcast<u32>(k0);
+        cache_v[base + d] = bitcast<u32>(qkv[vsrc + d]);
+        if (has_hi) {
+            cache_k[base + d + 1u] = bitcast<u32>(k1);
+            cache_v[base + d + 1u] = bitcast<u32>(qkv[vsrc + d + 1u]);
         }
     }
 }

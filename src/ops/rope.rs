@@ -308,13 +308,25 @@ pub fn rope_kv<'a>(
         interleaved: (cfg.pairing == RopePairing::Interleaved) as u32,
         ..Params::zeroed()
     };
-    let key = PipelineKey::new(Shader::Rope, "rope_kv")
+    // Without the per-head norm every output dim is independent: one invocation per dim pair and no
+    // barrier (what CPU-emulated GPUs pay for in every invocation); the norm needs the workgroup.
+    let pairs = hd.div_ceil(2) as u64;
+    let (entry, workgroups) = if qk_norm.is_some() {
+        ("rope_kv", ctx.grid(slots as u32))
+    } else {
+        let n = slots * pairs;
+        ensure(n < 1 << 31, OP, || format!("{n} dim pairs exceed 2^31"))?;
+        ("rope_kv_flat", ctx.grid((n as u32).div_ceil(WG)))
+    };
+    let key = PipelineKey::new(Shader::Rope, entry)
         .constant("KV_F16", kv.f16())
         .constant("QK_NORM", qk_norm.is_some() as u32);
     let step = pos.buffer(ctx);
     // Without the norm its bindings still need a buffer: the inverse frequencies stand in.
     let (qn, kn) = qk_norm.map_or((&table.inv_freq, &table.inv_freq), |n| (n.q, n.k));
-    let buffers =
-        [(1, &table.inv_freq), (3, &step), (4, qkv), (5, q_out), (6, cache_k), (7, cache_v), (8, qn), (9, kn)];
-    Kernel::new(ctx, &key, &buffers, Some(ctx.uniform("rope_kv.params", &params)), ctx.grid(slots as u32))
+    let mut buffers = vec![(1, &table.inv_freq), (3, &step), (4, qkv), (5, q_out), (6, cache_k), (7, cache_v)];
+    if qk_norm.is_some() {
+        buffers.extend([(8, qn), (9, kn)]);
+    }
+    Kernel::new(ctx, &key, &buffers, Some(ctx.uniform("rope_kv.params", &params)), workgroups)
 }
