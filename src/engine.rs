@@ -10,7 +10,7 @@ use crate::chat::{ChatError, ChatTemplate, Message};
 use crate::detok::{DetokError, Detokenizer, FinishReason, StopChecker, StopIds, StreamEvent, TextStream};
 use crate::gpu::{Context, GpuError};
 use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
-use crate::model::{Model, Readback, TensorSource};
+use crate::model::{Model, Readback, TensorSource, PIPELINE};
 use crate::ops::attention::KvDtype;
 use crate::ops::matmul::QuantMatrix;
 use crate::sampling::{Sampler, SamplingError, SamplingParams};
@@ -357,9 +357,6 @@ impl Engine {
         Ok(sampler.sample(&mut logits, history)?)
     }
 }
-
-/// Greedy decode steps in flight at once (the one being read and up to two surplus).
-pub const PIPELINE: usize = 3;
 
 /// Options for opening a model package.
 #[derive(Clone, Copy, Debug)]

@@ -325,7 +325,7 @@ BENCH
         let per = summary.steady.ok_or("no steady state: too few tokens")?.per_token();
         let copy_gb_s = copy_bandwidth(&ctx)?;
         let roofline = decode_tok_s * per_token as f64 / 1e9 / copy_gb_s;
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "adapter": ctx.describe(),
             "model": dir.display().to_string(),
             "weight_bytes": weight_bytes,
@@ -338,18 +338,14 @@ BENCH
             "gen_tokens": summary.generated.len(),
             "decode_tok_s": decode_tok_s,
             "temperature": opts.sampling.temperature,
-            "dispatches": per.dispatches,
-            "submits": per.submits,
-            "buffers_created": per.buffers_created,
-            "bind_groups_created": per.bind_groups_created,
-            "pipelines_created": per.pipelines_created,
-            "readback_bytes": per.readback_bytes,
-            "written_bytes": per.written_bytes,
-            "encode_us": per.encode_us,
             "peak_gpu_bytes": peak_gpu_bytes,
             "copy_gb_s": copy_gb_s,
             "roofline": roofline,
         });
+        // dispatches, submits, buffers_created, … readback_bytes, encode_us: per decoded token
+        if let (Some(r), serde_json::Value::Object(p)) = (report.as_object_mut(), serde_json::to_value(per)?) {
+            r.extend(p);
+        }
         if json {
             println!("{report}");
             return Ok(());

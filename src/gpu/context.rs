@@ -91,7 +91,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// The work done between `earlier` and `self`.
+    /// The work done between `earlier` and `self` (`buffer_bytes_live` and `peak_buffer_bytes`
+    /// stay `self`'s: they are levels, not counts).
     pub fn since(&self, earlier: &Counters) -> Counters {
         Counters {
             buffers_created: self.buffers_created - earlier.buffers_created,
@@ -470,9 +471,21 @@ impl Context {
         self.submit_encoded(commands)
     }
 
-    /// Buffer-to-buffer copies in one submission (e.g. stacking matrices at load).
-    pub fn copy_buffers(&self, copies: &[CopyAfter<'_>]) {
-        self.run_then_copy(&[], copies);
+    /// A new storage buffer holding `parts` — `(buffer, bytes from its start)` — one after the
+    /// other, copied on the GPU in one submission (stacking matrices and biases at load).
+    pub fn concat(&self, label: &str, parts: &[(&wgpu::Buffer, u64)]) -> Result<wgpu::Buffer> {
+        let out = self.storage(label, parts.iter().map(|(_, n)| n).sum())?;
+        let mut at = 0;
+        let copies: Vec<CopyAfter> = parts
+            .iter()
+            .map(|&(src, bytes)| {
+                let c = CopyAfter { src, src_offset: 0, dst: &out, dst_offset: at, bytes };
+                at += bytes;
+                c
+            })
+            .collect();
+        self.run_then_copy(&[], &copies);
+        Ok(out)
     }
 
     /// Submit what [`encode`](Self::encode) recorded.
@@ -571,10 +584,8 @@ impl Context {
             Some(b) => b,
             None => self.readback_buffer("readback", size)?,
         };
-        let mut encoder =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        let index = self.submit(vec![encoder.finish()]);
+        let copy = CopyAfter { src: buffer, src_offset: offset, dst: &staging, dst_offset: 0, bytes: size };
+        let index = self.run_then_copy(&[], &[copy]);
         let pending = self.start_map(&staging, index);
         let out = self.finish_map(&staging, pending, bytes).await;
         let mut pool = self.staging.lock().map_err(|_| poisoned())?;

@@ -17,8 +17,8 @@ pub struct Kernel {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
-    /// The op's parameter uniform, kept so callers can rewrite it (e.g. the decode position).
-    pub params: Option<wgpu::Buffer>,
+    /// The op's parameter uniform, held for the kernel's life.
+    _params: Option<wgpu::Buffer>,
 }
 
 impl Kernel {
@@ -49,7 +49,7 @@ impl Kernel {
         }
         all.extend_from_slice(buffers);
         let bind_group = ctx.bind(&pipeline, &label, &all)?;
-        Ok(Self { label, pipeline, bind_group, workgroups, params })
+        Ok(Self { label, pipeline, bind_group, workgroups, _params: params })
     }
 
     pub fn workgroups(&self) -> [u32; 3] {

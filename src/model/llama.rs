@@ -14,8 +14,10 @@ use crate::ops::rmsnorm::rms_norm;
 use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
 use crate::ops::{embedding::embedding, swiglu, Pos, StepBuffer};
 
-/// Ids read back per decoded token can be in flight at once (pipelined decode keeps ≤ 2).
-pub const ID_RING: usize = 4;
+/// Decode steps that may be in flight at once, each with its id on the way back: the size of
+/// the id readback ring, and the engine's pipelining depth (the step being read and up to two
+/// surplus past a stop).
+pub const PIPELINE: usize = 3;
 
 /// Sizes the activations and the KV cache are allocated for.
 #[derive(Clone, Copy, Debug)]
@@ -97,7 +99,7 @@ impl State {
             rope: RopeTable::new(ctx, &cfg.rope, opts.context)?,
             step: StepBuffer::new(ctx),
             argmax: ArgmaxScratch::new(ctx, opts.max_batch, cfg.vocab)?,
-            ids_back: ReadbackRing::new(ctx, "ids_back", ID_RING, 4)?,
+            ids_back: ReadbackRing::new(ctx, "ids_back", PIPELINE, 4)?,
             logits_back: ReadbackRing::new(ctx, "logits_back", 1, cfg.vocab as u64 * 4)?,
             plans: HashMap::new(),
         })

@@ -6,10 +6,10 @@ pub mod llama;
 pub mod weights;
 
 pub use config::{Arch, Config, ConfigError};
-pub use llama::{forward, Input, Logits, State, StateOptions, ID_RING};
+pub use llama::{forward, Input, Logits, State, StateOptions, PIPELINE};
 pub use weights::{CpuTensors, QuantPolicy, TensorSource, Weights};
 
-use crate::gpu::{ensure, Context, CopyAfter, GpuError, Result};
+use crate::gpu::{ensure, Context, CopyAfter, Result};
 
 /// What a submitted step sends back to the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,7 @@ impl Model {
         which: Logits,
         last: &[CopyAfter],
     ) -> Result<Option<wgpu::SubmissionIndex>> {
+        // forward checks each chunk; this checks the whole run before any chunk is submitted.
         ensure(pos0 as u64 + tokens.len() as u64 <= self.state.opts.context as u64, "forward", || {
             format!(
                 "positions {pos0}..{} exceed the context of {} tokens",
@@ -115,7 +116,7 @@ impl Model {
     /// previous step chose on the GPU (it never comes to the CPU first). In steady state this
     /// writes 16 bytes (20 with a token), records the prebuilt plan and submits once: no buffer,
     /// bind group or pipeline is created. Then [`read_id`](Self::read_id) (several steps may be
-    /// in flight, up to [`ID_RING`]) or [`read_logits`](Self::read_logits) (one).
+    /// in flight, up to [`PIPELINE`]) or [`read_logits`](Self::read_logits) (one).
     pub fn submit_decode(&mut self, ctx: &Context, pos: u32, token: Option<u32>, read: Readback) -> Result<()> {
         let start = (self.clock)();
         let (cfg, s) = (&self.config, &self.state);
@@ -131,9 +132,7 @@ impl Model {
             let plan = forward(ctx, cfg, &self.weights, s, Input::Chosen, pos, Logits::Last)?;
             self.state.plans.insert(key, plan);
         }
-        let plan =
-            self.state.plans.get(&key).ok_or_else(|| GpuError::Shape { op: "decode", message: "no plan".into() })?;
-        let refs: Vec<&crate::gpu::Kernel> = plan.iter().collect();
+        let refs: Vec<&crate::gpu::Kernel> = self.state.plans[&key].iter().collect();
         let commands = ctx.encode(&refs, &[self.readback_copy(read)?]);
         let encoded = (self.clock)();
         let index = ctx.submit_encoded(commands);
@@ -179,12 +178,5 @@ impl Model {
             pos += part.len() as u32;
         }
         Ok(out)
-    }
-
-    /// Run `tokens` at `pos0..` and return the greedy next token (argmax on the GPU; only the id is
-    /// read back).
-    pub async fn greedy_next(&self, ctx: &Context, tokens: &[u32], pos0: u32) -> Result<u32> {
-        self.run(ctx, tokens, pos0, Logits::Last)?;
-        Ok(ctx.read_u32(&self.state.next_id, 1).await?[0])
     }
 }

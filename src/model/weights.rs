@@ -172,9 +172,9 @@ fn stack_runs(ctx: &Context, label: &str, mut parts: Vec<(Linear, u32)>) -> Resu
             let mats: Vec<&QuantMatrix> = run.iter().map(|(l, _)| &l.w).collect();
             let Some(w) = QuantMatrix::stack(ctx, label, &mats)? else { continue };
             let bias = if run.iter().all(|(l, _)| l.bias.is_some()) {
-                let vecs: Vec<(&wgpu::Buffer, u32)> =
-                    run.iter().filter_map(|(l, _)| l.bias.as_ref().map(|b| (b, l.w.n))).collect();
-                Some(stack_vectors(ctx, &format!("{label}.bias"), &vecs)?)
+                let vecs: Vec<(&wgpu::Buffer, u64)> =
+                    run.iter().filter_map(|(l, _)| l.bias.as_ref().map(|b| (b, l.w.n as u64 * 4))).collect();
+                Some(ctx.concat(&format!("{label}.bias"), &vecs)?)
             } else {
                 None
             };
@@ -189,23 +189,6 @@ fn stack_runs(ctx: &Context, label: &str, mut parts: Vec<(Linear, u32)>) -> Resu
         }
     }
     Ok(parts)
-}
-
-/// f32 vectors `(buffer, length)` concatenated into one buffer (on the GPU).
-fn stack_vectors(ctx: &Context, label: &str, parts: &[(&wgpu::Buffer, u32)]) -> Result<wgpu::Buffer> {
-    let out = ctx.storage(label, parts.iter().map(|(_, n)| *n as u64 * 4).sum())?;
-    let mut at = 0;
-    let copies: Vec<_> = parts
-        .iter()
-        .map(|&(src, n)| {
-            let bytes = n as u64 * 4;
-            let c = crate::gpu::CopyAfter { src, src_offset: 0, dst: &out, dst_offset: at, bytes };
-            at += bytes;
-            c
-        })
-        .collect();
-    ctx.copy_buffers(&copies);
-    Ok(out)
 }
 
 /// Which format a 2-D checkpoint tensor gets when quantizing on the fly (what `convert` writes

@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::check_len;
-use crate::gpu::{ensure, Context, CopyAfter, GpuError, Kernel, PipelineKey, Result, Shader};
+use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
 use crate::quant::{PackedMatrix, WeightFormat};
 
 /// Rows of W per GEMV workgroup; equals `GEMV_ROWS` in shaders/matmul.wgsl (tests/shaders.rs checks).
@@ -164,21 +164,11 @@ impl QuantMatrix {
         if !whole_pairs || lens.iter().any(|(w, s)| w % 4 != 0 || s % 4 != 0) {
             return Ok(None);
         }
-        let weights = ctx.storage(&format!("{label}.w0"), lens.iter().map(|l| l.0).sum())?;
-        let scale_bytes: u64 = lens.iter().map(|l| l.1).sum();
-        let scales = if scale_bytes > 0 { Some(ctx.storage(&format!("{label}.s0"), scale_bytes)?) } else { None };
-        let mut copies = Vec::new();
-        let (mut wo, mut so) = (0, 0);
-        for (p, &(wl, sl)) in parts.iter().zip(&lens) {
-            let c = &p.chunks[0];
-            copies.push(CopyAfter { src: &c.weights, src_offset: 0, dst: &weights, dst_offset: wo, bytes: wl });
-            if let (Some(src), Some(dst)) = (&c.scales, &scales) {
-                copies.push(CopyAfter { src, src_offset: 0, dst, dst_offset: so, bytes: sl });
-            }
-            wo += wl;
-            so += sl;
-        }
-        ctx.copy_buffers(&copies);
+        let weights: Vec<_> = parts.iter().zip(&lens).map(|(p, l)| (&p.chunks[0].weights, l.0)).collect();
+        let weights = ctx.concat(&format!("{label}.w0"), &weights)?;
+        let scales: Vec<_> =
+            parts.iter().zip(&lens).filter_map(|(p, l)| p.chunks[0].scales.as_ref().map(|s| (s, l.1))).collect();
+        let scales = if scales.is_empty() { None } else { Some(ctx.concat(&format!("{label}.s0"), &scales)?) };
         Ok(Some(QuantMatrix { format, n, k: first.k, chunks: vec![MatrixChunk { row0: 0, rows: n, weights, scales }] }))
     }
 
