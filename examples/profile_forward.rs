@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use webgpu_llm::engine::{open_gguf, OpenOptions};
-use webgpu_llm::model::{forward, Input, Logits};
+use webgpu_llm::model::{forward, Choose, Input, Logits};
 use webgpu_llm::{Context, ContextOptions};
 
 fn main() {
@@ -20,7 +20,8 @@ fn main() {
         let pos0 = if t == 1 { 50 } else { 0 };
         m.state.write_ids(&ctx, &tokens, m.config.vocab).unwrap();
         m.state.set_pos(&ctx, pos0);
-        let kernels = forward(&ctx, &m.config, &m.weights, &m.state, Input::Ids(t), pos0, Logits::Last).unwrap();
+        let kernels =
+            forward(&ctx, &m.config, &m.weights, &m.state, Input::Ids(t), pos0, Logits::Last, Choose::Argmax).unwrap();
         ctx.run(&kernels.iter().collect::<Vec<_>>()); // warm up pipelines
         ctx.wait().unwrap();
         // The whole step as one submission (what decode does), best of 5.

@@ -13,7 +13,7 @@ use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
 use crate::model::{Model, Readback, TensorSource, PIPELINE};
 use crate::ops::attention::KvDtype;
 use crate::ops::matmul::QuantMatrix;
-use crate::sampling::{Sampler, SamplingError, SamplingParams};
+use crate::sampling::{SamplingError, SamplingParams, DEFAULT_SEED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -242,17 +242,15 @@ impl Engine {
         if prompt.len() >= context as usize {
             return Err(EngineError::ContextOverflow { prompt: prompt.len(), context });
         }
-        let mut sampler = Sampler::new(opts.sampling.clone())?;
         // Ids an earlier call left in flight (it failed mid-way) must not be read as this call's.
         self.model.drain_ids(ctx).await?;
-        let greedy = sampler.is_greedy();
-        let read = if greedy { Readback::Id } else { Readback::Logits };
+        // Every token is chosen on the GPU (argmax or the sampler) and only its id comes back.
+        self.model.set_sampling(ctx, &opts.sampling, DEFAULT_SEED, prompt)?;
         // Reuse the cached prefix, but always run at least the last prompt token for its logits.
         let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
         self.cached.truncate(common);
-        self.model.submit_prompt(ctx, &prompt[common..], common as u32, read)?;
-        let mut history: Vec<u32> = prompt.to_vec();
-        let mut next = self.take(ctx, greedy, &mut sampler, &history).await?;
+        self.model.submit_prompt(ctx, &prompt[common..], common as u32, Readback::Id)?;
+        let mut next = self.take(ctx).await?;
         self.cached.extend_from_slice(&prompt[common..]);
         let mut summary = Summary {
             prompt_tokens: prompt.len(),
@@ -273,16 +271,13 @@ impl Engine {
         // while token j + 1 is within max_tokens and its position within the context.
         let p0 = self.cached.len() as u32;
         let wanted = |j: u32| j + 1 < opts.max_tokens && p0 + j < context;
-        // Greedy steps are pipelined: step j + 1 reads the id step j chose on the GPU, so up to
-        // PIPELINE steps are submitted before the oldest id is read; steps past a stop are
-        // surplus (their KV positions are not counted as cached). Sampled steps need the CPU's
-        // choice first, so they run one at a time.
-        let depth = if greedy { PIPELINE } else { 1 };
+        // Steps are pipelined: step j + 1 reads the id step j chose on the GPU, so up to PIPELINE
+        // steps are submitted before the oldest id is read; steps past a stop are surplus (their
+        // KV positions are not counted as cached).
         let mut submitted = 0u32;
         let mut steady_from = None;
         let result = loop {
             summary.generated.push(next);
-            history.push(next);
             if summary.generated.len() == 2 {
                 steady_from = Some((ctx.counters(), self.model.decode_stats));
             }
@@ -314,9 +309,8 @@ impl Engine {
                 break Ok(());
             }
             let mut failed = None;
-            while submitted < done + depth as u32 && wanted(submitted) {
-                let token = if greedy { None } else { Some(next) };
-                if let Err(e) = self.model.submit_decode(ctx, p0 + submitted, token, read) {
+            while submitted < done + PIPELINE as u32 && wanted(submitted) {
+                if let Err(e) = self.model.submit_decode(ctx, p0 + submitted, None, Readback::Id) {
                     failed = Some(e);
                     break;
                 }
@@ -325,11 +319,12 @@ impl Engine {
             if let Some(e) = failed {
                 break Err(e.into());
             }
-            match self.take(ctx, greedy, &mut sampler, &history).await {
+            let fed = next;
+            match self.take(ctx).await {
                 Ok(id) => next = id,
                 Err(e) => break Err(e),
             }
-            self.cached.push(history[history.len() - 1]);
+            self.cached.push(fed);
         };
         // Surplus pipelined steps: wait for their ids and drop them.
         let drained = self.model.drain_ids(ctx).await;
@@ -347,14 +342,10 @@ impl Engine {
         Ok(summary)
     }
 
-    /// The next token of the step read back: the GPU's choice (greedy), or the CPU sampler's
-    /// over the last logits row.
-    async fn take(&mut self, ctx: &Context, greedy: bool, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
-        if greedy {
-            return Ok(self.model.read_id(ctx).await?);
-        }
-        let mut logits = self.model.read_logits(ctx).await?;
-        Ok(sampler.sample(&mut logits, history)?)
+    /// The next token of the oldest step in flight, or the sampler's error for it.
+    async fn take(&mut self, ctx: &Context) -> Result<u32> {
+        let id = self.model.read_id(ctx).await?;
+        Ok(crate::ops::sample::chosen(id, self.model.config.vocab)?)
     }
 }
 

@@ -46,6 +46,10 @@ pub enum SamplingError {
     InvalidFrequencyPenalty(f32),
     #[error("logit_bias for token {token} must be finite or -inf (a ban), got {bias}")]
     InvalidLogitBias { token: u32, bias: f32 },
+    #[error("logit_bias has {entries} distinct tokens; at most {max} are supported")]
+    TooManyLogitBias { entries: usize, max: usize },
+    #[error("a history of {tokens} tokens; the GPU sampler holds {max}")]
+    HistoryTooLong { tokens: usize, max: usize },
     #[error("logits are empty")]
     EmptyLogits,
     #[error("token {token} (in logit_bias or history) is outside the vocabulary of {vocab_size}")]
@@ -130,7 +134,14 @@ impl SamplingParams {
         Ok(())
     }
 
-    fn has_penalties(&self) -> bool {
+    /// True when the choice is the argmax of the raw logits: greedy (temperature 0 or top_k 1)
+    /// with no bias and no penalty, so the engine may use the GPU argmax alone.
+    pub fn is_greedy(&self) -> bool {
+        (self.temperature == 0.0 || self.top_k == 1) && self.logit_bias.is_empty() && !self.has_penalties()
+    }
+
+    /// Whether any of the repetition, presence or frequency penalties is on.
+    pub fn has_penalties(&self) -> bool {
         self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }
 }
@@ -238,8 +249,7 @@ impl Sampler {
     /// top_k 1) with no bias and no penalty. The engine may then use the GPU argmax and skip reading
     /// the logits back.
     pub fn is_greedy(&self) -> bool {
-        let p = &self.params;
-        (p.temperature == 0.0 || p.top_k == 1) && p.logit_bias.is_empty() && !p.has_penalties()
+        self.params.is_greedy()
     }
 
     /// Picks the next token. `history` is the context so far (prompt + generated) for the

@@ -1041,3 +1041,73 @@ fn pipelined_stops_and_aborts_leave_the_cache_consistent() {
     let again = pollster::block_on(engine.generate(ctx(), &ids1, &gen, &mut |_| true)).unwrap();
     assert_eq!(again.generated, a.generated);
 }
+
+/// Sampled generation on the GPU sampler, end to end on SmolLM2: every token is the CPU sampler's
+/// draw (same candidate set, same uniform number, f64 weights) over the model's raw logits for
+/// the context so far, with penalties and a bias on; only ids come back (4 bytes a token); a seed
+/// repeats its tokens and another seed does not.
+#[test]
+fn sampled_generation_is_the_cpu_samplers_draw() {
+    use webgpu_llm::engine::{open_gguf, GenerateOptions};
+    use webgpu_llm::model::Logits;
+    use webgpu_llm::ops::sample::draw_uniform;
+    use webgpu_llm::sampling::{Sampler, SamplingParams};
+    let path = smollm2_path();
+    let opts = OpenOptions { context: Some(128), kv_dtype: KvDtype::F16, max_batch: 64 };
+    let mut engine = open_gguf(ctx(), &path, opts).unwrap();
+    let prompt = engine.encode("<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n", false).unwrap();
+    let sampling = SamplingParams {
+        temperature: 0.9,
+        top_k: 50,
+        top_p: 0.95,
+        min_p: 0.01,
+        repetition_penalty: 1.2,
+        frequency_penalty: 0.1,
+        logit_bias: vec![(28, 1.0)],
+        seed: Some(42),
+        ..Default::default()
+    };
+    let gen = GenerateOptions { max_tokens: 10, sampling: sampling.clone(), ..Default::default() };
+    let got = pollster::block_on(engine.generate(ctx(), &prompt, &gen, &mut |_| true)).unwrap();
+    let steady = got.steady.expect("steady-state stats").per_token();
+    assert_eq!(steady.readback_bytes, 4.0, "only the id comes back");
+    assert_eq!((steady.buffers_created, steady.bind_groups_created), (0.0, 0.0));
+
+    let mut near_boundary = 0;
+    let mut history = prompt.clone();
+    for (i, &token) in got.generated.iter().enumerate() {
+        let mut logits = pollster::block_on(engine.model.logits(ctx(), &history, 0, Logits::Last)).unwrap();
+        let dist = Sampler::new(sampling.clone()).unwrap().distribution(&mut logits, &history).unwrap();
+        let mut by_id = dist.clone();
+        by_id.sort_by_key(|&(id, _)| id);
+        assert!(by_id.iter().any(|&(id, _)| id == token), "token {i} ({token}) is not a candidate");
+        let u = draw_uniform(42, history.len() as u32, 0) as f64;
+        let mut cum = 0.0;
+        let pick = by_id.iter().find(|&&(_, p)| {
+            cum += p;
+            cum > u
+        });
+        if pick.map(|&(id, _)| id) != Some(token) {
+            // f32 on the GPU, f64 here: only a draw right at a boundary may differ
+            let mut c = 0.0;
+            let gap = by_id
+                .iter()
+                .map(|&(_, p)| {
+                    c += p;
+                    (c - u).abs()
+                })
+                .fold(1.0, f64::min);
+            assert!(gap < 1e-5, "token {i}: GPU {token}, CPU {pick:?}");
+            near_boundary += 1;
+        }
+        history.push(token);
+    }
+    assert!(near_boundary <= 1);
+
+    engine.reset();
+    let again = pollster::block_on(engine.generate(ctx(), &prompt, &gen, &mut |_| true)).unwrap();
+    assert_eq!(again.generated, got.generated, "same seed, same tokens");
+    let other = GenerateOptions { sampling: SamplingParams { seed: Some(7), ..sampling.clone() }, ..gen.clone() };
+    let b = pollster::block_on(engine.generate(ctx(), &prompt, &other, &mut |_| true)).unwrap();
+    assert_ne!(b.generated, got.generated, "another seed, other tokens");
+}

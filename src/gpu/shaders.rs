@@ -16,6 +16,7 @@ pub enum Shader {
     Add,
     Embedding,
     Argmax,
+    Sample,
     Copy,
 }
 
@@ -30,6 +31,7 @@ impl Shader {
         Shader::Add,
         Shader::Embedding,
         Shader::Argmax,
+        Shader::Sample,
         Shader::Copy,
     ];
 
@@ -44,6 +46,7 @@ impl Shader {
             Shader::Add => "add",
             Shader::Embedding => "embedding",
             Shader::Argmax => "argmax",
+            Shader::Sample => "sample",
             Shader::Copy => "copy",
         }
     }
@@ -60,6 +63,7 @@ impl Shader {
             Shader::Add => include_str!("../../shaders/add.wgsl"),
             Shader::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
+            Shader::Sample => include_str!("../../shaders/sample.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
         }
     }

@@ -12,6 +12,7 @@ use crate::ops::attention::{attention, AttentionScratch, AttentionShape, KvCache
 use crate::ops::matmul::{fold_norm, matmul, matmul_swiglu, swiglu_fusable, Epilogue, Norm};
 use crate::ops::rmsnorm::rms_norm;
 use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
+use crate::ops::sample::{sample, SampleOut, SampleState};
 use crate::ops::{embedding::embedding, swiglu, Pos, StepBuffer};
 
 /// Decode steps that may be in flight at once, each with its id on the way back: the size of
@@ -44,7 +45,7 @@ pub struct State {
     up: wgpu::Buffer,          // (t, ffn)
     hb: wgpu::Buffer,          // (t, ffn) swiglu(gate, up)
     pub logits: wgpu::Buffer,  // (max_batch, vocab)
-    pub next_id: wgpu::Buffer, // (max_batch) u32 greedy token per logits row
+    pub next_id: wgpu::Buffer, // (max_batch) u32 chosen token per logits row
     kv_shape: KvCacheShape,
     cache: Vec<(wgpu::Buffer, wgpu::Buffer)>, // per layer (K, V): (n_kv_heads, context, head_dim)
     scratch: AttentionScratch,
@@ -52,13 +53,15 @@ pub struct State {
     /// Position of this step's row 0, read by RoPE, the KV write and attention.
     pub(crate) step: StepBuffer,
     argmax: ArgmaxScratch,
+    /// The GPU sampler's settings, history and counters.
+    pub(crate) sampler: SampleState,
     /// Chosen ids on their way back to the CPU, one slot per step in flight.
     pub(crate) ids_back: ReadbackRing,
     /// The last logits row on its way back (sampling on the CPU).
     pub(crate) logits_back: ReadbackRing,
     /// Decode-step kernels (t = 1, the token in `next_id[0]`), built once per attention split
-    /// count (it changes every `KEYS_PER_SPLIT` positions) and then only recorded.
-    pub(crate) plans: HashMap<u32, Vec<Kernel>>,
+    /// count (it changes every `KEYS_PER_SPLIT` positions) and way of choosing, then only recorded.
+    pub(crate) plans: HashMap<(u32, Choose), Vec<Kernel>>,
 }
 
 impl State {
@@ -99,6 +102,8 @@ impl State {
             rope: RopeTable::new(ctx, &cfg.rope, opts.context)?,
             step: StepBuffer::new(ctx),
             argmax: ArgmaxScratch::new(ctx, opts.max_batch, cfg.vocab)?,
+            // the history holds the context and the id chosen after its last position
+            sampler: SampleState::new(ctx, 1, cfg.vocab, opts.context + 1)?,
             ids_back: ReadbackRing::new(ctx, "ids_back", PIPELINE, 4)?,
             logits_back: ReadbackRing::new(ctx, "logits_back", 1, cfg.vocab as u64 * 4)?,
             plans: HashMap::new(),
@@ -142,6 +147,16 @@ impl State {
     }
 }
 
+/// How a step chooses its token from the logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Choose {
+    /// Greedy: argmax of the raw logits, for every row computed.
+    Argmax,
+    /// The GPU sampler with the state's settings (`ops::sample`), for the last row; the id is
+    /// also appended to the sampler's history.
+    Sample,
+}
+
 /// Which positions get logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -183,9 +198,10 @@ fn normed<'a>(
 }
 
 /// Kernels for one forward step over `input` at cache positions `pos0..pos0 + t`: logits into
-/// `s.logits` (rows per `which`) and their greedy ids into `s.next_id`. Positions are read from
+/// `s.logits` (rows per `which`) and the ids chosen from them (`choose`) into `s.next_id`. Positions are read from
 /// the state's step buffer when the kernels run, so kernels built here serve any later position
 /// with the same attention split count (`pos0` is where they are checked and the split chosen).
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     ctx: &Context,
     cfg: &Config,
@@ -194,6 +210,7 @@ pub fn forward(
     input: Input,
     pos0: u32,
     which: Logits,
+    choose: Choose,
 ) -> Result<Vec<Kernel>> {
     let (t, ids) = match input {
         Input::Ids(t) => (t, &s.ids),
@@ -265,6 +282,13 @@ pub fn forward(
     };
     let x_in = if lm_in.norm.is_some() { &s.x } else { &s.xb };
     k.extend(matmul(ctx, x_in, lm_head, &s.logits, rows, lm_in)?);
-    k.extend(argmax_into(ctx, &s.logits, &s.next_id, rows, cfg.vocab, &s.argmax)?);
+    match choose {
+        Choose::Argmax => k.extend(argmax_into(ctx, &s.logits, &s.next_id, rows, cfg.vocab, &s.argmax)?),
+        Choose::Sample => {
+            ensure(rows == 1, "forward", || "the GPU sampler chooses after the last row only".into())?;
+            let out = SampleOut { append: true, mask: None };
+            k.push(sample(ctx, &s.logits, &s.next_id, 1, t, pos, &s.sampler, out)?);
+        }
+    }
     Ok(k)
 }

@@ -6,17 +6,19 @@ pub mod llama;
 pub mod weights;
 
 pub use config::{Arch, Config, ConfigError};
-pub use llama::{forward, Input, Logits, State, StateOptions, PIPELINE};
+pub use llama::{forward, Choose, Input, Logits, State, StateOptions, PIPELINE};
 pub use weights::{CpuTensors, QuantPolicy, TensorSource, Weights};
 
 use crate::gpu::{ensure, Context, CopyAfter, Result};
+use crate::sampling::{SamplingError, SamplingParams};
 
 /// What a submitted step sends back to the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Readback {
-    /// The id the GPU chose (greedy argmax): 4 bytes, through a ring so steps can overlap.
+    /// The id the GPU chose (argmax or the sampler, see [`Model::set_sampling`]): 4 bytes, through
+    /// a ring so steps can overlap.
     Id,
-    /// The last logits row (sampling on the CPU).
+    /// The last logits row (tests; the choice is made all the same).
     Logits,
 }
 
@@ -29,6 +31,8 @@ pub struct Model {
     /// the default reads 0. Times `submit_decode`'s encoding into `decode_stats`.
     pub clock: fn() -> f64,
     pub decode_stats: DecodeStats,
+    /// How prompts and decode steps choose their token (`set_sampling`).
+    choose: Choose,
 }
 
 /// Decode steps submitted, and the CPU time spent encoding (not submitting) those that found
@@ -44,13 +48,36 @@ impl Model {
     pub fn new(ctx: &Context, config: Config, src: &mut dyn TensorSource, opts: StateOptions) -> Result<Self> {
         let weights = Weights::load(ctx, &config, src)?;
         let state = State::new(ctx, &config, opts)?;
-        Ok(Self { config, weights, state, clock: || 0.0, decode_stats: DecodeStats::default() })
+        Ok(Self { config, weights, state, clock: || 0.0, decode_stats: DecodeStats::default(), choose: Choose::Argmax })
+    }
+
+    /// How the next prompts and decode steps choose: the GPU argmax when `params` is greedy, else
+    /// the GPU sampler with `params` (seeded by `params.seed`, else `entropy`) and `history` (the
+    /// context so far, for the penalties; decode steps append their choices).
+    pub fn set_sampling(
+        &mut self,
+        ctx: &Context,
+        params: &SamplingParams,
+        entropy: u64,
+        history: &[u32],
+    ) -> Result<(), SamplingError> {
+        if params.is_greedy() {
+            params.validate()?;
+            self.choose = Choose::Argmax;
+            return Ok(());
+        }
+        self.state.sampler.configure(ctx, params, entropy)?;
+        if params.has_penalties() {
+            self.state.sampler.set_history(ctx, history)?;
+        }
+        self.choose = Choose::Sample;
+        Ok(())
     }
 
     /// Run `tokens` at positions `pos0..`, in chunks of `max_batch`, one submission per chunk.
-    /// `state.logits`/`state.next_id` then hold the last chunk's rows (`which`).
+    /// `state.logits`/`state.next_id` then hold the last chunk's rows (`which`) and their argmax.
     pub fn run(&self, ctx: &Context, tokens: &[u32], pos0: u32, which: Logits) -> Result<()> {
-        self.run_then_copy(ctx, tokens, pos0, which, &[]).map(|_| ())
+        self.run_then_copy(ctx, tokens, pos0, which, Choose::Argmax, &[]).map(|_| ())
     }
 
     /// `run`, with `last` copies recorded after the last chunk in its own submission.
@@ -60,6 +87,7 @@ impl Model {
         tokens: &[u32],
         pos0: u32,
         which: Logits,
+        choose: Choose,
         last: &[CopyAfter],
     ) -> Result<Option<wgpu::SubmissionIndex>> {
         // forward checks each chunk; this checks the whole run before any chunk is submitted.
@@ -77,8 +105,8 @@ impl Model {
         for (i, part) in chunks.enumerate() {
             self.state.write_ids(ctx, part, self.config.vocab)?;
             self.state.set_pos(ctx, pos);
-            let kernels =
-                forward(ctx, &self.config, &self.weights, &self.state, Input::Ids(part.len() as u32), pos, which)?;
+            let input = Input::Ids(part.len() as u32);
+            let kernels = forward(ctx, &self.config, &self.weights, &self.state, input, pos, which, choose)?;
             let copies = if i + 1 == n { last } else { &[] };
             index = Some(ctx.run_then_copy(&kernels.iter().collect::<Vec<_>>(), copies));
             pos += part.len() as u32;
@@ -105,7 +133,7 @@ impl Model {
     pub fn submit_prompt(&mut self, ctx: &Context, tokens: &[u32], pos0: u32, read: Readback) -> Result<()> {
         ensure(!tokens.is_empty(), "forward", || "no tokens to run".into())?;
         let copy = self.readback_copy(read)?;
-        let index = self.run_then_copy(ctx, tokens, pos0, Logits::Last, &[copy])?;
+        let index = self.run_then_copy(ctx, tokens, pos0, Logits::Last, self.choose, &[copy])?;
         if let Some(index) = index {
             self.submitted(ctx, read, index);
         }
@@ -126,10 +154,10 @@ impl Model {
             ctx.write(&s.next_id, 0, bytemuck::bytes_of(&id));
         }
         s.set_pos(ctx, pos);
-        let key = s.plan_key(cfg, pos);
+        let key = (s.plan_key(cfg, pos), self.choose);
         let steady = s.plans.contains_key(&key);
         if !steady {
-            let plan = forward(ctx, cfg, &self.weights, s, Input::Chosen, pos, Logits::Last)?;
+            let plan = forward(ctx, cfg, &self.weights, s, Input::Chosen, pos, Logits::Last, self.choose)?;
             self.state.plans.insert(key, plan);
         }
         let refs: Vec<&crate::gpu::Kernel> = self.state.plans[&key].iter().collect();
@@ -145,7 +173,8 @@ impl Model {
         Ok(())
     }
 
-    /// The oldest chosen id in flight.
+    /// The oldest chosen id in flight, as the GPU wrote it: `ops::sample::chosen` tells a token
+    /// from the sampler's error codes.
     pub async fn read_id(&mut self, ctx: &Context) -> Result<u32> {
         let b = self.state.ids_back.read(ctx).await?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -10,6 +10,7 @@ pub mod kv_write;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
+pub mod sample;
 pub mod swiglu;
 
 use crate::gpu::{GpuError, Result};
