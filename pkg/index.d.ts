@@ -157,6 +157,8 @@ export interface GenerateOptions {
   frequencyPenalty?: number;
   /** Sampling seed (same seed + same prompt + same options = same tokens). */
   seed?: number;
+  /** Token id (as a string, OpenAI's shape) → added to its logit before sampling; -100 all but bans it. */
+  logitBias?: Record<string, number>;
   /** Stop strings (not included in the text). End-of-turn tokens always stop. */
   stop?: string | string[];
   /** Aborting it stops the generation; the stream and `result` then reject with ABORTED. */
@@ -309,6 +311,8 @@ export interface ChatCompletionRequestBase {
   presence_penalty?: number | null;
   frequency_penalty?: number | null;
   seed?: number | null;
+  /** Token id → bias, applied on the GPU before sampling. */
+  logit_bias?: Record<string, number> | null;
   stop?: string | string[] | null;
   /** Only 1. */
   n?: 1 | null;

@@ -47,6 +47,7 @@ RUN OPTIONS
   --temperature T      0 = greedy (default 0)
   --top-k K  --top-p P  --min-p P
   --repeat-penalty R  --presence-penalty P  --frequency-penalty P
+  --logit-bias ID=B    add B to token ID's logit (repeatable; -100 all but bans it)
   --seed S             sampling seed (same seed, same tokens)
   --stop TEXT          stop string (repeatable)
   --context N          KV cache length (default: the model's, capped at 4096)
@@ -188,6 +189,15 @@ BENCH
             presence_penalty: args.parse("--presence-penalty")?.unwrap_or(0.0),
             frequency_penalty: args.parse("--frequency-penalty")?.unwrap_or(0.0),
             seed: args.parse("--seed")?,
+            logit_bias: args
+                .take_all("--logit-bias")?
+                .iter()
+                .map(|v| {
+                    let bad = || format!("--logit-bias `{v}`: use TOKEN_ID=BIAS, e.g. 28=-100");
+                    let (id, bias) = v.split_once('=').ok_or_else(bad)?;
+                    Ok((id.trim().parse().map_err(|_| bad())?, bias.trim().parse().map_err(|_| bad())?))
+                })
+                .collect::<Result<_, String>>()?,
             ..SamplingParams::default()
         };
         sampling.validate()?;

@@ -204,6 +204,8 @@ struct JsGenerateOptions {
     presence_penalty: Option<f32>,
     frequency_penalty: Option<f32>,
     seed: Option<f64>,
+    /// OpenAI's shape: token id (a decimal string) → bias.
+    logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     stop: Option<Vec<String>>,
 }
 
@@ -215,6 +217,12 @@ impl JsGenerateOptions {
             serde_wasm_bindgen::from_value(v).map_err(bad_request)?
         };
         let d = SamplingParams::default();
+        let mut logit_bias = Vec::new();
+        for (id, &bias) in o.logit_bias.iter().flatten() {
+            let token =
+                id.parse::<u32>().map_err(|_| bad_request(format!("logitBias key {id:?} is not a token id")))?;
+            logit_bias.push((token, bias));
+        }
         let sampling = SamplingParams {
             temperature: o.temperature.unwrap_or(0.0),
             top_k: o.top_k.map_or(d.top_k, |k| k as usize),
@@ -224,6 +232,7 @@ impl JsGenerateOptions {
             presence_penalty: o.presence_penalty.unwrap_or(d.presence_penalty),
             frequency_penalty: o.frequency_penalty.unwrap_or(d.frequency_penalty),
             seed: o.seed.map(|s| s as u64),
+            logit_bias,
             ..d
         };
         let defaults = GenerateOptions::default();

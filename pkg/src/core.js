@@ -18,6 +18,7 @@ export const SAMPLING_KEYS = [
   "presencePenalty",
   "frequencyPenalty",
   "seed",
+  "logitBias",
   "stop",
 ];
 

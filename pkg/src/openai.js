@@ -32,6 +32,7 @@ const ACCEPTED = new Set([
   "tool_choice",
   "parallel_tool_calls",
   "signal",
+  "logit_bias",
   ...Object.keys(SAMPLING_FIELDS),
 ]);
 
@@ -98,6 +99,15 @@ export function parseRequest(request) {
     if (v === undefined || v === null) continue;
     if (typeof v !== "number" || !Number.isFinite(v)) throw new BadRequestError(`${field} must be a number, not ${JSON.stringify(v)}`);
     options[key] = v;
+  }
+  if (request.logit_bias !== undefined && request.logit_bias !== null) {
+    const lb = request.logit_bias;
+    if (typeof lb !== "object" || Array.isArray(lb)) throw new BadRequestError("logit_bias must be an object {token id: bias}");
+    for (const [id, bias] of Object.entries(lb)) {
+      if (!/^\d+$/.test(id)) throw new BadRequestError(`logit_bias key ${JSON.stringify(id)} is not a token id`);
+      if (typeof bias !== "number" || !Number.isFinite(bias)) throw new BadRequestError(`logit_bias[${id}] must be a number, not ${JSON.stringify(bias)}`);
+    }
+    options.logitBias = lb;
   }
   const maxTokens = request.max_completion_tokens ?? request.max_tokens;
   if (maxTokens !== undefined && maxTokens !== null) {

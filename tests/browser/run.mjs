@@ -44,6 +44,9 @@ const PROMPT = "The capital of France is";
 // SwiftShader decodes SmolLM2 at ~1.7 tok/s on an idle 2-core machine, but ~0.1 tok/s when another
 // SwiftShader process competes for the cores: keep forward passes few.
 const N_TOKENS = 16;
+// Sampled on the GPU, the same options natively (CLI flags) and in the page (generate options).
+const SAMPLED_CLI = ["--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--repeat-penalty", "1.1", "--seed", "42", "--logit-bias", "28=2"];
+const SAMPLED_JS = { temperature: 0.8, topK: 40, topP: 0.9, repetitionPenalty: 1.1, seed: 42, logitBias: { 28: 2 } };
 const CHAT = "What is the capital of France?";
 const N_CHAT = 8;
 const MIB = 1 << 20;
@@ -91,9 +94,9 @@ function runCli(args, { timeoutMs = 300_000 } = {}) {
   return r.stdout;
 }
 
-/** Greedy generation by the native CLI: {promptIds, ids, texts, summary}. Cached by binary + model + args. */
-function nativeReference(kind, text, maxTokens) {
-  const args = ["run", "--model", GGUF, kind === "chat" ? "--chat" : "--prompt", text, "--max-tokens", String(maxTokens), "--json"];
+/** Generation by the native CLI (greedy unless `extra` says otherwise): {promptIds, ids, texts, summary}. Cached by binary + model + args. */
+function nativeReference(kind, text, maxTokens, extra = []) {
+  const args = ["run", "--model", GGUF, kind === "chat" ? "--chat" : "--prompt", text, "--max-tokens", String(maxTokens), "--json", ...extra];
   const st = fs.statSync(CLI);
   const mt = fs.statSync(GGUF);
   const key = JSON.stringify([st.size, st.mtimeMs, mt.size, mt.mtimeMs, args.slice(3)]);
@@ -232,6 +235,16 @@ async function scenarioGgufMain(S, F) {
     `steady-state decode created GPU objects: ${JSON.stringify(st)}`);
   check(st.submits === 1 && st.readbackBytes <= 8, `steady-state decode submits/readback: ${JSON.stringify(st)}`);
   F.dispatches_per_token = st.dispatches;
+
+  // Sampled on the GPU: a seed gives the native CLI's tokens, and still only ids come back.
+  const gs = await H(page, "generate", r.id, PROMPT, { maxTokens: N_TOKENS, ...SAMPLED_JS });
+  check(!gs.error, `sampled generate failed: ${errText(gs.error)}`);
+  const ds = firstDiff(gs.ids, S.refSampled.ids);
+  check(ds < 0, `sampled ids differ from the native CLI (same seed) at ${ds}: browser ${JSON.stringify(gs.ids)} vs native ${JSON.stringify(S.refSampled.ids)}`);
+  const ss = gs.result?.stats ?? {};
+  check(ss.buffersCreated === 0 && ss.bindGroupsCreated === 0 && ss.submits === 1 && ss.readbackBytes <= 8,
+    `steady-state sampled decode: ${JSON.stringify(ss)}`);
+  F.sampled = `${gs.ids.length} ids = native (seed 42)`;
   F.encode_us = st.encodeUs?.toFixed(0);
   const t = g.result.timings ?? {};
   S.figures.tokMain = { prefill: t.prefillTokensPerSecond, decode: t.decodeTokensPerSecond, firstMs: g.firstMs, decodeHere: g.decodeTokPerSec };
@@ -597,6 +610,7 @@ async function main() {
     log(`setup: pkg/wasm/webgpu_llm_bg.wasm ${wasmRaw} bytes (${wasmGz} gzipped)`);
     log(`setup: native reference (${path.relative(REPO, CLI)} run --json)`);
     S.ref = nativeReference("prompt", PROMPT, N_TOKENS);
+    S.refSampled = nativeReference("prompt", PROMPT, N_TOKENS, SAMPLED_CLI);
     S.refChat = nativeReference("chat", CHAT, N_CHAT);
     log(`  prompt ${JSON.stringify(PROMPT)} → ${S.ref.ids.length} ids ${JSON.stringify(S.ref.texts.join(""))}${S.ref.cached ? " (cached)" : ` (${S.ref.seconds.toFixed(1)} s)`}`);
     log(`  chat ${JSON.stringify(CHAT)} → ${JSON.stringify(S.refChat.texts.join(""))} (${S.refChat.summary.finish_reason})`);
