@@ -343,6 +343,13 @@ async function scenarioWorker(S, F) {
   check(resp.usage?.prompt_tokens === u.prompt_tokens && resp.usage?.completion_tokens === 2 && resp.usage?.prompt_tokens_details?.cached_tokens === 0,
     `non-streaming usage ${JSON.stringify(resp.usage)}`);
 
+  // logit_bias in OpenAI's shape: -100 keeps the native first token out; a key that is no token id is refused.
+  const banned = await H(page, "chat", r.id, { messages: [{ role: "user", content: CHAT }], max_tokens: 1, temperature: 0, logit_bias: { [S.refChat.ids[0]]: -100 } });
+  check(banned.ok && banned.response.choices[0].message.content !== S.refChat.texts[0],
+    `logit_bias -100 on the first token gave ${banned.ok ? JSON.stringify(banned.response.choices[0].message.content) : errText(banned.error)}`);
+  const badBias = await H(page, "chat", r.id, { messages: [{ role: "user", content: CHAT }], max_tokens: 1, logit_bias: { abc: 1 } });
+  check(!badBias.ok && badBias.error.code === "BAD_REQUEST", `logit_bias {abc: 1} gave ${badBias.ok ? "success" : errText(badBias.error)}`);
+
   // Abort mid-generation, with an overlapping generate (BUSY: the API rejects, never queues).
   const a = await H(page, "generate", r.id, "Once upon a time", { maxTokens: 64, temperature: 0 }, { abortAfter: 2, overlapAfter: 1 });
   check(!a.error, `aborted generation's stream threw: ${errText(a.error)} (engine.abort() should end it normally)`);
