@@ -1052,6 +1052,9 @@ fn sampled_generation_is_the_cpu_samplers_draw() {
     use webgpu_llm::model::Logits;
     use webgpu_llm::ops::sample::draw_uniform;
     use webgpu_llm::sampling::{Sampler, SamplingParams};
+    // Its own context: the counters are per context, and other tests run beside this one.
+    let own = webgpu_llm::Context::new_blocking(webgpu_llm::ContextOptions::default()).unwrap();
+    let ctx = || &own;
     let path = smollm2_path();
     let opts = OpenOptions { context: Some(128), kv_dtype: KvDtype::F16, max_batch: 64 };
     let mut engine = open_gguf(ctx(), &path, opts).unwrap();

@@ -125,3 +125,44 @@ fn rust_geometry_constants_match_the_shaders() {
         assert_eq!(shader_const(shader, name), rust, "{}::{name} differs between WGSL and Rust", shader.name());
     }
 }
+
+/// The ALU counter behind `bench-kernels --json`'s alu_per_byte, on shaders whose count is known
+/// by hand: per-component arithmetic, calls, branches folded by override constants, data-dependent
+/// branches at their larger arm, literal-bound and row loops.
+#[test]
+fn main_loop_alu_counts_by_hand() {
+    use webgpu_llm::gpu::shader_stats::main_loop_cost;
+    let src = r#"
+override WIDE: bool = false;
+@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+fn mad4(x: vec4<f32>, y: vec4<f32>) -> vec4<f32> { return x * y + y; }   // 8
+fn wide() -> bool { return WIDE; }
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) tid: u32) {
+    var acc = vec4<f32>(0.0);
+    for (var i = tid; i < 1024u; i += 64u) {                 // i < 1024 (1), i += 64 (1)
+        let v = a[i];
+        acc += mad4(v, v);                                    // 8 + 4
+        if (WIDE) { acc += v * 2.0; }                         // 8 when WIDE
+        if (wide()) { acc += v; }                             // 4 when WIDE
+        if (v.x > 0.0) { acc += v; } else { acc -= v * v; }   // 1 + max(4, 8)
+        for (var r = 0u; r < 3u; r++) { acc.x += f32(r); }    // 3 × (1 + 1 + 1 + 1)
+        acc.y += dot(v, v);                                   // 4 + 1
+    }
+    out[tid] = acc.x + acc.y;
+}
+"#;
+    let narrow = main_loop_cost(src, "main", &[], 2).unwrap();
+    let wide = main_loop_cost(src, "main", &[("WIDE", 1.0)], 2).unwrap();
+    assert_eq!(narrow.alu, 2 + 12 + 9 + 12 + 5, "{narrow:?}");
+    assert_eq!(wide.alu, narrow.alu + 8 + 4, "{wide:?}");
+    assert_eq!(narrow.loads, 1, "a[i]; locals are not memory");
+    // the real GEMVs: every format's main loop is found and costs something
+    let caps = Capabilities::default();
+    let matmul = shaders::compose(Shader::Matmul, &caps, false);
+    for (entry, fmt) in [("gemv_q", 3.0), ("gemv_q", 6.0), ("gemv_row_q", 3.0), ("gemv", 1.0), ("gemv_row", 1.0)] {
+        let c = main_loop_cost(&matmul, entry, &[("FORMAT", fmt)], 2).unwrap();
+        assert!(c.alu > 0 && c.loads > 0, "{entry} FORMAT={fmt}: {c:?}");
+    }
+}

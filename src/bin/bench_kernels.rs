@@ -4,7 +4,14 @@
 //! Timing uses GPU timestamps when the device has `timestamp-query`, wall clock otherwise.
 //!
 //! `cargo run --release --bin bench-kernels -- [--formats q4,q8,...|all] [--m 1,128] [--shapes NAME,..]
-//!  [--quick] [--portable]`
+//!  [--quick] [--portable] [--json]`
+//!
+//! `--json` prints one object per line per (format, shape, M): `format`, `n`, `k`, `m`, `entry`,
+//! `ms`, `gb_s`, `copy_gb_s`, `ratio` (gb_s / copy_gb_s) and, for GEMVs, `alu_per_byte` and
+//! `loads_per_byte`: ALU instructions and loads per weight byte in the kernel's main loop,
+//! counted from the WGSL the pipeline compiles (naga IR, override constants applied; rules in
+//! `gpu::shader_stats`). Lavapipe is ALU-bound, so fewer instructions per byte show as a higher
+//! ratio there.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -19,10 +26,12 @@ fn main() {}
 mod native {
     use std::time::Instant;
 
+    use webgpu_llm::gpu::shader_stats::{main_loop_cost, LoopCost};
+    use webgpu_llm::gpu::shaders;
     use webgpu_llm::gpu::{Context, ContextOptions, Kernel, Result};
     use webgpu_llm::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
     use webgpu_llm::ops::copy::copy;
-    use webgpu_llm::ops::matmul::{matmul, Epilogue, QuantMatrix};
+    use webgpu_llm::ops::matmul::{gemv_loop_bytes, matmul, Epilogue, QuantMatrix};
     use webgpu_llm::quant::{PackedMatrix, WeightFormat};
 
     /// Llama-3.2-3B's matrices as (name, n = outputs, k = inputs).
@@ -40,6 +49,7 @@ mod native {
         shapes: Vec<String>,
         quick: bool,
         portable: bool,
+        json: bool,
     }
 
     fn parse_args() -> std::result::Result<Args, String> {
@@ -49,6 +59,7 @@ mod native {
             shapes: Vec::new(),
             quick: false,
             portable: false,
+            json: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
@@ -61,6 +72,10 @@ mod native {
                             WeightFormat::Q4,
                             WeightFormat::Q4Asym,
                             WeightFormat::Q8,
+                            WeightFormat::Q8Asym,
+                            WeightFormat::Q4K,
+                            WeightFormat::Q5K,
+                            WeightFormat::Q6K,
                             WeightFormat::F16,
                             WeightFormat::F32,
                         ]
@@ -77,10 +92,12 @@ mod native {
                 "--shapes" => args.shapes = value()?.split(',').map(String::from).collect(),
                 "--quick" => args.quick = true,
                 "--portable" => args.portable = true,
+                "--json" => args.json = true,
                 "-h" | "--help" => {
                     println!(
-                    "bench-kernels [--formats q4,q4asym,q8,f16,f32|all] [--m 1,128] [--shapes {}] [--quick] [--portable]\n\
-                     --quick: fewer repetitions; --portable: ignore subgroups/shader-f16/timestamps",
+                    "bench-kernels [--formats q4,q4asym,q8,q8asym,q4k,q5k,q6k,f16,f32|all] [--m 1,128] [--shapes {}] [--quick] [--portable] [--json]\n\
+                     --quick: fewer repetitions; --portable: ignore subgroups/shader-f16/timestamps;\n\
+                     --json: one object per (format, shape, M) on stdout, with alu_per_byte (the table goes to stderr)",
                     SHAPES.iter().map(|s| s.0).collect::<Vec<_>>().join(",")
                 );
                     std::process::exit(0);
@@ -96,9 +113,13 @@ mod native {
             "q4" => WeightFormat::Q4,
             "q4asym" | "q4_1" => WeightFormat::Q4Asym,
             "q8" => WeightFormat::Q8,
+            "q8asym" => WeightFormat::Q8Asym,
+            "q4k" | "q4_k" => WeightFormat::Q4K,
+            "q5k" | "q5_k" => WeightFormat::Q5K,
+            "q6k" | "q6_k" => WeightFormat::Q6K,
             "f16" => WeightFormat::F16,
             "f32" => WeightFormat::F32,
-            _ => return Err(format!("unknown format `{s}` (q4, q4asym, q8, f16, f32)")),
+            _ => return Err(format!("unknown format `{s}` (q4, q4asym, q8, q8asym, q4k, q5k, q6k, f16, f32)")),
         })
     }
 
@@ -202,13 +223,28 @@ mod native {
         }
     }
 
+    /// The main-loop cost of a GEMV kernel and the weight bytes one iteration reads; `None` for GEMMs.
+    fn loop_cost(ctx: &Context, k: &Kernel) -> std::result::Result<Option<(LoopCost, u64)>, String> {
+        let key = k.key();
+        let Some((bytes, nested)) = gemv_loop_bytes(key.entry) else { return Ok(None) };
+        let wgsl = shaders::compose(key.shader, &ctx.caps, false);
+        let cost = main_loop_cost(&wgsl, key.entry, &key.constant_values(), nested)?;
+        Ok(Some((cost, bytes)))
+    }
+
     fn run() -> std::result::Result<(), String> {
         let args = parse_args()?;
+        // With --json, stdout carries only the JSON lines; the table goes to stderr.
+        let json = args.json;
+        let say = |line: String| if json { eprintln!("{line}") } else { println!("{line}") };
         let ctx = Context::new_blocking(ContextOptions { portable_only: args.portable, ..Default::default() })
             .map_err(|e| e.to_string())?;
-        println!("device: {}", ctx.describe());
+        say(format!("device: {}", ctx.describe()));
         let timer = Timer::new(&ctx, args.quick);
-        println!("timing: {}", if timer.query.is_some() { "GPU timestamps" } else { "wall clock (submit to done)" });
+        say(format!(
+            "timing: {}",
+            if timer.query.is_some() { "GPU timestamps" } else { "wall clock (submit to done)" }
+        ));
         let err = |e: webgpu_llm::GpuError| e.to_string();
 
         // The yardstick: a vec4 copy of 64 MiB (under every device's binding limit), read + write.
@@ -218,12 +254,16 @@ mod native {
         let k = copy(&ctx, &src, &dst, copy_elems).map_err(err)?;
         let t = timer.seconds_per_call(&ctx, &[k]).map_err(err)?;
         let copy_gbs = 2.0 * copy_elems as f64 * 4.0 / t / 1e9;
-        println!("\ncopy 64 MiB: {:.3} ms, {:.1} GB/s (read + write) — the bandwidth yardstick\n", t * 1e3, copy_gbs);
+        say(format!(
+            "\ncopy 64 MiB: {:.3} ms, {:.1} GB/s (read + write) — the bandwidth yardstick\n",
+            t * 1e3,
+            copy_gbs
+        ));
 
-        println!(
-            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>10} {:>9} {:>9}",
-            "format", "matrix", "N×K (out×in)", "M", "chunks", "time", "GB/s", "GFLOP/s"
-        );
+        say(format!(
+            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>10} {:>9} {:>9} {:>9}",
+            "format", "matrix", "N×K (out×in)", "M", "chunks", "time", "GB/s", "GFLOP/s", "ALU/byte"
+        ));
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for &format in &args.formats {
             for &(name, n, kk) in SHAPES {
@@ -243,8 +283,10 @@ mod native {
                     let gflops = 2.0 * m as f64 * n as f64 * kk as f64 / t / 1e9;
                     let bw =
                         if m == 1 { format!("{gbs:.1} ({:.0}%)", 100.0 * gbs / copy_gbs) } else { format!("{gbs:.1}") };
-                    println!(
-                        "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1}",
+                    let cost = loop_cost(&ctx, &kernels[0])?;
+                    let per_byte = cost.map(|(c, bytes)| (c.alu as f64 / bytes as f64, c.loads as f64 / bytes as f64));
+                    say(format!(
+                        "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1} {:>9}",
                         format!("{format:?}"),
                         name,
                         format!("{n}×{kk}"),
@@ -252,14 +294,33 @@ mod native {
                         w.chunks.len(),
                         t * 1e3,
                         bw,
-                        gflops
-                    );
+                        gflops,
+                        per_byte.map_or("-".into(), |(a, _)| format!("{a:.2}"))
+                    ));
+                    if json {
+                        let line = serde_json::json!({
+                            "format": format!("{format:?}"),
+                            "shape": name,
+                            "n": n,
+                            "k": kk,
+                            "m": m,
+                            "entry": kernels[0].key().entry,
+                            "ms": t * 1e3,
+                            "gb_s": gbs,
+                            "copy_gb_s": copy_gbs,
+                            "ratio": gbs / copy_gbs,
+                            "gflop_s": gflops,
+                            "alu_per_byte": per_byte.map(|p| p.0),
+                            "loads_per_byte": per_byte.map(|p| p.1),
+                        });
+                        println!("{line}");
+                    }
                 }
             }
         }
 
         // Attention at Llama-3.2-3B's shape (24 heads, 8 KV heads, head_dim 128), f16 KV cache.
-        println!("\n{:<32} {:>10} {:>12}", "attention (24/8 heads, d=128, f16 KV)", "time", "KV GB/s");
+        say(format!("\n{:<32} {:>10} {:>12}", "attention (24/8 heads, d=128, f16 KV)", "time", "KV GB/s"));
         let kv = KvCacheShape { n_kv_heads: 8, head_dim: 128, capacity: 4096, dtype: KvDtype::F16 };
         let shape = AttentionShape::new(24, kv);
         let cache_k = ctx.storage("bench.k", kv.bytes()).map_err(err)?;
@@ -273,7 +334,7 @@ mod native {
             let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
             let keys = (pos0 + t_rows) as f64;
             let kv_bytes = 2.0 * keys * 8.0 * 128.0 * 2.0;
-            println!("{:<32} {:>8.3}ms {:>12.1}", label, t * 1e3, kv_bytes / t / 1e9);
+            say(format!("{:<32} {:>8.3}ms {:>12.1}", label, t * 1e3, kv_bytes / t / 1e9));
         }
         Ok(())
     }

@@ -55,6 +55,11 @@ impl PipelineKey {
         self.constants.push((name, value.into().to_bits()));
         self
     }
+    /// The override constants as the pipeline gets them (name, value).
+    pub fn constant_values(&self) -> Vec<(&'static str, f64)> {
+        self.constants.iter().map(|(n, bits)| (*n, f64::from_bits(*bits))).collect()
+    }
+
     fn label(&self) -> String {
         let mut s = format!("{}::{}", self.shader.name(), self.entry);
         for (name, bits) in &self.constants {

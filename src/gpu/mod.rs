@@ -3,6 +3,8 @@
 
 pub mod context;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod shader_stats;
 pub mod shaders;
 
 pub use context::{Capabilities, Context, ContextOptions, CopyAfter, Counters, PendingMap, PipelineKey};
@@ -17,6 +19,7 @@ pub struct Kernel {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    key: PipelineKey,
     /// The op's parameter uniform, held for the kernel's life.
     _params: Option<wgpu::Buffer>,
 }
@@ -49,7 +52,12 @@ impl Kernel {
         }
         all.extend_from_slice(buffers);
         let bind_group = ctx.bind(&pipeline, &label, &all)?;
-        Ok(Self { label, pipeline, bind_group, workgroups, _params: params })
+        Ok(Self { label, pipeline, bind_group, workgroups, key: key.clone(), _params: params })
+    }
+
+    /// The pipeline it runs: shader, entry point and override constants.
+    pub fn key(&self) -> &PipelineKey {
+        &self.key
     }
 
     pub fn workgroups(&self) -> [u32; 3] {

@@ -12,6 +12,20 @@ use crate::quant::{PackedMatrix, WeightFormat};
 
 /// Rows of W per GEMV workgroup; equals `GEMV_ROWS` in shaders/matmul.wgsl (tests/shaders.rs checks).
 pub const GEMV_ROWS: u32 = 2;
+
+/// Weight bytes one invocation reads per iteration of a GEMV entry point's main loop (SwiGLU
+/// off), and how many times its nested row loop runs: the denominator of `alu_per_byte`
+/// (`gpu::shader_stats`). `None` for the GEMMs.
+pub fn gemv_loop_bytes(entry: &str) -> Option<(u64, u64)> {
+    let rows = GEMV_ROWS as u64;
+    match entry {
+        "gemv_q" => Some((2 * 4 * rows, rows)), // words wi and wi + WG of each row
+        "gemv_row_q" => Some((4, 1)),           // one word of its row
+        "gemv" => Some((16 * rows, rows)),      // one 16-byte unit of each row
+        "gemv_row" => Some((16, 1)),
+        _ => None,
+    }
+}
 /// Rows of W per `gemv_row`/`gemv_row_q` workgroup (one per invocation): `WG` in shaders/matmul.wgsl.
 pub const GEMV_ROW_WG: u32 = 64;
 /// Rows of x per `gemm_row`/`gemm_row_q` invocation: `MB` in shaders/matmul.wgsl.
