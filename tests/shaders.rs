@@ -165,4 +165,12 @@ fn main(@builtin(local_invocation_index) tid: u32) {
         let c = main_loop_cost(&matmul, entry, &[("FORMAT", fmt)], 2).unwrap();
         assert!(c.alu > 0 && c.loads > 0, "{entry} FORMAT={fmt}: {c:?}");
     }
+    // format branches are resolved (Q4 skips the K-quant dequantization) and SWIGLU's second row
+    // counts (a function returning the constant decides it)
+    let cost = |fmt: f64, swiglu: f64| {
+        main_loop_cost(&matmul, "gemv_row_q", &[("FORMAT", fmt), ("SWIGLU", swiglu)], 1).unwrap()
+    };
+    let (q4, q6k, q4_swiglu) = (cost(3.0, 0.0), cost(8.0, 0.0), cost(3.0, 1.0));
+    assert!(q6k.alu > q4.alu + 20, "Q4 {q4:?} vs Q6K {q6k:?}");
+    assert!(q4_swiglu.alu > q4.alu + 30 && q4_swiglu.alu < 2 * q4.alu, "{q4_swiglu:?} vs {q4:?}");
 }

@@ -69,7 +69,32 @@ pub fn main_loop_cost(
     let walker = Walker { module: &module, info: &info, nested_trips, constants, memo: Default::default() };
     let fun = Fn { f: &ep.function, info: info.get_entry_point(index) };
     let body = first_loop(&ep.function.body).ok_or_else(|| format!("`{entry}` has no loop"))?;
-    Ok(walker.block(&fun, body, &mut Calls::default()).0)
+    // calls before the loop (e.g. `let sw = swiglu_on();`) decide branches inside it
+    let mut calls = Calls::default();
+    record_calls(&ep.function.body, &mut calls);
+    calls.enter_loop(&ep.function, &[body.0, body.1]);
+    Ok(walker.block(&fun, body, &mut calls).0)
+}
+
+/// Every call's result expression in `block` and below.
+fn record_calls(block: &Block, calls: &mut Calls) {
+    for s in block.iter() {
+        match s {
+            Statement::Call { function, result: Some(r), .. } => {
+                calls.results.insert(*r, *function);
+            }
+            Statement::Block(b) => record_calls(b, calls),
+            Statement::If { accept, reject, .. } => {
+                record_calls(accept, calls);
+                record_calls(reject, calls);
+            }
+            Statement::Loop { body, continuing, .. } => {
+                record_calls(body, calls);
+                record_calls(continuing, calls);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The body and continuing block of the first loop in `block` (depth first, not into calls).
@@ -117,7 +142,29 @@ enum Value {
 #[derive(Clone, Default)]
 struct Calls {
     results: HashMap<Handle<Expression>, Handle<Function>>,
-    locals: HashMap<Handle<naga::LocalVariable>, Value>,
+    /// `Some(None)`: stored with a value not known here (e.g. a loop counter).
+    locals: HashMap<Handle<naga::LocalVariable>, Option<Value>>,
+}
+
+impl Calls {
+    /// Forget what the loop `blocks` store (they run again with other values).
+    fn enter_loop(&mut self, f: &Function, blocks: &[&Block]) {
+        for b in blocks {
+            for s in b.iter() {
+                match s {
+                    Statement::Store { pointer, .. } => {
+                        if let Expression::LocalVariable(lv) = f.expressions[*pointer] {
+                            self.locals.insert(lv, None);
+                        }
+                    }
+                    Statement::Block(x) => self.enter_loop(f, &[x]),
+                    Statement::If { accept, reject, .. } => self.enter_loop(f, &[accept, reject]),
+                    Statement::Loop { body, continuing, .. } => self.enter_loop(f, &[body, continuing]),
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 trait Blockish {
@@ -154,7 +201,9 @@ impl Walker<'_> {
     fn statement(&self, fun: &Fn, s: &Statement, calls: &mut Calls) -> (LoopCost, bool) {
         match s {
             Statement::Emit(range) => {
-                (range.clone().map(|h| self.expression(fun, h)).fold(LoopCost::default(), |a, b| a + b), false)
+                // what the constants decide is folded by the compiler: free
+                let live = range.clone().filter(|&h| self.eval(fun.f, h, calls).is_none());
+                (live.map(|h| self.expression(fun, h)).fold(LoopCost::default(), |a, b| a + b), false)
             }
             Statement::Block(b) => self.block(fun, b, calls),
             Statement::If { condition, accept, reject } => match self.constant_bool(fun, *condition, calls) {
@@ -179,16 +228,15 @@ impl Walker<'_> {
             }
             Statement::Loop { body, continuing, .. } => {
                 let trips = literal_trips(fun.f, body).unwrap_or(self.nested_trips);
+                calls.enter_loop(fun.f, &[body, continuing]);
                 let cost = self.block(fun, (body, continuing), calls).0.times(trips);
-                calls.locals.clear(); // the body's stores repeat: forget them
+                calls.enter_loop(fun.f, &[body, continuing]);
                 (cost, false)
             }
             Statement::Store { pointer, value } => {
                 if let Expression::LocalVariable(lv) = fun.f.expressions[*pointer] {
-                    match self.eval(fun.f, *value, calls) {
-                        Some(v) => calls.locals.insert(lv, v),
-                        None => calls.locals.remove(&lv),
-                    };
+                    let v = self.eval(fun.f, *value, calls);
+                    calls.locals.insert(lv, v);
                 }
                 (LoopCost::default(), false)
             }
@@ -233,7 +281,7 @@ impl Walker<'_> {
             }
             Expression::Load { pointer } => match f.expressions[pointer] {
                 Expression::LocalVariable(lv) => match calls.locals.get(&lv) {
-                    Some(v) => *v,
+                    Some(v) => (*v)?,
                     None => self.eval(f, f.local_variables[lv].init?, calls)?,
                 },
                 _ => return None,
