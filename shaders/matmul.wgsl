@@ -279,6 +279,18 @@ fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let xb0 = gemv_x_base();
     var acc = 0.0;
     var up = 0.0;
+    if (FORMAT == Q4 || FORMAT == Q4ASYM) {
+        // A whole group (one vec4<u32> of W, 32 nibbles) per step: its scale, x and Σx once.
+        for (var g = 0u; g < p.groups; g++) {
+            let xs = gemv_x_group(xb0, g);
+            let t = (xs[0] + xs[1]) + (xs[2] + xs[3]) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
+            let xsum = dot(t, vec4<f32>(1.0));
+            acc += q4_group_dot(row, g, xs, xsum);
+            if (sw) { up += q4_group_dot(row + p.half, g, xs, xsum); }
+        }
+        row_store(row, acc * rs, up * rs);
+        return;
+    }
     for (var wi = 0u; wi < words; wi++) {
         let xa = gemv_x(xb0, wi);
         let xs = dot(xa[0] + xa[1], vec4<f32>(1.0));
@@ -286,6 +298,34 @@ fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         if (sw) { up += word_dot(row + p.half, wi, xa[0], xa[1], xs); }
     }
     row_store(row, acc * rs, up * rs);
+}
+
+// The 32 x values of group g of a Q4/Q4Asym GEMV: elements 32g + 4j.. of the row in [j].
+fn gemv_x_group(base: u32, g: u32) -> array<vec4<f32>, 8> {
+    if (NORM) {
+        let i = 8u * g;
+        return array<vec4<f32>, 8>(xn_sh[i], xn_sh[i + 1u], xn_sh[i + 2u], xn_sh[i + 3u],
+                                   xn_sh[i + 4u], xn_sh[i + 5u], xn_sh[i + 6u], xn_sh[i + 7u]);
+    }
+    let i = base + 8u * g;
+    return array<vec4<f32>, 8>(xq[i], xq[i + 1u], xq[i + 2u], xq[i + 3u],
+                               xq[i + 4u], xq[i + 5u], xq[i + 6u], xq[i + 7u]);
+}
+
+// Group g of row `row` (Q4/Q4Asym) dotted with its x values (xsum = their sum): four words, each
+// unpacked a whole word at a time (low nibbles, then high), scaled once. Q4: d·(q·x − 8·Σx).
+fn q4_group_dot(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    let v = w[row * p.units + g];
+    let m = vec4<u32>(0x0F0F0F0Fu);
+    let lo = v & m;
+    let hi = (v >> vec4<u32>(4u)) & m;
+    let qx = (dot(vec4<f32>(unpack4xU8(lo.x)), xs[0]) + dot(vec4<f32>(unpack4xU8(hi.x)), xs[4]))
+           + (dot(vec4<f32>(unpack4xU8(lo.y)), xs[1]) + dot(vec4<f32>(unpack4xU8(hi.y)), xs[5]))
+           + (dot(vec4<f32>(unpack4xU8(lo.z)), xs[2]) + dot(vec4<f32>(unpack4xU8(hi.z)), xs[6]))
+           + (dot(vec4<f32>(unpack4xU8(lo.w)), xs[3]) + dot(vec4<f32>(unpack4xU8(hi.w)), xs[7]));
+    let dm = scale(row, g);
+    if (FORMAT == Q4) { return dm.x * (qx - 8.0 * xsum); }
+    return dm.x * qx + dm.y * xsum;
 }
 
 // One invocation's output row: the epilogue, or with SwiGLU silu(gate) * up.

@@ -167,10 +167,14 @@ fn main(@builtin(local_invocation_index) tid: u32) {
     }
     // format branches are resolved (Q4 skips the K-quant dequantization) and SWIGLU's second row
     // counts (a function returning the constant decides it)
-    let cost = |fmt: f64, swiglu: f64| {
-        main_loop_cost(&matmul, "gemv_row_q", &[("FORMAT", fmt), ("SWIGLU", swiglu)], 1).unwrap()
+    use webgpu_llm::ops::matmul::gemv_loop_bytes;
+    use webgpu_llm::quant::WeightFormat;
+    let cost = |fmt: WeightFormat, swiglu: f64| {
+        let consts = [("FORMAT", fmt.shader_code() as f64), ("SWIGLU", swiglu)];
+        main_loop_cost(&matmul, "gemv_row_q", &consts, 1).unwrap()
     };
-    let (q4, q6k, q4_swiglu) = (cost(3.0, 0.0), cost(8.0, 0.0), cost(3.0, 1.0));
-    assert!(q6k.alu > q4.alu + 20, "Q4 {q4:?} vs Q6K {q6k:?}");
+    let per_byte = |fmt: WeightFormat| cost(fmt, 0.0).alu as f64 / gemv_loop_bytes("gemv_row_q", fmt).unwrap().0 as f64;
+    assert!(per_byte(WeightFormat::Q6K) > 2.0 * per_byte(WeightFormat::Q4), "Q4 vs Q6K per byte");
+    let (q4, q4_swiglu) = (cost(WeightFormat::Q4, 0.0), cost(WeightFormat::Q4, 1.0));
     assert!(q4_swiglu.alu > q4.alu + 30 && q4_swiglu.alu < 2 * q4.alu, "{q4_swiglu:?} vs {q4:?}");
 }

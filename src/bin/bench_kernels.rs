@@ -224,9 +224,13 @@ mod native {
     }
 
     /// The main-loop cost of a GEMV kernel and the weight bytes one iteration reads; `None` for GEMMs.
-    fn loop_cost(ctx: &Context, k: &Kernel) -> std::result::Result<Option<(LoopCost, u64)>, String> {
+    fn loop_cost(
+        ctx: &Context,
+        k: &Kernel,
+        format: WeightFormat,
+    ) -> std::result::Result<Option<(LoopCost, u64)>, String> {
         let key = k.key();
-        let Some((bytes, nested)) = gemv_loop_bytes(key.entry) else { return Ok(None) };
+        let Some((bytes, nested)) = gemv_loop_bytes(key.entry, format) else { return Ok(None) };
         let wgsl = shaders::compose(key.shader, &ctx.caps, false);
         let cost = main_loop_cost(&wgsl, key.entry, &key.constant_values(), nested)?;
         Ok(Some((cost, bytes)))
@@ -283,7 +287,7 @@ mod native {
                     let gflops = 2.0 * m as f64 * n as f64 * kk as f64 / t / 1e9;
                     let bw =
                         if m == 1 { format!("{gbs:.1} ({:.0}%)", 100.0 * gbs / copy_gbs) } else { format!("{gbs:.1}") };
-                    let cost = loop_cost(&ctx, &kernels[0])?;
+                    let cost = loop_cost(&ctx, &kernels[0], format)?;
                     let per_byte = cost.map(|(c, bytes)| (c.alu as f64 / bytes as f64, c.loads as f64 / bytes as f64));
                     say(format!(
                         "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1} {:>9}",

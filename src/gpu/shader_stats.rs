@@ -68,10 +68,12 @@ pub fn main_loop_cost(
         .ok_or_else(|| format!("no entry point `{entry}`"))?;
     let walker = Walker { module: &module, info: &info, nested_trips, constants, memo: Default::default() };
     let fun = Fn { f: &ep.function, info: info.get_entry_point(index) };
-    let body = first_loop(&ep.function.body).ok_or_else(|| format!("`{entry}` has no loop"))?;
     // calls before the loop (e.g. `let sw = swiglu_on();`) decide branches inside it
     let mut calls = Calls::default();
     record_calls(&ep.function.body, &mut calls);
+    let body = walker
+        .first_loop(&ep.function, &ep.function.body, &mut calls)
+        .ok_or_else(|| format!("`{entry}` has no loop"))?;
     calls.enter_loop(&ep.function, &[body.0, body.1]);
     Ok(walker.block(&fun, body, &mut calls).0)
 }
@@ -95,27 +97,6 @@ fn record_calls(block: &Block, calls: &mut Calls) {
             _ => {}
         }
     }
-}
-
-/// The body and continuing block of the first loop in `block` (depth first, not into calls).
-fn first_loop(block: &Block) -> Option<(&Block, &Block)> {
-    for s in block.iter() {
-        match s {
-            Statement::Loop { body, continuing, .. } => return Some((body, continuing)),
-            Statement::Block(b) => {
-                if let Some(l) = first_loop(b) {
-                    return Some(l);
-                }
-            }
-            Statement::If { accept, reject, .. } => {
-                if let Some(l) = first_loop(accept).or_else(|| first_loop(reject)) {
-                    return Some(l);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 struct Fn<'a> {
@@ -181,7 +162,36 @@ impl Blockish for (&Block, &Block) {
     }
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    /// The body and continuing block of the first loop the constants let run in `block` (depth
+    /// first, not into calls).
+    fn first_loop<'b>(&self, f: &'b Function, block: &'b Block, calls: &mut Calls) -> Option<(&'b Block, &'b Block)> {
+        for s in block.iter() {
+            let found = match s {
+                Statement::Loop { body, continuing, .. } => return Some((body, continuing)),
+                Statement::Block(b) => self.first_loop(f, b, calls),
+                // locals set before the loop decide branches (naga lowers `a || b` to one)
+                Statement::Store { pointer, value } => {
+                    if let Expression::LocalVariable(lv) = f.expressions[*pointer] {
+                        let v = self.eval(f, *value, calls);
+                        calls.locals.insert(lv, v);
+                    }
+                    None
+                }
+                Statement::If { condition, accept, reject } => match self.eval(f, *condition, calls) {
+                    Some(Value::Bool(true)) => self.first_loop(f, accept, calls),
+                    Some(Value::Bool(false)) => self.first_loop(f, reject, calls),
+                    _ => self.first_loop(f, accept, calls).or_else(|| self.first_loop(f, reject, calls)),
+                },
+                _ => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+
     /// Cost of running `b` once, and whether it always returns (the rest of its caller's block is
     /// then not reached).
     fn block(&self, fun: &Fn, b: impl Blockish, calls: &mut Calls) -> (LoopCost, bool) {
