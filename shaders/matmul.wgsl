@@ -279,14 +279,18 @@ fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let xb0 = gemv_x_base();
     var acc = 0.0;
     var up = 0.0;
-    if (FORMAT == Q4 || FORMAT == Q4ASYM) {
-        // A whole group (one vec4<u32> of W, 32 nibbles) per step: its scale, x and Σx once.
+    if (FORMAT == Q4 || FORMAT == Q4ASYM || FORMAT == Q8 || FORMAT == Q8ASYM) {
+        // A whole group (32 weights: one vec4<u32> of nibbles or two of bytes) per step: its
+        // scale, x and Σx once.
         for (var g = 0u; g < p.groups; g++) {
             let xs = gemv_x_group(xb0, g);
-            let t = (xs[0] + xs[1]) + (xs[2] + xs[3]) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
-            let xsum = dot(t, vec4<f32>(1.0));
-            acc += q4_group_dot(row, g, xs, xsum);
-            if (sw) { up += q4_group_dot(row + p.half, g, xs, xsum); }
+            var xsum = 0.0;
+            if (FORMAT != Q8) {
+                let t = (xs[0] + xs[1]) + (xs[2] + xs[3]) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
+                xsum = dot(t, vec4<f32>(1.0));
+            }
+            acc += group_dot(row, g, xs, xsum);
+            if (sw) { up += group_dot(row + p.half, g, xs, xsum); }
         }
         row_store(row, acc * rs, up * rs);
         return;
@@ -300,7 +304,7 @@ fn gemv_row_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     row_store(row, acc * rs, up * rs);
 }
 
-// The 32 x values of group g of a Q4/Q4Asym GEMV: elements 32g + 4j.. of the row in [j].
+// The 32 x values of group g of a Q4/Q8 (and Asym) GEMV: elements 32g + 4j.. of the row in [j].
 fn gemv_x_group(base: u32, g: u32) -> array<vec4<f32>, 8> {
     if (NORM) {
         let i = 8u * g;
@@ -312,19 +316,31 @@ fn gemv_x_group(base: u32, g: u32) -> array<vec4<f32>, 8> {
                                xq[i + 4u], xq[i + 5u], xq[i + 6u], xq[i + 7u]);
 }
 
-// Group g of row `row` (Q4/Q4Asym) dotted with its x values (xsum = their sum): four words, each
-// unpacked a whole word at a time (low nibbles, then high), scaled once. Q4: d·(q·x − 8·Σx).
-fn q4_group_dot(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
-    let v = w[row * p.units + g];
-    let m = vec4<u32>(0x0F0F0F0Fu);
-    let lo = v & m;
-    let hi = (v >> vec4<u32>(4u)) & m;
-    let qx = (dot(vec4<f32>(unpack4xU8(lo.x)), xs[0]) + dot(vec4<f32>(unpack4xU8(hi.x)), xs[4]))
+// Group g of row `row` (Q4/Q4Asym/Q8/Q8Asym) dotted with its x values (xsum = their sum, unused
+// for Q8): each word unpacked whole (Q4: low nibbles, then high), the scale applied once.
+// Q4: d·(q·x − 8·Σx); Asym: d·(q·x) + m·Σx; Q8: d·(q·x).
+fn group_dot(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    var qx: f32;
+    if (FORMAT == Q8 || FORMAT == Q8ASYM) {
+        let a = w[row * p.units + 2u * g];
+        let b = w[row * p.units + 2u * g + 1u];
+        qx = (dot(vec4<f32>(unpack4xI8(a.x)), xs[0]) + dot(vec4<f32>(unpack4xI8(a.y)), xs[1]))
+           + (dot(vec4<f32>(unpack4xI8(a.z)), xs[2]) + dot(vec4<f32>(unpack4xI8(a.w)), xs[3]))
+           + ((dot(vec4<f32>(unpack4xI8(b.x)), xs[4]) + dot(vec4<f32>(unpack4xI8(b.y)), xs[5]))
+           + (dot(vec4<f32>(unpack4xI8(b.z)), xs[6]) + dot(vec4<f32>(unpack4xI8(b.w)), xs[7])));
+    } else {
+        let v = w[row * p.units + g];
+        let m = vec4<u32>(0x0F0F0F0Fu);
+        let lo = v & m;
+        let hi = (v >> vec4<u32>(4u)) & m;
+        qx = (dot(vec4<f32>(unpack4xU8(lo.x)), xs[0]) + dot(vec4<f32>(unpack4xU8(hi.x)), xs[4]))
            + (dot(vec4<f32>(unpack4xU8(lo.y)), xs[1]) + dot(vec4<f32>(unpack4xU8(hi.y)), xs[5]))
            + (dot(vec4<f32>(unpack4xU8(lo.z)), xs[2]) + dot(vec4<f32>(unpack4xU8(hi.z)), xs[6]))
            + (dot(vec4<f32>(unpack4xU8(lo.w)), xs[3]) + dot(vec4<f32>(unpack4xU8(hi.w)), xs[7]));
+    }
     let dm = scale(row, g);
     if (FORMAT == Q4) { return dm.x * (qx - 8.0 * xsum); }
+    if (FORMAT == Q8) { return dm.x * qx; }
     return dm.x * qx + dm.y * xsum;
 }
 

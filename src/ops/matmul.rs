@@ -18,12 +18,13 @@ pub const GEMV_ROWS: u32 = 2;
 /// (`gpu::shader_stats`). `None` for the GEMMs.
 pub fn gemv_loop_bytes(entry: &str, format: WeightFormat) -> Option<(u64, u64)> {
     let rows = GEMV_ROWS as u64;
-    let q4 = matches!(format, WeightFormat::Q4 | WeightFormat::Q4Asym);
     match entry {
         "gemv_q" => Some((2 * 4 * rows, rows)), // words wi and wi + WG of each row
-        "gemv_row_q" if q4 => Some((16, 1)),    // one group (4 words) of its row
-        "gemv_row_q" => Some((4, 1)),           // one word of its row
-        "gemv" => Some((16 * rows, rows)),      // one 16-byte unit of each row
+        // one group of its row: 32 nibbles or 32 bytes
+        "gemv_row_q" if matches!(format, WeightFormat::Q4 | WeightFormat::Q4Asym) => Some((16, 1)),
+        "gemv_row_q" if matches!(format, WeightFormat::Q8 | WeightFormat::Q8Asym) => Some((32, 1)),
+        "gemv_row_q" => Some((4, 1)),      // one word of its row
+        "gemv" => Some((16 * rows, rows)), // one 16-byte unit of each row
         "gemv_row" => Some((16, 1)),
         _ => None,
     }
