@@ -1056,9 +1056,15 @@ fn sampled_generation_is_the_cpu_samplers_draw() {
     let own = webgpu_llm::Context::new_blocking(webgpu_llm::ContextOptions::default()).unwrap();
     let ctx = || &own;
     let path = smollm2_path();
-    let opts = OpenOptions { context: Some(128), kv_dtype: KvDtype::F16, max_batch: 64 };
+    // max_batch 4: the prompt is prefilled in several chunks, only the last of which samples
+    let opts = OpenOptions { context: Some(128), kv_dtype: KvDtype::F16, max_batch: 4 };
     let mut engine = open_gguf(ctx(), &path, opts).unwrap();
-    let prompt = engine.encode("<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n", false).unwrap();
+    let prompt = engine
+        .encode(
+            "<|im_start|>user\nTell me a story of zebra quantum pickles, 42 oboes.<|im_end|>\n<|im_start|>assistant\n",
+            false,
+        )
+        .unwrap();
     let sampling = SamplingParams {
         temperature: 0.9,
         top_k: 50,
@@ -1075,6 +1081,11 @@ fn sampled_generation_is_the_cpu_samplers_draw() {
     let steady = got.steady.expect("steady-state stats").per_token();
     assert_eq!(steady.readback_bytes, 4.0, "only the id comes back");
     assert_eq!((steady.buffers_created, steady.bind_groups_created), (0.0, 0.0));
+    // the penalties' history on the GPU is the prompt then each choice, chunk boundaries included
+    let mut want_history = prompt.clone();
+    want_history.extend(&got.generated);
+    let history = read_u32(ctx(), engine.model.state.sampler().history(), want_history.len());
+    assert_eq!(history, want_history);
 
     let mut near_boundary = 0;
     let mut history = prompt.clone();

@@ -57,7 +57,7 @@ pub struct State {
     pub(crate) sampler: SampleState,
     /// Chosen ids on their way back to the CPU, one slot per step in flight.
     pub(crate) ids_back: ReadbackRing,
-    /// The last logits row on its way back (sampling on the CPU).
+    /// The last logits row on its way back (`Readback::Logits`: tests read what a step computed).
     pub(crate) logits_back: ReadbackRing,
     /// Decode-step kernels (t = 1, the token in `next_id[0]`), built once per attention split
     /// count (it changes every `KEYS_PER_SPLIT` positions) and way of choosing, then only recorded.
@@ -134,6 +134,11 @@ impl State {
         }
         ctx.write(&self.ids, 0, bytemuck::cast_slice(tokens));
         Ok(())
+    }
+
+    /// The GPU sampler's buffers (its token history, for tests).
+    pub fn sampler(&self) -> &SampleState {
+        &self.sampler
     }
 
     /// Set the position of the next step's row 0.

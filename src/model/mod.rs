@@ -106,8 +106,10 @@ impl Model {
             self.state.write_ids(ctx, part, self.config.vocab)?;
             self.state.set_pos(ctx, pos);
             let input = Input::Ids(part.len() as u32);
+            // Only the last chunk's choice is wanted; the sampler would also append an id to its
+            // history over the next chunk's first token.
+            let (choose, copies) = if i + 1 == n { (choose, last) } else { (Choose::Argmax, &[][..]) };
             let kernels = forward(ctx, &self.config, &self.weights, &self.state, input, pos, which, choose)?;
-            let copies = if i + 1 == n { last } else { &[] };
             index = Some(ctx.run_then_copy(&kernels.iter().collect::<Vec<_>>(), copies));
             pos += part.len() as u32;
         }
