@@ -67,7 +67,7 @@ pub fn main_loop_cost(
         .find(|(_, e)| e.name == entry)
         .ok_or_else(|| format!("no entry point `{entry}`"))?;
     let walker = Walker { module: &module, info: &info, nested_trips, constants, memo: Default::default() };
-    let fun = Fn { f: &ep.function, info: info.get_entry_point(index) };
+    let fun = FnView { f: &ep.function, info: info.get_entry_point(index) };
     // calls before the loop (e.g. `let sw = swiglu_on();`) decide branches inside it
     let mut calls = Calls::default();
     record_calls(&ep.function.body, &mut calls);
@@ -75,31 +75,40 @@ pub fn main_loop_cost(
         .first_loop(&ep.function, &ep.function.body, &mut calls)
         .ok_or_else(|| format!("`{entry}` has no loop"))?;
     calls.enter_loop(&ep.function, &[body.0, body.1]);
-    Ok(walker.block(&fun, body, &mut calls).0)
+    Ok(walker.block(&fun, &[body.0, body.1], &mut calls).0)
 }
 
-/// Every call's result expression in `block` and below.
-fn record_calls(block: &Block, calls: &mut Calls) {
-    for s in block.iter() {
-        match s {
-            Statement::Call { function, result: Some(r), .. } => {
-                calls.results.insert(*r, *function);
+/// Every statement of `blocks`, nested blocks included (not into calls), in order.
+fn each_statement(blocks: &[&Block], visit: &mut impl FnMut(&Statement)) {
+    for b in blocks {
+        for s in b.iter() {
+            visit(s);
+            match s {
+                Statement::Block(x) => each_statement(&[x], visit),
+                Statement::If { accept, reject, .. } => each_statement(&[accept, reject], visit),
+                Statement::Loop { body, continuing, .. } => each_statement(&[body, continuing], visit),
+                Statement::Switch { cases, .. } => {
+                    for c in cases {
+                        each_statement(&[&c.body], visit);
+                    }
+                }
+                _ => {}
             }
-            Statement::Block(b) => record_calls(b, calls),
-            Statement::If { accept, reject, .. } => {
-                record_calls(accept, calls);
-                record_calls(reject, calls);
-            }
-            Statement::Loop { body, continuing, .. } => {
-                record_calls(body, calls);
-                record_calls(continuing, calls);
-            }
-            _ => {}
         }
     }
 }
 
-struct Fn<'a> {
+/// Every call's result expression in `block` and below.
+fn record_calls(block: &Block, calls: &mut Calls) {
+    each_statement(&[block], &mut |s| {
+        if let Statement::Call { function, result: Some(r), .. } = s {
+            calls.results.insert(*r, *function);
+        }
+    });
+}
+
+/// A function and its analysis.
+struct FnView<'a> {
     f: &'a Function,
     info: &'a naga::valid::FunctionInfo,
 }
@@ -130,35 +139,13 @@ struct Calls {
 impl Calls {
     /// Forget what the loop `blocks` store (they run again with other values).
     fn enter_loop(&mut self, f: &Function, blocks: &[&Block]) {
-        for b in blocks {
-            for s in b.iter() {
-                match s {
-                    Statement::Store { pointer, .. } => {
-                        if let Expression::LocalVariable(lv) = f.expressions[*pointer] {
-                            self.locals.insert(lv, None);
-                        }
-                    }
-                    Statement::Block(x) => self.enter_loop(f, &[x]),
-                    Statement::If { accept, reject, .. } => self.enter_loop(f, &[accept, reject]),
-                    Statement::Loop { body, continuing, .. } => self.enter_loop(f, &[body, continuing]),
-                    _ => {}
+        each_statement(blocks, &mut |s| {
+            if let Statement::Store { pointer, .. } = s {
+                if let Expression::LocalVariable(lv) = f.expressions[*pointer] {
+                    self.locals.insert(lv, None);
                 }
             }
-        }
-    }
-}
-
-trait Blockish {
-    fn blocks(&self) -> Vec<&Block>;
-}
-impl Blockish for &Block {
-    fn blocks(&self) -> Vec<&Block> {
-        vec![self]
-    }
-}
-impl Blockish for (&Block, &Block) {
-    fn blocks(&self) -> Vec<&Block> {
-        vec![self.0, self.1]
+        });
     }
 }
 
@@ -172,10 +159,7 @@ impl<'a> Walker<'a> {
                 Statement::Block(b) => self.first_loop(f, b, calls),
                 // locals set before the loop decide branches (naga lowers `a || b` to one)
                 Statement::Store { pointer, value } => {
-                    if let Expression::LocalVariable(lv) = f.expressions[*pointer] {
-                        let v = self.eval(f, *value, calls);
-                        calls.locals.insert(lv, v);
-                    }
+                    self.store(f, *pointer, *value, calls);
                     None
                 }
                 Statement::If { condition, accept, reject } => match self.eval(f, *condition, calls) {
@@ -194,9 +178,9 @@ impl<'a> Walker<'a> {
 
     /// Cost of running `b` once, and whether it always returns (the rest of its caller's block is
     /// then not reached).
-    fn block(&self, fun: &Fn, b: impl Blockish, calls: &mut Calls) -> (LoopCost, bool) {
+    fn block(&self, fun: &FnView, blocks: &[&Block], calls: &mut Calls) -> (LoopCost, bool) {
         let mut total = LoopCost::default();
-        for block in b.blocks() {
+        for block in blocks {
             for s in block.iter() {
                 let (c, returns) = self.statement(fun, s, calls);
                 total = total + c;
@@ -208,21 +192,21 @@ impl<'a> Walker<'a> {
         (total, false)
     }
 
-    fn statement(&self, fun: &Fn, s: &Statement, calls: &mut Calls) -> (LoopCost, bool) {
+    fn statement(&self, fun: &FnView, s: &Statement, calls: &mut Calls) -> (LoopCost, bool) {
         match s {
             Statement::Emit(range) => {
                 // what the constants decide is folded by the compiler: free
                 let live = range.clone().filter(|&h| self.eval(fun.f, h, calls).is_none());
                 (live.map(|h| self.expression(fun, h)).fold(LoopCost::default(), |a, b| a + b), false)
             }
-            Statement::Block(b) => self.block(fun, b, calls),
+            Statement::Block(b) => self.block(fun, &[b], calls),
             Statement::If { condition, accept, reject } => match self.constant_bool(fun, *condition, calls) {
-                Some(true) => self.block(fun, accept, calls),
-                Some(false) => self.block(fun, reject, calls),
+                Some(true) => self.block(fun, &[accept], calls),
+                Some(false) => self.block(fun, &[reject], calls),
                 None => {
                     let mut other = calls.clone();
-                    let (a, ra) = self.block(fun, accept, calls);
-                    let (r, rr) = self.block(fun, reject, &mut other);
+                    let (a, ra) = self.block(fun, &[accept], calls);
+                    let (r, rr) = self.block(fun, &[reject], &mut other);
                     // keep what both arms agree on
                     calls.locals.retain(|lv, v| other.locals.get(lv) == Some(v));
                     calls.results.extend(other.results);
@@ -232,22 +216,19 @@ impl<'a> Walker<'a> {
             Statement::Switch { cases, .. } => {
                 let mut worst = LoopCost::default();
                 for c in cases {
-                    worst = worst.max(self.block(fun, &c.body, calls).0);
+                    worst = worst.max(self.block(fun, &[&c.body], calls).0);
                 }
                 (worst, false)
             }
             Statement::Loop { body, continuing, .. } => {
                 let trips = literal_trips(fun.f, body).unwrap_or(self.nested_trips);
                 calls.enter_loop(fun.f, &[body, continuing]);
-                let cost = self.block(fun, (body, continuing), calls).0.times(trips);
+                let cost = self.block(fun, &[body, continuing], calls).0.times(trips);
                 calls.enter_loop(fun.f, &[body, continuing]);
                 (cost, false)
             }
             Statement::Store { pointer, value } => {
-                if let Expression::LocalVariable(lv) = fun.f.expressions[*pointer] {
-                    let v = self.eval(fun.f, *value, calls);
-                    calls.locals.insert(lv, v);
-                }
+                self.store(fun.f, *pointer, *value, calls);
                 (LoopCost::default(), false)
             }
             Statement::Call { function, result, .. } => {
@@ -267,14 +248,22 @@ impl<'a> Walker<'a> {
             return *c;
         }
         let f = &self.module.functions[h];
-        let fun = Fn { f, info: &self.info[h] };
-        let c = self.block(&fun, &f.body, &mut Calls::default()).0;
+        let fun = FnView { f, info: &self.info[h] };
+        let c = self.block(&fun, &[&f.body], &mut Calls::default()).0;
         self.memo.borrow_mut().insert(h, c);
         c
     }
 
+    /// Remember what a store puts in a local variable (unknown unless the constants decide it).
+    fn store(&self, f: &Function, pointer: Handle<Expression>, value: Handle<Expression>, calls: &mut Calls) {
+        if let Expression::LocalVariable(lv) = f.expressions[pointer] {
+            let v = self.eval(f, value, calls);
+            calls.locals.insert(lv, v);
+        }
+    }
+
     /// A condition the override constants decide, or a call to a function that only returns one.
-    fn constant_bool(&self, fun: &Fn, h: Handle<Expression>, calls: &Calls) -> Option<bool> {
+    fn constant_bool(&self, fun: &FnView, h: Handle<Expression>, calls: &Calls) -> Option<bool> {
         match self.eval(fun.f, h, calls)? {
             Value::Bool(b) => Some(b),
             Value::Num(_) => None,
@@ -357,7 +346,7 @@ impl<'a> Walker<'a> {
         })
     }
 
-    fn components(&self, fun: &Fn, h: Handle<Expression>) -> u64 {
+    fn components(&self, fun: &FnView, h: Handle<Expression>) -> u64 {
         match fun.info[h].ty.inner_with(&self.module.types) {
             TypeInner::Vector { size, .. } => *size as u64,
             TypeInner::Matrix { columns, rows, .. } => *columns as u64 * *rows as u64,
@@ -365,7 +354,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn expression(&self, fun: &Fn, h: Handle<Expression>) -> LoopCost {
+    fn expression(&self, fun: &FnView, h: Handle<Expression>) -> LoopCost {
         let n = self.components(fun, h);
         let alu = match &fun.f.expressions[h] {
             Expression::Load { pointer } => return LoopCost { alu: 0, loads: global_root(fun.f, *pointer) as u64 },
@@ -373,13 +362,8 @@ impl<'a> Walker<'a> {
             Expression::Relational { argument, .. } => self.components(fun, *argument),
             Expression::As { convert: Some(_), .. } => n,
             Expression::Math { fun: m, arg, .. } => match m {
-                MathFunction::Dot | MathFunction::Dot4I8Packed | MathFunction::Dot4U8Packed => {
-                    if matches!(m, MathFunction::Dot) {
-                        self.components(fun, *arg)
-                    } else {
-                        1
-                    }
-                }
+                MathFunction::Dot => self.components(fun, *arg),
+                MathFunction::Dot4I8Packed | MathFunction::Dot4U8Packed => 1,
                 MathFunction::Unpack2x16float
                 | MathFunction::Unpack2x16snorm
                 | MathFunction::Unpack2x16unorm
