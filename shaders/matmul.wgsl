@@ -60,6 +60,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [m, n]
 @group(0) @binding(6) var<storage, read> xq: array<vec4<f32>>;     // gemv_q's x: [k / 4] (m = 1)
 @group(0) @binding(7) var<storage, read> norm_w: array<f32>;       // NORM: [k]; a stand-in otherwise
+@group(0) @binding(8) var<storage, read> xq8: array<vec4<u32>>;    // *_q8 GEMVs: x's int8 blocks [k / 16] (ops::act_q8)
+@group(0) @binding(9) var<storage, read> xd8: array<vec4<f32>>;    // *_q8 GEMVs: per block (d, d·Σq lo half, hi half, 0)
 
 var<workgroup> xn_sh: array<vec4<f32>, NORM_MAX_K / 4u>; // NORM: x * norm_w of the GEMV's row
 
@@ -342,6 +344,119 @@ fn group_dot(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     if (FORMAT == Q4) { return dm.x * (qx - 8.0 * xsum); }
     if (FORMAT == Q8) { return dm.x * qx; }
     return dm.x * qx + dm.y * xsum;
+}
+
+// gemv_row_q8 / gemv_q8: gemv_row_q / gemv_q on int8 activations (ops::act_q8: block b of x is
+// d_b · q[32b..32b+32]). A whole weight group per step: its 32 products are 8 dot4I8Packed on
+// integers (the 4-bit formats' nibbles and Q6_K's 6-bit quants fit a signed byte), and the scales
+// and offsets are applied once per group: Q4: d·(d_b·Σqw − 8·d_b·Σq); Asym and K-quants:
+// d·d_b·Σqw + m·d_b·Σq (m < 0 for K-quants); Q6_K per half-group. Formats: q8_format().
+// NORM does not apply (act_q8 norms x), nor x_row0 (act_q8 picks the row).
+
+// The integer dot of a 4-bit group's nibble words (elements 4j.. low, 16 + 4j.. high) with x's
+// int8 words: a = elements 0..15, b = 16..31, each word j holding elements 4j..4j+3.
+fn dot_q4(lo: vec4<u32>, hi: vec4<u32>, a: vec4<u32>, b: vec4<u32>) -> vec2<i32> {
+    let l = (dot4I8Packed(lo.x, a.x) + dot4I8Packed(lo.y, a.y)) + (dot4I8Packed(lo.z, a.z) + dot4I8Packed(lo.w, a.w));
+    let h = (dot4I8Packed(hi.x, b.x) + dot4I8Packed(hi.y, b.y)) + (dot4I8Packed(hi.z, b.z) + dot4I8Packed(hi.w, b.w));
+    return vec2<i32>(l, h);
+}
+
+// The low 4 bits of each component, bit i in byte i: t · 0x204081 = t | t << 7 | t << 14 | t << 21
+// (the copies do not overlap, so the product has no carries) puts bit i at 8i.
+fn spread_bits(v: vec4<u32>) -> vec4<u32> {
+    return ((v & vec4<u32>(15u)) * vec4<u32>(0x00204081u)) & vec4<u32>(0x01010101u);
+}
+// The four 2-bit fields of each component's low byte, one per byte.
+fn spread_crumbs(c: vec4<u32>) -> vec4<u32> {
+    let b = c & vec4<u32>(255u);
+    return (b | (b << vec4<u32>(6u)) | (b << vec4<u32>(12u)) | (b << vec4<u32>(18u))) & vec4<u32>(0x03030303u);
+}
+
+// Group g of row `row` dotted with x's block g (int8 words a, b; xs its scale and half sums).
+fn group_dot_q8(row: u32, g: u32, a: vec4<u32>, b: vec4<u32>, xs: vec4<f32>) -> f32 {
+    if (FORMAT == Q8 || FORMAT == Q8ASYM) {
+        let u = w[row * p.units + 2u * g];
+        let v = w[row * p.units + 2u * g + 1u];
+        let qi = ((dot4I8Packed(u.x, a.x) + dot4I8Packed(u.y, a.y)) + (dot4I8Packed(u.z, a.z) + dot4I8Packed(u.w, a.w)))
+               + ((dot4I8Packed(v.x, b.x) + dot4I8Packed(v.y, b.y)) + (dot4I8Packed(v.z, b.z) + dot4I8Packed(v.w, b.w)));
+        let dm = scale(row, g);
+        if (FORMAT == Q8) { return dm.x * xs.x * f32(qi); }
+        return dm.x * xs.x * f32(qi) + dm.y * (xs.y + xs.z);
+    }
+    let v = w[row * p.units + g];
+    let m = vec4<u32>(0x0F0F0F0Fu);
+    var lo = v & m;
+    var hi = (v >> vec4<u32>(4u)) & m;
+    if (FORMAT == Q4 || FORMAT == Q4ASYM) {
+        let qi = dot_q4(lo, hi, a, b);
+        let dm = scale(row, g);
+        if (FORMAT == Q4) { return dm.x * (xs.x * f32(qi.x + qi.y) - 8.0 * (xs.y + xs.z)); }
+        return dm.x * xs.x * f32(qi.x + qi.y) + dm.y * (xs.y + xs.z);
+    }
+    let i = row * p.groups + g;
+    let j = i % 8u; // group within its super-block
+    if (FORMAT == Q6K) {
+        let base = (i / 8u) * 21u;
+        let d = unpack2x16float(scales[base]).x;
+        let sc = scales[base + 1u + j / 2u];
+        // elements 0..15 of the group are sub-block 2j (scale byte 2(j % 2)), 16..31 sub-block 2j + 1
+        let s_lo = d * i8_of(sc, 2u * (j % 2u));
+        let s_hi = d * i8_of(sc, 2u * (j % 2u) + 1u);
+        let sh = vec4<u32>(0u, 8u, 16u, 24u);
+        lo |= spread_crumbs(vec4<u32>(scales[base + 5u + 2u * j]) >> sh) << vec4<u32>(4u);
+        hi |= spread_crumbs(vec4<u32>(scales[base + 6u + 2u * j]) >> sh) << vec4<u32>(4u);
+        let qi = dot_q4(lo, hi, a, b); // quants 0..63 stored; the −32 goes with Σq
+        return s_lo * (xs.x * f32(qi.x) - 32.0 * xs.y) + s_hi * (xs.x * f32(qi.y) - 32.0 * xs.z);
+    }
+    // Q4K, Q5K: value = d·sc·q − dmin·m per group
+    let base = (i / 8u) * select(13u, 5u, FORMAT == Q4K);
+    let dm = unpack2x16float(scales[base]);
+    let d1 = dm.x * u8_of(scales[base + 1u + j / 4u], j % 4u);
+    let m1 = dm.y * u8_of(scales[base + 3u + j / 4u], j % 4u);
+    if (FORMAT == Q5K) {
+        let h = vec4<u32>(scales[base + 5u + j]);
+        lo |= spread_bits(h >> vec4<u32>(0u, 4u, 8u, 12u)) << vec4<u32>(4u);
+        hi |= spread_bits(h >> vec4<u32>(16u, 20u, 24u, 28u)) << vec4<u32>(4u);
+    }
+    let qi = dot_q4(lo, hi, a, b);
+    return d1 * xs.x * f32(qi.x + qi.y) - m1 * (xs.y + xs.z);
+}
+
+@compute @workgroup_size(WG)
+fn gemv_row_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + tid;
+    if (row >= p.rows) { return; }
+    let sw = swiglu_on();
+    var acc = 0.0;
+    var up = 0.0;
+    for (var g = 0u; g < p.groups; g++) {
+        let a = xq8[2u * g];
+        let b = xq8[2u * g + 1u];
+        let xs = xd8[g];
+        acc += group_dot_q8(row, g, a, b, xs);
+        if (sw) { up += group_dot_q8(row + p.half, g, a, b, xs); }
+    }
+    row_store(row, acc, up);
+}
+
+@compute @workgroup_size(WG)
+fn gemv_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) tid: u32) {
+    let w0 = wid.x + wid.y * nwg.x;
+    let nr = gemv_rows_in(w0);
+    if (nr == 0u) { return; } // whole workgroup leaves together
+    var acc = array<f32, GEMV_ROWS>();
+    // Neighbouring invocations read neighbouring groups of W and blocks of x (coalesced).
+    for (var g = tid; g < p.groups; g += WG) {
+        let a = xq8[2u * g];
+        let b = xq8[2u * g + 1u];
+        let xs = xd8[g];
+        for (var r = 0u; r < nr; r++) {
+            acc[r] += group_dot_q8(gemv_row_of(w0, r), g, a, b, xs);
+        }
+    }
+    gemv_store(w0, acc, 1.0, tid);
 }
 
 // One invocation's output row: the epilogue, or with SwiGLU silu(gate) * up.

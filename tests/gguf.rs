@@ -1089,8 +1089,14 @@ fn sampled_generation_is_the_cpu_samplers_draw() {
 
     let mut near_boundary = 0;
     let mut history = prompt.clone();
+    // the logits as generation computed them: the prompt in one step, then one token per step
+    // (decode may take other kernels than a prefill, e.g. int8 activations)
+    let mut logits = pollster::block_on(engine.model.logits(ctx(), &history, 0, Logits::Last)).unwrap();
     for (i, &token) in got.generated.iter().enumerate() {
-        let mut logits = pollster::block_on(engine.model.logits(ctx(), &history, 0, Logits::Last)).unwrap();
+        if i > 0 {
+            let pos = history.len() as u32 - 1;
+            logits = pollster::block_on(engine.model.logits(ctx(), &history[pos as usize..], pos, Logits::Last)).unwrap();
+        }
         let dist = Sampler::new(sampling.clone()).unwrap().distribution(&mut logits, &history).unwrap();
         let mut by_id = dist.clone();
         by_id.sort_by_key(|&(id, _)| id);

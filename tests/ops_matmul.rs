@@ -12,8 +12,10 @@
 mod common;
 use common::*;
 use std::sync::OnceLock;
+use webgpu_llm::ops::act_q8::{act_q8, ActQ8};
 use webgpu_llm::ops::matmul::{
-    chunk_byte_ranges, chunk_rows, matmul, matmul_swiglu, Epilogue, Norm, QuantMatrix, NORM_MAX_K,
+    chunk_byte_ranges, chunk_rows, matmul, matmul_q8, matmul_swiglu, matmul_swiglu_q8, q8_format, Epilogue, Norm,
+    QuantMatrix, NORM_MAX_K,
 };
 use webgpu_llm::ops::rmsnorm::rms_norm;
 use webgpu_llm::ops::swiglu::swiglu;
@@ -397,4 +399,121 @@ fn folded_rmsnorm_gemv_matches_norm_then_gemv() {
     let (xb, y) = (upload_f32(ctx, &vec![1.0; 2 * k]), upload_f32(ctx, &[0.0; 8]));
     let norm = Some(Norm { weight: &xb, eps });
     assert!(matmul(ctx, &xb, &w, &y, 1, Epilogue { norm, ..Default::default() }).is_err(), "k above NORM_MAX_K");
+}
+
+/// x as the integer-dot GEMVs see it: act_q8's blocks read back and dequantized (d·q in f64).
+fn act_q8_values(ctx: &Context, xq: &ActQ8) -> Vec<f64> {
+    let k = xq.k as usize;
+    let words = read_u32(ctx, &xq.q, k / 4);
+    let s = read_f32(ctx, &xq.s, k / 32 * 4);
+    (0..k).map(|e| ((words[e / 4] >> (8 * (e % 4))) as u8 as i8) as f64 * s[e / 32 * 4] as f64).collect()
+}
+
+/// The integer-dot GEMVs (`matmul_q8`, `matmul_swiglu_q8`) in every format that has them, on both
+/// GEMV strategies and split into chunks, vs an f64 reference over dequantize(W) and x as act_q8
+/// rounded it, so neither quantization is counted as kernel error.
+/// Tolerance: the integer dot of a group is exact, so only the f32 scale products and the sums
+/// over groups round; the bound of `run_case` holds with the magnitudes of the unsigned quants
+/// the kernel multiplies (|q·d| ≤ |w| + |offset|, the offset 8d for Q4 or 32·scale for Q6_K,
+/// each at most about the group's largest |w|, hence + 2·max|w| per element). The result must
+/// also be within the rounding of x of the exact W·x: Σ|w|·d_block/2.
+#[test]
+fn q8_gemv_matches_reference() {
+    let mut rng = Rng::new(seed("matmul q8"));
+    let mut cases = 0;
+    for (name, ctx) in contexts().into_iter().chain([("split", ctx_split())]) {
+        for format in WeightFormat::ALL.into_iter().filter(|&f| q8_format(f)) {
+            for (i, &(n, ki)) in [(1usize, 0usize), (67, 1), (257, 0), (1000, 1)].iter().enumerate() {
+                if name == "split" && n < 257 {
+                    continue;
+                }
+                let (bias, accumulate) = (i % 2 == 1, i % 3 == 2);
+                let k = ks(format)[ki];
+                let what = format!("{name} {format:?} q8 GEMV n={n} k={k} bias={bias} acc={accumulate}");
+                let wf: Vec<f32> = (0..n * k).map(|_| rng.normal(0.5)).collect();
+                let packed = quantize(format, &wf, n, k).unwrap();
+                let w = dequantize(&packed).unwrap();
+                let x = rng.vec(k, 1.0);
+                let b = rng.vec(n, 1.0);
+                let y0 = if accumulate { rng.vec(n, 1.0) } else { vec![f32::NAN; n] };
+                let wm = QuantMatrix::upload(ctx, "w", &packed).unwrap();
+                let xb = upload_f32(ctx, &x);
+                let xq = ActQ8::new(ctx, "xq", 1, k as u32).unwrap();
+                let (yb, bb) = (upload_f32(ctx, &y0), upload_f32(ctx, &b));
+                let mut kernels = vec![act_q8(ctx, &xb, &xq, 1, 0, None).unwrap()];
+                let at = Epilogue { bias: bias.then_some(&bb), accumulate, ..Default::default() };
+                kernels.extend(matmul_q8(ctx, &xq, &wm, &yb, at).unwrap());
+                assert_eq!(kernels.len(), 1 + wm.chunks.len());
+                ctx.run(&kernels.iter().collect::<Vec<_>>());
+                let xh = act_q8_values(ctx, &xq);
+                let got = read_f32(ctx, &yb, n);
+                let (mut want, mut tol, mut exact, mut round) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                for j in 0..n {
+                    let row = &w[j * k..(j + 1) * k];
+                    let (mut sum, mut mag, mut ex, mut rd) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+                    for g in 0..k / GROUP {
+                        let off = 2.0 * row[g * GROUP..(g + 1) * GROUP].iter().fold(0f64, |a, v| a.max(v.abs() as f64));
+                        let m = 2.0 * group_m(&packed, j, g).abs();
+                        let d = xh[g * GROUP..(g + 1) * GROUP].iter().fold(0f64, |a, v| a.max(v.abs())) / 127.0;
+                        for e in g * GROUP..(g + 1) * GROUP {
+                            let wv = row[e] as f64;
+                            sum += wv * xh[e];
+                            mag += xh[e].abs() * (wv.abs() + m + off);
+                            ex += wv * x[e] as f64;
+                            rd += wv.abs() * d / 2.0;
+                        }
+                    }
+                    let extra = if bias { b[j] as f64 } else { 0.0 } + if accumulate { y0[j] as f64 } else { 0.0 };
+                    want[j] = sum + extra;
+                    exact[j] = ex + extra;
+                    tol[j] = (k + 8) as f64 * 2f64.powi(-24) * (mag + extra.abs());
+                    round[j] = rd * (1.0 + 1e-3) + tol[j];
+                }
+                assert_within(&what, &got, &want, &tol);
+                assert_within(&format!("{what} vs unrounded x"), &got, &exact, &round);
+
+                // SwiGLU over a stacked gate|up: silu(g)·u of the same products
+                if n % 2 == 0 && wm.chunks.len() == 1 {
+                    let half = n / 2;
+                    let hb = upload_f32(ctx, &vec![f32::NAN; half]);
+                    let k2 = matmul_swiglu_q8(ctx, &xq, &wm, &hb, Epilogue::default()).unwrap();
+                    ctx.run(&k2.iter().collect::<Vec<_>>());
+                    // the products' errors (tol) carried through silu(g)·u, plus f32 rounding of it
+                    let (mut want_h, mut tol_h) = (vec![0.0; half], vec![0.0; half]);
+                    for r in 0..half {
+                        let g = want[r] - if bias { b[r] as f64 } else { 0.0 };
+                        let u = want[r + half] - if bias { b[r + half] as f64 } else { 0.0 };
+                        let sg = 1.0 / (1.0 + (-g).exp());
+                        want_h[r] = g * sg * u;
+                        let dg = sg * (1.0 + g * (1.0 - sg));
+                        tol_h[r] = (dg * u).abs() * tol[r] + (g * sg).abs() * tol[r + half] + 1e-6 * want_h[r].abs();
+                    }
+                    assert!(!accumulate);
+                    assert_within(&format!("{what} swiglu"), &read_f32(ctx, &hb, half), &want_h, &tol_h);
+                }
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases >= 3 * 7 * 3, "{cases} cases ran");
+}
+
+/// The integer-dot GEMV refuses what it cannot do, naming it.
+#[test]
+fn q8_gemv_rejects_bad_input() {
+    let ctx = ctx();
+    let k = 64;
+    let xq = ActQ8::new(ctx, "xq", 1, k).unwrap();
+    let y = upload_f32(ctx, &[0.0; 4]);
+    let f16 = QuantMatrix::upload(ctx, "w", &quantize(WeightFormat::F16, &vec![0.5; 4 * 64], 4, 64).unwrap()).unwrap();
+    let err = matmul_q8(ctx, &xq, &f16, &y, Epilogue::default()).err().expect("F16 has no int8 GEMV");
+    assert!(err.to_string().contains("F16"), "{err}");
+    let q4 = QuantMatrix::upload(ctx, "w", &quantize(WeightFormat::Q4, &vec![0.5; 4 * 96], 4, 96).unwrap()).unwrap();
+    let err = matmul_q8(ctx, &xq, &q4, &y, Epilogue::default()).err().expect("k differs");
+    assert!(err.to_string().contains("k = 64"), "{err}");
+    let q4 = QuantMatrix::upload(ctx, "w", &quantize(WeightFormat::Q4, &vec![0.5; 4 * 64], 4, 64).unwrap()).unwrap();
+    let nb = upload_f32(ctx, &[1.0; 64]);
+    let at = Epilogue { norm: Some(Norm { weight: &nb, eps: 1e-5 }), ..Default::default() };
+    assert!(matmul_q8(ctx, &xq, &q4, &y, at).is_err(), "the norm belongs to act_q8");
+    assert!(matmul_q8(ctx, &xq, &q4, &y, Epilogue::default()).is_ok());
 }

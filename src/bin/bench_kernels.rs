@@ -6,8 +6,12 @@
 //! `cargo run --release --bin bench-kernels -- [--formats q4,q8,...|all] [--m 1,128] [--shapes NAME,..]
 //!  [--quick] [--portable] [--json]`
 //!
-//! `--json` prints one object per line per (format, shape, M): `format`, `n`, `k`, `m`, `entry`,
-//! `ms`, `gb_s`, `copy_gb_s`, `ratio` (gb_s / copy_gb_s) and, for GEMVs, `alu_per_byte` and
+//! Quantized GEMVs run twice: with f32 x, and with x as int8 blocks (`variant: "int8"`: the
+//! act_q8 kernel and the integer-dot GEMV, timed together); `chosen` (`*` in the table) marks the
+//! variant the engine uses on this adapter.
+//!
+//! `--json` prints one object per line per (format, shape, M, variant): `format`, `n`, `k`, `m`,
+//! `entry`, `variant`, `chosen`, `ms`, `gb_s`, `copy_gb_s`, `ratio` (gb_s / copy_gb_s) and, for GEMVs, `alu_per_byte` and
 //! `loads_per_byte`: ALU instructions and loads per weight byte in the kernel's main loop,
 //! counted from the WGSL the pipeline compiles (naga IR, override constants applied; rules in
 //! `gpu::shader_stats`). Lavapipe is ALU-bound, so fewer instructions per byte show as a higher
@@ -31,7 +35,8 @@ mod native {
     use webgpu_llm::gpu::{Context, ContextOptions, Kernel, Result};
     use webgpu_llm::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
     use webgpu_llm::ops::copy::copy;
-    use webgpu_llm::ops::matmul::{gemv_loop_bytes, matmul, Epilogue, QuantMatrix};
+    use webgpu_llm::ops::act_q8::{act_q8, ActQ8};
+    use webgpu_llm::ops::matmul::{gemv_loop_bytes, matmul, matmul_q8, q8_format, Epilogue, QuantMatrix};
     use webgpu_llm::quant::{PackedMatrix, WeightFormat};
 
     /// Llama-3.2-3B's matrices as (name, n = outputs, k = inputs).
@@ -265,8 +270,8 @@ mod native {
         ));
 
         say(format!(
-            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>10} {:>9} {:>9} {:>9}",
-            "format", "matrix", "N×K (out×in)", "M", "chunks", "time", "GB/s", "GFLOP/s", "ALU/byte"
+            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>10} {:>9} {:>9} {:>9} {}",
+            "format", "matrix", "N×K (out×in)", "M", "chunks", "time", "GB/s", "GFLOP/s", "ALU/byte", "entry"
         ));
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for &format in &args.formats {
@@ -279,45 +284,68 @@ mod native {
                 let weight_bytes = (packed.weights.len() + packed.scales.len()) as f64 * 4.0;
                 drop(packed);
                 for &m in &args.ms {
-                    let x = ctx.storage("bench.x", m as u64 * kk as u64 * 4).map_err(err)?;
-                    let y = ctx.storage("bench.y", m as u64 * n as u64 * 4).map_err(err)?;
-                    let kernels = matmul(&ctx, &x, &w, &y, m, Epilogue::default()).map_err(err)?;
-                    let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
-                    let gbs = weight_bytes / t / 1e9;
-                    let gflops = 2.0 * m as f64 * n as f64 * kk as f64 / t / 1e9;
-                    let bw =
-                        if m == 1 { format!("{gbs:.1} ({:.0}%)", 100.0 * gbs / copy_gbs) } else { format!("{gbs:.1}") };
-                    let cost = loop_cost(&ctx, &kernels[0], format)?;
-                    let per_byte = cost.map(|(c, bytes)| (c.alu as f64 / bytes as f64, c.loads as f64 / bytes as f64));
-                    say(format!(
-                        "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1} {:>9}",
-                        format!("{format:?}"),
-                        name,
-                        format!("{n}×{kk}"),
-                        m,
-                        w.chunks.len(),
-                        t * 1e3,
-                        bw,
-                        gflops,
-                        per_byte.map_or("-".into(), |(a, _)| format!("{a:.2}"))
-                    ));
-                    if json {
-                        let line = serde_json::json!({
-                            "format": format!("{format:?}"),
-                            "shape": name,
-                            "n": n,
-                            "k": kk,
-                            "m": m,
-                            "entry": kernels[0].key().entry,
-                            "ms": t * 1e3,
-                            "gb_s": gbs,
-                            "copy_gb_s": copy_gbs,
-                            "ratio": gbs / copy_gbs,
-                            "gflop_s": gflops,
-                            "alu_per_byte": per_byte.map(|p| p.0),
-                            "loads_per_byte": per_byte.map(|p| p.1),
-                        });
-                        println!("{line}");
+                    // GEMVs of the formats with integer-dot kernels run both ways: f32 x, and int8
+                    // x (the act_q8 kernel that makes it is timed with the GEMV).
+                    let variants: &[bool] = if m == 1 && q8_format(format) { &[false, true] } else { &[false] };
+                    for &int8 in variants {
+                        let x = ctx.storage("bench.x", m as u64 * kk as u64 * 4).map_err(err)?;
+                        let y = ctx.storage("bench.y", m as u64 * n as u64 * 4).map_err(err)?;
+                        let kernels = if int8 {
+                            let xq = ActQ8::new(&ctx, "bench.xq", 1, kk).map_err(err)?;
+                            let mut k = vec![act_q8(&ctx, &x, &xq, 1, 0, None).map_err(err)?];
+                            k.extend(matmul_q8(&ctx, &xq, &w, &y, Epilogue::default()).map_err(err)?);
+                            k
+                        } else {
+                            matmul(&ctx, &x, &w, &y, m, Epilogue::default()).map_err(err)?
+                        };
+                        let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
+                        let gemv = &kernels[int8 as usize];
+                        let gbs = weight_bytes / t / 1e9;
+                        let gflops = 2.0 * m as f64 * n as f64 * kk as f64 / t / 1e9;
+                        let bw = if m == 1 {
+                            format!("{gbs:.1} ({:.0}%)", 100.0 * gbs / copy_gbs)
+                        } else {
+                            format!("{gbs:.1}")
+                        };
+                        let cost = loop_cost(&ctx, gemv, format)?;
+                        let per_byte =
+                            cost.map(|(c, bytes)| (c.alu as f64 / bytes as f64, c.loads as f64 / bytes as f64));
+                        // the variant the engine uses on this adapter (Capabilities::int8_dot)
+                        let chosen = !q8_format(format) || m > 1 || int8 == ctx.caps.int8_dot;
+                        say(format!(
+                            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1} {:>9} {}{}",
+                            format!("{format:?}"),
+                            name,
+                            format!("{n}×{kk}"),
+                            m,
+                            w.chunks.len(),
+                            t * 1e3,
+                            bw,
+                            gflops,
+                            per_byte.map_or("-".into(), |(a, _)| format!("{a:.2}")),
+                            gemv.key().entry,
+                            if chosen { " *" } else { "" }
+                        ));
+                        if json {
+                            let line = serde_json::json!({
+                                "format": format!("{format:?}"),
+                                "shape": name,
+                                "n": n,
+                                "k": kk,
+                                "m": m,
+                                "entry": gemv.key().entry,
+                                "variant": if int8 { "int8" } else { "f32" },
+                                "chosen": chosen,
+                                "ms": t * 1e3,
+                                "gb_s": gbs,
+                                "copy_gb_s": copy_gbs,
+                                "ratio": gbs / copy_gbs,
+                                "gflop_s": gflops,
+                                "alu_per_byte": per_byte.map(|p| p.0),
+                                "loads_per_byte": per_byte.map(|p| p.1),
+                            });
+                            println!("{line}");
+                        }
                     }
                 }
             }

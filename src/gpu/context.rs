@@ -23,6 +23,9 @@ pub struct ContextOptions {
     /// Force the m = 1 matmul strategy: `Some(true)` one invocation per row, `Some(false)` the
     /// workgroup reduction; `None` picks by adapter type (see `Capabilities::row_gemv`).
     pub row_gemv: Option<bool>,
+    /// Force the decode GEMVs' activations: `Some(true)` int8 blocks and integer dot products
+    /// (`ops::act_q8`), `Some(false)` f32; `None` picks by adapter (see `Capabilities::int8_dot`).
+    pub int8_dot: Option<bool>,
 }
 
 /// Optional capabilities found on the adapter and enabled on the device.
@@ -36,6 +39,18 @@ pub struct Capabilities {
     /// m = 1 matmuls use one invocation per row (no barriers): what CPU-emulated GPUs (SwiftShader,
     /// lavapipe) run fastest. Set for CPU adapters unless `ContextOptions::row_gemv` says otherwise.
     pub row_gemv: bool,
+    /// Quantized decode GEMVs take x as int8 blocks and multiply with `dot4I8Packed` (DP4A):
+    /// where WGSL has the packed dot products and `int8_dot_default` says it pays, unless
+    /// `ContextOptions::int8_dot` says otherwise.
+    pub int8_dot: bool,
+}
+
+/// Whether int8 activations pay on this adapter: a table by vendor, from measurements
+/// (BENCHMARKS.md). Apple GPUs have no DP4A instruction (llama.cpp measured the path slower there);
+/// NVIDIA, AMD and Intel execute it natively.
+pub fn int8_dot_default(info: &wgpu::AdapterInfo) -> bool {
+    const APPLE: u32 = 0x106b;
+    info.vendor != APPLE && !info.name.to_ascii_lowercase().contains("apple")
 }
 
 /// A compiled pipeline is identified by its shader, entry point and override constants.
@@ -192,6 +207,15 @@ impl Context {
             _ => None,
         });
         caps.row_gemv = opts.row_gemv.or(env).unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
+        // WEBGPU_LLM_INT8_DOT=1|0 overrides the table (for benchmarks).
+        let env = std::env::var("WEBGPU_LLM_INT8_DOT").ok().and_then(|v| match v.as_str() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
+        let packed_dot =
+            instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        caps.int8_dot = packed_dot && opts.int8_dot.or(env).unwrap_or_else(|| int8_dot_default(&info));
         if want(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
             caps.timestamp_query = true;
@@ -294,7 +318,7 @@ impl Context {
     /// One-line description for logs and benchmark headers.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}); binding limit {} MiB; f16={} subgroups={}({}..{}) timestamps={} gemv={}",
+            "{} ({:?}, {:?}); binding limit {} MiB; f16={} subgroups={}({}..{}) timestamps={} gemv={}{}",
             self.info.name,
             self.info.backend,
             self.info.device_type,
@@ -304,7 +328,8 @@ impl Context {
             self.caps.subgroup_min_size,
             self.caps.subgroup_max_size,
             self.caps.timestamp_query,
-            if self.caps.row_gemv { "row" } else { "reduce" }
+            if self.caps.row_gemv { "row" } else { "reduce" },
+            if self.caps.int8_dot { "+int8" } else { "" }
         )
     }
 

@@ -18,6 +18,7 @@ pub enum Shader {
     Argmax,
     Sample,
     Copy,
+    ActQ8,
 }
 
 impl Shader {
@@ -33,6 +34,7 @@ impl Shader {
         Shader::Argmax,
         Shader::Sample,
         Shader::Copy,
+        Shader::ActQ8,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +50,7 @@ impl Shader {
             Shader::Argmax => "argmax",
             Shader::Sample => "sample",
             Shader::Copy => "copy",
+            Shader::ActQ8 => "act_q8",
         }
     }
 
@@ -65,6 +68,7 @@ impl Shader {
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Shader::Sample => include_str!("../../shaders/sample.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
+            Shader::ActQ8 => include_str!("../../shaders/act_q8.wgsl"),
         }
     }
 

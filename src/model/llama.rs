@@ -3,13 +3,17 @@
 //! and nothing is read back inside it.
 
 use super::config::Config;
-use super::weights::{GateUp, Linear, Weights};
+use super::weights::{GateUp, Weights};
 use std::collections::HashMap;
 
 use crate::gpu::{ensure, Context, Kernel, ReadbackRing, Result};
 use crate::ops::argmax::{argmax_into, ArgmaxScratch};
 use crate::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
-use crate::ops::matmul::{fold_norm, matmul, matmul_swiglu, swiglu_fusable, Epilogue, Norm};
+use crate::ops::act_q8::{act_q8, ActQ8};
+use crate::ops::matmul::{
+    fold_norm, matmul, matmul_q8, matmul_swiglu, matmul_swiglu_q8, q8_format, swiglu_fusable, Epilogue, Norm,
+    QuantMatrix,
+};
 use crate::ops::rmsnorm::rms_norm;
 use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
 use crate::ops::sample::{sample, SampleOut, SampleState};
@@ -44,6 +48,11 @@ pub struct State {
     gate: wgpu::Buffer,        // (t, 2 ffn): gate, or gate|up when stacked
     up: wgpu::Buffer,          // (t, ffn)
     hb: wgpu::Buffer,          // (t, ffn) swiglu(gate, up)
+    // One row of int8 activations per projection input width (hidden, q_dim, ffn), where the
+    // adapter takes the integer-dot GEMVs (`Capabilities::int8_dot`) and the width allows.
+    xq_hidden: Option<ActQ8>,
+    xq_att: Option<ActQ8>,
+    xq_ffn: Option<ActQ8>,
     pub logits: wgpu::Buffer,  // (max_batch, vocab)
     pub next_id: wgpu::Buffer, // (max_batch) u32 chosen token per logits row
     kv_shape: KvCacheShape,
@@ -83,6 +92,12 @@ impl State {
             ));
         }
         let gate_width = 2 * cfg.ffn as u64; // gate|up stacked (any arch; see Weights::load)
+        let xq = |label: &str, k: u32| -> Result<Option<ActQ8>> {
+            if !ctx.caps.int8_dot || k % crate::ops::act_q8::BLOCK != 0 {
+                return Ok(None);
+            }
+            ActQ8::new(ctx, label, 1, k).map(Some)
+        };
         Ok(Self {
             opts,
             ids: ctx.storage("ids", t * 4)?,
@@ -94,6 +109,9 @@ impl State {
             gate: f32s("gate", t * gate_width)?,
             up: f32s("up", t * cfg.ffn as u64)?,
             hb: f32s("hb", t * cfg.ffn as u64)?,
+            xq_hidden: xq("xq.hidden", cfg.hidden)?,
+            xq_att: xq("xq.att", cfg.q_dim())?,
+            xq_ffn: xq("xq.ffn", cfg.ffn)?,
             logits: f32s("logits", t * cfg.vocab as u64)?,
             next_id: ctx.storage("next_id", t * 4)?,
             kv_shape,
@@ -171,16 +189,57 @@ pub enum Logits {
     All,
 }
 
-fn linear(
+/// The int8 activations a one-row product with `w` takes, if it takes them: the state has them
+/// for this width (the adapter takes integer-dot GEMVs) and `w`'s format has such a GEMV.
+fn int8_input<'a>(xq: &'a Option<ActQ8>, rows: u32, w: &QuantMatrix) -> Option<&'a ActQ8> {
+    xq.as_ref().filter(|q| rows == 1 && q.k == w.k && q8_format(w.format))
+}
+
+/// The input of projections `ws` after an RMSNorm of x: act_q8 (which does the norm) is pushed if
+/// any of them takes int8 activations, and `normed`'s f32 path for those that do not.
+#[allow(clippy::too_many_arguments)]
+fn normed_inputs<'a>(
+    ctx: &Context,
+    k: &mut Vec<Kernel>,
+    s: &'a State,
+    ws: &[&QuantMatrix],
+    weight: &'a wgpu::Buffer,
+    t: u32,
+    hidden: u32,
+    eps: f32,
+) -> Result<(&'a wgpu::Buffer, Option<Norm<'a>>)> {
+    if let Some(q) = ws.iter().find_map(|w| int8_input(&s.xq_hidden, t, w)) {
+        k.push(act_q8(ctx, &s.x, q, 1, 0, Some(Norm { weight, eps }))?);
+        if ws.iter().all(|w| int8_input(&s.xq_hidden, t, w).is_some()) {
+            return Ok((&s.x, None));
+        }
+    }
+    normed(ctx, k, s, weight, t, hidden, eps)
+}
+
+/// `y = x·Wᵀ` per `at`, from the int8 activations `xq` where `w` takes them (they hold x as
+/// `at.norm` and `at.x_row0` say), else from x.
+fn project(
     ctx: &Context,
     x: &wgpu::Buffer,
-    l: &Linear,
+    xq: &Option<ActQ8>,
+    w: &QuantMatrix,
     y: &wgpu::Buffer,
     t: u32,
-    accumulate: bool,
-    norm: Option<Norm>,
+    at: Epilogue,
 ) -> Result<Vec<Kernel>> {
-    matmul(ctx, x, &l.w, y, t, Epilogue { bias: l.bias.as_ref(), accumulate, norm, ..Default::default() })
+    match int8_input(xq, t, w) {
+        Some(q) => matmul_q8(ctx, q, w, y, Epilogue { norm: None, x_row0: 0, ..at }),
+        None => matmul(ctx, x, w, y, t, at),
+    }
+}
+
+/// act_q8 of x (no norm) pushed when `w` takes int8 activations.
+fn quantize_for(ctx: &Context, k: &mut Vec<Kernel>, x: &wgpu::Buffer, xq: &Option<ActQ8>, w: &QuantMatrix, t: u32) -> Result<()> {
+    if let Some(q) = int8_input(xq, t, w) {
+        k.push(act_q8(ctx, x, q, 1, 0, None)?);
+    }
+    Ok(())
 }
 
 /// The input of a projection after an RMSNorm of x: decode (one row, hidden ≤ NORM_MAX_K, see
@@ -236,11 +295,13 @@ pub fn forward(
     k.extend(embedding(ctx, &w.embed, ids, &s.x, t)?);
     for (layer, (cache_k, cache_v)) in w.layers.iter().zip(&s.cache) {
         // attention: q|k|v = rmsnorm(x)·Wqkv (+ b), side by side in one row
-        let (xn, norm) = normed(ctx, &mut k, s, &layer.attn_norm, t, h, eps)?;
+        // (decode on adapters with integer dot products: x normed into int8 blocks by act_q8)
+        let parts: Vec<&QuantMatrix> = layer.qkv.parts.iter().map(|(l, _)| &l.w).collect();
+        let (xn, norm) = normed_inputs(ctx, &mut k, s, &parts, &layer.attn_norm, t, h, eps)?;
         let stride = cfg.q_dim() + 2 * cfg.kv_dim();
         for (lin, col) in &layer.qkv.parts {
             let at = Epilogue { bias: lin.bias.as_ref(), y_stride: stride, y_col0: *col, norm, ..Default::default() };
-            k.extend(matmul(ctx, xn, &lin.w, &s.qkv, t, at)?);
+            k.extend(project(ctx, xn, &s.xq_hidden, &lin.w, &s.qkv, t, at)?);
         }
         // (Qwen3: RMSNorm over each head of q and k,) RoPE at positions pos0.., q into s.q, and
         // k, v into the cache: one kernel
@@ -249,27 +310,37 @@ pub fn forward(
         // att = softmax(q·Kᵀ/√d)·V over the cache, causal
         k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos, t, &s.scratch, None)?);
         // x += att·Wo (+ b)
-        k.extend(linear(ctx, &s.att, &layer.o, &s.x, t, true, None)?);
+        quantize_for(ctx, &mut k, &s.att, &s.xq_att, &layer.o.w, t)?;
+        let at = Epilogue { bias: layer.o.bias.as_ref(), accumulate: true, ..Default::default() };
+        k.extend(project(ctx, &s.att, &s.xq_att, &layer.o.w, &s.x, t, at)?);
 
         // feed-forward: xn = rmsnorm(x); x += (silu(xn·Wg) * (xn·Wu))·Wd
-        let (xn, norm) = normed(ctx, &mut k, s, &layer.ffn_norm, t, h, eps)?;
+        let ws: Vec<&QuantMatrix> = match &layer.gate_up {
+            GateUp::Separate { gate, up } => vec![gate, up],
+            GateUp::Fused(gate_up) => vec![gate_up],
+        };
+        let (xn, norm) = normed_inputs(ctx, &mut k, s, &ws, &layer.ffn_norm, t, h, eps)?;
         let at = Epilogue { norm, ..Default::default() };
+        let xq = &s.xq_hidden;
         match &layer.gate_up {
             GateUp::Separate { gate, up } => {
-                k.extend(matmul(ctx, xn, gate, &s.gate, t, at)?);
-                k.extend(matmul(ctx, xn, up, &s.up, t, at)?);
+                k.extend(project(ctx, xn, xq, gate, &s.gate, t, at)?);
+                k.extend(project(ctx, xn, xq, up, &s.up, t, at)?);
                 k.push(swiglu::swiglu(ctx, &s.gate, &s.up, &s.hb, t, cfg.ffn)?);
             }
             // decode: gate, up and SwiGLU in one GEMV over the stacked rows
-            GateUp::Fused(gate_up) if swiglu_fusable(gate_up, t) => {
-                k.extend(matmul_swiglu(ctx, xn, gate_up, &s.hb, at)?);
-            }
+            GateUp::Fused(gate_up) if swiglu_fusable(gate_up, t) => match int8_input(xq, t, gate_up) {
+                Some(q) => k.extend(matmul_swiglu_q8(ctx, q, gate_up, &s.hb, Epilogue::default())?),
+                None => k.extend(matmul_swiglu(ctx, xn, gate_up, &s.hb, at)?),
+            },
             GateUp::Fused(gate_up) => {
-                k.extend(matmul(ctx, xn, gate_up, &s.gate, t, at)?);
+                k.extend(project(ctx, xn, xq, gate_up, &s.gate, t, at)?);
                 k.push(swiglu::swiglu_fused(ctx, &s.gate, &s.hb, t, cfg.ffn)?);
             }
         }
-        k.extend(matmul(ctx, &s.hb, &layer.down, &s.x, t, Epilogue { accumulate: true, ..Default::default() })?);
+        quantize_for(ctx, &mut k, &s.hb, &s.xq_ffn, &layer.down, t)?;
+        let at = Epilogue { accumulate: true, ..Default::default() };
+        k.extend(project(ctx, &s.hb, &s.xq_ffn, &layer.down, &s.x, t, at)?);
     }
 
     // final norm, then logits = xb·W_lmᵀ for the rows asked for
@@ -278,7 +349,13 @@ pub fn forward(
         Logits::All => t,
         Logits::Last => 1,
     };
-    // Logits::Last: only the last row, normed in the lm_head GEMV itself where it fits
+    // Logits::Last: only the last row, normed in the lm_head GEMV itself where it fits (or by
+    // act_q8 into int8 blocks)
+    if let Some(q) = int8_input(&s.xq_hidden, rows, lm_head) {
+        k.push(act_q8(ctx, &s.x, q, 1, t - 1, Some(Norm { weight: &w.norm, eps }))?);
+        k.extend(matmul_q8(ctx, q, lm_head, &s.logits, Epilogue::default())?);
+        return choose_into(ctx, cfg, s, k, rows, t, pos, choose);
+    }
     let lm_in = if which == Logits::Last && fold_norm(ctx, 1, h) {
         Epilogue { x_row0: t - 1, norm: Some(Norm { weight: &w.norm, eps }), ..Default::default() }
     } else {
@@ -287,6 +364,21 @@ pub fn forward(
     };
     let x_in = if lm_in.norm.is_some() { &s.x } else { &s.xb };
     k.extend(matmul(ctx, x_in, lm_head, &s.logits, rows, lm_in)?);
+    choose_into(ctx, cfg, s, k, rows, t, pos, choose)
+}
+
+/// The choosing kernels after the logits (`choose`), appended to `k`.
+#[allow(clippy::too_many_arguments)]
+fn choose_into(
+    ctx: &Context,
+    cfg: &Config,
+    s: &State,
+    mut k: Vec<Kernel>,
+    rows: u32,
+    t: u32,
+    pos: Pos,
+    choose: Choose,
+) -> Result<Vec<Kernel>> {
     match choose {
         Choose::Argmax => k.extend(argmax_into(ctx, &s.logits, &s.next_id, rows, cfg.vocab, &s.argmax)?),
         Choose::Sample => {

@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 
+use super::act_q8::ActQ8;
 use super::check_len;
 use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
 use crate::quant::{PackedMatrix, WeightFormat};
@@ -26,6 +27,12 @@ pub fn gemv_loop_bytes(entry: &str, format: WeightFormat) -> Option<(u64, u64)> 
         "gemv_row_q" => Some((4, 1)),      // one word of its row
         "gemv" => Some((16 * rows, rows)), // one 16-byte unit of each row
         "gemv_row" => Some((16, 1)),
+        // one group per row: 32 bytes (Q8), else 16 bytes of nibbles (the K-quants' high bits
+        // and side data not counted, as for gemv_row_q)
+        "gemv_row_q8" if matches!(format, WeightFormat::Q8 | WeightFormat::Q8Asym) => Some((32, 1)),
+        "gemv_row_q8" => Some((16, 1)),
+        "gemv_q8" if matches!(format, WeightFormat::Q8 | WeightFormat::Q8Asym) => Some((32 * rows, rows)),
+        "gemv_q8" => Some((16 * rows, rows)),
         _ => None,
     }
 }
@@ -269,7 +276,41 @@ pub fn matmul(
     m: u32,
     epilogue: Epilogue<'_>,
 ) -> Result<Vec<Kernel>> {
-    build(ctx, x, w, y, m, epilogue, false)
+    build(ctx, X::F32(x), w, y, m, epilogue, false)
+}
+
+/// Whether `format` has the integer-dot GEMVs (`matmul_q8`): the 4- and 8-bit formats and the
+/// K-quants; F16/F32 have nothing to gain from int8 activations.
+pub fn q8_format(format: WeightFormat) -> bool {
+    format.is_quantized()
+}
+
+/// `y[0, n] = xq · Wᵀ` (+ bias, or accumulated, per `epilogue`) for one row of int8 activations
+/// (`ops::act_q8`, which also applies any norm and picks the row: `epilogue.norm` and `x_row0`
+/// must be unset). The products are integer dot products (`dot4I8Packed`), the scales applied
+/// per group; x's rounding to int8 (relative error ≤ 1/254 of each block's largest |x|) is the
+/// only difference from [`matmul`].
+pub fn matmul_q8(ctx: &Context, xq: &ActQ8, w: &QuantMatrix, y: &wgpu::Buffer, epilogue: Epilogue<'_>) -> Result<Vec<Kernel>> {
+    build(ctx, X::Q8(xq), w, y, 1, epilogue, false)
+}
+
+/// [`matmul_swiglu`] on int8 activations (see [`matmul_q8`]).
+pub fn matmul_swiglu_q8(
+    ctx: &Context,
+    xq: &ActQ8,
+    w: &QuantMatrix,
+    y: &wgpu::Buffer,
+    epilogue: Epilogue<'_>,
+) -> Result<Vec<Kernel>> {
+    check_swiglu(w, &epilogue)?;
+    build(ctx, X::Q8(xq), w, y, 1, epilogue, true)
+}
+
+/// The matmul's x: f32 rows, or one row of int8 blocks.
+#[derive(Clone, Copy)]
+enum X<'a> {
+    F32(&'a wgpu::Buffer),
+    Q8(&'a ActQ8),
 }
 
 /// Whether [`matmul_swiglu`] takes `w` (a stacked gate|up matrix) for `m` rows.
@@ -287,18 +328,22 @@ pub fn matmul_swiglu(
     y: &wgpu::Buffer,
     epilogue: Epilogue<'_>,
 ) -> Result<Vec<Kernel>> {
+    check_swiglu(w, &epilogue)?;
+    build(ctx, X::F32(x), w, y, 1, epilogue, true)
+}
+
+fn check_swiglu(w: &QuantMatrix, epilogue: &Epilogue) -> Result<()> {
     ensure(swiglu_fusable(w, 1), "matmul", || {
         format!("SwiGLU GEMV needs an even row count in one chunk; got {} rows in {} chunks", w.n, w.chunks.len())
     })?;
     ensure(epilogue.bias.is_none() && !epilogue.accumulate, "matmul", || {
         "SwiGLU GEMV takes no bias or accumulate".into()
-    })?;
-    build(ctx, x, w, y, 1, epilogue, true)
+    })
 }
 
 fn build(
     ctx: &Context,
-    x: &wgpu::Buffer,
+    input: X,
     w: &QuantMatrix,
     y: &wgpu::Buffer,
     m: u32,
@@ -320,7 +365,23 @@ fn build(
     ensure(x_rows * k as u64 <= u32::MAX as u64 && m as u64 * y_stride as u64 <= u32::MAX as u64, "matmul", || {
         format!("m = {m} × n = {n} or k = {k} elements exceed u32 indexing")
     })?;
-    check_len("matmul", "x", x, x_rows * k as u64)?;
+    // x stands in for unused bindings
+    let x = match input {
+        X::F32(x) => {
+            check_len("matmul", "x", x, x_rows * k as u64)?;
+            x
+        }
+        X::Q8(xq) => {
+            ensure(q8_format(w.format), "matmul", || format!("{:?} weights have no int8-activation GEMV", w.format))?;
+            ensure(m == 1 && xq.k == k, "matmul", || {
+                format!("int8 activations of k = {} for a {m}-row product over k = {k}; need m = 1 and equal k", xq.k)
+            })?;
+            ensure(epilogue.norm.is_none() && epilogue.x_row0 == 0, "matmul", || {
+                "int8 activations are normed and picked by act_q8: no norm or x_row0 here".into()
+            })?;
+            &xq.s
+        }
+    };
     check_len("matmul", "y", y, m as u64 * y_stride as u64)?;
     ensure(x != y, "matmul", || "x and y must be different buffers".into())?;
     if let Some(b) = epilogue.bias {
@@ -337,7 +398,10 @@ fn build(
     let flags = epilogue.bias.is_some() as u32 | (epilogue.accumulate as u32) << 1;
     // Quantized GEMV reads x as vec4 (k is a multiple of 32 there) at its own binding slot.
     let row_gemv = ctx.caps.row_gemv;
+    let q8 = matches!(input, X::Q8(_));
     let (entry, x_slot) = match (m, w.format.is_quantized(), row_gemv) {
+        _ if q8 && row_gemv => ("gemv_row_q8", 9),
+        _ if q8 => ("gemv_q8", 9),
         (1, true, false) => ("gemv_q", 6),
         (1, false, false) => ("gemv", 1),
         (1, true, true) => ("gemv_row_q", 6),
@@ -397,7 +461,9 @@ fn build(
         let bias = epilogue.bias.unwrap_or(x);
         let params = ctx.uniform("matmul.params", &params);
         let mut bindings = vec![(x_slot, x), (2, &c.weights), (4, bias), (5, y)];
-        if m == 1 {
+        if let X::Q8(xq) = input {
+            bindings.push((8, &xq.q));
+        } else if m == 1 {
             // GEMVs may norm x themselves: they read x at slot 1 and the weight at 7 (x stands in).
             if x_slot != 1 {
                 bindings.push((1, x));

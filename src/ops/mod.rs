@@ -1,6 +1,7 @@
 //! One module per op: each checks shapes, picks a pipeline by key and returns bound `Kernel`s.
 //! Recording and submitting are the caller's (see `Context::run`).
 
+pub mod act_q8;
 pub mod add;
 pub mod argmax;
 pub mod attention;

@@ -38,7 +38,9 @@ pub fn ctx_portable() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
         let row_gemv = Some(!ctx().caps.row_gemv);
-        Context::new_blocking(ContextOptions { portable_only: true, row_gemv, ..Default::default() })
+        // and the other decode activations (f32 / int8), so both paths run everywhere
+        let int8_dot = Some(!ctx().caps.int8_dot);
+        Context::new_blocking(ContextOptions { portable_only: true, row_gemv, int8_dot, ..Default::default() })
             .expect("a GPU adapter")
     })
 }
