@@ -132,6 +132,10 @@ export interface ModelInfo {
   weightBytesPerToken: number;
   /** GPU bytes of the KV cache (K and V, every layer, `context` positions). */
   kvCacheBytes: number;
+  /** Kernel variants chosen for this GPU: one-row products as one invocation per row (`"row"`, CPU-emulated
+   * GPUs) or a workgroup reduction (`"reduce"`), and whether quantized decode products run on int8
+   * activations with packed integer dot products (`int8Dot`). */
+  kernels: { gemv: "row" | "reduce"; int8Dot: boolean };
 }
 
 export interface GpuInfo {

@@ -351,6 +351,7 @@ BENCH
             "peak_gpu_bytes": peak_gpu_bytes,
             "copy_gb_s": copy_gb_s,
             "roofline": roofline,
+            "kernels": ctx.variants(),
         });
         // dispatches, submits, buffers_created, … readback_bytes, encode_us: per decoded token
         if let (Some(r), serde_json::Value::Object(p)) = (report.as_object_mut(), serde_json::to_value(per)?) {

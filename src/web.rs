@@ -260,6 +260,8 @@ struct ModelInfo {
     /// Weight bytes a decoded token reads (`Weights::bytes_per_token`).
     weight_bytes_per_token: f64,
     kv_cache_bytes: f64,
+    /// The kernel variants chosen for this adapter (`Context::variants`).
+    kernels: crate::gpu::KernelVariants,
 }
 
 #[derive(Serialize)]
@@ -325,7 +327,7 @@ fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {
         .sum()
 }
 
-fn model_info(engine: &Engine, weight_bytes: u64) -> ModelInfo {
+fn model_info(ctx: &Context, engine: &Engine, weight_bytes: u64) -> ModelInfo {
     let c = &engine.model.config;
     let st = &engine.model.state.opts;
     ModelInfo {
@@ -341,6 +343,7 @@ fn model_info(engine: &Engine, weight_bytes: u64) -> ModelInfo {
         weight_bytes: weight_bytes as f64,
         weight_bytes_per_token: engine.model.weights.bytes_per_token() as f64,
         kv_cache_bytes: kv_cache_bytes(c, st.context, st.kv_dtype) as f64,
+        kernels: ctx.variants(),
     }
 }
 
@@ -576,7 +579,7 @@ impl WasmEngine {
         };
         let (mut engine, weight_bytes) = engine;
         engine.model.clock = now_seconds;
-        let info = model_info(&engine, weight_bytes);
+        let info = model_info(self.ctx, &engine, weight_bytes);
         let mut inner = self.inner()?;
         inner.engine = Some(engine);
         inner.info = Some(info.clone());

@@ -72,6 +72,34 @@ async fn matmul_in_browser() {
     }
 }
 
+/// The int8-activation path (act_q8 + the integer-dot GEMV: dot4I8Packed in Tint) for every
+/// format that has it, against the f64 product of W and x as act_q8 rounded it (read back), with
+/// the tolerance of matmul_in_browser; and x's rounding itself within half a step of each block.
+#[wasm_bindgen_test]
+async fn int8_gemv_in_browser() {
+    let (ctx, mut rng) = (context().await, rng("int8 gemv"));
+    for format in WeightFormat::ALL.into_iter().filter(|&f| ops::matmul::q8_format(f)) {
+        let (n, k) = (67, if format.is_k_quant() { 256 } else { 96 });
+        let packed = quantize(format, &rng.vec(n * k, 1.0), n, k).unwrap();
+        let w = ops::matmul::QuantMatrix::upload(&ctx, "w", &packed).unwrap();
+        let x = rng.vec(k, 1.0);
+        let xq = ops::act_q8::ActQ8::new(&ctx, "xq", 1, k as u32).unwrap();
+        let y = ctx.storage("y", (n * 4) as u64).unwrap();
+        let mut kernels = vec![ops::act_q8::act_q8(&ctx, &upload(&ctx, &x), &xq, 1, 0, None).unwrap()];
+        kernels.extend(ops::matmul::matmul_q8(&ctx, &xq, &w, &y, ops::matmul::Epilogue::default()).unwrap());
+        let got = run_read(&ctx, &kernels, &y, n).await;
+        let words = ctx.read_u32(&xq.q, k / 4).await.unwrap();
+        let s = ctx.read_f32(&xq.s, k / 32 * 4).await.unwrap();
+        let xh: Vec<f32> =
+            (0..k).map(|e| ((words[e / 4] >> (8 * (e % 4))) as u8 as i8) as f32 * s[e / 32 * 4]).collect();
+        for (e, (&a, &b)) in x.iter().zip(&xh).enumerate() {
+            assert!((a - b).abs() <= s[e / 32 * 4] * 0.5001, "{format:?}: x[{e}] = {a} rounded to {b}");
+        }
+        let want = reference::matmul(&xh, &dequantize(&packed).unwrap(), 1, n, k);
+        assert_close(&format!("int8 gemv {format:?} (browser)"), &got, &want, 5e-5, 1e-5);
+    }
+}
+
 #[wasm_bindgen_test]
 async fn attention_in_browser() {
     use ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};

@@ -45,6 +45,17 @@ pub struct Capabilities {
     pub int8_dot: bool,
 }
 
+/// The kernel variants this context chose for its adapter, as benchmarks and `engine.modelInfo`
+/// report them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelVariants {
+    /// One-row matmuls: `"row"` (one invocation per W row) or `"reduce"` (a workgroup reduction).
+    pub gemv: &'static str,
+    /// Quantized decode GEMVs on int8 activations (`Capabilities::int8_dot`).
+    pub int8_dot: bool,
+}
+
 /// Whether int8 activations pay on this adapter: a table by vendor, from measurements
 /// (BENCHMARKS.md). Apple GPUs have no DP4A instruction (llama.cpp measured the path slower there);
 /// NVIDIA, AMD and Intel execute it natively.
@@ -313,6 +324,11 @@ impl Context {
     /// Largest byte range one storage binding may cover; tensors above it are split by rows.
     pub fn max_binding_bytes(&self) -> u64 {
         self.max_binding_bytes
+    }
+
+    /// The kernel variants chosen for this adapter.
+    pub fn variants(&self) -> KernelVariants {
+        KernelVariants { gemv: if self.caps.row_gemv { "row" } else { "reduce" }, int8_dot: self.caps.int8_dot }
     }
 
     /// One-line description for logs and benchmark headers.

@@ -7,7 +7,9 @@ pub mod error;
 pub mod shader_stats;
 pub mod shaders;
 
-pub use context::{Capabilities, Context, ContextOptions, CopyAfter, Counters, PendingMap, PipelineKey};
+pub use context::{
+    Capabilities, Context, ContextOptions, CopyAfter, Counters, KernelVariants, PendingMap, PipelineKey,
+};
 pub use error::{ensure, GpuError, Result};
 pub use shaders::Shader;
 

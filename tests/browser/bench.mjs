@@ -84,6 +84,7 @@ try {
     adapter: env.adapter ? `${env.adapter.vendor} ${env.adapter.architecture} (Chromium ${context.browser()?.version() ?? ""})`.trim() : null,
     model: path.relative(REPO, MODEL),
     weight_bytes: info.weightBytes ?? null,
+    kernels: info.kernels ?? null,
     weight_bytes_per_token: perToken,
     load_s: loaded.ms / 1000,
     load_mb_s: size / 1e6 / (loaded.ms / 1000),
