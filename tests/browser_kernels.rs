@@ -17,10 +17,19 @@ use webgpu_llm::quant::{dequantize, quantize, WeightFormat};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-async fn context() -> Context {
-    let ctx = Context::new(ContextOptions::default()).await.expect("WebGPU adapter (--enable-unsafe-webgpu)");
-    web_sys::console::log_1(&format!("GPU: {}", ctx.describe()).into());
-    ctx
+/// The device with its optional features (subgroups: the reductions take `subgroupAdd`), and one
+/// without (`portable_only`: the shared-memory reductions), so every test runs both paths.
+async fn contexts() -> Vec<Context> {
+    let full = Context::new(ContextOptions::default()).await.expect("WebGPU adapter (--enable-unsafe-webgpu)");
+    // Chromium offers `subgroups` (SwiftShader: size 4); wgpu maps it through vendor/wgpu's patch.
+    assert!(full.caps.subgroups, "no subgroups on this adapter: {}", full.describe());
+    let portable = Context::new(ContextOptions { portable_only: true, ..Default::default() }).await.unwrap();
+    assert!(!portable.caps.subgroups);
+    let ctxs = vec![full, portable];
+    for c in &ctxs {
+        web_sys::console::log_1(&format!("GPU: {}", c.describe()).into());
+    }
+    ctxs
 }
 
 fn rng(name: &str) -> Rng {
@@ -40,7 +49,13 @@ async fn run_read(ctx: &Context, kernels: &[Kernel], out: &wgpu::Buffer, len: us
 
 #[wasm_bindgen_test]
 async fn rmsnorm_in_browser() {
-    let (ctx, mut rng) = (context().await, rng("rmsnorm"));
+    for ctx in contexts().await {
+        rmsnorm(&ctx).await;
+    }
+}
+
+async fn rmsnorm(ctx: &Context) {
+    let mut rng = rng("rmsnorm");
     let (rows, dim) = (5, 577);
     let x = rng.vec(rows * dim, 2.0);
     let w = rng.vec(dim, 1.5);
@@ -53,7 +68,13 @@ async fn rmsnorm_in_browser() {
 
 #[wasm_bindgen_test]
 async fn matmul_in_browser() {
-    let (ctx, mut rng) = (context().await, rng("matmul"));
+    for ctx in contexts().await {
+        matmul(&ctx).await;
+    }
+}
+
+async fn matmul(ctx: &Context) {
+    let mut rng = rng("matmul");
     for format in WeightFormat::ALL {
         for m in [1usize, 7] {
             let (n, k) = (67, if format.is_k_quant() { 256 } else { 96 });
@@ -77,7 +98,13 @@ async fn matmul_in_browser() {
 /// the tolerance of matmul_in_browser; and x's rounding itself within half a step of each block.
 #[wasm_bindgen_test]
 async fn int8_gemv_in_browser() {
-    let (ctx, mut rng) = (context().await, rng("int8 gemv"));
+    for ctx in contexts().await {
+        int8_gemv(&ctx).await;
+    }
+}
+
+async fn int8_gemv(ctx: &Context) {
+    let mut rng = rng("int8 gemv");
     for format in WeightFormat::ALL.into_iter().filter(|&f| ops::matmul::q8_format(f)) {
         let (n, k) = (67, if format.is_k_quant() { 256 } else { 96 });
         let packed = quantize(format, &rng.vec(n * k, 1.0), n, k).unwrap();
@@ -102,8 +129,14 @@ async fn int8_gemv_in_browser() {
 
 #[wasm_bindgen_test]
 async fn attention_in_browser() {
+    for ctx in contexts().await {
+        attention(&ctx).await;
+    }
+}
+
+async fn attention(ctx: &Context) {
     use ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
-    let (ctx, mut rng) = (context().await, rng("attention"));
+    let mut rng = rng("attention");
     let (n_heads, n_kv, hd) = (9usize, 3usize, 64usize);
     for (pos0, t, splits) in [(299usize, 1usize, Some(3u32)), (2, 5, None)] {
         let n_pos = pos0 + t;
@@ -151,8 +184,14 @@ async fn attention_in_browser() {
 
 #[wasm_bindgen_test]
 async fn rope_swiglu_add_argmax_in_browser() {
+    for ctx in contexts().await {
+        rope_swiglu_add_argmax(&ctx).await;
+    }
+}
+
+async fn rope_swiglu_add_argmax(ctx: &Context) {
     use ops::rope::{RopeConfig, RopePairing, RopeTable};
-    let (ctx, mut rng) = (context().await, rng("rope/swiglu/add/argmax"));
+    let mut rng = rng("rope/swiglu/add/argmax");
 
     let (n_heads, t, pos0) = (9usize, 3usize, 100_000u32);
     let cfg = RopeConfig::new(64, 500_000.0, RopePairing::Half);
@@ -192,7 +231,13 @@ async fn rope_swiglu_add_argmax_in_browser() {
 
 #[wasm_bindgen_test]
 async fn embedding_in_browser() {
-    let (ctx, mut rng) = (context().await, rng("embedding"));
+    for ctx in contexts().await {
+        embedding(&ctx).await;
+    }
+}
+
+async fn embedding(ctx: &Context) {
+    let mut rng = rng("embedding");
     let vocab = 101usize;
     for format in [WeightFormat::Q8, WeightFormat::Q4Asym, WeightFormat::F16, WeightFormat::Q8Asym, WeightFormat::Q6K] {
         let dim = if format.is_k_quant() { 256 } else { 96 };
