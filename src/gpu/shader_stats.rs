@@ -6,7 +6,9 @@
 //!
 //! Counting, per scalar component (GPUs execute vector ops lane by lane): arithmetic, logic,
 //! comparisons, selects, conversions and math functions count their result components (`dot`
-//! counts its operands', packing/unpacking builtins their lanes); bitcasts, swizzles, splats,
+//! counts its operands', packing/unpacking builtins their lanes, `dot4I8Packed`/`dot4U8Packed` 1:
+//! one DP4A instruction where GPUs have it, while llvmpipe expands it per byte, so lavapipe
+//! pays more for it than the count says: BENCHMARKS.md); bitcasts, swizzles, splats,
 //! composes, index computations and memory accesses count 0 (loads are reported apart). A call
 //! counts its callee's body. A branch on a folded constant counts the arm taken; a data-dependent
 //! branch its larger arm. A nested loop counts its body `trips` times: the literal bound of a
