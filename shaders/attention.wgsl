@@ -9,9 +9,15 @@
 //   invocation j scores key j; then each invocation owns the dim pairs (2 tid + 2 WG c, +1) of the
 //   output and accumulates Σ p_j V[j]. One split: normalised output to `out`; several: the partial
 //   (max, sum of exp, unnormalised output) to the scratch buffers for `combine`.
+// `attend_row` (CPU-emulated GPUs, as matmul's gemv_row): one invocation per (row, head, split), RWG
+//   of them per workgroup, no workgroup memory and no barrier (those drivers pay for every barrier in
+//   each invocation); keys in tiles of RT: the tile's scores, then the running max and the
+//   accumulator's rescale once per tile. Same outputs as `attend`.
 // `combine`: one workgroup per (row, head), linear id row * n_heads + h; merges the splits.
 
 const WG: u32 = 64u;
+const RWG: u32 = 8u; // attend_row: one SIMD group of llvmpipe, so a few (row, head, split)s fill both cores
+const RT: u32 = 16u;
 const MAX_HEAD_DIM: u32 = 256u; // = 2 dims * WG invocations * 2 passes (acc below)
 const NEG: f32 = -3.0e38;       // "no key yet": finite, so no inf arithmetic is ever needed
 const NEG_LIMIT: f32 = -1.0e38; // a running max below this is still NEG
@@ -156,6 +162,69 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
     if (p.n_splits > 1u && tid == 0u) {
+        part_ml[2u * id] = m_run; // NEG with l = 0 for an empty split
+        part_ml[2u * id + 1u] = l_run;
+    }
+}
+
+@compute @workgroup_size(RWG)
+fn attend_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) tid: u32) {
+    let id = (wid.x + wid.y * nwg.x) * RWG + tid;
+    if (id >= p.t * p.n_heads * p.n_splits) { return; }
+    let split = id % p.n_splits;
+    let rh = id / p.n_splits; // row * n_heads + h
+    let h = rh % p.n_heads;
+    let row = rh / p.n_heads;
+    let kvh = h / p.group;
+    let dim = p.n_heads * p.head_dim;
+    let n_keys = min(step.pos0 + row + 1u, p.capacity);
+    let chunk = (step.pos0 + p.t + p.n_splits - 1u) / p.n_splits;
+    let k_begin = min(split * chunk, n_keys);
+    let k_end = min(k_begin + chunk, n_keys);
+
+    let qb = row * dim + h * p.head_dim;
+    let pairs = (p.head_dim + 1u) / 2u;
+    var acc = array<vec2<f32>, MAX_HEAD_DIM / 2u>(); // dims 2c, 2c + 1
+    var m_run = NEG;
+    var l_run = 0.0;
+    for (var k0 = k_begin; k0 < k_end; k0 += RT) {
+        let n = min(RT, k_end - k0);
+        var s = array<f32, RT>();
+        var m_tile = NEG;
+        for (var i = 0u; i < n; i++) {
+            let base = (kvh * p.capacity + k0 + i) * p.row_words;
+            var sc = 0.0;
+            if (KV_F16) {
+                for (var w = 0u; w < p.row_words; w++) {
+                    let k2 = unpack2x16float(cache_k[base + w]);
+                    sc += q[qb + 2u * w] * k2.x + q[qb + 2u * w + 1u] * k2.y;
+                }
+            } else {
+                for (var d = 0u; d < p.head_dim; d++) {
+                    sc += q[qb + d] * bitcast<f32>(cache_k[base + d]);
+                }
+            }
+            s[i] = sc * p.scale_log2;
+            m_tile = max(m_tile, s[i]);
+        }
+        let m_new = max(m_run, m_tile); // a real score: the tile has at least one key
+        let alpha = select(0.0, exp2(m_run - m_new), m_run > NEG_LIMIT);
+        m_run = m_new;
+        l_run *= alpha;
+        for (var c = 0u; c < pairs; c++) { acc[c] *= alpha; }
+        for (var i = 0u; i < n; i++) {
+            let pj = exp2(s[i] - m_new);
+            l_run += pj;
+            for (var c = 0u; c < pairs; c++) { acc[c] += pj * v_pair(kvh, k0 + i, 2u * c); }
+        }
+    }
+
+    if (p.n_splits == 1u) {
+        let base = row * dim + h * p.head_dim;
+        for (var d = 0u; d < p.head_dim; d++) { out[base + d] = acc[d / 2u][d % 2u] / l_run; } // l_run ≥ 1
+    } else {
+        for (var d = 0u; d < p.head_dim; d++) { part_o[id * p.head_dim + d] = acc[d / 2u][d % 2u]; }
         part_ml[2u * id] = m_run; // NEG with l = 0 for an empty split
         part_ml[2u * id + 1u] = l_run;
     }

@@ -108,6 +108,7 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::Argmax, "CHUNK", ops::argmax::CHUNK),
         (Shader::Attention, "WG", ops::attention::WG),
         (Shader::Attention, "MAX_HEAD_DIM", ops::attention::MAX_HEAD_DIM),
+        (Shader::Attention, "RWG", ops::attention::ROW_WG),
         (Shader::Copy, "WG", ops::copy::WG),
         (Shader::Embedding, "WG", ops::embedding::WG),
         (Shader::Matmul, "GEMV_ROWS", ops::matmul::GEMV_ROWS),

@@ -15,6 +15,8 @@ const BUSY_WORKGROUPS: u32 = 1024;
 pub const MAX_HEAD_DIM: u32 = 256;
 /// Invocations per workgroup; equals `WG` in shaders/attention.wgsl (tests/shaders.rs checks).
 pub const WG: u32 = 64;
+/// Invocations (one per (row, head, split)) per `attend_row` workgroup: `RWG` in the shader.
+pub const ROW_WG: u32 = 8;
 
 /// Heads and scale of one attention layer; `kv` is the layout of its K and V caches.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -157,11 +159,17 @@ pub fn attention<'a>(
         _pad: [0; 4],
     };
     let uniform = ctx.uniform("attention.params", &params);
-    let key = PipelineKey::new(Shader::Attention, "attend").constant("KV_F16", kv.f16());
+    // CPU-emulated GPUs take the barrier-free variant (one invocation per (row, head, split)).
+    let (entry, groups) = if ctx.caps.row_gemv {
+        ("attend_row", (n_wg as u32).div_ceil(ROW_WG))
+    } else {
+        ("attend", n_wg as u32)
+    };
+    let key = PipelineKey::new(Shader::Attention, entry).constant("KV_F16", kv.f16());
     let step = pos.buffer(ctx);
     let buffers =
         [(1, q), (2, cache_k), (3, cache_v), (4, out), (5, &scratch.part_o), (6, &scratch.part_ml), (7, &step)];
-    let mut kernels = vec![Kernel::new(ctx, &key, &buffers, Some(uniform.clone()), ctx.grid(n_wg as u32))?];
+    let mut kernels = vec![Kernel::new(ctx, &key, &buffers, Some(uniform.clone()), ctx.grid(groups))?];
     if n_splits > 1 {
         let key = PipelineKey::new(Shader::Attention, "combine");
         let buffers = [(4, out), (5, &scratch.part_o), (6, &scratch.part_ml)];
