@@ -11,13 +11,11 @@
 //   (max, sum of exp, unnormalised output) to the scratch buffers for `combine`.
 // `attend_row` (CPU-emulated GPUs, as matmul's gemv_row): one invocation per (row, head, split), RWG
 //   of them per workgroup, no workgroup memory and no barrier (those drivers pay for every barrier in
-//   each invocation); keys in tiles of RT: the tile's scores, then the running max and the
-//   accumulator's rescale once per tile. Same outputs as `attend`.
+//   each invocation); keys in tiles of WG as `attend`, in the same order, so the same bits.
 // `combine`: one workgroup per (row, head), linear id row * n_heads + h; merges the splits.
 
 const WG: u32 = 64u;
 const RWG: u32 = 8u; // attend_row: one SIMD group of llvmpipe, so a few (row, head, split)s fill both cores
-const RT: u32 = 16u;
 const MAX_HEAD_DIM: u32 = 256u; // = 2 dims * WG invocations * 2 passes (acc below)
 const NEG: f32 = -3.0e38;       // "no key yet": finite, so no inf arithmetic is ever needed
 const NEG_LIMIT: f32 = -1.0e38; // a running max below this is still NEG
@@ -183,14 +181,16 @@ fn attend_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let k_begin = min(split * chunk, n_keys);
     let k_end = min(k_begin + chunk, n_keys);
 
+    // The same arithmetic in the same order as `attend` (tiles of WG keys, tile sums added to the
+    // rescaled running ones), so both give the same bits on a device.
     let qb = row * dim + h * p.head_dim;
     let pairs = (p.head_dim + 1u) / 2u;
     var acc = array<vec2<f32>, MAX_HEAD_DIM / 2u>(); // dims 2c, 2c + 1
     var m_run = NEG;
     var l_run = 0.0;
-    for (var k0 = k_begin; k0 < k_end; k0 += RT) {
-        let n = min(RT, k_end - k0);
-        var s = array<f32, RT>();
+    for (var k0 = k_begin; k0 < k_end; k0 += WG) {
+        let n = min(WG, k_end - k0);
+        var pt = array<f32, WG>(); // scores, then exp2(score - max)
         var m_tile = NEG;
         for (var i = 0u; i < n; i++) {
             let base = (kvh * p.capacity + k0 + i) * p.row_words;
@@ -198,25 +198,29 @@ fn attend_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             if (KV_F16) {
                 for (var w = 0u; w < p.row_words; w++) {
                     let k2 = unpack2x16float(cache_k[base + w]);
-                    sc += q[qb + 2u * w] * k2.x + q[qb + 2u * w + 1u] * k2.y;
+                    sc += (q[qb + 2u * w] * p.scale_log2) * k2.x + (q[qb + 2u * w + 1u] * p.scale_log2) * k2.y;
                 }
             } else {
                 for (var d = 0u; d < p.head_dim; d++) {
-                    sc += q[qb + d] * bitcast<f32>(cache_k[base + d]);
+                    sc += (q[qb + d] * p.scale_log2) * bitcast<f32>(cache_k[base + d]);
                 }
             }
-            s[i] = sc * p.scale_log2;
-            m_tile = max(m_tile, s[i]);
+            pt[i] = sc;
+            m_tile = max(m_tile, sc);
         }
         let m_new = max(m_run, m_tile); // a real score: the tile has at least one key
         let alpha = select(0.0, exp2(m_run - m_new), m_run > NEG_LIMIT);
         m_run = m_new;
-        l_run *= alpha;
-        for (var c = 0u; c < pairs; c++) { acc[c] *= alpha; }
+        var l_tile = 0.0;
         for (var i = 0u; i < n; i++) {
-            let pj = exp2(s[i] - m_new);
-            l_run += pj;
-            for (var c = 0u; c < pairs; c++) { acc[c] += pj * v_pair(kvh, k0 + i, 2u * c); }
+            pt[i] = exp2(pt[i] - m_new);
+            l_tile += pt[i];
+        }
+        l_run = l_run * alpha + l_tile;
+        for (var c = 0u; c < pairs; c++) {
+            var a = vec2<f32>(0.0);
+            for (var i = 0u; i < n; i++) { a += pt[i] * v_pair(kvh, k0 + i, 2u * c); }
+            acc[c] = acc[c] * alpha + a;
         }
     }
 

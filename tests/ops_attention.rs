@@ -257,3 +257,34 @@ fn attention_rejects_bad_arguments() {
         attention(ctx, &q, &ck, &cv, &q, &AttentionShape::new(12, kv), 0, 1, &scratch, None).err().expect("q = out");
     assert!(err.to_string().contains("different"), "{err}");
 }
+
+/// `attend_row` (CPU-emulated GPUs) does `attend`'s arithmetic in `attend`'s order: on one device the
+/// two give the same bits, one pass and split, f32 and f16 caches, decode and prefill rows. (This is
+/// what keeps tokens equal across the two strategies and between the native and browser engines.)
+#[test]
+fn attend_row_gives_attends_bits() {
+    let mut rng = Rng::new(seed("attend_row bits"));
+    let opts = |row| webgpu_llm::ContextOptions { row_gemv: Some(row), ..Default::default() };
+    let (rows, reduce) =
+        (Context::new_blocking(opts(true)).unwrap(), Context::new_blocking(opts(false)).unwrap());
+    for dtype in [KvDtype::F32, KvDtype::F16] {
+        for (pos0, t, splits) in [(299u32, 1u32, Some(1u32)), (299, 1, Some(3)), (40, 5, None)] {
+            let (n_heads, n_kv, head_dim) = (8u32, 2u32, 128u32);
+            let kv = KvCacheShape { n_kv_heads: n_kv, head_dim, capacity: pos0 + t, dtype };
+            let shape = AttentionShape::new(n_heads, kv);
+            let q: Vec<f32> = (0..(t * n_heads * head_dim) as usize).map(|_| rng.normal(2.5)).collect();
+            let rows_kv: Vec<f32> = (0..((pos0 + t) * kv.kv_dim()) as usize).map(|_| rng.normal(1.0)).collect();
+            let words = cache_words(&rows_kv, &kv);
+            let mut outs = Vec::new();
+            for ctx in [&rows, &reduce] {
+                let scratch = AttentionScratch::new(ctx, t, n_heads, head_dim, 8).unwrap();
+                let (qb, ck, cv) = (upload_f32(ctx, &q), upload_u32(ctx, &words), upload_u32(ctx, &words));
+                let out = upload_u32(ctx, &vec![POISON; q.len()]);
+                let k = attention(ctx, &qb, &ck, &cv, &out, &shape, pos0, t, &scratch, splits).unwrap();
+                ctx.run(&k.iter().collect::<Vec<_>>());
+                outs.push(read_u32(ctx, &out, q.len()));
+            }
+            assert_eq!(outs[0], outs[1], "{dtype:?} pos0={pos0} t={t} splits={splits:?}: attend_row vs attend");
+        }
+    }
+}
