@@ -86,23 +86,39 @@ fn v_pair(kvh: u32, pos: u32, d: u32) -> vec2<f32> {
     return vec2<f32>(bitcast<f32>(cache_v[base + d]), hi);
 }
 
+// The (row, head, split) of linear id (row * n_heads + h) * n_splits + split: its kv head and
+// key range (causal limit pos0 + row, clamped to the cache for safety).
+struct Slot {
+    row: u32,
+    h: u32,
+    kvh: u32,
+    k_begin: u32,
+    k_end: u32,
+}
+
+fn slot_of(id: u32) -> Slot {
+    let split = id % p.n_splits;
+    let rh = id / p.n_splits; // row * n_heads + h
+    let h = rh % p.n_heads;
+    let row = rh / p.n_heads;
+    let n_keys = min(step.pos0 + row + 1u, p.capacity);
+    let chunk = (step.pos0 + p.t + p.n_splits - 1u) / p.n_splits;
+    let k_begin = min(split * chunk, n_keys);
+    return Slot(row, h, h / p.group, k_begin, min(k_begin + chunk, n_keys));
+}
+
 @compute @workgroup_size(WG)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
     let id = wid.x + wid.y * nwg.x;
     if (id >= p.t * p.n_heads * p.n_splits) { return; } // whole workgroup leaves together
-    let split = id % p.n_splits;
-    let rh = id / p.n_splits; // row * n_heads + h
-    let h = rh % p.n_heads;
-    let row = rh / p.n_heads;
-    let kvh = h / p.group;
+    let sl = slot_of(id);
+    let h = sl.h;
+    let row = sl.row;
+    let kvh = sl.kvh;
     let dim = p.n_heads * p.head_dim;
-
-    // Keys of this (row, split): causal limit pos0 + row, clamped to the cache for safety.
-    let n_keys = min(step.pos0 + row + 1u, p.capacity);
-    let chunk = (step.pos0 + p.t + p.n_splits - 1u) / p.n_splits;
-    let k_begin = min(split * chunk, n_keys);
-    let k_end = min(k_begin + chunk, n_keys);
+    let k_begin = sl.k_begin;
+    let k_end = sl.k_end;
 
     for (var d = tid; d < p.head_dim; d += WG) {
         q_sh[d] = q[row * dim + h * p.head_dim + d] * p.scale_log2;
@@ -170,16 +186,13 @@ fn attend_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) tid: u32) {
     let id = (wid.x + wid.y * nwg.x) * RWG + tid;
     if (id >= p.t * p.n_heads * p.n_splits) { return; }
-    let split = id % p.n_splits;
-    let rh = id / p.n_splits; // row * n_heads + h
-    let h = rh % p.n_heads;
-    let row = rh / p.n_heads;
-    let kvh = h / p.group;
+    let sl = slot_of(id);
+    let h = sl.h;
+    let row = sl.row;
+    let kvh = sl.kvh;
     let dim = p.n_heads * p.head_dim;
-    let n_keys = min(step.pos0 + row + 1u, p.capacity);
-    let chunk = (step.pos0 + p.t + p.n_splits - 1u) / p.n_splits;
-    let k_begin = min(split * chunk, n_keys);
-    let k_end = min(k_begin + chunk, n_keys);
+    let k_begin = sl.k_begin;
+    let k_end = sl.k_end;
 
     // The same arithmetic in the same order as `attend` (tiles of WG keys, tile sums added to the
     // rescaled running ones), so both give the same bits on a device.
