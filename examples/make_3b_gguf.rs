@@ -288,8 +288,7 @@ fn write_data(w: &mut impl Write, t: &Tensor, rng: &mut Rng) -> std::io::Result<
             }
         }
         Kind::Norm => {
-            let v: Vec<u8> =
-                (0..HIDDEN).flat_map(|_| ((1.0 + 0.05 * rng.normal()) as f32).to_le_bytes()).collect();
+            let v: Vec<u8> = (0..HIDDEN).flat_map(|_| ((1.0 + 0.05 * rng.normal()) as f32).to_le_bytes()).collect();
             w.write_all(&v)?;
         }
         Kind::Floats(v) => {

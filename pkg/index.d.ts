@@ -134,8 +134,9 @@ export interface ModelInfo {
   kvCacheBytes: number;
   /** Kernel variants chosen for this GPU: one-row products as one invocation per row (`"row"`, CPU-emulated
    * GPUs) or a workgroup reduction (`"reduce"`), and whether quantized decode products run on int8
-   * activations with packed integer dot products (`int8Dot`). */
-  kernels: { gemv: "row" | "reduce"; int8Dot: boolean };
+   * activations with packed integer dot products (`int8Dot`); prompts' matmuls (`gemm`) as one invocation per
+   * row, or tiles in workgroup memory, f32 or (where the GPU has `shader-f16`) f16 with f32 sums. */
+  kernels: { gemv: "row" | "reduce"; int8Dot: boolean; gemm: "row" | "tiled" | "tiled-f16" };
 }
 
 export interface GpuInfo {

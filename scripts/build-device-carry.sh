@@ -77,7 +77,8 @@ exec $R/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path $R/usr/lib/
 EOF
     chmod +x "$TRIXIE/glslc"
   fi
-  "$TRIXIE/glslc" --version | head -1 >&2
+  ver=$("$TRIXIE/glslc" --version)   # not piped to head: with pipefail, glslc's SIGPIPE would stop the script
+  echo "${ver%%$'\n'*}" >&2
   SRC=$(ls -d "$LLAMA"/llama_cpp_python-*/vendor/llama.cpp 2>/dev/null | tail -1 || true)
   if [ -z "$SRC" ]; then
     log "downloading llama-cpp-python's sdist (vendors llama.cpp)"

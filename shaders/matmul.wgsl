@@ -10,7 +10,9 @@
 //   line of x per invocation per load; staging x in workgroup memory was slower still.
 // gemm (m > 1): 256 invocations per TM × TN = 32 × 64 tile of y, dispatched [rows / TN, m / TM]; each
 //   k step (TK = one group) dequantizes 64 × 32 of W and 32 × 32 of x into workgroup memory (12 KiB),
-//   then each invocation accumulates a 2 × 4 micro-tile (rows ty + 16i, columns tx + 16j).
+//   then each invocation accumulates a 2 × 4 micro-tile (rows ty + 16i, columns tx + 16j). The tiles
+//   are `tile`s (src/gpu/shaders.rs): f16 where the device has shader-f16 (Capabilities::f16_gemm),
+//   so each product is an f16 multiply of two f16-rounded values, added to an f32 accumulator.
 // Layout: x rows start at row x_row0 of the x buffer; y rows are y_stride wide and the product's
 // column c lands at y_col0 + c (e.g. q, k, v into one row of a fused buffer).
 // RMSNorm (the NORM constant, GEMVs only): the product is with rmsnorm(x) * norm_w; each workgroup
@@ -65,8 +67,8 @@ struct Params {
 
 var<workgroup> xn_sh: array<vec4<f32>, NORM_MAX_K / 4u>; // NORM: x * norm_w of the GEMV's row
 
-var<workgroup> xs: array<f32, TK * TM>; // [TK, TM]: k-major so the inner loop reads rows side by side
-var<workgroup> ws: array<f32, TK * TN>; // [TK, TN]
+var<workgroup> xs: array<tile, TK * TM>; // [TK, TM]: k-major so the inner loop reads rows side by side
+var<workgroup> ws: array<tile, TK * TN>; // [TK, TN]
 
 // (d, m) of group g of local row r (Q4/Q8/Q4Asym/Q8Asym); m = 0 except for the Asym formats.
 fn scale(r: u32, g: u32) -> vec2<f32> {
@@ -580,8 +582,8 @@ fn load_w_tile(n0: u32, s: u32, tid: u32) {
         }
     }
     for (var c = 0u; c < 4u; c++) {
-        ws[(klo + c) * TN + row] = lo[c];
-        ws[(khi + c) * TN + row] = hi[c];
+        ws[(klo + c) * TN + row] = tile(lo[c]);
+        ws[(khi + c) * TN + row] = tile(hi[c]);
     }
 }
 
@@ -594,7 +596,7 @@ fn load_x_tile(m0: u32, s: u32, tid: u32) {
         let kk = s * TK + kq + c;
         var v = 0.0;
         if (mr < p.m && kk < p.k) { v = x[(p.x_row0 + mr) * p.k + kk]; }
-        xs[(kq + c) * TM + row] = v;
+        xs[(kq + c) * TM + row] = tile(v);
     }
 }
 
@@ -611,9 +613,9 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         load_x_tile(m0, s, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let b = vec4<f32>(ws[kk * TN + tx], ws[kk * TN + tx + 16u], ws[kk * TN + tx + 32u], ws[kk * TN + tx + 48u]);
-            acc[0] += xs[kk * TM + ty] * b;
-            acc[1] += xs[kk * TM + ty + 16u] * b;
+            let b = vec4<tile>(ws[kk * TN + tx], ws[kk * TN + tx + 16u], ws[kk * TN + tx + 32u], ws[kk * TN + tx + 48u]);
+            acc[0] += vec4<f32>(xs[kk * TM + ty] * b);
+            acc[1] += vec4<f32>(xs[kk * TM + ty + 16u] * b);
         }
         workgroupBarrier(); // the tiles are overwritten by the next step
     }

@@ -1095,7 +1095,8 @@ fn sampled_generation_is_the_cpu_samplers_draw() {
     for (i, &token) in got.generated.iter().enumerate() {
         if i > 0 {
             let pos = history.len() as u32 - 1;
-            logits = pollster::block_on(engine.model.logits(ctx(), &history[pos as usize..], pos, Logits::Last)).unwrap();
+            logits =
+                pollster::block_on(engine.model.logits(ctx(), &history[pos as usize..], pos, Logits::Last)).unwrap();
         }
         let dist = Sampler::new(sampling.clone()).unwrap().distribution(&mut logits, &history).unwrap();
         let mut by_id = dist.clone();

@@ -261,7 +261,8 @@ fn decode_logits_match_the_exact_forward() {
                 } else {
                     pollster::block_on(engine.model.logits(ctx, &tokens[r..=r], r as u32, Logits::Last)).unwrap()
                 };
-                let wants: Vec<f64> = exact["top_logits"][r].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                let wants: Vec<f64> =
+                    exact["top_logits"][r].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
                 let scale = wants.iter().fold(0.0f64, |a, v| a.max(v.abs()));
                 let tol = if ctx.caps.int8_dot { INT8_DECODE_RTOL * scale } else { EXACT_ATOL };
                 for (id, want) in json_ids(&exact["top_ids"][r]).iter().zip(&wants) {

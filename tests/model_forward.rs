@@ -160,7 +160,14 @@ fn check_arch(arch: &str, policy: QuantPolicy, kv_dtype: KvDtype) {
     assert_decode_close(ctx, &format!("{what}: logits after 5"), &first, &want[4 * vocab..5 * vocab], atol, rtol);
     for i in 5..tokens.len() {
         let step = pollster::block_on(model.logits(ctx, &tokens[i..=i], i as u32, Logits::Last)).unwrap();
-        assert_decode_close(ctx, &format!("{what}: decode step at {i}"), &step, &want[i * vocab..(i + 1) * vocab], atol, rtol);
+        assert_decode_close(
+            ctx,
+            &format!("{what}: decode step at {i}"),
+            &step,
+            &want[i * vocab..(i + 1) * vocab],
+            atol,
+            rtol,
+        );
         let id = read_u32(ctx, &model.state.next_id, 1)[0];
         let row = &step;
         let best = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });

@@ -59,9 +59,8 @@ fn run(ctx: &webgpu_llm::Context, name: &str, rng: &mut Rng, c: &Case) {
             let sb = &s[(r * k / 32 + b) * 4..][..4];
             let at = format!("{what}: row {r} block {b}");
             assert!((sb[0] as f64 - d).abs() <= d_tol * d, "{at}: d = {} want {d}", sb[0]);
-            let q: Vec<i32> = (0..32)
-                .map(|e| (words[r * k / 4 + 8 * b + e / 4] >> (8 * (e % 4))) as u8 as i8 as i32)
-                .collect();
+            let q: Vec<i32> =
+                (0..32).map(|e| (words[r * k / 4 + 8 * b + e / 4] >> (8 * (e % 4))) as u8 as i8 as i32).collect();
             for (e, (&qe, &ve)) in q.iter().zip(block).enumerate() {
                 let want = if d == 0.0 { 0.0 } else { ve / d };
                 assert!((qe as f64 - want).abs() <= 0.5 + slack, "{at} element {e}: q = {qe} for x/d = {want}");

@@ -265,8 +265,7 @@ fn attention_rejects_bad_arguments() {
 fn attend_row_gives_attends_bits() {
     let mut rng = Rng::new(seed("attend_row bits"));
     let opts = |row| webgpu_llm::ContextOptions { row_gemv: Some(row), ..Default::default() };
-    let (rows, reduce) =
-        (Context::new_blocking(opts(true)).unwrap(), Context::new_blocking(opts(false)).unwrap());
+    let (rows, reduce) = (Context::new_blocking(opts(true)).unwrap(), Context::new_blocking(opts(false)).unwrap());
     for dtype in [KvDtype::F32, KvDtype::F16] {
         for (pos0, t, splits) in [(299u32, 1u32, Some(1u32)), (299, 1, Some(3)), (40, 5, None)] {
             let (n_heads, n_kv, head_dim) = (8u32, 2u32, 128u32);

@@ -33,6 +33,15 @@ fn ctx_split() -> &'static Context {
     })
 }
 
+/// The tiled GEMM (as on discrete GPUs) with every feature the device offers: f16 tiles where it
+/// has shader-f16 (lavapipe does).
+fn ctx_tiled() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Context::new_blocking(ContextOptions { row_gemv: Some(false), ..Default::default() }).expect("a GPU adapter")
+    })
+}
+
 /// Inner sizes: whole blocks for quantized formats (1 and 5 super-blocks for K-quants, an odd
 /// number of groups otherwise), ragged for F16/F32.
 fn ks(format: WeightFormat) -> [usize; 2] {
@@ -62,6 +71,7 @@ struct Case {
 fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case) -> usize {
     let Case { format, m, n, k, bias, accumulate } = *c;
     let what = format!("{name} {format:?} m={m} n={n} k={k} bias={bias} acc={accumulate}");
+    let f16 = m > 1 && ctx.variants().gemm == "tiled-f16";
     let wf: Vec<f32> = (0..n * k).map(|_| rng.normal(0.5)).collect();
     let packed = quantize(format, &wf, n, k).unwrap();
     let w = dequantize(&packed).unwrap();
@@ -90,6 +100,11 @@ fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case) -> usize {
             }
             want[i * n + j] = sum;
             tol[i * n + j] = (k + 8) as f64 * 2f64.powi(-24) * mag;
+            if f16 {
+                // x, w and their product each rounded to f16 (3 half-ulps of |x·w|), and f16's
+                // subnormals below 2^-14 (an absolute 2^-25 per rounding, 3 per term)
+                tol[i * n + j] += 3.0 * 2f64.powi(-11) * mag + 3.0 * k as f64 * 2f64.powi(-25);
+            }
         }
     }
 
@@ -154,6 +169,23 @@ fn matmul_matches_reference() {
                 let case = Case { format, m, n, k: ks(format)[ki], bias: i % 2 == 1, accumulate: i % 3 == 2 };
                 run_case(ctx, name, &mut rng, &case);
             }
+        }
+    }
+}
+
+#[test]
+fn f16_tiled_gemm_matches_reference() {
+    let ctx = ctx_tiled();
+    if !ctx.caps.shader_f16 {
+        eprintln!("skipped: {} has no shader-f16", ctx.describe());
+        return;
+    }
+    assert_eq!(ctx.variants().gemm, "tiled-f16");
+    let mut rng = Rng::new(seed("matmul f16 gemm"));
+    for format in WeightFormat::ALL {
+        for (i, &(m, n, ki)) in SHAPES.iter().enumerate().filter(|(_, s)| s.0 > 1) {
+            let case = Case { format, m, n, k: ks(format)[ki], bias: i % 2 == 1, accumulate: i % 3 == 2 };
+            run_case(ctx, "f16 tiles", &mut rng, &case);
         }
     }
 }
@@ -447,7 +479,8 @@ fn q8_gemv_matches_reference() {
                 ctx.run(&kernels.iter().collect::<Vec<_>>());
                 let xh = act_q8_values(ctx, &xq);
                 let got = read_f32(ctx, &yb, n);
-                let (mut want, mut tol, mut exact, mut round) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                let (mut want, mut tol, mut exact, mut round) =
+                    (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
                 for j in 0..n {
                     let row = &w[j * k..(j + 1) * k];
                     let (mut sum, mut mag, mut ex, mut rd) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);

@@ -9,8 +9,8 @@ const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
 const MAX_STORAGE_BUFFERS: usize = 8;
 const MAX_INVOCATIONS: u32 = 256;
 
-fn validate(shader: Shader, subgroups: bool) -> Result<(), String> {
-    let caps = Capabilities { subgroups, ..Default::default() };
+fn validate(shader: Shader, subgroups: bool, f16: bool) -> Result<(), String> {
+    let caps = Capabilities { subgroups, shader_f16: f16, f16_gemm: f16, ..Default::default() };
     let src = shaders::compose(shader, &caps, false);
     let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
     // pack2x16float/unpack2x16float are core WGSL; naga gates them behind this capability, which
@@ -18,6 +18,9 @@ fn validate(shader: Shader, subgroups: bool) -> Result<(), String> {
     let mut flags = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     if subgroups {
         flags |= naga::valid::Capabilities::SUBGROUP;
+    }
+    if f16 {
+        flags |= naga::valid::Capabilities::SHADER_FLOAT16;
     }
     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), flags)
         .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
@@ -59,9 +62,9 @@ fn validate(shader: Shader, subgroups: bool) -> Result<(), String> {
 fn every_shader_is_valid_on_both_paths() {
     let mut failures = Vec::new();
     for &shader in Shader::ALL {
-        for subgroups in [false, true] {
-            if let Err(e) = validate(shader, subgroups) {
-                failures.push(format!("{} (subgroups={subgroups}):\n{e}", shader.name()));
+        for (subgroups, f16) in [(false, false), (true, false), (false, true), (true, true)] {
+            if let Err(e) = validate(shader, subgroups, f16) {
+                failures.push(format!("{} (subgroups={subgroups}, f16={f16}):\n{e}", shader.name()));
             }
         }
     }
@@ -81,6 +84,10 @@ fn shaders_need_no_f16_and_browser_dialect_enables_subgroups() {
             "{}: Chrome requires `enable subgroups;` exactly when subgroup builtins are used",
             shader.name()
         );
+        // f16 only in the tiled GEMM, and only where the device has it
+        let caps = Capabilities { subgroups: true, shader_f16: true, f16_gemm: true, ..Default::default() };
+        let web = shaders::compose(shader, &caps, true);
+        assert_eq!(web.lines().any(|l| l.trim() == "enable f16;"), shader == Shader::Matmul, "{}", shader.name());
     }
 }
 

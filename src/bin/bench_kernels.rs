@@ -33,9 +33,9 @@ mod native {
     use webgpu_llm::gpu::shader_stats::{main_loop_cost, LoopCost};
     use webgpu_llm::gpu::shaders;
     use webgpu_llm::gpu::{Context, ContextOptions, Kernel, Result};
+    use webgpu_llm::ops::act_q8::{act_q8, ActQ8};
     use webgpu_llm::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
     use webgpu_llm::ops::copy::copy;
-    use webgpu_llm::ops::act_q8::{act_q8, ActQ8};
     use webgpu_llm::ops::matmul::{gemv_loop_bytes, matmul, matmul_q8, q8_format, Epilogue, QuantMatrix};
     use webgpu_llm::quant::{PackedMatrix, WeightFormat};
 
@@ -249,7 +249,16 @@ mod native {
         let ctx = Context::new_blocking(ContextOptions { portable_only: args.portable, ..Default::default() })
             .map_err(|e| e.to_string())?;
         say(format!("device: {}", ctx.describe()));
+        // Where prompts' matmuls use f16 tiles, a second context with f32 tiles times the other
+        // choice (Capabilities::f16_gemm), with its own copy of each matrix.
+        let ctx_f32_tiles = if ctx.caps.f16_gemm && !ctx.caps.row_gemv && args.ms.iter().any(|&m| m > 1) {
+            let opts = ContextOptions { portable_only: args.portable, f16_gemm: Some(false), ..Default::default() };
+            Some(Context::new_blocking(opts).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
         let timer = Timer::new(&ctx, args.quick);
+        let timer_f32_tiles = ctx_f32_tiles.as_ref().map(|c| Timer::new(c, args.quick));
         say(format!(
             "timing: {}",
             if timer.query.is_some() { "GPU timestamps" } else { "wall clock (submit to done)" }
@@ -283,22 +292,41 @@ mod native {
                 let w = QuantMatrix::upload(&ctx, name, &packed).map_err(err)?;
                 let weight_bytes = (packed.weights.len() + packed.scales.len()) as f64 * 4.0;
                 drop(packed);
+                let mut w_f32_tiles = None;
                 for &m in &args.ms {
                     // GEMVs of the formats with integer-dot kernels run both ways: f32 x, and int8
-                    // x (the act_q8 kernel that makes it is timed with the GEMV).
-                    let variants: &[bool] = if m == 1 && q8_format(format) { &[false, true] } else { &[false] };
-                    for &int8 in variants {
-                        let x = ctx.storage("bench.x", m as u64 * kk as u64 * 4).map_err(err)?;
-                        let y = ctx.storage("bench.y", m as u64 * n as u64 * 4).map_err(err)?;
+                    // x (the act_q8 kernel that makes it is timed with the GEMV); GEMMs with f16 and
+                    // f32 tiles where the device has both.
+                    let mut variants: Vec<(&Context, bool)> = vec![(&ctx, false)];
+                    if m == 1 && q8_format(format) {
+                        variants.push((&ctx, true));
+                    }
+                    if let (true, Some(c)) = (m > 1, &ctx_f32_tiles) {
+                        variants.push((c, false));
+                    }
+                    for (vctx, int8) in variants {
+                        let other = !std::ptr::eq(vctx, &ctx);
+                        let w = if other {
+                            if w_f32_tiles.is_none() {
+                                let packed = random_matrix(format, n, kk, &mut seed.clone());
+                                w_f32_tiles = Some(QuantMatrix::upload(vctx, name, &packed).map_err(err)?);
+                            }
+                            w_f32_tiles.as_ref().unwrap()
+                        } else {
+                            &w
+                        };
+                        let x = vctx.storage("bench.x", m as u64 * kk as u64 * 4).map_err(err)?;
+                        let y = vctx.storage("bench.y", m as u64 * n as u64 * 4).map_err(err)?;
                         let kernels = if int8 {
-                            let xq = ActQ8::new(&ctx, "bench.xq", 1, kk).map_err(err)?;
-                            let mut k = vec![act_q8(&ctx, &x, &xq, 1, 0, None).map_err(err)?];
-                            k.extend(matmul_q8(&ctx, &xq, &w, &y, Epilogue::default()).map_err(err)?);
+                            let xq = ActQ8::new(vctx, "bench.xq", 1, kk).map_err(err)?;
+                            let mut k = vec![act_q8(vctx, &x, &xq, 1, 0, None).map_err(err)?];
+                            k.extend(matmul_q8(vctx, &xq, w, &y, Epilogue::default()).map_err(err)?);
                             k
                         } else {
-                            matmul(&ctx, &x, &w, &y, m, Epilogue::default()).map_err(err)?
+                            matmul(vctx, &x, w, &y, m, Epilogue::default()).map_err(err)?
                         };
-                        let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
+                        let vtimer = if other { timer_f32_tiles.as_ref().unwrap() } else { &timer };
+                        let t = vtimer.seconds_per_call(vctx, &kernels).map_err(err)?;
                         let gemv = &kernels[int8 as usize];
                         let gbs = weight_bytes / t / 1e9;
                         let gflops = 2.0 * m as f64 * n as f64 * kk as f64 / t / 1e9;
@@ -307,13 +335,18 @@ mod native {
                         } else {
                             format!("{gbs:.1}")
                         };
-                        let cost = loop_cost(&ctx, gemv, format)?;
+                        let cost = loop_cost(vctx, gemv, format)?;
                         let per_byte =
                             cost.map(|(c, bytes)| (c.alu as f64 / bytes as f64, c.loads as f64 / bytes as f64));
-                        // the variant the engine uses on this adapter (Capabilities::int8_dot)
-                        let chosen = !q8_format(format) || m > 1 || int8 == ctx.caps.int8_dot;
+                        // the variant the engine uses on this adapter (Capabilities::int8_dot, f16_gemm)
+                        let chosen = !other && (!q8_format(format) || m > 1 || int8 == ctx.caps.int8_dot);
+                        let variant = match (m, int8) {
+                            (1, true) => "int8",
+                            (1, false) => "f32",
+                            _ => vctx.variants().gemm,
+                        };
                         say(format!(
-                            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1} {:>9} {}{}",
+                            "{:<8} {:<14} {:>17} {:>5} {:>8} {:>8.3}ms {:>9} {:>9.1} {:>9} {} ({variant}){}",
                             format!("{format:?}"),
                             name,
                             format!("{n}×{kk}"),
@@ -334,7 +367,7 @@ mod native {
                                 "k": kk,
                                 "m": m,
                                 "entry": gemv.key().entry,
-                                "variant": if int8 { "int8" } else { "f32" },
+                                "variant": variant,
                                 "chosen": chosen,
                                 "ms": t * 1e3,
                                 "gb_s": gbs,

@@ -26,6 +26,9 @@ pub struct ContextOptions {
     /// Force the decode GEMVs' activations: `Some(true)` int8 blocks and integer dot products
     /// (`ops::act_q8`), `Some(false)` f32; `None` picks by adapter (see `Capabilities::int8_dot`).
     pub int8_dot: Option<bool>,
+    /// Force the tiled prefill GEMM's arithmetic: `Some(false)` f32 tiles even where the device has
+    /// `shader-f16`; `None`/`Some(true)` f16 tiles wherever it has (see `Capabilities::f16_gemm`).
+    pub f16_gemm: Option<bool>,
 }
 
 /// Optional capabilities found on the adapter and enabled on the device.
@@ -43,6 +46,10 @@ pub struct Capabilities {
     /// where WGSL has the packed dot products and `int8_dot_default` says it pays, unless
     /// `ContextOptions::int8_dot` says otherwise.
     pub int8_dot: bool,
+    /// The tiled GEMM (m > 1 where `row_gemv` is off) keeps its workgroup tiles in f16 and multiplies
+    /// in f16, accumulating in f32: half the workgroup memory traffic. Needs `shader_f16`; on unless
+    /// `ContextOptions::f16_gemm` or `WEBGPU_LLM_F16_GEMM=0` says otherwise.
+    pub f16_gemm: bool,
 }
 
 /// The kernel variants this context chose for its adapter, as benchmarks and `engine.modelInfo`
@@ -54,6 +61,9 @@ pub struct KernelVariants {
     pub gemv: &'static str,
     /// Quantized decode GEMVs on int8 activations (`Capabilities::int8_dot`).
     pub int8_dot: bool,
+    /// Matmuls of several rows: `"row"` (`gemm_row`), `"tiled"` (f32 workgroup tiles) or
+    /// `"tiled-f16"` (`Capabilities::f16_gemm`).
+    pub gemm: &'static str,
 }
 
 /// Whether int8 activations pay on this adapter: a table by vendor, from measurements
@@ -227,6 +237,13 @@ impl Context {
         let packed_dot =
             instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
         caps.int8_dot = packed_dot && opts.int8_dot.or(env).unwrap_or_else(|| int8_dot_default(&info));
+        // WEBGPU_LLM_F16_GEMM=0|1 overrides (for benchmarks); it cannot turn on what the device lacks.
+        let env = std::env::var("WEBGPU_LLM_F16_GEMM").ok().and_then(|v| match v.as_str() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
+        caps.f16_gemm = caps.shader_f16 && opts.f16_gemm.or(env).unwrap_or(true);
         if want(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
             caps.timestamp_query = true;
@@ -328,13 +345,18 @@ impl Context {
 
     /// The kernel variants chosen for this adapter.
     pub fn variants(&self) -> KernelVariants {
-        KernelVariants { gemv: if self.caps.row_gemv { "row" } else { "reduce" }, int8_dot: self.caps.int8_dot }
+        let gemm = match (self.caps.row_gemv, self.caps.f16_gemm) {
+            (true, _) => "row",
+            (false, false) => "tiled",
+            (false, true) => "tiled-f16",
+        };
+        KernelVariants { gemv: if self.caps.row_gemv { "row" } else { "reduce" }, int8_dot: self.caps.int8_dot, gemm }
     }
 
     /// One-line description for logs and benchmark headers.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}); binding limit {} MiB; f16={} subgroups={}({}..{}) timestamps={} gemv={}{}",
+            "{} ({:?}, {:?}); binding limit {} MiB; f16={} subgroups={}({}..{}) timestamps={} gemv={}{} gemm={}",
             self.info.name,
             self.info.backend,
             self.info.device_type,
@@ -345,7 +367,8 @@ impl Context {
             self.caps.subgroup_max_size,
             self.caps.timestamp_query,
             if self.caps.row_gemv { "row" } else { "reduce" },
-            if self.caps.int8_dot { "+int8" } else { "" }
+            if self.caps.int8_dot { "+int8" } else { "" },
+            self.variants().gemm
         )
     }
 

@@ -1,7 +1,8 @@
 //! Every WGSL source, and the one place where sources are composed: an op's file, then the
 //! libraries it uses from `shaders/lib/` (weight-format helpers; the workgroup reduction with
 //! subgroup builtins when the device has them, shared memory otherwise), and for the browser
-//! `enable subgroups;` (required by Chrome, rejected by naga).
+//! `enable subgroups;` (required by Chrome, rejected by naga). Matmul also gets its tile type:
+//! `alias tile = f16;` after `enable f16;` where `Capabilities::f16_gemm`, else `f32`.
 
 use super::context::Capabilities;
 
@@ -91,8 +92,15 @@ pub const DEQUANT: &str = include_str!("../../shaders/lib/dequant.wgsl");
 pub fn compose(shader: Shader, caps: &Capabilities, web: bool) -> String {
     let mut s = String::new();
     let subgroup_lib = shader.uses_reduce() && caps.subgroups;
+    let f16_tiles = shader == Shader::Matmul && caps.f16_gemm;
+    if f16_tiles {
+        s.push_str("enable f16;\n");
+    }
     if web && subgroup_lib {
         s.push_str("enable subgroups;\n");
+    }
+    if shader == Shader::Matmul {
+        s.push_str(if f16_tiles { "alias tile = f16;\n" } else { "alias tile = f32;\n" });
     }
     s.push_str(shader.source());
     if shader.uses_dequant() {

@@ -7,9 +7,9 @@ use super::weights::{GateUp, Weights};
 use std::collections::HashMap;
 
 use crate::gpu::{ensure, Context, Kernel, ReadbackRing, Result};
+use crate::ops::act_q8::{act_q8, ActQ8};
 use crate::ops::argmax::{argmax_into, ArgmaxScratch};
 use crate::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
-use crate::ops::act_q8::{act_q8, ActQ8};
 use crate::ops::matmul::{
     fold_norm, matmul, matmul_q8, matmul_swiglu, matmul_swiglu_q8, q8_format, swiglu_fusable, Epilogue, Norm,
     QuantMatrix,
@@ -39,15 +39,15 @@ pub struct StateOptions {
 /// the plans built on it.
 pub struct State {
     pub opts: StateOptions,
-    ids: wgpu::Buffer,         // (max_batch) u32 token ids of this step
-    x: wgpu::Buffer,           // (t, hidden) the residual stream
-    xb: wgpu::Buffer,          // (t, hidden) normed x
-    q: wgpu::Buffer,           // (t, q_dim)
-    qkv: wgpu::Buffer,         // (t, q_dim + 2 kv_dim): the q|k|v projections, side by side
-    att: wgpu::Buffer,         // (t, q_dim) attention output
-    gate: wgpu::Buffer,        // (t, 2 ffn): gate, or gate|up when stacked
-    up: wgpu::Buffer,          // (t, ffn)
-    hb: wgpu::Buffer,          // (t, ffn) swiglu(gate, up)
+    ids: wgpu::Buffer,  // (max_batch) u32 token ids of this step
+    x: wgpu::Buffer,    // (t, hidden) the residual stream
+    xb: wgpu::Buffer,   // (t, hidden) normed x
+    q: wgpu::Buffer,    // (t, q_dim)
+    qkv: wgpu::Buffer,  // (t, q_dim + 2 kv_dim): the q|k|v projections, side by side
+    att: wgpu::Buffer,  // (t, q_dim) attention output
+    gate: wgpu::Buffer, // (t, 2 ffn): gate, or gate|up when stacked
+    up: wgpu::Buffer,   // (t, ffn)
+    hb: wgpu::Buffer,   // (t, ffn) swiglu(gate, up)
     // One row of int8 activations per projection input width (hidden, q_dim, ffn), where the
     // adapter takes the integer-dot GEMVs (`Capabilities::int8_dot`) and the width allows.
     xq_hidden: Option<ActQ8>,
@@ -235,7 +235,14 @@ fn project(
 }
 
 /// act_q8 of x (no norm) pushed when `w` takes int8 activations.
-fn quantize_for(ctx: &Context, k: &mut Vec<Kernel>, x: &wgpu::Buffer, xq: &Option<ActQ8>, w: &QuantMatrix, t: u32) -> Result<()> {
+fn quantize_for(
+    ctx: &Context,
+    k: &mut Vec<Kernel>,
+    x: &wgpu::Buffer,
+    xq: &Option<ActQ8>,
+    w: &QuantMatrix,
+    t: u32,
+) -> Result<()> {
     if let Some(q) = int8_input(xq, t, w) {
         k.push(act_q8(ctx, x, q, 1, 0, None)?);
     }

@@ -52,7 +52,14 @@ impl ActQ8 {
 
 /// `out[r] = int8 blocks of x[x_row0 + r]` for r < rows (k = `out.k` elements per row), after
 /// `rmsnorm(x) * weight` when `norm` is given.
-pub fn act_q8(ctx: &Context, x: &wgpu::Buffer, out: &ActQ8, rows: u32, x_row0: u32, norm: Option<Norm>) -> Result<Kernel> {
+pub fn act_q8(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    out: &ActQ8,
+    rows: u32,
+    x_row0: u32,
+    norm: Option<Norm>,
+) -> Result<Kernel> {
     let k = out.k;
     ensure(rows > 0 && rows <= out.rows, "act_q8", || {
         format!("{rows} rows do not fit the {} rows of the int8 activations", out.rows)

@@ -160,11 +160,8 @@ pub fn attention<'a>(
     };
     let uniform = ctx.uniform("attention.params", &params);
     // CPU-emulated GPUs take the barrier-free variant (one invocation per (row, head, split)).
-    let (entry, groups) = if ctx.caps.row_gemv {
-        ("attend_row", (n_wg as u32).div_ceil(ROW_WG))
-    } else {
-        ("attend", n_wg as u32)
-    };
+    let (entry, groups) =
+        if ctx.caps.row_gemv { ("attend_row", (n_wg as u32).div_ceil(ROW_WG)) } else { ("attend", n_wg as u32) };
     let key = PipelineKey::new(Shader::Attention, entry).constant("KV_F16", kv.f16());
     let step = pos.buffer(ctx);
     let buffers =

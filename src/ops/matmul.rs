@@ -290,7 +290,13 @@ pub fn q8_format(format: WeightFormat) -> bool {
 /// must be unset). The products are integer dot products (`dot4I8Packed`), the scales applied
 /// per group; x's rounding to int8 (relative error ≤ 1/254 of each block's largest |x|) is the
 /// only difference from [`matmul`].
-pub fn matmul_q8(ctx: &Context, xq: &ActQ8, w: &QuantMatrix, y: &wgpu::Buffer, epilogue: Epilogue<'_>) -> Result<Vec<Kernel>> {
+pub fn matmul_q8(
+    ctx: &Context,
+    xq: &ActQ8,
+    w: &QuantMatrix,
+    y: &wgpu::Buffer,
+    epilogue: Epilogue<'_>,
+) -> Result<Vec<Kernel>> {
     build(ctx, X::Q8(xq), w, y, 1, epilogue, false)
 }
 

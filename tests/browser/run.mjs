@@ -206,8 +206,9 @@ async function scenarioGgufMain(S, F) {
   F.netMB = mb(netBytes);
   check(r.modelFormat === "gguf", `modelFormat ${r.modelFormat}, expected gguf`);
   const kv = r.modelInfo?.kernels;
-  check(["row", "reduce"].includes(kv?.gemv) && typeof kv?.int8Dot === "boolean", `modelInfo.kernels ${JSON.stringify(kv)}`);
-  F.kernels = `${kv?.gemv}${kv?.int8Dot ? "+int8" : ""}`;
+  check(["row", "reduce"].includes(kv?.gemv) && typeof kv?.int8Dot === "boolean" && ["row", "tiled", "tiled-f16"].includes(kv?.gemm),
+    `modelInfo.kernels ${JSON.stringify(kv)}`);
+  F.kernels = `${kv?.gemv}${kv?.int8Dot ? "+int8" : ""}/${kv?.gemm}`;
   const pe = r.progress;
   check(pe.missingFields.length === 0, `progress events lack ${pe.missingFields.join(", ")}`);
   check(pe.last?.phase === "ready" && pe.last.loadedBytes === size && pe.last.totalBytes === size,
