@@ -54,6 +54,10 @@ pub enum ChatError {
     /// The template itself called `raise_exception` (e.g. "Conversation roles must alternate").
     #[error("chat template raised: {message}")]
     Raised { message: String },
+    #[error("messages[{index}] has role `{role}`; use one of system, user, assistant, tool")]
+    BadRole { index: usize, role: String },
+    #[error("no messages to render")]
+    NoMessages,
     #[error("invalid date for strftime_now: {year}-{month}-{day}")]
     InvalidDate { year: i32, month: u32, day: u32 },
 }
@@ -63,6 +67,18 @@ pub enum ChatError {
 pub struct Message {
     pub role: String,
     pub content: String,
+}
+
+/// A chat request's messages: at least one, each with a role templates know (they branch on these
+/// and may drop any other turn without a word).
+pub fn check_messages(messages: &[Message]) -> Result<(), ChatError> {
+    if messages.is_empty() {
+        return Err(ChatError::NoMessages);
+    }
+    match messages.iter().position(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool")) {
+        Some(index) => Err(ChatError::BadRole { index, role: messages[index].role.clone() }),
+        None => Ok(()),
+    }
 }
 
 impl Message {

@@ -10,7 +10,7 @@ use crate::chat::{ChatError, ChatTemplate, Message};
 use crate::detok::{DetokError, Detokenizer, FinishReason, StopChecker, StopIds, StreamEvent, TextStream};
 use crate::gpu::{Context, GpuError};
 use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
-use crate::model::{Model, Readback, TensorSource, PIPELINE};
+use crate::model::{check_ids, Model, ModelError, Readback, TensorSource, PIPELINE};
 use crate::ops::attention::KvDtype;
 use crate::ops::matmul::QuantMatrix;
 use crate::sampling::{SamplingError, SamplingParams, DEFAULT_SEED};
@@ -29,6 +29,10 @@ pub enum EngineError {
     Detok(#[from] DetokError),
     #[error(transparent)]
     Gguf(#[from] crate::loader::gguf::GgufError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("option `{option}`: {message}")]
+    InvalidOption { option: &'static str, message: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("the prompt is {prompt} tokens but the context holds {context}; shorten it or raise the context")]
@@ -43,25 +47,31 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 /// Loaded package tensors serve as the model's tensor source.
 impl TensorSource for HashMap<String, GpuTensor> {
-    fn matrix(&mut self, _ctx: &Context, name: &str) -> crate::gpu::Result<QuantMatrix> {
-        take_matrix(self, name).map_err(to_gpu)
+    fn matrix(&mut self, _ctx: &Context, name: &str) -> Result<QuantMatrix, ModelError> {
+        take_matrix(self, name).map_err(to_model)
     }
-    fn vector(&mut self, _ctx: &Context, name: &str, len: u32) -> crate::gpu::Result<wgpu::Buffer> {
-        let b = take_vector(self, name).map_err(to_gpu)?;
+    fn vector(&mut self, _ctx: &Context, name: &str, len: u32) -> Result<wgpu::Buffer, ModelError> {
+        let b = take_vector(self, name).map_err(to_model)?;
         if b.size() < len as u64 * 4 {
-            return Err(GpuError::Shape {
-                op: "load",
-                message: format!("{name} holds {} bytes, {len} f32 expected", b.size()),
+            return Err(ModelError::TensorShape {
+                name: name.into(),
+                found: format!("{} bytes", b.size()),
+                expected: format!("{len} f32 values"),
             });
         }
         Ok(b)
     }
 }
 
-fn to_gpu(e: LoadError) -> GpuError {
+fn to_model(e: LoadError) -> ModelError {
     match e {
-        LoadError::Gpu(g) => g,
-        other => GpuError::Shape { op: "load", message: other.to_string() },
+        LoadError::Gpu(g) => ModelError::Gpu(g),
+        LoadError::MissingTensor { name } => ModelError::MissingTensor { name },
+        LoadError::WrongKind { name, expected, found } => {
+            ModelError::TensorShape { name, found: format!("a {found}"), expected: format!("a {expected}") }
+        }
+        // take_* raise only the variants above
+        other => ModelError::Gpu(GpuError::Validation(other.to_string())),
     }
 }
 
@@ -211,6 +221,7 @@ impl Engine {
     /// The model's chat template applied to `messages`, with the assistant prompt appended.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
         let t = self.template.as_ref().ok_or(EngineError::NoChatTemplate)?;
+        crate::chat::check_messages(messages)?;
         Ok(t.render(messages, true)?)
     }
 
@@ -237,6 +248,11 @@ impl Engine {
     ) -> Result<Summary> {
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
+        }
+        check_ids(prompt, self.model.config.vocab)?;
+        // As OpenAI's API: a request for no tokens is an error, not an empty completion.
+        if opts.max_tokens == 0 {
+            return Err(EngineError::InvalidOption { option: "max_tokens", message: "must be at least 1".into() });
         }
         let context = self.model.state.opts.context;
         if prompt.len() >= context as usize {
@@ -370,6 +386,9 @@ impl Default for OpenOptions {
 fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOptions) -> Result<u32> {
     let bytes_per_pos = config.kv_dim() as u64 * if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
     let device_max = (ctx.max_binding_bytes() / bytes_per_pos).min(u32::MAX as u64) as u32;
+    if opts.max_batch == 0 {
+        return Err(EngineError::InvalidOption { option: "max_batch", message: "must be at least 1".into() });
+    }
     match opts.context {
         Some(c) if c > device_max => Err(EngineError::Gpu(GpuError::LimitTooSmall {
             limit: "maxStorageBufferBindingSize",
@@ -377,7 +396,7 @@ fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOpti
             available: ctx.max_binding_bytes(),
             what: format!("a KV cache of {c} positions per layer"),
         })),
-        Some(0) => Err(EngineError::Gpu(GpuError::Shape { op: "open", message: "context = 0".into() })),
+        Some(0) => Err(EngineError::InvalidOption { option: "context", message: "must be at least 1".into() }),
         Some(c) => Ok(c),
         None => Ok(config.max_position.min(4096).min(device_max)),
     }
@@ -389,8 +408,8 @@ pub fn kv_cache_bytes(config: &crate::model::Config, context: u32, kv_dtype: KvD
     2 * config.n_layers as u64 * context as u64 * config.kv_dim() as u64 * per
 }
 
-fn config_error(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Load(LoadError::Gpu(GpuError::Shape { op: "config", message: e.to_string() }))
+fn config_error(e: crate::model::ConfigError) -> EngineError {
+    EngineError::Model(ModelError::Config(e))
 }
 
 /// An engine over a loaded package's tensors (`crate::loader::ShardWriter::finish`) and its

@@ -154,11 +154,28 @@ BENCH
     }
 
     fn load(dir: &Path, context: Option<u32>, kv_dtype: KvDtype, max_batch: u32) -> Result<Loaded, Error> {
+        check_model_path(dir)?;
         let start = Instant::now();
         let ctx = Context::new_blocking(ContextOptions::default())?;
         let opts = OpenOptions { context, kv_dtype, max_batch };
         let engine = if is_gguf(dir) { open_gguf(&ctx, dir, opts)? } else { open_package(&ctx, dir, opts)? };
         Ok(Loaded { ctx, engine, load_seconds: start.elapsed().as_secs_f64() })
+    }
+
+    /// What `--model` names must exist and be a .gguf file or a package directory: said before any
+    /// GPU work, in those words (not as a missing `manifest.json` under a path that is not there).
+    fn check_model_path(path: &Path) -> Result<(), Error> {
+        let what = "give a .gguf file or a package directory (with manifest.json)";
+        let problem = if !path.exists() {
+            "no such file or directory"
+        } else if path.is_file() && !is_gguf(path) {
+            "a file without the .gguf extension"
+        } else if path.is_dir() && !path.join("manifest.json").is_file() {
+            "a directory without manifest.json"
+        } else {
+            return Ok(());
+        };
+        Err(format!("--model {}: {problem}; {what}", path.display()).into())
     }
 
     /// A GGUF file (or one part of a split GGUF) rather than a package directory.

@@ -29,7 +29,7 @@ use crate::gpu::{Context, ContextOptions, GpuError};
 use crate::loader::gguf::GgufError;
 use crate::loader::gguf_stream::GgufStream;
 use crate::loader::{GpuTensor, LoadError, Manifest, ShardWriter};
-use crate::model::Config;
+use crate::model::{Config, ModelError};
 use crate::ops::attention::KvDtype;
 use crate::sampling::SamplingParams;
 
@@ -92,8 +92,6 @@ fn gpu_error(e: GpuError) -> JsValue {
         GpuError::OutOfMemory { bytes, .. } => {
             js_error("OUT_OF_MEMORY", &msg, &[("neededBytes", (*bytes as f64).into())])
         }
-        // A shape error while loading means the model does not match itself.
-        GpuError::Shape { op, .. } if matches!(*op, "load" | "config") => js_error("BAD_MODEL", &msg, &[]),
         _ => js_error(code_of(&e), &msg, &[]),
     }
 }
@@ -128,12 +126,28 @@ fn gguf_error(e: GgufError) -> JsValue {
     }
 }
 
+fn model_error(e: ModelError) -> JsValue {
+    let msg = e.to_string();
+    match e {
+        ModelError::Gpu(g) => gpu_error(g),
+        ModelError::TokenOutOfRange { id, vocab } => {
+            js_error("BAD_REQUEST", &msg, &[("tokenId", id.into()), ("vocab", vocab.into())])
+        }
+        ModelError::MissingTensor { name } | ModelError::TensorShape { name, .. } => {
+            js_error("BAD_MODEL", &msg, &[("tensor", name.into())])
+        }
+        ModelError::Config(_) => js_error("BAD_MODEL", &msg, &[]),
+    }
+}
+
 fn engine_error(e: EngineError) -> JsValue {
     let msg = e.to_string();
     match e {
         EngineError::Gpu(g) => gpu_error(g),
         EngineError::Load(l) => load_error(l, None),
         EngineError::Gguf(g) => gguf_error(g),
+        EngineError::Model(m) => model_error(m),
+        EngineError::InvalidOption { option, .. } => js_error("BAD_REQUEST", &msg, &[("option", option.into())]),
         EngineError::ContextOverflow { prompt, context } => {
             js_error("CONTEXT_OVERFLOW", &msg, &[("promptTokens", (prompt as u32).into()), ("context", context.into())])
         }

@@ -337,15 +337,20 @@ fn mixed_format_qkv_stacks_what_it_can() {
             &mut self,
             ctx: &webgpu_llm::Context,
             name: &str,
-        ) -> webgpu_llm::gpu::Result<webgpu_llm::ops::matmul::QuantMatrix> {
+        ) -> Result<webgpu_llm::ops::matmul::QuantMatrix, webgpu_llm::model::ModelError> {
             if !name.contains("v_proj") {
                 return self.0.matrix(ctx, name);
             }
             let (shape, data) = self.0.tensors.remove(name).unwrap();
             let packed = quantize(WeightFormat::Q8, &data, shape[0], shape[1]).unwrap();
-            webgpu_llm::ops::matmul::QuantMatrix::upload(ctx, name, &packed)
+            Ok(webgpu_llm::ops::matmul::QuantMatrix::upload(ctx, name, &packed)?)
         }
-        fn vector(&mut self, ctx: &webgpu_llm::Context, name: &str, len: u32) -> webgpu_llm::gpu::Result<wgpu::Buffer> {
+        fn vector(
+            &mut self,
+            ctx: &webgpu_llm::Context,
+            name: &str,
+            len: u32,
+        ) -> Result<wgpu::Buffer, webgpu_llm::model::ModelError> {
             self.0.vector(ctx, name, len)
         }
     }

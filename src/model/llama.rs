@@ -140,16 +140,11 @@ pub enum Input {
 
 impl State {
     /// Put `tokens` in the id buffer for an `Input::Ids` step; they are checked against `vocab`.
-    pub fn write_ids(&self, ctx: &Context, tokens: &[u32], vocab: u32) -> Result<()> {
+    pub fn write_ids(&self, ctx: &Context, tokens: &[u32], vocab: u32) -> super::error::Result<()> {
         ensure(!tokens.is_empty() && tokens.len() <= self.opts.max_batch as usize, "forward", || {
             format!("{} tokens in one step; the state holds 1..={}", tokens.len(), self.opts.max_batch)
         })?;
-        if let Some(&bad) = tokens.iter().find(|&&id| id >= vocab) {
-            return Err(crate::gpu::GpuError::Shape {
-                op: "forward",
-                message: format!("token id {bad} ≥ vocab {vocab}"),
-            });
-        }
+        super::error::check_ids(tokens, vocab)?;
         ctx.write(&self.ids, 0, bytemuck::cast_slice(tokens));
         Ok(())
     }

@@ -2,15 +2,18 @@
 //! KV cache, preallocated). `llama::forward` builds one step's kernels.
 
 pub mod config;
+pub mod error;
 pub mod llama;
 pub mod weights;
 
 pub use config::{Arch, Config, ConfigError};
+pub use error::{check_ids, ModelError};
 pub use llama::{forward, Choose, Input, Logits, State, StateOptions, PIPELINE};
 pub use weights::{CpuTensors, QuantPolicy, TensorSource, Weights};
 
-use crate::gpu::{ensure, Context, CopyAfter, Result};
+use crate::gpu::{ensure, Context, CopyAfter};
 use crate::sampling::{SamplingError, SamplingParams};
+use error::Result;
 
 /// What a submitted step sends back to the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,10 +120,10 @@ impl Model {
     }
 
     fn readback_copy(&self, read: Readback) -> Result<CopyAfter<'_>> {
-        match read {
-            Readback::Id => self.state.ids_back.copy_from(&self.state.next_id, 0),
-            Readback::Logits => self.state.logits_back.copy_from(&self.state.logits, 0),
-        }
+        Ok(match read {
+            Readback::Id => self.state.ids_back.copy_from(&self.state.next_id, 0)?,
+            Readback::Logits => self.state.logits_back.copy_from(&self.state.logits, 0)?,
+        })
     }
 
     fn submitted(&mut self, ctx: &Context, read: Readback, index: wgpu::SubmissionIndex) {
@@ -152,7 +155,7 @@ impl Model {
         let (cfg, s) = (&self.config, &self.state);
         ensure(pos < s.opts.context, "decode", || format!("position {pos} is past the context of {}", s.opts.context))?;
         if let Some(id) = token {
-            ensure(id < cfg.vocab, "decode", || format!("token id {id} ≥ vocab {}", cfg.vocab))?;
+            check_ids(&[id], cfg.vocab)?;
             ctx.write(&s.next_id, 0, bytemuck::bytes_of(&id));
         }
         s.set_pos(ctx, pos);
@@ -190,7 +193,7 @@ impl Model {
 
     /// Ids still in flight (pipelined steps past a stop), waited for and dropped.
     pub async fn drain_ids(&mut self, ctx: &Context) -> Result<()> {
-        self.state.ids_back.drain(ctx).await
+        Ok(self.state.ids_back.drain(ctx).await?)
     }
 
     /// Run `tokens` at positions `pos0..` and return the logits rows asked for: the last token's,
@@ -199,7 +202,7 @@ impl Model {
         let vocab = self.config.vocab as usize;
         if which == Logits::Last {
             self.run(ctx, tokens, pos0, which)?;
-            return ctx.read_f32(&self.state.logits, vocab).await;
+            return Ok(ctx.read_f32(&self.state.logits, vocab).await?);
         }
         let mut out = Vec::with_capacity(tokens.len() * vocab);
         let mut pos = pos0;

@@ -3,7 +3,8 @@
 //! `TensorSource`.
 
 use super::config::Config;
-use crate::gpu::{Context, GpuError, Result};
+use super::error::{ModelError, Result};
+use crate::gpu::{Context, GpuError};
 use crate::ops::matmul::QuantMatrix;
 use crate::quant::{quantize, WeightFormat};
 
@@ -55,9 +56,10 @@ pub struct Weights {
 
 fn expect_shape(name: &str, m: &QuantMatrix, n: u32, k: u32) -> Result<()> {
     if m.n != n || m.k != k {
-        return Err(GpuError::Shape {
-            op: "load",
-            message: format!("{name} is {}×{} but the config implies {n}×{k}", m.n, m.k),
+        return Err(ModelError::TensorShape {
+            name: name.into(),
+            found: format!("{}×{}", m.n, m.k),
+            expected: format!("{n}×{k}"),
         });
     }
     Ok(())
@@ -223,9 +225,7 @@ pub struct CpuTensors {
 
 impl CpuTensors {
     fn take(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        self.tensors
-            .remove(name)
-            .ok_or_else(|| GpuError::Shape { op: "load", message: format!("tensor `{name}` is missing") })
+        self.tensors.remove(name).ok_or_else(|| ModelError::MissingTensor { name: name.into() })
     }
 }
 
@@ -233,20 +233,25 @@ impl TensorSource for CpuTensors {
     fn matrix(&mut self, ctx: &Context, name: &str) -> Result<QuantMatrix> {
         let (shape, data) = self.take(name)?;
         let [n, k] = shape[..] else {
-            return Err(GpuError::Shape { op: "load", message: format!("{name} has shape {shape:?}, not 2-D") });
+            return Err(ModelError::TensorShape {
+                name: name.into(),
+                found: format!("{shape:?}"),
+                expected: "a 2-D matrix".into(),
+            });
         };
-        let packed = quantize(self.policy.format_for(name), &data, n, k)?;
-        QuantMatrix::upload(ctx, name, &packed)
+        let packed = quantize(self.policy.format_for(name), &data, n, k).map_err(GpuError::from)?;
+        Ok(QuantMatrix::upload(ctx, name, &packed)?)
     }
 
     fn vector(&mut self, ctx: &Context, name: &str, len: u32) -> Result<wgpu::Buffer> {
         let (shape, data) = self.take(name)?;
         if data.len() != len as usize {
-            return Err(GpuError::Shape {
-                op: "load",
-                message: format!("{name} has shape {shape:?} but {len} values are expected"),
+            return Err(ModelError::TensorShape {
+                name: name.into(),
+                found: format!("{shape:?}"),
+                expected: format!("{len} values"),
             });
         }
-        ctx.storage_init(name, bytemuck::cast_slice(&data))
+        Ok(ctx.storage_init(name, bytemuck::cast_slice(&data))?)
     }
 }
