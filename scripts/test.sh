@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, step 2: every kernel against its f64 CPU reference on the local GPU (lavapipe here),
-# the shader validation, the wasm32 (browser) build, and the kernels again in headless Chromium.
+# the shader validation, the wasm32 (browser) build, the kernels again in headless Chromium, the npm package
+# there, and the packed package in Vite and webpack apps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,4 +12,6 @@ cargo build --lib --target wasm32-unknown-unknown
 CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test browser_kernels
 # The npm package in headless Chromium: native-equal tokens, worker, cache, integrity, 1 GiB memory bound.
 bash scripts/test-browser.sh
-echo "test.sh: native tests, the wasm32 build, the kernels and the npm package in the browser passed"
+# The packed package (prepack check) in fresh Vite and webpack 5 apps, production builds in Chromium (~1 min).
+bash scripts/test-bundlers.sh
+echo "test.sh: native tests, the wasm32 build, the kernels, the npm package in the browser and in Vite/webpack builds passed"
