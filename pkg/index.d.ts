@@ -35,7 +35,7 @@ export interface EngineOptions {
   context?: number;
   /** KV-cache precision; default `"f16"` (half the memory of `"f32"`). */
   kv?: "f16" | "f32";
-  /** Most prompt tokens processed per GPU pass during prefill (activation memory vs speed); default 64. */
+  /** Most prompt tokens processed per GPU pass during prefill (activation memory vs speed); default 128 (the engine's `OpenOptions`). */
   maxBatch?: number;
   /** Aborts the load (rejects with ABORTED). */
   signal?: AbortSignal;
@@ -150,7 +150,8 @@ export interface GpuInfo {
 }
 
 export interface GenerateOptions {
-  /** Most tokens to generate. */
+  /** Most tokens to generate (default 256); at least 1 (0 is BAD_REQUEST, as in OpenAI's API). More than the
+   * context leaves (or `Infinity`) generates until the context is full, with finishReason "length". */
   maxTokens?: number;
   /** 0 (the default) = greedy. */
   temperature?: number;

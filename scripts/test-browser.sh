@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # npm deps first: build-pkg.sh's wasm-opt and the runner's playwright-core (never `playwright install`:
 # the browser is Debian's Chromium).
 [ -d node_modules/playwright-core ] && [ -d node_modules/binaryen ] || npm install --no-audit --no-fund >/dev/null
+# Every error code the package raises is documented (pkg/README.md's Troubleshooting); no browser needed.
+node tests/package/error-codes.mjs
 bash scripts/build-pkg.sh
 cargo build --release --bin webgpu-llm
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"

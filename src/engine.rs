@@ -383,7 +383,7 @@ impl Default for OpenOptions {
 
 /// The KV cache length: asked for, or the model's maximum capped at 4096. One layer's K (or V)
 /// cache is one binding, so positions × kv_dim × element size must fit the binding limit.
-fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOptions) -> Result<u32> {
+pub fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &OpenOptions) -> Result<u32> {
     let bytes_per_pos = config.kv_dim() as u64 * if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
     let device_max = (ctx.max_binding_bytes() / bytes_per_pos).min(u32::MAX as u64) as u32;
     if opts.max_batch == 0 {

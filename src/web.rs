@@ -22,8 +22,8 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::chat::Message;
 use crate::engine::{
-    engine_from_gguf, engine_from_package, kv_cache_bytes, Engine, EngineError, Event, Finish, GenerateOptions,
-    OpenOptions,
+    engine_from_gguf, engine_from_package, kv_cache_bytes, resolve_context, Engine, EngineError, Event, Finish,
+    GenerateOptions, OpenOptions,
 };
 use crate::gpu::{Context, ContextOptions, GpuError};
 use crate::loader::gguf::GgufError;
@@ -159,6 +159,11 @@ fn engine_error(e: EngineError) -> JsValue {
     }
 }
 
+fn parse_messages(messages: JsValue) -> Result<Vec<Message>, JsValue> {
+    serde_wasm_bindgen::from_value(messages)
+        .map_err(|e| bad_request(format!("messages must be [{{role, content}}] with string content: {e}")))
+}
+
 fn busy() -> JsValue {
     js_error("BUSY", "the engine is generating; wait for it to finish or call abort() first", &[])
 }
@@ -184,10 +189,20 @@ struct LoadOptions {
     context: Option<u32>,
     kv: Option<String>,
     max_batch: Option<u32>,
+    /// GGUF: the expected SHA-256 of each part (one string for a single file).
+    sha256: Option<OneOrMany>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 impl LoadOptions {
-    fn parse(v: JsValue) -> Result<OpenOptions, JsValue> {
+    /// The engine's options (its defaults where none is given; it checks them) and the GGUF hashes.
+    fn parse(v: JsValue) -> Result<(OpenOptions, Vec<String>), JsValue> {
         let o: LoadOptions = if v.is_undefined() || v.is_null() {
             Self::default()
         } else {
@@ -198,18 +213,62 @@ impl LoadOptions {
             Some("f32") => KvDtype::F32,
             Some(other) => return Err(bad_request(format!("kv must be \"f16\" or \"f32\", not {other:?}"))),
         };
-        let max_batch = o.max_batch.unwrap_or(64);
-        if max_batch == 0 {
-            return Err(bad_request("maxBatch must be at least 1"));
+        let d = OpenOptions::default();
+        let opts = OpenOptions { context: o.context, kv_dtype, max_batch: o.max_batch.unwrap_or(d.max_batch) };
+        let hashes = match o.sha256 {
+            None => Vec::new(),
+            Some(OneOrMany::One(h)) => vec![h],
+            Some(OneOrMany::Many(v)) => v,
+        };
+        let hashes: Vec<String> = hashes.into_iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+        if let Some(h) = hashes.iter().find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(bad_request(format!("sha256 {h:?} is not 64 hex digits")));
         }
-        Ok(OpenOptions { context: o.context, kv_dtype, max_batch })
+        Ok((opts, hashes))
     }
 }
 
+/// The field names a derived `Deserialize` struct takes (after `rename_all`), read by asking it to
+/// deserialize from a deserializer that only records them.
+fn struct_fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor};
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Error::custom("fields recorded"))
+        }
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(Error::custom("not a struct"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// A GGUF part's SHA-256, computed over the bytes as they are written (`restartShard` starts it over).
+struct PartHash {
+    expected: String,
+    hasher: crate::loader::Sha256Hex,
+}
+
+/// generate()'s options: the one list of their names (an unknown name is BAD_REQUEST, naming these).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct JsGenerateOptions {
-    max_tokens: Option<u32>,
+    /// A JS number: past u32 (or Infinity) it means "until the context is full".
+    max_tokens: Option<f64>,
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<u32>,
@@ -228,6 +287,19 @@ impl JsGenerateOptions {
         let o: Self = if v.is_undefined() || v.is_null() {
             Self::default()
         } else {
+            // serde_wasm_bindgen reads only the struct's fields, so unknown names are found here.
+            let known = struct_fields::<Self>();
+            if let Some(k) = js_sys::Object::keys(&v.clone().into())
+                .iter()
+                .filter_map(|k| k.as_string())
+                .find(|k| !known.contains(&k.as_str()))
+            {
+                return Err(js_error(
+                    "BAD_REQUEST",
+                    &format!("unknown option `{k}`; generate() takes {}", known.join(", ")),
+                    &[("option", k.into())],
+                ));
+            }
             serde_wasm_bindgen::from_value(v).map_err(bad_request)?
         };
         let d = SamplingParams::default();
@@ -251,7 +323,11 @@ impl JsGenerateOptions {
         };
         let defaults = GenerateOptions::default();
         Ok(GenerateOptions {
-            max_tokens: o.max_tokens.unwrap_or(defaults.max_tokens),
+            max_tokens: match o.max_tokens {
+                None => defaults.max_tokens,
+                Some(n) if n >= 0.0 && (n.fract() == 0.0 || n == f64::INFINITY) => n.min(u32::MAX as f64) as u32,
+                Some(n) => return Err(bad_request(format!("maxTokens must be a whole number, not {n}"))),
+            },
             sampling,
             stop: o.stop.unwrap_or_default(),
         })
@@ -304,7 +380,7 @@ struct LoadPlan {
 enum Loading {
     Idle,
     Package { writer: ShardWriter<'static>, opts: OpenOptions },
-    Gguf { stream: GgufStream<'static>, opts: OpenOptions },
+    Gguf { stream: GgufStream<'static>, opts: OpenOptions, hashes: Vec<PartHash> },
 }
 
 struct Inner {
@@ -320,13 +396,11 @@ pub struct WasmEngine {
     abort: Rc<Cell<bool>>,
 }
 
-/// KV cache bytes for `config` with `opts` (the context `finishLoad` will pick, capped at what one
-/// binding holds).
-fn kv_bytes(ctx: &Context, config: &Config, opts: &OpenOptions) -> u64 {
-    let per = if opts.kv_dtype == KvDtype::F16 { 2 } else { 4 };
-    let device_max = ctx.max_binding_bytes() / (config.kv_dim() as u64 * per).max(1);
-    let context = opts.context.map_or(config.max_position.min(4096) as u64, |c| c as u64).min(device_max);
-    kv_cache_bytes(config, context as u32, opts.kv_dtype)
+/// KV cache bytes for `config` with `opts`: the context the engine will resolve (its checks
+/// too, so a bad option or a device too small fails before any download).
+fn kv_bytes(ctx: &Context, config: &Config, opts: &OpenOptions) -> Result<u64, JsValue> {
+    let context = resolve_context(ctx, config, opts).map_err(engine_error)?;
+    Ok(kv_cache_bytes(config, context, opts.kv_dtype))
 }
 
 fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {
@@ -416,7 +490,7 @@ impl WasmEngine {
     /// model that does not fit fails before any download. Resolves with the shards to stream.
     #[wasm_bindgen(js_name = beginPackage)]
     pub async fn begin_package(&self, manifest_json: String, options: JsValue) -> Result<JsValue, JsValue> {
-        let opts = LoadOptions::parse(options)?;
+        let (opts, _) = LoadOptions::parse(options)?; // a package's hashes are in its manifest
         let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| load_error(e.into(), None))?;
         let config = Config::from_hf(&manifest.architecture).map_err(|e| js_error("BAD_MODEL", &e.to_string(), &[]))?;
         {
@@ -425,7 +499,7 @@ impl WasmEngine {
             inner.engine = None;
             inner.info = None;
         }
-        let kv = kv_bytes(self.ctx, &config, &opts);
+        let kv = kv_bytes(self.ctx, &config, &opts)?;
         let weights = manifest.total_bytes();
         let ctx = self.ctx;
         let what = format!("the model's weights ({} tensors)", manifest.tensors.len());
@@ -451,17 +525,26 @@ impl WasmEngine {
     /// Start loading a GGUF of these part sizes (one file, or a split model's parts in order).
     #[wasm_bindgen(js_name = beginGguf)]
     pub fn begin_gguf(&self, part_sizes: Vec<f64>, options: JsValue) -> Result<JsValue, JsValue> {
-        let opts = LoadOptions::parse(options)?;
+        let (opts, hashes) = LoadOptions::parse(options)?;
         if part_sizes.iter().any(|&s| !(s >= 0.0 && s.fract() == 0.0)) {
             return Err(bad_request("part sizes must be whole byte counts"));
         }
+        if !hashes.is_empty() && hashes.len() != part_sizes.len() {
+            return Err(bad_request(format!(
+                "sha256: {} hashes given for {} GGUF parts",
+                hashes.len(),
+                part_sizes.len()
+            )));
+        }
+        let hashes: Vec<PartHash> =
+            hashes.into_iter().map(|expected| PartHash { expected, hasher: Default::default() }).collect();
         let sizes: Vec<u64> = part_sizes.iter().map(|&s| s as u64).collect();
         let stream = GgufStream::new(self.ctx, sizes.clone()).map_err(gguf_error)?;
         let total = stream.total_bytes();
         let mut inner = self.inner()?;
         inner.engine = None;
         inner.info = None;
-        inner.loading = Loading::Gguf { stream, opts };
+        inner.loading = Loading::Gguf { stream, opts, hashes };
         let n = sizes.len();
         let plan = LoadPlan {
             kind: "gguf",
@@ -490,7 +573,12 @@ impl WasmEngine {
                     let m = writer.manifest().clone();
                     return r.map_err(|e| load_error(e, Some(&m)));
                 }
-                Loading::Gguf { stream, .. } => stream.header_pending(index as usize),
+                Loading::Gguf { stream, hashes, .. } => {
+                    if let Some(h) = hashes.get_mut(index as usize) {
+                        h.hasher.update(&bytes);
+                    }
+                    stream.header_pending(index as usize)
+                }
             }
         };
         if !header_pending {
@@ -524,7 +612,23 @@ impl WasmEngine {
                 let m = writer.manifest().clone();
                 r.map_err(|e| load_error(e, Some(&m)))
             }
-            Loading::Gguf { stream, .. } => stream.finish_part(index as usize).map_err(gguf_error),
+            Loading::Gguf { stream, hashes, .. } => {
+                // The hash first: a part that fails it is still the one being read, so it can restart.
+                let Some(h) = hashes.get_mut(index as usize) else {
+                    return stream.finish_part(index as usize).map_err(gguf_error);
+                };
+                let got = std::mem::take(&mut h.hasher).finish();
+                if got == h.expected {
+                    return stream.finish_part(index as usize).map_err(gguf_error);
+                }
+                let n = hashes.len();
+                let msg = format!(
+                    "part {} of {n}: sha256 {got}, but {} was expected",
+                    index + 1,
+                    hashes[index as usize].expected
+                );
+                Err(js_error("BAD_MODEL", &msg, &[("shard", index.into())]))
+            }
         }
     }
 
@@ -535,7 +639,12 @@ impl WasmEngine {
         match &mut inner.loading {
             Loading::Idle => Err(bad_request("restartShard() with no load in progress")),
             Loading::Package { writer, .. } => writer.restart_shard(index as usize).map_err(|e| load_error(e, None)),
-            Loading::Gguf { stream, .. } => stream.restart_part(index as usize).map_err(gguf_error),
+            Loading::Gguf { stream, hashes, .. } => {
+                if let Some(h) = hashes.get_mut(index as usize) {
+                    h.hasher = Default::default();
+                }
+                stream.restart_part(index as usize).map_err(gguf_error)
+            }
         }
     }
 
@@ -581,7 +690,7 @@ impl WasmEngine {
                 .await?;
                 (engine, weight_bytes)
             }
-            Loading::Gguf { stream, opts } => {
+            Loading::Gguf { stream, opts, .. } => {
                 let (file, mut tensors, mut kept) = stream.finish().map_err(gguf_error)?;
                 let weight_bytes = tensor_bytes(&tensors);
                 let engine = checked(ctx, "the KV cache and activations", 0, || {
@@ -647,9 +756,18 @@ impl WasmEngine {
     /// The model's chat template over `[{role, content}]`, with the assistant prompt appended.
     #[wasm_bindgen(js_name = applyChatTemplate)]
     pub fn apply_chat_template(&self, messages: JsValue) -> Result<String, JsValue> {
-        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
-            .map_err(|e| bad_request(format!("messages must be [{{role, content}}]: {e}")))?;
+        let messages = parse_messages(messages)?;
         self.with_engine(|e| e.render_chat(&messages).map_err(engine_error))
+    }
+
+    /// Token ids of a chat (`Engine::encode_chat`: the template, tokenized without added specials).
+    #[wasm_bindgen(js_name = encodeChat)]
+    pub fn encode_chat(&self, messages: JsValue) -> Result<Uint32Array, JsValue> {
+        let messages = parse_messages(messages)?;
+        self.with_engine(|e| {
+            let ids = e.encode_chat(&messages).map_err(engine_error)?;
+            Ok(Uint32Array::from(&ids[..]))
+        })
     }
 
     /// Generate after `prompt` (token ids); `on_event` gets `{type: "prefilled", promptTokens,

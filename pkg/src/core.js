@@ -7,21 +7,6 @@ import { createWasmEngine, wasmMemoryBytes } from "./wasm.js";
 import { loadModel } from "./loader.js";
 import { BadRequestError, BusyError, abortError, throwIfAborted, toLlmError } from "./errors.js";
 
-/** Options passed through to the wasm sampler (names as in GenerateOptions). */
-export const SAMPLING_KEYS = [
-  "maxTokens",
-  "temperature",
-  "topP",
-  "topK",
-  "minP",
-  "repetitionPenalty",
-  "presencePenalty",
-  "frequencyPenalty",
-  "seed",
-  "logitBias",
-  "stop",
-];
-
 export class LocalCore {
   /** @param {object} wasm WasmEngine */
   constructor(wasm) {
@@ -68,7 +53,8 @@ export class LocalCore {
       const t0 = performance.now();
       const ids = this.tokenize(input);
       const sampling = {};
-      for (const k of SAMPLING_KEYS) if (options[k] !== undefined && options[k] !== null) sampling[k] = options[k];
+      // Every option goes to the wasm, which owns their names (unknown ones are BAD_REQUEST there).
+      for (const [k, v] of Object.entries(options)) if (v !== undefined && v !== null) sampling[k] = v;
       if (typeof sampling.stop === "string") sampling.stop = [sampling.stop];
       let tPrefilled;
       let tFirst;
@@ -115,11 +101,9 @@ export class LocalCore {
 
   tokenize(input) {
     try {
-      if (input.messages) {
-        const text = this.wasm.applyChatTemplate(input.messages);
-        return this.wasm.encode(text, false);
-      }
-      if (input.tokens) return Uint32Array.from(input.tokens);
+      if (input.messages) return this.wasm.encodeChat(input.messages);
+      if (input.tokens) return tokenIds(input.tokens);
+      if (String(input.prompt) === "") throw new BadRequestError("the prompt is empty");
       return this.wasm.encode(String(input.prompt), true);
     } catch (err) {
       throw toLlmError(err);
@@ -179,4 +163,18 @@ export class LocalCore {
       wasm.free();
     }
   }
+}
+
+/** Token ids as the wasm takes them; JS numbers that are not u32 (negative, fractional, NaN) would be
+ * wrapped or truncated silently, so they are refused here (the vocabulary range is the engine's check). */
+function tokenIds(tokens) {
+  const ids = new Uint32Array(tokens.length);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (!Number.isInteger(t) || t < 0 || t > 0xffffffff) {
+      throw new BadRequestError(`prompt token ${i} is ${t}: token ids are whole numbers from 0`, { index: i });
+    }
+    ids[i] = t;
+  }
+  return ids;
 }

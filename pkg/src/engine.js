@@ -2,7 +2,7 @@
 // LocalCore (wasm on this thread) or a WorkerCore (wasm in a Web Worker). Both have the same methods,
 // so everything here is shared and the two engines behave the same.
 
-import { LocalCore, SAMPLING_KEYS } from "./core.js";
+import { LocalCore } from "./core.js";
 import { GenerationStream } from "./stream.js";
 import { createChatCompletion } from "./openai.js";
 import { BadRequestError, BusyError, toLlmError } from "./errors.js";
@@ -36,9 +36,6 @@ export function checkOptions(options) {
   }
   return options;
 }
-
-/** The options generate() takes besides `signal` (the wasm sampler's names). */
-const GENERATE_OPTIONS = new Set(SAMPLING_KEYS);
 
 export class Engine {
   #core;
@@ -98,10 +95,6 @@ export class Engine {
       );
     }
     const { signal, ...sampling } = options;
-    const unknown = Object.keys(sampling).filter((k) => !GENERATE_OPTIONS.has(k) && sampling[k] !== undefined);
-    if (unknown.length) {
-      throw new BadRequestError(`generate: unknown option(s) ${unknown.join(", ")}; see GenerateOptions in index.d.ts`);
-    }
     const stream = new GenerationStream(() => this.#core.abort());
     // The engine is idle again before the stream settles, so code awaiting the stream can start
     // the next generation at once.

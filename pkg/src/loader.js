@@ -5,7 +5,7 @@
 // Package:  manifest.json → beginPackage → per shard: stream, finishShard (sha256, in wasm) →
 //           tokenizer files (text) → finishLoad.
 // GGUF:     sizes (cache record, first response's Content-Length, or HEAD) → beginGguf → per part:
-//           stream, finishShard (size; sha256 in JS when the caller gave one) → finishLoad.
+//           stream, finishShard (size; sha256 in wasm when the caller gave one) → finishLoad.
 // A shard whose bytes fail a check is dropped from the cache and fetched again once from the
 // network; a second failure is reported (BAD_MODEL). A download that breaks off resumes with an
 // HTTP Range request, within a load (up to MAX_RETRIES times) and across loads (from the first
@@ -13,7 +13,6 @@
 
 import { ProgressTracker } from "./progress.js";
 import { PART_BYTES, PartSink, cacheable, metaKey, openStore, partKey, partLength } from "./cache.js";
-import { Sha256 } from "./sha256.js";
 import {
   BadModelError,
   BadRequestError,
@@ -133,7 +132,7 @@ export async function loadModel(wasm, options, { onProgress, signal } = {}) {
 
 function wasmLoadOptions(options) {
   const out = {};
-  for (const k of ["context", "kv", "maxBatch"]) if (options[k] !== undefined) out[k] = options[k];
+  for (const k of ["context", "kv", "maxBatch", "sha256"]) if (options[k] !== undefined) out[k] = options[k];
   return out;
 }
 
@@ -281,10 +280,6 @@ async function getText(ctx, url, what) {
 async function loadGguf(ctx, parts) {
   const { wasm, progress } = ctx;
   progress.setPhase("manifest", { file: parts[0].name });
-  const hashes = ctx.sha256 === undefined ? [] : [ctx.sha256].flat();
-  if (hashes.length && hashes.length !== parts.length) {
-    throw new BadRequestError(`sha256: ${hashes.length} hashes given for ${parts.length} GGUF parts`);
-  }
   const sizes = [];
   for (let i = 0; i < parts.length; i++) sizes.push(await partSize(ctx, parts[i], i === 0));
   try {
@@ -292,7 +287,7 @@ async function loadGguf(ctx, parts) {
   } catch (err) {
     throw decorate(toLlmError(err), parts[0].url ?? parts[0].name);
   }
-  const shards = parts.map((p, i) => ({ ...p, bytes: sizes[i], jsSha256: hashes[i]?.toLowerCase() }));
+  const shards = parts.map((p, i) => ({ ...p, bytes: sizes[i] }));
   progress.setShards(shards);
   await planCache(ctx, shards);
   for (let i = 0; i < shards.length; i++) await loadShard(ctx, i, shards[i]);
@@ -378,19 +373,9 @@ function mib(bytes) {
 async function loadShard(ctx, i, shard) {
   const { wasm, store, progress } = ctx;
   for (let attempt = 0; ; attempt++) {
-    const hasher = shard.jsSha256 ? new Sha256() : null;
     try {
-      await streamShard(ctx, i, shard, { allowCache: attempt === 0, hasher });
-      await wasm.finishShard(i);
-      if (hasher) {
-        const got = hasher.hex();
-        if (got !== shard.jsSha256) {
-          throw new BadModelError(`${shard.name}: sha256 ${got}, but ${shard.jsSha256} was expected`, {
-            shard: i,
-            file: shard.name,
-          });
-        }
-      }
+      await streamShard(ctx, i, shard, { allowCache: attempt === 0 });
+      await wasm.finishShard(i); // size, and sha256 (package manifest, or the caller's for GGUF)
       if (store && shard.url && cacheable(shard.url)) {
         await store.putJSON(metaKey(shard.url), { ...(shard.meta ?? {}), bytes: shard.bytes, partBytes: PART_BYTES, complete: true });
       }
@@ -432,11 +417,11 @@ async function deleteEntries(store, url, bytes) {
 }
 
 /** One pass over shard `i`'s bytes: File, cached parts, then the network for whatever is missing. */
-async function streamShard(ctx, i, shard, { allowCache, hasher }) {
+async function streamShard(ctx, i, shard, { allowCache }) {
   const { store, progress } = ctx;
   if (shard.blob) {
     progress.setPhase("read", { shard: i, file: shard.name, fromCache: false });
-    const end = await pump(ctx, i, shard, shard.blob.stream(), 0, null, hasher);
+    const end = await pump(ctx, i, shard, shard.blob.stream(), 0, null);
     if (end !== shard.bytes) throw new BadModelError(`${shard.name}: read ${end} bytes of ${shard.bytes}`);
     return;
   }
@@ -459,13 +444,12 @@ async function streamShard(ctx, i, shard, { allowCache, hasher }) {
         for (let p = 0; p < k; p++) {
           const stream = await store.readPart(partKey(url, p));
           if (!stream) throw new Error(`cached part ${p} vanished`);
-          offset = await pump(ctx, i, shard, stream, offset, null, hasher);
+          offset = await pump(ctx, i, shard, stream, offset, null);
         }
       } catch (err) {
         if (ctx.signal?.aborted || !(err instanceof ReadFailure || err?.message?.startsWith("cached part"))) throw err;
         // The cache could not be read back (evicted, damaged): fetch this shard from scratch.
         await ctx.wasm.restartShard(i);
-        hasher?.reset();
         offset = 0;
         progress.setShardBytes(i, 0);
       }
@@ -473,7 +457,7 @@ async function streamShard(ctx, i, shard, { allowCache, hasher }) {
     }
   }
   progress.setPhase("download", { shard: i, file: shard.name, fromCache: false });
-  await download(ctx, i, shard, offset, useStore ? meta : undefined, hasher);
+  await download(ctx, i, shard, offset, useStore ? meta : undefined);
 }
 
 /**
@@ -481,7 +465,7 @@ async function streamShard(ctx, i, shard, { allowCache, hasher }) {
  * transfer are resumed with Range requests; a server that answers a Range request with the whole
  * file (or whose file changed since the cached parts were stored) restarts the shard at byte 0.
  */
-async function download(ctx, i, shard, offset, meta, hasher) {
+async function download(ctx, i, shard, offset, meta) {
   const { wasm, store, progress } = ctx;
   const url = shard.url;
   const useStore = !!store && cacheable(url);
@@ -553,7 +537,7 @@ async function download(ctx, i, shard, offset, meta, hasher) {
       }
       const before = offset;
       try {
-        offset = await pump(ctx, i, shard, resp.body, offset, sink, hasher);
+        offset = await pump(ctx, i, shard, resp.body, offset, sink);
       } catch (err) {
         if (!(err instanceof ReadFailure)) throw err;
         offset = err.offset;
@@ -576,7 +560,6 @@ async function download(ctx, i, shard, offset, meta, hasher) {
 
   async function restart() {
     await wasm.restartShard(i);
-    hasher?.reset();
     sink?.restart();
     offset = 0;
     progress.setShardBytes(i, 0);
@@ -608,10 +591,10 @@ class ReadFailure extends Error {
 }
 
 /**
- * Copy `stream` into shard `i` from `offset` (and into `sink`, and `hasher`) until it ends.
+ * Copy `stream` into shard `i` from `offset` (and into `sink`) until it ends.
  * Returns the new offset; throws ReadFailure when the stream errors.
  */
-async function pump(ctx, i, shard, stream, offset, sink, hasher) {
+async function pump(ctx, i, shard, stream, offset, sink) {
   const { wasm, progress, signal } = ctx;
   const reader = stream.getReader();
   let done = false;
@@ -641,7 +624,6 @@ async function pump(ctx, i, shard, stream, offset, sink, hasher) {
       for (let o = 0; o < chunk.length; o += MAX_WRITE_BYTES) {
         await wasm.write(i, o === 0 && chunk.length <= MAX_WRITE_BYTES ? chunk : chunk.subarray(o, o + MAX_WRITE_BYTES));
       }
-      hasher?.update(chunk);
       if (sink) await sink.write(chunk);
       offset += chunk.length;
       progress.setShardBytes(i, offset);

@@ -7,9 +7,11 @@
 // Scenarios (names for --only):
 //   gguf-main    SmolLM2-135M GGUF loaded by createEngine from the local server: greedy token ids equal
 //                the native CLI's for the same prompt; tok/s, load MB/s (network)
-//   kv-reuse     the same prompt again on that engine: the KV prefix is reused and the tokens stay right
+//   kv-reuse     the same prompt again on that engine: the KV prefix is reused and the tokens stay right;
+//                then the API input matrix (bad ids, options, messages → typed errors; engine usable)
 //   worker       the same through createWorkerEngine; OpenAI-shaped stream (deltas = text, usage);
-//                BUSY for an overlapping generate; abort mid-generation, then a new generation works
+//                BUSY for an overlapping generate; abort mid-generation, then a new generation works;
+//                the input matrix through the worker; generate after unload → BAD_REQUEST
 //   cache        browser restarted on the same profile: the GGUF loads from the Cache API with zero
 //                model requests (and the same tokens); a package through OPFS: 2nd load, zero requests
 //   integrity    package with 16 MiB shards: a shard corrupted on every response → BAD_MODEL naming
@@ -281,6 +283,7 @@ async function scenarioKvReuse(S, F) {
   check(eqArrays(g.ids, S.ref.ids.slice(0, n)),
     `the same prompt again (KV prefix reused: ${g.result?.reusedTokens} tokens) gives ${JSON.stringify(g.ids)} ${JSON.stringify(g.text)}, native ${JSON.stringify(S.ref.ids.slice(0, n))} ${JSON.stringify(S.ref.texts.slice(0, n).join(""))}`);
   check(g.result?.reusedTokens === S.ref.promptIds.length - 1, `reusedTokens ${g.result?.reusedTokens}, expected ${S.ref.promptIds.length - 1}`);
+  await checkInputMatrix(page, id, S.ref.ids, F, "page");
   const u = await H(page, "unload", id);
   check(u.ok, `unload failed: ${errText(u.error)}`);
   await page.close();
@@ -372,8 +375,12 @@ async function scenarioWorker(S, F) {
   const g3 = await H(page, "generate", r.id, PROMPT, { maxTokens: 1, temperature: 0 });
   check(!g3.error && eqArrays(g3.ids, S.ref.ids.slice(0, 1)), `after resetChat: ${JSON.stringify(g3.ids)} ${errText(g3.error)}`);
   check(g3.result?.reusedTokens === 0, `after resetChat reusedTokens = ${g3.result?.reusedTokens}`);
-  const un = await H(page, "unload", r.id);
+  await checkInputMatrix(page, r.id, S.ref.ids, F, "worker");
+  const un = await H(page, "unload", r.id, true);
   check(un.ok, `worker unload failed: ${errText(un.error)}`);
+  // After unload: a typed error, not a hang or INTERNAL.
+  const gu = await H(page, "generate", r.id, PROMPT, { maxTokens: 1 });
+  check(gu.error?.code === "BAD_REQUEST" || gu.resultError?.code === "BAD_REQUEST", `generate after unload: ${JSON.stringify(gu.error ?? gu.resultError ?? gu.result)}`);
   await page.close();
 }
 
@@ -512,6 +519,14 @@ async function scenarioIntegrity(S, F) {
   const g4 = await H(page, "generate", d2.id, PROMPT, { maxTokens: 1, temperature: 0 });
   check(!g4.error && eqArrays(g4.ids, S.ref.ids.slice(0, 1)), `after a resumed load: ${JSON.stringify(g4.ids)} ${errText(g4.error)}`);
   await H(page, "unload", d2.id);
+  // (e) a GGUF whose bytes do not match the caller's sha256 (hashed in wasm as they stream): dropped from
+  //     the cache, fetched once more, then BAD_MODEL naming both hashes.
+  const wrongSha = ggufSha.replace(/^./, (c) => (c === "0" ? "1" : "0"));
+  const e1 = await H(page, "create", { options: { model: ggufPath, sha256: wrongSha } });
+  check(!e1.ok && e1.error.code === "BAD_MODEL" && e1.error.message.includes(wrongSha) && e1.error.message.includes(ggufSha) && e1.error.shard === 0,
+    `a wrong sha256 gave ${e1.ok ? "success" : errText(e1.error)} ${JSON.stringify(e1.error)}`);
+  check(/again/.test(e1.error?.message ?? ""), `a wrong sha256 was not re-fetched once: ${e1.error?.message}`);
+  F.wrongSha = e1.error?.message?.slice(0, 120);
   await page.close();
 }
 
@@ -584,6 +599,43 @@ async function scenarioBadUrl(S, F) {
   check(!c.ok && c.error.code === "NETWORK", `a 404 GGUF gave ${c.ok ? "success" : errText(c.error)}`);
   F.missingGguf = c.error.message;
   await page.close();
+}
+
+/** The API input matrix (the page engine, then the worker engine): every bad request is a typed error
+ * naming the problem, the engine is not left busy, and it then generates the native tokens. */
+async function checkInputMatrix(page, id, refIds, F, label) {
+  const n = 2;
+  const m = await H(page, "inputMatrix", id, PROMPT, n);
+  const vocab = m.vocab;
+  check(Number.isInteger(vocab) && vocab > 0, `${label}: modelInfo.vocab ${vocab}`);
+  const want = {
+    "empty text": ["BAD_REQUEST", /empty/],
+    "empty ids": ["BAD_REQUEST", /empty/],
+    "id = vocab": ["BAD_REQUEST", new RegExp(`token id ${vocab}\\b`), (e) => e.tokenId === vocab && e.vocab === vocab],
+    "id -1": ["BAD_REQUEST", /token 1 is -1/, (e) => e.index === 1],
+    "id 1.5": ["BAD_REQUEST", /token 1 is 1\.5/],
+    "maxTokens 0": ["BAD_REQUEST", /max_tokens/, (e) => e.option === "max_tokens"],
+    "maxTokens 2.5": ["BAD_REQUEST", /maxTokens/],
+    "temperature NaN": ["BAD_REQUEST", /temperature/],
+    "temperature -1": ["BAD_REQUEST", /temperature/],
+    "topP 0": ["BAD_REQUEST", /top_p/],
+    "topP 1.5": ["BAD_REQUEST", /top_p/],
+    "unknown option": ["BAD_REQUEST", /temprature/],
+    "role robot": ["BAD_REQUEST", /robot/],
+    "no content": ["BAD_REQUEST", /content/],
+    "no messages": ["BAD_REQUEST", /messages/],
+  };
+  for (const [name, [code, re, extra]] of Object.entries(want)) {
+    const r = m[name];
+    const e = r?.error;
+    check(r && !r.ok && e?.code === code && re.test(e.message) && (!extra || extra(e)),
+      `${label} ${name}: ${r?.ok ? "succeeded" : `${e?.code} ${JSON.stringify(e?.message)} ${JSON.stringify(e)}`} (want ${code} matching ${re})`);
+    check(r?.busyAfter === false, `${label} ${name}: engine busy afterwards`);
+  }
+  const after = m["after idle aborts"];
+  check(after?.ok && after.result?.finishReason === "length" && eqArrays(after.result?.tokenIds, refIds.slice(0, n)),
+    `${label} after the bad requests and idle aborts: ${JSON.stringify(after)}`);
+  F[`inputs_${label}`] = `${Object.keys(want).length} bad requests typed; then ${n} native tokens`;
 }
 
 const SCENARIOS = [

@@ -236,6 +236,60 @@ const H = {
     };
   },
 
+  /**
+   * The API input matrix on one engine: each bad request's error (from the stream's result and from
+   * create()), with `busy` after it; abort() when idle; then `prompt` for `maxTokens` greedy tokens.
+   */
+  async inputMatrix(id, prompt, maxTokens) {
+    const engine = engines.get(id);
+    const vocab = engine.modelInfo.vocab;
+    const settle = async (stream) => {
+      try {
+        for await (const _ of stream) {
+          // drain
+        }
+        return { ok: true, result: await stream.result };
+      } catch (e) {
+        return { ok: false, error: errJson(e) };
+      }
+    };
+    const gen = (p, o) => settle(engine.generate(p, o));
+    const chat = async (request) => {
+      try {
+        return { ok: true, response: await engine.chat.completions.create(request) };
+      } catch (e) {
+        return { ok: false, error: errJson(e) };
+      }
+    };
+    const cases = {
+      "empty text": () => gen("", { maxTokens: 2 }),
+      "empty ids": () => gen([], { maxTokens: 2 }),
+      "id = vocab": () => gen([1, vocab], { maxTokens: 2 }),
+      "id -1": () => gen([1, -1], { maxTokens: 2 }),
+      "id 1.5": () => gen([1, 1.5], { maxTokens: 2 }),
+      "maxTokens 0": () => gen(prompt, { maxTokens: 0 }),
+      "maxTokens 2.5": () => gen(prompt, { maxTokens: 2.5 }),
+      "temperature NaN": () => gen(prompt, { maxTokens: 2, temperature: NaN }),
+      "temperature -1": () => gen(prompt, { maxTokens: 2, temperature: -1 }),
+      "topP 0": () => gen(prompt, { maxTokens: 2, temperature: 0.5, topP: 0 }),
+      "topP 1.5": () => gen(prompt, { maxTokens: 2, temperature: 0.5, topP: 1.5 }),
+      "unknown option": () => gen(prompt, { maxTokens: 2, temprature: 0.5 }),
+      "role robot": () => chat({ messages: [{ role: "user", content: "hi" }, { role: "robot", content: "beep" }], max_tokens: 2 }),
+      "no content": () => chat({ messages: [{ role: "user" }], max_tokens: 2 }),
+      "no messages": () => chat({ messages: [], max_tokens: 2 }),
+    };
+    const out = { vocab };
+    for (const [name, run] of Object.entries(cases)) {
+      const r = await run();
+      out[name] = { ...r, busyAfter: engine.busy };
+    }
+    // abort() with nothing running, twice: a no-op, the next generation runs in full.
+    engine.abort();
+    engine.abort();
+    out["after idle aborts"] = await gen(prompt, { maxTokens, temperature: 0 });
+    return out;
+  },
+
   /** chat.completions.create, streaming or not. */
   async chat(id, request) {
     const engine = engines.get(id);
@@ -266,9 +320,9 @@ const H = {
     }
   },
 
-  async unload(id) {
+  async unload(id, keep = false) {
     const engine = engines.get(id);
-    engines.delete(id);
+    if (!keep) engines.delete(id); // keep: to call it after unload
     try {
       await engine?.unload();
       return { ok: true };
