@@ -180,6 +180,12 @@ LL_DEC=$(grep '"n_prompt": *0[,}]' "$LL" 2>/dev/null > "$OUTDIR/.tg"; num avg_ts
 LL_GPU=$(sed -n 's/.*"gpu_info": *"\([^"]*\)".*/\1/p' "$LL" 2>/dev/null | head -1)
 rm -f "$OUTDIR/.pp" "$OUTDIR/.tg"
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b }'; }
+# ggml-vulkan skips CPU devices (lavapipe) and then runs on the CPU: no comparison without its GPU
+if [ -s "$LL" ] && [ -z "$LL_GPU" ]; then
+  STATUS[llama_bench]="ran without a Vulkan GPU ($(head -1 "$OUTDIR/llama_bench.stderr" 2>/dev/null)): not compared"
+  say "llama_bench: ${STATUS[llama_bench]}"
+  LL_PRE=; LL_DEC=
+fi
 DEC_R=$(ratio "$OUR_DEC" "$LL_DEC"); PRE_R=$(ratio "$OUR_PRE" "$LL_PRE")
 jnum() { [ -n "$1" ] && echo "$1" || echo null; }
 jstr() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
