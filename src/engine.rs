@@ -29,8 +29,9 @@ pub enum EngineError {
     Detok(#[from] DetokError),
     #[error(transparent)]
     Gguf(#[from] crate::loader::gguf::GgufError),
+    /// Never `ModelError::Gpu`: those arrive as `EngineError::Gpu` (one place to match GPU faults).
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(ModelError),
     #[error("option `{option}`: {message}")]
     InvalidOption { option: &'static str, message: String },
     #[error("tokenizer: {0}")]
@@ -44,6 +45,15 @@ pub enum EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl From<ModelError> for EngineError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Gpu(g) => EngineError::Gpu(g),
+            other => EngineError::Model(other),
+        }
+    }
+}
 
 /// Loaded package tensors serve as the model's tensor source.
 impl TensorSource for HashMap<String, GpuTensor> {
@@ -409,7 +419,7 @@ pub fn kv_cache_bytes(config: &crate::model::Config, context: u32, kv_dtype: KvD
 }
 
 fn config_error(e: crate::model::ConfigError) -> EngineError {
-    EngineError::Model(ModelError::Config(e))
+    ModelError::Config(e).into()
 }
 
 /// An engine over a loaded package's tensors (`crate::loader::ShardWriter::finish`) and its

@@ -44,7 +44,8 @@ thread_local! {
 }
 
 async fn context() -> Result<&'static Context, JsValue> {
-    if let Some(c) = CONTEXT.with(Cell::get) {
+    // A lost device stays with the engines that used it; new engines get a new one.
+    if let Some(c) = CONTEXT.with(Cell::get).filter(|c| c.lost().is_none()) {
         return Ok(c);
     }
     let ctx = Context::new(ContextOptions::default()).await.map_err(gpu_error)?;

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use wgpu::util::DeviceExt;
-
 use super::error::{GpuError, Result};
 use super::shaders::{self, Shader};
 
@@ -125,7 +123,7 @@ pub struct Counters {
     pub dispatches: u64,
     /// Queue submissions (a `write_buffer` rides on the next one).
     pub submits: u64,
-    /// Bytes given to `queue.write_buffer`.
+    /// Bytes given to `queue.write_buffer` (not counting new buffers' first contents).
     pub bytes_written: u64,
     /// Bytes copied back to the CPU.
     pub bytes_read_back: u64,
@@ -186,6 +184,9 @@ pub struct Context {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Errors wgpu reports outside a scope (it would panic by default); surfaced by the next readback.
     uncaptured: std::sync::Arc<Mutex<Vec<String>>>,
+    /// Why the device was lost, once it is (driver reset, `destroy`): every later readback fails
+    /// with `GpuError::DeviceLost`, and the web layer opens a new device for the next engine.
+    lost: std::sync::Arc<Mutex<Option<String>>>,
     counters: AtomicCounters,
     /// Idle MAP_READ buffers, reused by `read_bytes` so repeated readbacks allocate nothing.
     staging: Mutex<Vec<wgpu::Buffer>>,
@@ -267,6 +268,17 @@ impl Context {
                 v.push(e.to_string());
             }
         }));
+        let lost = std::sync::Arc::new(Mutex::new(None));
+        let sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = sink.lock() {
+                l.get_or_insert(if message.is_empty() {
+                    format!("{reason:?}")
+                } else {
+                    format!("{reason:?}: {message}")
+                });
+            }
+        });
         let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let max_binding_bytes = match opts.max_binding_bytes {
             Some(forced) => forced.min(device_binding),
@@ -282,6 +294,7 @@ impl Context {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
+            lost,
             counters: AtomicCounters::default(),
             staging: Mutex::new(Vec::new()),
         })
@@ -449,30 +462,39 @@ impl Context {
         }))
     }
 
-    /// A storage buffer holding `data` (padded to 4 bytes).
+    /// A storage buffer holding `data` (padded to 4 bytes). The contents go through the queue
+    /// (not a mapping at creation, which wgpu turns into a panic once the device is gone) and are
+    /// not counted in `bytes_written`.
     pub fn storage_init(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer> {
         self.check_size(label, data.len() as u64)?;
-        if data.len() % 4 == 0 && !data.is_empty() {
-            self.count_buffer(data.len() as u64);
-            return Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: data,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            }));
-        }
-        let mut padded = data.to_vec();
-        padded.resize(data.len().max(4).next_multiple_of(4), 0);
-        self.storage_init(label, &padded)
+        let buffer = self.storage(label, data.len() as u64)?;
+        self.init(&buffer, data);
+        Ok(buffer)
     }
 
-    /// A small uniform buffer for an op's parameters.
+    /// A small uniform buffer for an op's parameters (filled as `storage_init` fills).
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
-        self.count_buffer(std::mem::size_of::<T>() as u64);
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let size = std::mem::size_of::<T>() as u64;
+        self.count_buffer(size);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            contents: bytemuck::bytes_of(params),
+            size: size.max(4).next_multiple_of(4),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+            mapped_at_creation: false,
+        });
+        self.init(&buffer, bytemuck::bytes_of(params));
+        buffer
+    }
+
+    /// A new buffer's first contents, padded to 4 bytes; they land before the next submission.
+    fn init(&self, buffer: &wgpu::Buffer, data: &[u8]) {
+        if data.len() % 4 == 0 {
+            self.queue.write_buffer(buffer, 0, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buffer, 0, &padded);
+        }
     }
 
     /// Run `alloc` and report an out-of-memory or validation failure as an error instead of a
@@ -601,8 +623,21 @@ impl Context {
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait { submission_index: Some(pending.after), timeout: None })
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        pending.rx.await.map_err(|e| GpuError::Readback(e.to_string()))?;
+            .map_err(|e| self.poll_error(e))?;
+        if let Err(e) = pending.rx.await {
+            // A map fails when the device is gone; the browser may report the loss a moment later.
+            #[cfg(target_arch = "wasm32")]
+            for _ in 0..20 {
+                if self.lost().is_some() {
+                    break;
+                }
+                sleep_ms(10).await;
+            }
+            return Err(match self.lost() {
+                Some(why) => GpuError::DeviceLost(why),
+                None => GpuError::Readback(e.to_string()),
+            });
+        }
         let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = view[..bytes as usize].to_vec();
         drop(view);
@@ -626,8 +661,17 @@ impl Context {
         }
     }
 
-    /// The first GPU error reported since the last call, if any (out-of-memory, validation).
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok()?.clone()
+    }
+
+    /// The first GPU error reported since the last call, if any (device lost, out-of-memory,
+    /// validation).
     pub fn take_error(&self) -> Option<GpuError> {
+        if let Some(why) = self.lost() {
+            return Some(GpuError::DeviceLost(why));
+        }
         let mut v = self.uncaptured.lock().ok()?;
         let first = v.first().cloned();
         v.clear();
@@ -680,11 +724,31 @@ impl Context {
     /// Block until all submitted work is done (native only; the browser has no blocking wait).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| GpuError::DeviceLost(e.to_string()))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| self.poll_error(e))
     }
+
+    /// A failed wait: the device is gone (a destroyed device's submissions fail, and its lost
+    /// callback runs on the next maintenance, so that is given a turn first), or a readback error.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn poll_error(&self, e: wgpu::PollError) -> GpuError {
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        match self.lost() {
+            Some(why) => GpuError::DeviceLost(why),
+            None => GpuError::Readback(e.to_string()),
+        }
+    }
+}
+
+/// Resolve after `ms` milliseconds on the JS event loop (window or worker).
+#[cfg(target_arch = "wasm32")]
+async fn sleep_ms(ms: i32) {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        if let Ok(f) = js_sys::Reflect::get(&global, &"setTimeout".into()) {
+            let _ = js_sys::Function::from(f).call2(&global, &resolve, &ms.into());
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
 }
 
 fn poisoned() -> GpuError {

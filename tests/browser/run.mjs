@@ -12,6 +12,8 @@
 //   worker       the same through createWorkerEngine; OpenAI-shaped stream (deltas = text, usage);
 //                BUSY for an overlapping generate; abort mid-generation, then a new generation works;
 //                the input matrix through the worker; generate after unload → BAD_REQUEST
+//   device-lost  the page's GPU device destroyed mid-session: generate → DEVICE_LOST; a new engine gets
+//                a new device, loads from the cache with no model request and generates the native tokens
 //   cache        browser restarted on the same profile: the GGUF loads from the Cache API with zero
 //                model requests (and the same tokens); a package through OPFS: 2nd load, zero requests
 //   integrity    package with 16 MiB shards: a shard corrupted on every response → BAD_MODEL naming
@@ -638,10 +640,37 @@ async function checkInputMatrix(page, id, refIds, F, label) {
   F[`inputs_${label}`] = `${Object.keys(want).length} bad requests typed; then ${n} native tokens`;
 }
 
+/** The GPU device lost mid-session (destroy(), as a driver reset): DEVICE_LOST, not a hang; a new
+ * engine gets a new device and loads from the cache with no model request, and generates as before. */
+async function scenarioDeviceLost(S, F) {
+  const page = await openPage(S, "device-lost");
+  const r = await load(page, { model: GGUF_URL });
+  const n = 2;
+  const g = await H(page, "generate", r.id, PROMPT, { maxTokens: n, temperature: 0 });
+  check(!g.error && eqArrays(g.ids, S.ref.ids.slice(0, n)), `before the loss: ${JSON.stringify(g.ids)} ${errText(g.error)}`);
+  const reasons = await H(page, "loseDevices");
+  check(reasons.length === 1 && reasons[0] === "destroyed", `lost devices: ${JSON.stringify(reasons)}`);
+  const t = Date.now();
+  const gl = await H(page, "generate", r.id, PROMPT, { maxTokens: n, temperature: 0 });
+  const e = gl.error ?? gl.resultError;
+  check(e?.code === "DEVICE_LOST", `generate after the loss: ${JSON.stringify(e ?? gl.result)}`);
+  check(gl.busyAfter === false, "engine busy after DEVICE_LOST");
+  F.lost = `${e?.code} in ${secs(Date.now() - t)} s: ${e?.message?.slice(0, 80)}`;
+  S.server.clearLog();
+  const r2 = await load(page, { model: GGUF_URL });
+  check(modelRequests(S).length === 0, `the new engine fetched the model: ${modelRequests(S).map((x) => x.path).join(", ")}`);
+  const g2 = await H(page, "generate", r2.id, PROMPT, { maxTokens: n, temperature: 0 });
+  check(!g2.error && eqArrays(g2.ids, S.ref.ids.slice(0, n)), `after recovery: ${JSON.stringify(g2.ids)} ${errText(g2.error)}`);
+  F.recovered = `new engine from the cache (0 model requests) in ${secs(r2.ms)} s, ${n} native tokens`;
+  await H(page, "unload", r2.id);
+  await page.close();
+}
+
 const SCENARIOS = [
   ["gguf-main", scenarioGgufMain],
   ["kv-reuse", scenarioKvReuse],
   ["worker", scenarioWorker],
+  ["device-lost", scenarioDeviceLost],
   ["cache", scenarioCache],
   ["integrity", scenarioIntegrity],
   ["memory", scenarioMemory],

@@ -9,6 +9,17 @@ let pkg;
 const engines = new Map();
 let nextId = 1;
 
+// Every GPUDevice this page makes, so a test can lose them (`loseDevices`) as a driver reset would.
+const devices = [];
+if (globalThis.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const d = await requestDevice.apply(this, args);
+    devices.push(d);
+    return d;
+  };
+}
+
 function errJson(e) {
   if (!e || typeof e !== "object") return { code: "THROWN_NON_ERROR", message: String(e) };
   const out = { name: e.name, ctor: e.constructor?.name, code: e.code, message: e.message, isError: e instanceof Error };
@@ -288,6 +299,14 @@ const H = {
     engine.abort();
     out["after idle aborts"] = await gen(prompt, { maxTokens, temperature: 0 });
     return out;
+  },
+
+  /** destroy() every device the page made; resolves with their `lost` reasons. */
+  async loseDevices() {
+    const live = devices.splice(0);
+    for (const d of live) d.destroy();
+    const infos = await Promise.all(live.map((d) => d.lost));
+    return infos.map((i) => i.reason);
   },
 
   /** chat.completions.create, streaming or not. */
