@@ -9,7 +9,19 @@
 // downloads resume; ETag/Last-Modified with 304s; `Cache-Control: no-cache` (the app's service worker
 // and the package's model cache do the offline caching, not the HTTP cache). Paths outside the root,
 // and dot-files (.git, .env), are refused. Port 0 picks a free port.
-// As a module: `const s = await serve({root, port: 0}); s.origin; s.requests; await s.close()`.
+//
+// Content-Security-Policy: every response carries the strict policy the chat app is built for (the
+// dedicated worker and the service worker take theirs from their own script's response, so it goes
+// on every file, not only the page), plus `Referrer-Policy: no-referrer`:
+//   default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self' <model origins>;
+//   object-src 'none'; base-uri 'none'; frame-ancestors 'none'
+// The model origin comes from www/app/config.js (its default model lives on this server: 'self');
+// `--model-origin https://host` (repeatable, or MODEL_ORIGINS="a b") allows models from other origins
+// picked in the app with "From a URL" — without it, such a fetch is blocked by connect-src.
+// `--no-csp` (or CSP=0) serves without the policy.
+// As a module: `const s = await serve({root, port: 0, csp: strictCsp([origin])}); s.origin; s.requests;
+// s.csp; await s.close()` (`csp` defaults to none there; pass `true` for strictCsp() with the
+// configured model's origin).
 
 import http from "node:http";
 import fs from "node:fs";
@@ -59,11 +71,45 @@ function parseRange(header, size) {
 }
 
 /**
+ * The strict policy: scripts only from this origin (plus WebAssembly compilation, which the package's
+ * wasm needs: 'wasm-unsafe-eval', not 'unsafe-eval'), connections only to this origin and
+ * `modelOrigins` ("https://host[:port]"), nothing inline, no eval, no plugins, no framing.
+ */
+export function strictCsp(modelOrigins = []) {
+  const extra = [...new Set(modelOrigins.map((o) => new URL(o).origin))].filter((o) => o !== "null");
+  return [
+    "default-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",
+    `connect-src ${["'self'", ...extra].join(" ")}`,
+    "object-src 'none'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+  ].join("; ");
+}
+
+/**
+ * The origin of the model www/app/config.js is configured with, if it is not this server's own
+ * (config.js names it relative to itself: a file: URL here means "same origin"). [] when same-origin
+ * or when config.js cannot be read.
+ */
+export async function configuredModelOrigins() {
+  try {
+    const { DEFAULT_MODEL } = await import(new URL("../www/app/config.js", import.meta.url).href);
+    const url = new URL(DEFAULT_MODEL.url);
+    return url.protocol === "http:" || url.protocol === "https:" ? [url.origin] : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
  * Serve `root` on `host:port`. Resolves to {server, port, origin, appUrl, requests, close()}; `requests`
  * lists every request answered ({method, path, status, range}).
  */
-export async function serve({ root = REPO, port = 8080, host = "127.0.0.1", log = false } = {}) {
+export async function serve({ root = REPO, port = 8080, host = "127.0.0.1", log = false, csp = false } = {}) {
   root = path.resolve(root);
+  if (csp === true) csp = strictCsp(await configuredModelOrigins());
+  const policy = csp ? { "Content-Security-Policy": csp, "Referrer-Policy": "no-referrer" } : {};
   const requests = [];
   const server = http.createServer((req, res) => {
     let pathname;
@@ -77,7 +123,7 @@ export async function serve({ root = REPO, port = 8080, host = "127.0.0.1", log 
     const done = (status, headers = {}, body) => {
       entry.status = status;
       if (log) console.log(`${req.method} ${pathname}${entry.range ? ` [${entry.range}]` : ""} → ${status}`);
-      res.writeHead(status, headers);
+      res.writeHead(status, { ...policy, ...headers });
       res.end(req.method === "HEAD" ? undefined : body);
     };
     if (req.method !== "GET" && req.method !== "HEAD") return done(405, { Allow: "GET, HEAD", "Content-Type": "text/plain" }, "method not allowed\n");
@@ -109,6 +155,7 @@ export async function serve({ root = REPO, port = 8080, host = "127.0.0.1", log 
       "Last-Modified": lastModified,
       "Cache-Control": "no-cache",
       "X-Content-Type-Options": "nosniff",
+      ...policy,
     };
     const inm = req.headers["if-none-match"];
     if (inm && inm.split(",").some((t) => t.trim() === etag)) return done(304, { ETag: etag, "Cache-Control": "no-cache" });
@@ -151,6 +198,7 @@ export async function serve({ root = REPO, port = 8080, host = "127.0.0.1", log 
     port: actualPort,
     origin,
     appUrl: `${origin}${APP_PATH}`,
+    csp: csp || null,
     requests,
     close() {
       server.closeAllConnections?.();
@@ -166,8 +214,23 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     return i >= 0 ? args.splice(i, 2)[1] : undefined;
   };
   if (args.includes("-h") || args.includes("--help")) {
-    console.log("usage: node scripts/serve.mjs [port] [--host 127.0.0.1] [--root DIR] [--log]   (PORT env also works; default 8080)");
+    console.log(
+      "usage: node scripts/serve.mjs [port] [--host 127.0.0.1] [--root DIR] [--log] [--model-origin https://host ...] [--no-csp]\n" +
+        "  (PORT, MODEL_ORIGINS=\"a b\" and CSP=0 env also work; default port 8080; strict Content-Security-Policy on unless --no-csp)",
+    );
     process.exit(0);
+  }
+  const modelOrigins = (process.env.MODEL_ORIGINS ?? "").split(/[\s,]+/).filter(Boolean);
+  for (let o; (o = opt("--model-origin")) !== undefined; ) modelOrigins.push(o);
+  const noCsp = args.includes("--no-csp") || process.env.CSP === "0";
+  let csp = false;
+  if (!noCsp) {
+    try {
+      csp = strictCsp([...(await configuredModelOrigins()), ...modelOrigins]);
+    } catch (err) {
+      console.error(`bad --model-origin / MODEL_ORIGINS: ${err.message} (expected e.g. https://huggingface.co)`);
+      process.exit(1);
+    }
   }
   const host = opt("--host") ?? process.env.HOST ?? "127.0.0.1";
   const root = opt("--root") ?? REPO;
@@ -176,13 +239,18 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
   const port = Number(portArg ?? process.env.PORT ?? 8080);
   let s;
   try {
-    s = await serve({ root, port, host, log });
+    s = await serve({ root, port, host, log, csp });
   } catch (err) {
     console.error(err.code === "EADDRINUSE" ? `port ${port} is in use: pass another one (node scripts/serve.mjs 8081)` : String(err));
     process.exit(1);
   }
   const model = path.join(root, "models", "SmolLM2-135M-Instruct.Q4_1.gguf");
   console.log(`Serving ${root} at ${s.origin}/`);
+  console.log(
+    csp
+      ? `Content-Security-Policy: ${csp}\n  (models from other origins: --model-origin https://host; no policy: --no-csp)`
+      : "Content-Security-Policy: none (--no-csp)",
+  );
   if (!fs.existsSync(path.join(root, "pkg", "wasm", "webgpu_llm.js"))) {
     console.log("warning: pkg/wasm/ is not built; run `bash scripts/build-pkg.sh` first");
   }

@@ -11,10 +11,14 @@ cd "$(dirname "$0")/.."
 # Every error code the package raises is documented (pkg/README.md's Troubleshooting); no browser needed.
 node tests/package/error-codes.mjs
 bash scripts/build-pkg.sh
+# No code from strings (eval, new Function, string timers, data:/blob: imports) in pkg/ (with the built glue) and www/.
+node tests/package/no-eval.mjs
 cargo build --release --bin webgpu-llm
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
 mkdir -p "$XDG_RUNTIME_DIR"
 node tests/browser/run.mjs "$@"
 # The apps on the package (screenshots in target/screenshots/).
 node tests/browser/app.mjs
+# The app under the strict Content-Security-Policy, every request through a logging proxy (~15 s).
+node tests/browser/csp.mjs
 node tests/browser/extension.mjs

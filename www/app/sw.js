@@ -11,7 +11,7 @@
 // (stale-while-revalidate), so a new deploy shows up on the next visit. Bump VERSION when the set of
 // files or the strategy changes; old caches are deleted on activate.
 
-const VERSION = "v1";
+const VERSION = "v2"; // v1 also precached the default model (98 MB): activating v2 deletes that cache
 const CACHE = `webgpu-llm-app-shell-${VERSION}`;
 const SCOPE = new URL("./", self.location).href;
 const PKG_PARAM = new URL(self.location).searchParams.get("pkg");
@@ -33,7 +33,9 @@ function references(source, base) {
     if (!/^(\.{1,2}\/|\/)|^[\w.-]+\.(js|mjs|wasm)$/.test(spec)) continue; // bare specifiers: not files
     try {
       const url = new URL(spec, base);
-      if (url.origin === self.location.origin) out.add(url.href);
+      // Code only: config.js names the default model with new URL("…gguf", import.meta.url), and the app
+      // must not download a model nobody asked for (nor keep a second copy of it here).
+      if (url.origin === self.location.origin && /\.(m?js|wasm)$/.test(url.pathname)) out.add(url.href);
     } catch {}
   }
   return out;
