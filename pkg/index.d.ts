@@ -29,7 +29,9 @@ export interface EngineOptions {
   model: ModelSource;
   /** Load progress, at most ~10 events per second plus one per phase or shard change. */
   onProgress?: (event: ProgressEvent) => void;
-  /** Offline cache; default `"cache-api"` (silently none where the Cache API is missing). */
+  /** Offline cache; default `"cache-api"` (silently none where the Cache API is missing). A cache that
+   * cannot be written (quota, storage error) never fails the load: it is given up for that load and
+   * reported as `modelInfo.cacheWarning`. */
   cache?: CacheOption;
   /** KV-cache length in tokens (the longest prompt + generation); default min(model's maximum, 4096). */
   context?: number;
@@ -37,7 +39,8 @@ export interface EngineOptions {
   kv?: "f16" | "f32";
   /** Most prompt tokens processed per GPU pass during prefill (activation memory vs speed); default 128 (the engine's `OpenOptions`). */
   maxBatch?: number;
-  /** Aborts the load (rejects with ABORTED). */
+  /** Aborts the load (rejects with ABORTED). There is no fetch timeout: a stalled server is waited for
+   * (progress events keep coming, with `bytesPerSecond` 0); abort with this signal to give up. */
   signal?: AbortSignal;
   /** Where `webgpu_llm_bg.wasm` is served, if not beside the package's `wasm/webgpu_llm.js`. */
   wasmUrl?: string | URL;
@@ -93,6 +96,10 @@ export type ProgressPhase =
   /** Loaded; the engine is about to be returned. */
   | "ready";
 
+/**
+ * One of at most ~10 events a second, plus one per phase or shard change. While no byte arrives (a
+ * stalled server) an event still comes every second, with the same `loadedBytes` and a rate falling to 0.
+ */
 export interface ProgressEvent {
   phase: ProgressPhase;
   /** Model bytes written to the GPU so far (goes back when a bad shard is fetched again). */
@@ -110,6 +117,27 @@ export interface ProgressEvent {
   fromCache: boolean;
   /** File name being loaded, when there is one. */
   file?: string;
+  /** Set (on this and every later event) once caching was given up for this load; see `ModelInfo.cacheWarning`. */
+  cacheWarning?: CacheWarning;
+}
+
+/**
+ * Why the offline cache was given up for a load that still succeeded (the model came from the network;
+ * the next load downloads it again). What was cached before stays usable.
+ */
+export interface CacheWarning {
+  /** `"quota"`: not enough storage (the estimate said so before the download, or a write was refused);
+   * `"error"`: a write failed otherwise. */
+  reason: "quota" | "error";
+  /** What happened, the figures, and what to do. */
+  message: string;
+  store: "cache-api" | "opfs";
+  /** Bytes of this model that were not cached yet. */
+  neededBytes: number;
+  /** `quotaBytes - usageBytes` from `navigator.storage.estimate()`, when there is an estimate. */
+  availableBytes?: number;
+  usageBytes?: number;
+  quotaBytes?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +165,8 @@ export interface ModelInfo {
    * activations with packed integer dot products (`int8Dot`); prompts' matmuls (`gemm`) as one invocation per
    * row, or tiles in workgroup memory, f32 or (where the GPU has `shader-f16`) f16 with f32 sums. */
   kernels: { gemv: "row" | "reduce"; int8Dot: boolean; gemm: "row" | "tiled" | "tiled-f16" };
+  /** Only when this load could not cache the model (it loaded from the network anyway). */
+  cacheWarning?: CacheWarning;
 }
 
 export interface GpuInfo {
@@ -487,13 +517,24 @@ export declare class BadModelError extends WebGpuLlmError {
   shard?: number;
   file?: string;
 }
-/** A request failed: `url` and, for HTTP errors, `status`. */
+/** A request failed (after retries for 5xx and dropped connections): `url` and, for HTTP errors, `status`. */
 export declare class NetworkError extends WebGpuLlmError {
   constructor(message: string, details?: Record<string, unknown>, options?: { cause?: unknown });
   readonly code: "NETWORK";
   status?: number;
+  /**
+   * `"http"`: an error status (`status`); `"cors"`: the URL is on another origin whose server answered
+   * without CORS headers (the message names the headers to send); `"offline"`: `navigator.onLine` is
+   * false; `"failed"`: fetch failed otherwise (unreachable host, or CORS where that could not be told);
+   * `"interrupted"`: the download kept breaking off; `"changed"`: the file kept changing on the server.
+   */
+  reason?: "http" | "cors" | "offline" | "failed" | "interrupted" | "changed";
 }
-/** The offline cache has no room. */
+/**
+ * A storage write ran out of quota. Loads no longer reject with it: they give caching up and report
+ * `modelInfo.cacheWarning` instead. Kept for code that checks for it.
+ * @deprecated
+ */
 export declare class QuotaError extends WebGpuLlmError {
   constructor(message: string, details?: Record<string, unknown>, options?: { cause?: unknown });
   readonly code: "QUOTA";

@@ -8,6 +8,8 @@
 // resumes with an HTTP Range request from the first missing part. `complete` is set once the file
 // passed its checks (size, sha256), so a later load reads it without touching the network.
 // Text files (manifest.json, tokenizer files) are stored whole under their own URL.
+// A write that fails (quota, storage error) never fails a load: PartSink reports it to its
+// `onError` and stops; the loader gives caching up for that load (loader.js, giveUpCache).
 
 /** Bytes per stored part: large enough to keep the entry count small, small enough to resume cheaply. */
 export const PART_BYTES = 32 << 20;
@@ -92,7 +94,8 @@ export async function clearStores() {
 
 /**
  * Streams bytes into consecutive parts of one file, opening and closing a part writer at each part
- * boundary; at most one part is in flight.
+ * boundary; at most one part is in flight. The first write that fails (QuotaExceededError, …) drops
+ * the open part, is handed to `onError`, and makes later writes do nothing.
  */
 export class PartSink {
   /**
@@ -100,8 +103,10 @@ export class PartSink {
    * @param {string} url the file's URL (cache key base)
    * @param {number} bytes the file's size
    * @param {number} offset where the bytes written next start; must be a part boundary
+   * @param {number} [partBytes]
+   * @param {(err: unknown) => unknown} [onError] called (and awaited) once, with the first failed write
    */
-  constructor(store, url, bytes, offset = 0, partBytes = PART_BYTES) {
+  constructor(store, url, bytes, offset = 0, partBytes = PART_BYTES, onError = undefined) {
     if (offset % partBytes !== 0) throw new Error(`PartSink: offset ${offset} is not a part boundary`);
     this.store = store;
     this.url = url;
@@ -110,10 +115,23 @@ export class PartSink {
     this.offset = offset;
     this.writer = null; // the open part, if any
     this.written = 0; // bytes in the open part
+    this.onError = onError;
+    this.failed = null; // the first write error
   }
 
-  /** The next bytes of the file. */
+  /** The next bytes of the file (never rejects: a failure goes to `onError`). */
   async write(chunk) {
+    if (this.failed) return;
+    try {
+      await this.#write(chunk);
+    } catch (err) {
+      this.failed = err ?? new Error("cache write failed");
+      this.abort();
+      await this.onError?.(err);
+    }
+  }
+
+  async #write(chunk) {
     let pos = 0;
     while (pos < chunk.length) {
       const i = Math.floor(this.offset / this.partBytes);
@@ -213,9 +231,21 @@ class CacheApiStore {
       new Response(body, { headers: { "content-type": "application/octet-stream", "x-webgpu-llm-bytes": String(bytes) } }),
     );
     // Observed through close(); this keeps an aborted part's rejection from being "unhandled".
-    done.catch(() => {});
+    let failure;
+    done.catch((err) => {
+      failure = err;
+    });
     return {
-      write: (chunk) => controller.enqueue(chunk),
+      // put() may fail (quota) while the body is still streaming: it cancels the body, and the next
+      // enqueue throws a TypeError; report put()'s own error instead.
+      write: (chunk) => {
+        if (failure) throw failure;
+        try {
+          controller.enqueue(chunk);
+        } catch (err) {
+          throw failure ?? err;
+        }
+      },
       close: async () => {
         controller.close();
         await done;

@@ -98,7 +98,8 @@ function detailsOf(err) {
 
 /**
  * Any thrown value → WebGpuLlmError: wasm errors by `.code`, AbortError/TimeoutError → ABORTED,
- * QuotaExceededError → QUOTA, anything else → INTERNAL (the original kept as `cause`).
+ * QuotaExceededError → QUOTA (loads never let one through: they give caching up, loader.js),
+ * anything else → INTERNAL (the original kept as `cause`).
  */
 export function toLlmError(err) {
   if (err instanceof WebGpuLlmError) return err;
@@ -112,7 +113,7 @@ export function toLlmError(err) {
     }
     if (err.name === "QuotaExceededError") {
       return new QuotaError(
-        `storage quota exceeded while caching the model (${err.message}); free space, call navigator.storage.persist(), or pass cache: false`,
+        `storage quota exceeded (${err.message}); free space with clearCache() or deleteCachedModel(), or call navigator.storage.persist()`,
         undefined,
         { cause: err },
       );

@@ -9,7 +9,13 @@
 // A shard whose bytes fail a check is dropped from the cache and fetched again once from the
 // network; a second failure is reported (BAD_MODEL). A download that breaks off resumes with an
 // HTTP Range request, within a load (up to MAX_RETRIES times) and across loads (from the first
-// missing cached part).
+// missing cached part); a file that changed meanwhile (other ETag/Last-Modified, or If-Range
+// answered with the whole file) is fetched again from byte 0, never spliced.
+// Faults (docs/reliability.md, "Network and cache faults"): 5xx and dropped connections are retried
+// with backoff; there is no fetch timeout (a stalled server is waited for; progress events keep
+// coming; the caller's signal aborts); a cache that cannot be written (quota, storage errors) is
+// given up for the load, not the load (`cacheWarning`); a cross-origin URL whose server sends no
+// CORS headers is reported as such (a no-cors probe shows the server did answer).
 
 import { ProgressTracker } from "./progress.js";
 import { PART_BYTES, PartSink, cacheable, metaKey, openStore, partKey, partLength } from "./cache.js";
@@ -17,7 +23,6 @@ import {
   BadModelError,
   BadRequestError,
   NetworkError,
-  QuotaError,
   WebGpuLlmError,
   abortError,
   throwIfAborted,
@@ -26,6 +31,10 @@ import {
 
 /** Network failures in a row (without a byte of progress) before a download is given up. */
 const MAX_RETRIES = 3;
+/** Times a file may change on the server during one load before the load gives up. */
+const MAX_CHANGES = 2;
+/** How long the no-cors probe after a failed cross-origin fetch may take. */
+const PROBE_MS = 5000;
 /** Largest piece handed to one `wasm.write` (its copy lives in wasm memory meanwhile). */
 const MAX_WRITE_BYTES = 4 << 20;
 const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46]; // "GGUF"
@@ -92,7 +101,9 @@ export async function loadModel(wasm, options, { onProgress, signal } = {}) {
   const store = urls.some(cacheable) ? await openStore(options.cache).catch((e) => Promise.reject(toLlmError(e))) : null;
   const ctx = {
     wasm,
-    store,
+    store, // reads (and, while cacheWrites, writes)
+    cacheWrites: !!store, // false once caching was given up for this load
+    cacheWarning: undefined, // why it was given up (modelInfo.cacheWarning, progress events)
     signal,
     progress: new ProgressTracker(onProgress),
     loadOptions: wasmLoadOptions(options),
@@ -118,6 +129,7 @@ export async function loadModel(wasm, options, { onProgress, signal } = {}) {
           ? await loadPackage(ctx, detected.url, detected.text)
           : await loadGguf(ctx, [{ url: detected.url, name: fileName(detected.url), response: detected.response }]);
     }
+    if (ctx.cacheWarning) modelInfo = { ...modelInfo, cacheWarning: ctx.cacheWarning };
     ctx.progress.setPhase("ready", { fromCache: !ctx.usedNetwork });
     return { modelInfo, modelId: options.modelId ?? modelIdOf(model), kind };
   } catch (err) {
@@ -126,7 +138,9 @@ export async function loadModel(wasm, options, { onProgress, signal } = {}) {
     } catch {
       // nothing was loading
     }
-    throw await finalError(ctx, err);
+    throw finalError(ctx, err);
+  } finally {
+    ctx.progress.stop();
   }
 }
 
@@ -146,9 +160,8 @@ function fileName(url) {
 }
 
 /** Map whatever ended the load onto a WebGpuLlmError (ABORTED wins while the signal is aborted). */
-async function finalError(ctx, err) {
+function finalError(ctx, err) {
   if (ctx.signal?.aborted) return abortError(ctx.signal);
-  if (err?.name === "QuotaExceededError") return await quotaError(ctx, err);
   return toLlmError(err);
 }
 
@@ -250,10 +263,10 @@ async function loadPackage(ctx, manifestUrl, knownText) {
     throw decorate(toLlmError(err), manifestUrl);
   }
   // Text files are cached only now that they proved valid, so a broken one is never pinned.
-  if (ctx.store && cacheable(manifestUrl)) {
-    if (!manifest.fromCache) await ctx.store.putText(manifestUrl, manifest.text);
+  if (cacheable(manifestUrl)) {
+    if (!manifest.fromCache) await cacheWrite(ctx, (store) => store.putText(manifestUrl, manifest.text));
     for (const [f, t] of Object.entries(texts)) {
-      if (!t.fromCache) await ctx.store.putText(new URL(f, manifestUrl).href, t.text);
+      if (!t.fromCache) await cacheWrite(ctx, (store) => store.putText(new URL(f, manifestUrl).href, t.text));
     }
   }
   return info;
@@ -331,7 +344,10 @@ async function partSize(ctx, part, keepResponse) {
 // ---------------------------------------------------------------------------------------------
 // Shards (package shards and GGUF parts alike)
 
-/** Read each shard's cache record; fail early (QUOTA) when the uncached bytes cannot fit. */
+/**
+ * Read each shard's cache record. When `navigator.storage.estimate()` says the uncached bytes cannot
+ * fit, caching is given up for this load before any byte is written (the model still loads).
+ */
 async function planCache(ctx, shards) {
   if (!ctx.store) return;
   let uncached = 0;
@@ -341,28 +357,70 @@ async function planCache(ctx, shards) {
     if (!(s.meta?.complete && s.meta.bytes === s.bytes)) uncached += s.bytes;
   }
   ctx.bytesToCache = uncached;
-  if (uncached === 0 || !globalThis.navigator?.storage?.estimate) return;
-  const { usage = 0, quota = Infinity } = await navigator.storage.estimate();
-  if (quota - usage < uncached) throw await quotaError(ctx);
+  if (uncached === 0 || !ctx.cacheWrites || !globalThis.navigator?.storage?.estimate) return;
+  let estimate;
+  try {
+    estimate = await navigator.storage.estimate();
+  } catch {
+    return; // no estimate: try, and give up if a write fails
+  }
+  const { usage = 0, quota = Infinity } = estimate;
+  if (quota - usage < uncached) await giveUpCache(ctx, undefined, { usage, quota });
 }
 
-async function quotaError(ctx, cause) {
-  let usage;
-  let quota;
+/** A cache write that may fail without failing the load: `fn(store)` unless caching was given up. */
+async function cacheWrite(ctx, fn) {
+  if (!ctx.cacheWrites) return;
   try {
-    ({ usage, quota } = await navigator.storage.estimate());
-  } catch {
-    // no estimate: say what we know
+    await fn(ctx.store);
+  } catch (err) {
+    if (ctx.signal?.aborted) throw abortError(ctx.signal);
+    await giveUpCache(ctx, err);
+  }
+}
+
+/**
+ * Stop caching for the rest of this load (what is cached stays readable): the storage is full
+ * (`err` a QuotaExceededError, or none when the estimate said so up front) or failed otherwise.
+ * Records `ctx.cacheWarning`, reports it on the progress events and the console.
+ */
+async function giveUpCache(ctx, err, estimate) {
+  if (!ctx.cacheWrites) return;
+  ctx.cacheWrites = false;
+  const quotaFull = !err || err?.name === "QuotaExceededError";
+  let usage = estimate?.usage;
+  let quota = estimate?.quota;
+  if (!estimate) {
+    try {
+      ({ usage, quota } = await navigator.storage.estimate());
+    } catch {
+      // no estimate: say what we know
+    }
   }
   const needed = ctx.bytesToCache;
-  const available = quota !== undefined ? Math.max(0, quota - usage) : undefined;
+  const available = Number.isFinite(quota) && Number.isFinite(usage) ? Math.max(0, quota - usage) : undefined;
   const have = available !== undefined ? `; ${mib(available)} available (quota ${mib(quota)}, ${mib(usage)} used)` : "";
-  return new QuotaError(
-    `caching this model needs ${mib(needed)} of storage${have}. Free space (e.g. clearCache()), ` +
-      "ask for more with navigator.storage.persist(), or pass cache: false to load without caching",
-    { neededBytes: needed, availableBytes: available, usageBytes: usage, quotaBytes: quota },
-    cause ? { cause } : undefined,
-  );
+  const why = !err
+    ? `caching this model needs ${mib(needed)} of storage${have}`
+    : quotaFull
+      ? `the browser refused to store more of this model (QuotaExceededError: ${err.message}); caching it needs ${mib(needed)}${have}`
+      : `writing the offline cache failed (${err?.name ?? "Error"}: ${err?.message ?? err})`;
+  ctx.cacheWarning = {
+    reason: quotaFull ? "quota" : "error",
+    message:
+      `${why}. The model is loaded from the network without caching it, so the next load downloads it again. ` +
+      (quotaFull
+        ? "Free space (clearCache(), deleteCachedModel()) or ask for durable storage with navigator.storage.persist()"
+        : `Try cache: "${ctx.store.kind === "opfs" ? "cache-api" : "opfs"}", or clear the cache with clearCache()`),
+    store: ctx.store.kind,
+    neededBytes: needed,
+    availableBytes: available,
+    usageBytes: usage,
+    quotaBytes: Number.isFinite(quota) ? quota : undefined,
+  };
+  for (const k of Object.keys(ctx.cacheWarning)) if (ctx.cacheWarning[k] === undefined) delete ctx.cacheWarning[k];
+  ctx.progress.setCacheWarning(ctx.cacheWarning);
+  console.warn(`webgpu-llm: ${ctx.cacheWarning.message}`);
 }
 
 function mib(bytes) {
@@ -376,16 +434,18 @@ async function loadShard(ctx, i, shard) {
     try {
       await streamShard(ctx, i, shard, { allowCache: attempt === 0 });
       await wasm.finishShard(i); // size, and sha256 (package manifest, or the caller's for GGUF)
-      if (store && shard.url && cacheable(shard.url)) {
-        await store.putJSON(metaKey(shard.url), { ...(shard.meta ?? {}), bytes: shard.bytes, partBytes: PART_BYTES, complete: true });
+      // Every part is stored unless caching was given up (then cacheWrite does nothing).
+      if (shard.url && cacheable(shard.url)) {
+        await cacheWrite(ctx, (st) =>
+          st.putJSON(metaKey(shard.url), { ...(shard.meta ?? {}), bytes: shard.bytes, partBytes: PART_BYTES, complete: true }),
+        );
       }
       return;
     } catch (err) {
-      if (err?.name === "QuotaExceededError" && !ctx.signal?.aborted) throw await quotaError(ctx, err);
       const e = ctx.signal?.aborted ? abortError(ctx.signal) : toLlmError(err);
       if (e.code !== "BAD_MODEL" || !shard.url) throw decorate(e, shard.url ?? shard.name, i);
       // Bad bytes (corrupt cache, truncated or altered transfer): forget them everywhere.
-      if (store && cacheable(shard.url)) await deleteEntries(store, shard.url, shard.bytes);
+      if (store && cacheable(shard.url)) await deleteEntries(store, shard.url, shard.bytes).catch(() => {});
       shard.meta = undefined;
       if (attempt >= 1) {
         throw decorate(
@@ -410,10 +470,11 @@ function decorate(err, where, shard) {
   return err;
 }
 
-async function deleteEntries(store, url, bytes) {
+/** Forget `url`'s record and its parts from part `from` on. */
+async function deleteEntries(store, url, bytes, from = 0) {
   await store.delete(metaKey(url));
   const parts = Math.ceil(bytes / PART_BYTES);
-  for (let p = 0; p < parts; p++) await store.delete(partKey(url, p));
+  for (let p = from; p < parts; p++) await store.delete(partKey(url, p));
 }
 
 /** One pass over shard `i`'s bytes: File, cached parts, then the network for whatever is missing. */
@@ -430,30 +491,43 @@ async function streamShard(ctx, i, shard, { allowCache }) {
   let offset = 0;
   let meta = allowCache ? shard.meta : undefined;
   if (useStore && meta && (meta.bytes !== shard.bytes || meta.partBytes !== PART_BYTES)) {
-    await deleteEntries(store, url, Math.max(meta.bytes || 0, shard.bytes)); // another file under this URL
+    // another file under this URL
+    await cacheWrite(ctx, (st) => deleteEntries(st, url, Math.max(meta.bytes || 0, shard.bytes)));
     meta = undefined;
   }
   if (useStore && meta) {
-    // Consecutive intact parts from the start: read them from the cache.
+    // Consecutive parts of the right stored size from the start: read them from the cache.
     const parts = Math.ceil(shard.bytes / PART_BYTES);
     let k = 0;
     while (k < parts && (await store.partSize(partKey(url, k))) === partLength(shard.bytes, PART_BYTES, k)) k++;
-    if (k > 0) {
+    while (k > 0) {
       progress.setPhase("cache", { shard: i, file: shard.name, fromCache: true });
+      let damaged;
       try {
-        for (let p = 0; p < k; p++) {
-          const stream = await store.readPart(partKey(url, p));
-          if (!stream) throw new Error(`cached part ${p} vanished`);
-          offset = await pump(ctx, i, shard, stream, offset, null);
-        }
+        damaged = await readCachedParts(ctx, i, shard, k);
       } catch (err) {
-        if (ctx.signal?.aborted || !(err instanceof ReadFailure || err?.message?.startsWith("cached part"))) throw err;
-        // The cache could not be read back (evicted, damaged): fetch this shard from scratch.
-        await ctx.wasm.restartShard(i);
-        offset = 0;
-        progress.setShardBytes(i, 0);
+        if (ctx.signal?.aborted || !(err instanceof ReadFailure)) throw err;
+        damaged = 0; // the cache could not be read back (evicted, I/O error): fetch the shard from scratch
       }
-      if (offset === shard.bytes) return;
+      if (damaged < 0) {
+        offset = Math.min(k * PART_BYTES, shard.bytes);
+        break;
+      }
+      // Part `damaged` streamed more or fewer bytes than it should (cut short or altered after it
+      // was stored): drop it and the parts after it, read the ones before it again, fetch the rest.
+      await cacheWrite(ctx, async (st) => {
+        for (let p = damaged; p < parts; p++) await st.delete(partKey(url, p));
+      });
+      await ctx.wasm.restartShard(i);
+      progress.setShardBytes(i, 0);
+      k = damaged;
+    }
+    if (offset === shard.bytes) return;
+    if (meta.complete) {
+      // Parts are missing: the record must not claim the file is cached until they are back.
+      meta = { ...meta, complete: false };
+      shard.meta = meta;
+      await cacheWrite(ctx, (st) => st.putJSON(metaKey(url), meta));
     }
   }
   progress.setPhase("download", { shard: i, file: shard.name, fromCache: false });
@@ -461,16 +535,71 @@ async function streamShard(ctx, i, shard, { allowCache }) {
 }
 
 /**
+ * Stream cached parts 0..k-1 of shard `i` into the engine. Returns -1 when each gave its length,
+ * else the first part that did not (or is gone); throws ReadFailure when the cache cannot be read.
+ */
+async function readCachedParts(ctx, i, shard, k) {
+  let offset = 0;
+  for (let p = 0; p < k; p++) {
+    const stream = await ctx.store.readPart(partKey(shard.url, p));
+    if (!stream) return p;
+    const end = await pump(ctx, i, shard, stream, offset, null);
+    if (end !== offset + partLength(shard.bytes, PART_BYTES, p)) return p;
+    offset = end;
+  }
+  return -1;
+}
+
+/** Validators of a response: what tells one version of a file from another. */
+function validatorsOf(resp) {
+  const etag = resp.headers.get("etag") ?? undefined;
+  const lastModified = resp.headers.get("last-modified") ?? undefined;
+  const m = /\/(\d+)\s*$/.exec(resp.headers.get("content-range") ?? "");
+  return { etag, lastModified, total: m ? Number(m[1]) : undefined };
+}
+
+/** Whether `got` (a later response) is another version of the file than `known`. */
+function differs(known, got) {
+  if (!known) return false;
+  return (
+    (!!known.etag && !!got.etag && known.etag !== got.etag) ||
+    (!!known.lastModified && !!got.lastModified && known.lastModified !== got.lastModified)
+  );
+}
+
+/** The If-Range value for `known`: a strong ETag, else Last-Modified (RFC 9110 §13.1.5). */
+function ifRangeOf(known) {
+  if (known?.etag && !known.etag.startsWith("W/")) return known.etag;
+  return known?.lastModified;
+}
+
+function isSameOrigin(url) {
+  const here = globalThis.location?.origin;
+  return !!here && here !== "null" && new URL(url).origin === here;
+}
+
+/** A network failure worth trying again (a CORS refusal is not). */
+function retryable(err) {
+  return err instanceof NetworkError && err.reason !== "cors";
+}
+
+/**
  * Fetch shard `i` from byte `offset` to its end, writing to the engine and the cache. Breaks in the
- * transfer are resumed with Range requests; a server that answers a Range request with the whole
- * file (or whose file changed since the cached parts were stored) restarts the shard at byte 0.
+ * transfer are resumed with Range requests (same-origin ones carry If-Range). A server that answers
+ * a Range request with the whole file, or with bytes of another version of it (other ETag or
+ * Last-Modified than the bytes in hand: the cached parts' or this load's first response's), makes
+ * the shard start again at byte 0, so a file that changed is never spliced from two versions.
  */
 async function download(ctx, i, shard, offset, meta) {
   const { wasm, store, progress } = ctx;
   const url = shard.url;
   const useStore = !!store && cacheable(url);
-  const sink = useStore ? new PartSink(store, url, shard.bytes, offset) : null;
+  let sink = useStore && ctx.cacheWrites ? new PartSink(store, url, shard.bytes, offset, PART_BYTES, (err) => giveUpCache(ctx, err)) : null;
+  // Validators of the bytes already in hand.
+  let known = meta && offset > 0 ? { etag: meta.etag, lastModified: meta.lastModified } : undefined;
+  const sameOrigin = isSameOrigin(url);
   let failures = 0;
+  let changes = 0;
   try {
     for (;;) {
       let resp;
@@ -480,11 +609,19 @@ async function download(ctx, i, shard, offset, meta) {
       } else {
         shard.response?.body?.cancel().catch(() => {});
         shard.response = undefined;
-        const init = offset > 0 ? { headers: { Range: `bytes=${offset}-` } } : undefined;
+        let init;
+        if (offset > 0) {
+          const headers = { Range: `bytes=${offset}-` };
+          // If-Range is not a CORS-safelisted header: cross-origin, it would need a preflight that
+          // many static hosts refuse, so there the validators of the 206 are compared instead.
+          const ifRange = sameOrigin ? ifRangeOf(known) : undefined;
+          if (ifRange) headers["If-Range"] = ifRange;
+          init = { headers };
+        }
         try {
           resp = await fetchRaw(ctx, url, init);
         } catch (err) {
-          if (err instanceof NetworkError && failures < MAX_RETRIES) {
+          if (retryable(err) && failures < MAX_RETRIES) {
             await backoff(ctx, ++failures);
             continue;
           }
@@ -503,22 +640,27 @@ async function download(ctx, i, shard, offset, meta) {
           await backoff(ctx, ++failures);
           continue;
         }
-        throw httpError(url, resp, "model file");
+        throw httpError(url, resp, "model file", failures);
       }
-      const validators = { etag: resp.headers.get("etag") ?? undefined, lastModified: resp.headers.get("last-modified") ?? undefined };
-      const changed =
-        meta &&
-        ((meta.etag && validators.etag && meta.etag !== validators.etag) ||
-          (meta.lastModified && validators.lastModified && meta.lastModified !== validators.lastModified));
-      if (offset > 0 && (resp.status !== 206 || changed)) {
-        if (resp.status === 206) {
-          // The file changed since its first parts were cached: get all of it again.
+      const got = validatorsOf(resp);
+      if (offset > 0) {
+        const changed = differs(known, got) || (resp.status === 206 && got.total !== undefined && got.total !== shard.bytes);
+        if (changed && ++changes > MAX_CHANGES) {
           resp.body?.cancel().catch(() => {});
-          meta = undefined;
+          throw new NetworkError(
+            `${url} changed on the server ${changes} times during this load (ETag/Last-Modified); load again once it is stable`,
+            { url, reason: "changed" },
+          );
+        }
+        if (resp.status === 206 && changed) {
+          // Bytes of another version (a server that ignored If-Range, or a cross-origin resume
+          // without it): all of the file again.
+          resp.body?.cancel().catch(() => {});
           await restart();
           continue;
         }
-        await restart(); // 200: the server ignored Range; this body is the whole file
+        // 200: the server ignored Range, or If-Range found another version: this body is the whole file.
+        if (resp.status !== 206) await restart();
       }
       if (offset === 0) {
         const length = Number(resp.headers.get("content-length"));
@@ -529,10 +671,11 @@ async function download(ctx, i, shard, offset, meta) {
             file: shard.name,
           });
         }
-        if (useStore) {
-          meta = { bytes: shard.bytes, partBytes: PART_BYTES, ...validators, complete: false };
+        known = got;
+        if (sink) {
+          meta = { bytes: shard.bytes, partBytes: PART_BYTES, etag: got.etag, lastModified: got.lastModified, complete: false };
           shard.meta = meta;
-          await store.putJSON(metaKey(url), meta);
+          await cacheWrite(ctx, (st) => st.putJSON(metaKey(url), meta));
         }
       }
       const before = offset;
@@ -548,7 +691,7 @@ async function download(ctx, i, shard, offset, meta) {
       if (failures >= MAX_RETRIES) {
         throw new NetworkError(
           `downloading ${url} broke off at byte ${offset} of ${shard.bytes}, ${MAX_RETRIES + 1} times; check the connection and load again (the cached part resumes)`,
-          { url },
+          { url, reason: "interrupted" },
         );
       }
       await backoff(ctx, ++failures);
@@ -558,11 +701,16 @@ async function download(ctx, i, shard, offset, meta) {
     throw err;
   }
 
+  /** Back to byte 0: the engine forgets the shard, and the cache its parts (they may be of another version). */
   async function restart() {
     await wasm.restartShard(i);
-    sink?.restart();
     offset = 0;
+    known = undefined;
     progress.setShardBytes(i, 0);
+    if (sink) {
+      sink.restart();
+      await cacheWrite(ctx, (st) => deleteEntries(st, url, shard.bytes));
+    }
   }
 }
 
@@ -624,7 +772,10 @@ async function pump(ctx, i, shard, stream, offset, sink) {
       for (let o = 0; o < chunk.length; o += MAX_WRITE_BYTES) {
         await wasm.write(i, o === 0 && chunk.length <= MAX_WRITE_BYTES ? chunk : chunk.subarray(o, o + MAX_WRITE_BYTES));
       }
-      if (sink) await sink.write(chunk);
+      if (sink) {
+        if (ctx.cacheWrites) await sink.write(chunk); // a failed write gives caching up (PartSink's onError)
+        else sink.abort();
+      }
       offset += chunk.length;
       progress.setShardBytes(i, offset);
     }
@@ -654,11 +805,63 @@ async function fetchRaw(ctx, url, init) {
     return await fetch(url, { ...init, signal: ctx.signal });
   } catch (err) {
     if (ctx.signal?.aborted) throw abortError(ctx.signal);
-    throw new NetworkError(
-      `could not fetch ${url}: ${err.message}. The browser is offline, the host is unreachable, or a cross-origin server sent no CORS headers (see the console's network panel)`,
-      { url },
+    throw await fetchFailure(ctx, url, err);
+  }
+}
+
+/**
+ * Why fetch() rejected (it says only "Failed to fetch"): the browser is offline; or, for a
+ * cross-origin URL, a no-cors probe gets an (opaque) answer, so the server is there and the CORS
+ * check refused its response; else the host is unreachable (or the probe itself was blocked, e.g.
+ * by the page's Cross-Origin-Embedder-Policy: then both causes are named).
+ */
+async function fetchFailure(ctx, url, err) {
+  const what = `could not fetch ${url} (${err?.message ?? err})`;
+  if (globalThis.navigator?.onLine === false) {
+    return new NetworkError(`${what}: the browser is offline. Load again once it is connected (cached parts are not downloaded again)`, { url, reason: "offline" }, { cause: err });
+  }
+  if (isSameOrigin(url)) {
+    return new NetworkError(`${what}: the server is unreachable or the connection failed`, { url, reason: "failed" }, { cause: err });
+  }
+  const page = globalThis.location?.origin ?? "this page's origin";
+  const needs =
+    `The model's server must send Access-Control-Allow-Origin: ${page} (or *); for Range requests (resumed downloads) also ` +
+    "Access-Control-Allow-Headers: Range, and Access-Control-Expose-Headers: Content-Length, Content-Range, ETag";
+  if (await answersNoCors(ctx, url)) {
+    return new NetworkError(
+      `${what}: CORS. ${new URL(url).origin} answered, but without CORS headers, so the browser withheld the response from this page (${page}). ${needs}`,
+      { url, reason: "cors" },
       { cause: err },
     );
+  }
+  return new NetworkError(
+    `${what}: the host is unreachable, or (it is another origin) its server sent no CORS headers. ${needs}`,
+    { url, reason: "failed" },
+    { cause: err },
+  );
+}
+
+/** Whether `url`'s server answers a no-cors HEAD request (probed once per origin and load). */
+function answersNoCors(ctx, url) {
+  const origin = new URL(url).origin;
+  ctx.probes ??= new Map();
+  if (!ctx.probes.has(origin)) ctx.probes.set(origin, probe(url, ctx.signal));
+  return ctx.probes.get(origin);
+}
+
+async function probe(url, signal) {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), PROBE_MS);
+  const onAbort = () => ac.abort();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const r = await fetch(url, { method: "HEAD", mode: "no-cors", credentials: "omit", cache: "no-store", signal: ac.signal });
+    return r.type === "opaque" || r.ok;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
   }
 }
 
@@ -669,7 +872,7 @@ async function fetchChecked(ctx, url, init, what = "file") {
     try {
       resp = await fetchRaw(ctx, url, init);
     } catch (err) {
-      if (err instanceof NetworkError && failures < MAX_RETRIES) {
+      if (retryable(err) && failures < MAX_RETRIES) {
         await backoff(ctx, ++failures);
         continue;
       }
@@ -681,19 +884,22 @@ async function fetchChecked(ctx, url, init, what = "file") {
       await backoff(ctx, ++failures);
       continue;
     }
-    throw httpError(url, resp, what);
+    throw httpError(url, resp, what, failures);
   }
 }
 
-function httpError(url, resp, what) {
+function httpError(url, resp, what, retries = 0) {
   const hint =
     resp.status === 404
       ? " (check the model URL and that the file is deployed)"
       : resp.status === 401 || resp.status === 403
         ? " (the server refused access; gated models need a URL that does not require login)"
-        : "";
+        : resp.status >= 500
+          ? ` (a server error, ${retries + 1} times in a row; try again later)`
+          : "";
   return new NetworkError(`fetching ${what} ${url} failed: HTTP ${resp.status}${resp.statusText ? ` ${resp.statusText}` : ""}${hint}`, {
     url,
     status: resp.status,
+    reason: "http",
   });
 }

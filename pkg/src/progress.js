@@ -1,8 +1,14 @@
 // Load progress: byte counts per shard, a transfer rate over a sliding window, and throttled
 // delivery (at most one event per INTERVAL_MS, plus every change of phase or shard, plus "ready").
+// A change held back by the throttle is delivered by a timer (every TICK_MS) once INTERVAL_MS have
+// passed, so the last bytes of a burst are not left unreported. While no byte arrives (a stalled
+// server: the loader has no fetch timeout), an event still comes every HEARTBEAT_MS, with the same
+// loadedBytes and a rate that falls to 0, until stop().
 
 const INTERVAL_MS = 100;
 const WINDOW_MS = 2000;
+const HEARTBEAT_MS = 1000;
+const TICK_MS = 250;
 
 export class ProgressTracker {
   /** @param {((event: object) => void) | undefined} onProgress */
@@ -17,6 +23,26 @@ export class ProgressTracker {
     this.fromCache = false;
     this.samples = []; // [time, loadedBytes], for the rate
     this.lastEmit = -Infinity;
+    this.cacheWarning = undefined;
+    this.held = false; // a change the throttle held back
+    this.heartbeat = onProgress
+      ? setInterval(() => {
+          const since = performance.now() - this.lastEmit;
+          if ((this.held && since >= INTERVAL_MS) || since >= HEARTBEAT_MS - 10) this.emit(true);
+        }, TICK_MS)
+      : undefined;
+  }
+
+  /** No more events (the load ended). */
+  stop() {
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  /** Caching was given up for this load: reported on this and every later event. */
+  setCacheWarning(warning) {
+    this.cacheWarning = warning;
+    this.emit(true);
   }
 
   /** The shard list is known: sizes drive totalBytes. */
@@ -34,6 +60,7 @@ export class ProgressTracker {
   setPhase(phase, fields = {}) {
     const changed = phase !== this.phase || (fields.shard !== undefined && fields.shard !== this.shard);
     this.phase = phase;
+    if (phase === "ready") this.stop();
     if (fields.shard !== undefined) this.shard = fields.shard;
     if (fields.file !== undefined) this.file = fields.file;
     if (fields.fromCache !== undefined) this.fromCache = fields.fromCache;
@@ -53,7 +80,11 @@ export class ProgressTracker {
     const loaded = this.loadedBytes;
     this.samples.push([now, loaded]);
     while (this.samples.length > 2 && now - this.samples[0][0] > WINDOW_MS) this.samples.shift();
-    if (!force && now - this.lastEmit < INTERVAL_MS) return;
+    if (!force && now - this.lastEmit < INTERVAL_MS) {
+      this.held = true;
+      return;
+    }
+    this.held = false;
     this.lastEmit = now;
     const [t0, b0] = this.samples[0];
     const moving = this.phase === "download" || this.phase === "cache";
@@ -70,6 +101,7 @@ export class ProgressTracker {
       fromCache: this.fromCache,
       file: this.file,
     };
+    if (this.cacheWarning) event.cacheWarning = this.cacheWarning;
     try {
       this.onProgress(event);
     } catch (err) {
