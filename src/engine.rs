@@ -242,6 +242,14 @@ impl Engine {
         self.encode(&text, false)
     }
 
+    /// Free the model's GPU memory now (weights, KV cache, activations) and drop the engine. A
+    /// dropped engine's buffers are freed too, but in the browser only when the JS garbage
+    /// collector runs, so unloading calls this.
+    pub fn release(self, ctx: &Context) {
+        let (w, s) = (self.model.weights.buffers(), self.model.state.buffers());
+        ctx.release_all(w.into_iter().chain(s));
+    }
+
     /// Forget the KV cache (the next prompt is prefilled from position 0).
     pub fn reset(&mut self) {
         self.cached.clear();

@@ -166,7 +166,11 @@ fn parse_messages(messages: JsValue) -> Result<Vec<Message>, JsValue> {
 }
 
 fn busy() -> JsValue {
-    js_error("BUSY", "the engine is generating; wait for it to finish or call abort() first", &[])
+    js_error(
+        "BUSY",
+        "a generation is already running on this engine (requests are not queued): wait for it to finish, or call engine.abort() and await it",
+        &[],
+    )
 }
 
 fn no_model() -> JsValue {
@@ -394,7 +398,25 @@ struct Inner {
 pub struct WasmEngine {
     ctx: &'static Context,
     inner: Rc<RefCell<Inner>>,
-    abort: Rc<Cell<bool>>,
+    /// The generation state, owned here for every JS layer (page, worker): set by `generate`
+    /// synchronously, so a second call is BUSY even before the first one's future has run, and
+    /// an `abort()` right after `generate()` returns belongs to that generation.
+    run: Rc<Run>,
+}
+
+#[derive(Default)]
+struct Run {
+    generating: Cell<bool>,
+    abort: Cell<bool>,
+}
+
+/// Clears `generating` however the generation ends (value, error, or a dropped future).
+struct Running(Rc<Run>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.generating.set(false);
+    }
 }
 
 /// KV cache bytes for `config` with `opts`: the context the engine will resolve (its checks
@@ -474,7 +496,7 @@ impl WasmEngine {
     pub async fn create() -> Result<WasmEngine, JsValue> {
         let ctx = context().await?;
         let inner = Inner { loading: Loading::Idle, engine: None, info: None };
-        Ok(WasmEngine { ctx, inner: Rc::new(RefCell::new(inner)), abort: Rc::new(Cell::new(false)) })
+        Ok(WasmEngine { ctx, inner: Rc::new(RefCell::new(inner)), run: Rc::default() })
     }
 
     /// The device: `{adapter, backend, maxBindingBytes, shaderF16, subgroups, timestampQuery, description}`.
@@ -497,7 +519,9 @@ impl WasmEngine {
         {
             let mut inner = self.inner()?;
             inner.loading = Loading::Idle;
-            inner.engine = None;
+            if let Some(e) = inner.engine.take() {
+                e.release(self.ctx);
+            }
             inner.info = None;
         }
         let kv = kv_bytes(self.ctx, &config, &opts)?;
@@ -543,7 +567,9 @@ impl WasmEngine {
         let stream = GgufStream::new(self.ctx, sizes.clone()).map_err(gguf_error)?;
         let total = stream.total_bytes();
         let mut inner = self.inner()?;
-        inner.engine = None;
+        if let Some(e) = inner.engine.take() {
+            e.release(self.ctx);
+        }
         inner.info = None;
         inner.loading = Loading::Gguf { stream, opts, hashes };
         let n = sizes.len();
@@ -721,7 +747,9 @@ impl WasmEngine {
     pub fn unload(&self) -> Result<(), JsValue> {
         let mut inner = self.inner()?;
         inner.loading = Loading::Idle;
-        inner.engine = None;
+        if let Some(e) = inner.engine.take() {
+            e.release(self.ctx);
+        }
         inner.info = None;
         Ok(())
     }
@@ -778,12 +806,18 @@ impl WasmEngine {
     // try_borrow and answers BUSY while this runs, so the borrow can never panic.
     #[allow(clippy::await_holding_refcell_ref)]
     pub fn generate(&self, prompt: Vec<u32>, options: JsValue, on_event: Function) -> js_sys::Promise {
-        let (inner, abort, ctx) = (self.inner.clone(), self.abort.clone(), self.ctx);
+        if self.run.generating.get() {
+            return js_sys::Promise::reject(&busy());
+        }
+        self.run.generating.set(true);
+        self.run.abort.set(false);
+        let running = Running(self.run.clone());
+        let (inner, ctx) = (self.inner.clone(), self.ctx);
         future_to_promise(async move {
+            let abort = &running.0.abort;
             let opts = JsGenerateOptions::parse(options)?;
             let mut guard = inner.try_borrow_mut().map_err(|_| busy())?;
             let engine = guard.engine.as_mut().ok_or_else(no_model)?;
-            abort.set(false);
             let mut thrown: Option<JsValue> = None;
             let mut cb = |ev: Event| -> bool {
                 if abort.get() {
@@ -849,9 +883,18 @@ impl WasmEngine {
         })
     }
 
-    /// Stop the running `generate` after its current step (it resolves with finishReason "abort").
+    /// Stop the running `generate` after its current step (it resolves with finishReason "abort");
+    /// nothing when none runs (the next `generate` is not affected).
     pub fn abort(&self) {
-        self.abort.set(true);
+        if self.run.generating.get() {
+            self.run.abort.set(true);
+        }
+    }
+
+    /// True from `generate()` until its promise settles (another `generate` is then BUSY).
+    #[wasm_bindgen(getter)]
+    pub fn busy(&self) -> bool {
+        self.run.generating.get()
     }
 
     /// Forget the KV cache: the next prompt is prefilled from the start.
@@ -907,6 +950,16 @@ fn gpu_info_of(ctx: &Context) -> GpuInfo {
 #[wasm_bindgen(js_name = gpuInfo)]
 pub async fn gpu_info() -> Result<JsValue, JsValue> {
     to_js(&gpu_info_of(context().await?))
+}
+
+/// The GPU context's counters (`Counters`: buffers and bytes created, live, peak; dispatches...),
+/// or `undefined` before the first engine; for leak checks over long sessions.
+#[wasm_bindgen(js_name = gpuCounters)]
+pub fn gpu_counters() -> Result<JsValue, JsValue> {
+    match CONTEXT.with(Cell::get) {
+        Some(ctx) => to_js(&ctx.counters()),
+        None => Ok(JsValue::UNDEFINED),
+    }
 }
 
 /// Bytes of this module's linear memory (it only grows: this is the peak so far).

@@ -5,14 +5,12 @@
 
 import { createWasmEngine, wasmMemoryBytes } from "./wasm.js";
 import { loadModel } from "./loader.js";
-import { BadRequestError, BusyError, abortError, throwIfAborted, toLlmError } from "./errors.js";
+import { BadRequestError, abortError, throwIfAborted, toLlmError } from "./errors.js";
 
 export class LocalCore {
   /** @param {object} wasm WasmEngine */
   constructor(wasm) {
     this.wasm = wasm;
-    this.running = false;
-    this.stopRequested = false;
     this.info = undefined;
   }
 
@@ -39,39 +37,45 @@ export class LocalCore {
    * Generate after `input` ({prompt: string} | {tokens: number[]} | {messages}). `onEvent` gets
    * `{type: "prefilled", promptTokens, reusedTokens}` then `{type: "token", id, text}` per token.
    * Resolves with the wasm summary plus `timings`. Rejects BUSY while another generation runs,
-   * ABORTED when `signal` fires (engine.abort() instead ends with finishReason "abort").
+   * ABORTED when `signal` fires (engine.abort() instead ends with finishReason "abort"). The wasm
+   * engine owns the generation state (BUSY, abort); this adds tokenization, timings and `signal`.
    */
   async generate(input, options = {}, onEvent = () => {}, signal) {
     if (!this.wasm) throw new BadRequestError("the engine was unloaded; create a new one");
-    if (this.running) throw new BusyError("a generation is already running on this engine; await it or call engine.abort() first");
     throwIfAborted(signal);
-    this.running = true;
-    this.stopRequested = false;
-    const onAbort = () => this.abort();
+    const t0 = performance.now();
+    const ids = this.tokenize(input);
+    const sampling = {};
+    // Every option goes to the wasm, which owns their names (unknown ones are BAD_REQUEST there).
+    for (const [k, v] of Object.entries(options)) if (v !== undefined && v !== null) sampling[k] = v;
+    if (typeof sampling.stop === "string") sampling.stop = [sampling.stop];
+    let tPrefilled;
+    let tFirst;
+    const tStart = performance.now();
+    // Started synchronously: BUSY is decided now, and an abort from here on is this generation's.
+    let running;
+    try {
+      running = this.wasm.generate(ids, sampling, (e) => {
+        const now = performance.now();
+        if (e.type === "prefilled") tPrefilled = now;
+        else if (e.type === "token" && tFirst === undefined) tFirst = now;
+        try {
+          onEvent(e);
+        } catch (err) {
+          console.error("webgpu-llm: a token callback threw", err);
+        }
+        return true;
+      });
+    } catch (err) {
+      throw toLlmError(err);
+    }
+    const wasm = this.wasm;
+    const onAbort = () => wasm.abort();
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const t0 = performance.now();
-      const ids = this.tokenize(input);
-      const sampling = {};
-      // Every option goes to the wasm, which owns their names (unknown ones are BAD_REQUEST there).
-      for (const [k, v] of Object.entries(options)) if (v !== undefined && v !== null) sampling[k] = v;
-      if (typeof sampling.stop === "string") sampling.stop = [sampling.stop];
-      let tPrefilled;
-      let tFirst;
-      const tStart = performance.now();
       let summary;
       try {
-        summary = await this.wasm.generate(ids, sampling, (e) => {
-          const now = performance.now();
-          if (e.type === "prefilled") tPrefilled = now;
-          else if (e.type === "token" && tFirst === undefined) tFirst = now;
-          try {
-            onEvent(e);
-          } catch (err) {
-            console.error("webgpu-llm: a token callback threw", err);
-          }
-          return !this.stopRequested;
-        });
+        summary = await running;
       } catch (err) {
         throw toLlmError(err);
       }
@@ -95,7 +99,6 @@ export class LocalCore {
       };
     } finally {
       signal?.removeEventListener("abort", onAbort);
-      this.running = false;
     }
   }
 
@@ -142,9 +145,7 @@ export class LocalCore {
 
   /** Stop the running generation after its current step (it ends with finishReason "abort"). */
   abort() {
-    if (!this.running || !this.wasm) return;
-    this.stopRequested = true;
-    this.wasm.abort();
+    this.wasm?.abort();
   }
 
   /** Forget the KV cache (the next generation prefills its whole prompt). */

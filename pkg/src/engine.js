@@ -5,7 +5,7 @@
 import { LocalCore } from "./core.js";
 import { GenerationStream } from "./stream.js";
 import { createChatCompletion } from "./openai.js";
-import { BadRequestError, BusyError, toLlmError } from "./errors.js";
+import { BadRequestError, toLlmError } from "./errors.js";
 
 /**
  * Load a model and return an Engine running on this thread.
@@ -39,7 +39,9 @@ export function checkOptions(options) {
 
 export class Engine {
   #core;
-  #running = null; // the running generation's settle promise
+  // Generations started and not yet settled (their settle promises), to await on unload. Whether
+  // one may start (BUSY) and aborting are the wasm engine's: it owns the generation state.
+  #inflight = new Set();
   #unloaded = false;
 
   /** @internal use createEngine / createWorkerEngine */
@@ -60,7 +62,7 @@ export class Engine {
 
   /** True while a generation runs (a new one would be rejected with BUSY). */
   get busy() {
-    return this.#running !== null;
+    return this.#inflight.size > 0;
   }
 
   /**
@@ -84,23 +86,16 @@ export class Engine {
   }
 
   /**
-   * @internal Start a generation; throws BUSY synchronously when one runs. `options` are the
+   * @internal Start a generation (BUSY, when one runs, fails the stream). `options` are the
    * sampling options plus `signal`.
    */
   _start(input, options) {
     if (this.#unloaded) throw new BadRequestError("the engine was unloaded; create a new engine to generate");
-    if (this.#running) {
-      throw new BusyError(
-        "a generation is already running on this engine (requests are not queued): wait for it to finish, or call engine.abort() and await it",
-      );
-    }
     const { signal, ...sampling } = options;
     const stream = new GenerationStream(() => this.#core.abort());
     // The engine is idle again before the stream settles, so code awaiting the stream can start
     // the next generation at once.
-    const idle = () => {
-      if (this.#running === settle) this.#running = null;
-    };
+    const idle = () => this.#inflight.delete(settle);
     const settle = this.#core.generate(input, sampling, (e) => stream._event(e), signal).then(
       (summary) => {
         idle();
@@ -111,7 +106,7 @@ export class Engine {
         stream._fail(toLlmError(err));
       },
     );
-    this.#running = settle;
+    this.#inflight.add(settle);
     return stream;
   }
 
@@ -120,7 +115,7 @@ export class Engine {
    * has finishReason "abort". No effect when nothing runs.
    */
   abort() {
-    if (this.#running) this.#core.abort();
+    if (this.#inflight.size) this.#core.abort();
   }
 
   /** Forget the conversation's KV cache (aborting a running generation first). */
@@ -166,10 +161,9 @@ export class Engine {
   }
 
   async #stopRunning() {
-    const running = this.#running;
-    if (!running) return;
+    if (!this.#inflight.size) return;
     this.#core.abort();
-    await running;
+    await Promise.allSettled([...this.#inflight]);
   }
 }
 

@@ -38,17 +38,21 @@ const ACCEPTED = new Set([
 
 /**
  * `engine.chat.completions.create(request, {signal})`: a ChatCompletion, or with `stream: true` an
- * async iterable of ChatCompletionChunk. Rejects BUSY at once while another generation runs.
+ * async iterable of ChatCompletionChunk, once the prompt has been processed (so a stream's create()
+ * rejects for BUSY and bad options, as a server answers with an error status, not a broken stream).
  */
 export async function createChatCompletion(engine, request, requestOptions = {}) {
   const { input, options, stream } = parseRequest(request);
   const signal = requestOptions?.signal ?? request.signal;
   if (signal) options.signal = signal;
-  const gen = engine._start(input, options); // BUSY is thrown here: create() rejects
+  const gen = engine._start(input, options);
   const id = `chatcmpl-${randomId()}`;
   const created = Math.floor(Date.now() / 1000);
   const model = engine.modelId;
-  if (stream) return chunkStream(gen, { id, created, model });
+  if (stream) {
+    await gen._started;
+    return chunkStream(gen, { id, created, model });
+  }
   const r = await gen.result;
   return {
     id,

@@ -21,6 +21,13 @@ export class GenerationStream {
     this.result.catch(() => {});
     /** Set when the prompt has been processed: `{promptTokens, reusedTokens}`. */
     this.prefill = undefined;
+    /** @internal resolves when the prompt has been processed (or the generation ended), rejects
+     * like `result` when it failed before that (BUSY, bad options) */
+    this._started = new Promise((resolve, reject) => {
+      this._startedResolve = resolve;
+      this._startedReject = reject;
+    });
+    this._started.catch(() => {});
   }
 
   /** @internal an event from the core */
@@ -29,6 +36,7 @@ export class GenerationStream {
       if (!this._closed) this._push({ text: e.text, tokenId: e.id });
     } else if (e.type === "prefilled") {
       this.prefill = { promptTokens: e.promptTokens, reusedTokens: e.reusedTokens };
+      this._startedResolve();
     }
   }
 
@@ -36,6 +44,7 @@ export class GenerationStream {
   _finish(result) {
     if (this._state !== "running") return;
     this._state = "done";
+    this._startedResolve();
     this._resolve(result);
     this._wake();
   }
@@ -45,6 +54,7 @@ export class GenerationStream {
     if (this._state !== "running") return;
     this._state = "failed";
     this._error = error;
+    this._startedReject(error);
     this._reject(error);
     this._wake();
   }

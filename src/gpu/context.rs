@@ -110,7 +110,8 @@ impl PipelineKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     pub buffers_created: u64,
-    /// Bytes of all buffers created.
+    /// Bytes of all buffers created (uniforms, ≤ 64 bytes each and owned by kernels, are counted
+    /// in `buffers_created` only).
     pub buffer_bytes_created: u64,
     /// Bytes of buffers alive now: created minus released (see [`Context::release`]); buffers
     /// the engine drops without releasing are few and small (per-call kernel uniforms).
@@ -340,6 +341,21 @@ impl Context {
         buffer.destroy();
     }
 
+    /// Free every buffer of something being dropped (a model's weights and state), each once.
+    /// The browser frees a dropped buffer's memory only when the JS garbage collector gets to it;
+    /// this frees it now. Uniforms are destroyed but not counted (they are not in the byte counts).
+    pub fn release_all<'a>(&self, buffers: impl IntoIterator<Item = &'a wgpu::Buffer>) {
+        let mut seen = std::collections::HashSet::new();
+        for b in buffers {
+            if seen.insert(b) {
+                if !b.usage().contains(wgpu::BufferUsages::UNIFORM) {
+                    self.counters.buffer_bytes_released.fetch_add(b.size(), Relaxed);
+                }
+                b.destroy();
+            }
+        }
+    }
+
     /// `queue.write_buffer`, counted; the data reaches the GPU before the next submission's work.
     pub fn write(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
         self.counters.bytes_written.fetch_add(data.len() as u64, Relaxed);
@@ -475,7 +491,8 @@ impl Context {
     /// A small uniform buffer for an op's parameters (filled as `storage_init` fills).
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
         let size = std::mem::size_of::<T>() as u64;
-        self.count_buffer(size);
+        // counted, but not in the byte counts: kernels own them and drop them without `release`
+        self.counters.buffers_created.fetch_add(1, Relaxed);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: size.max(4).next_multiple_of(4),

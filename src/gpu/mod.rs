@@ -86,6 +86,11 @@ pub struct ReadbackRing {
 }
 
 impl ReadbackRing {
+    /// Its GPU buffers (for `Context::release_all`).
+    pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+        self.slots.iter().map(|(b, _)| b)
+    }
+
     pub fn new(ctx: &Context, label: &str, slots: usize, bytes: u64) -> Result<Self> {
         ensure(slots > 0 && bytes > 0, "ReadbackRing", || format!("{slots} slots of {bytes} bytes"))?;
         let slots = (0..slots)

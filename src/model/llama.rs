@@ -139,6 +139,38 @@ pub enum Input {
 }
 
 impl State {
+    /// Every GPU buffer of the state (for `Context::release_all`); the decode plans' uniforms go
+    /// with the plans.
+    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        let mut out = vec![
+            &self.ids,
+            &self.x,
+            &self.xb,
+            &self.q,
+            &self.qkv,
+            &self.att,
+            &self.gate,
+            &self.up,
+            &self.hb,
+            &self.logits,
+            &self.next_id,
+        ];
+        for xq in [&self.xq_hidden, &self.xq_att, &self.xq_ffn].into_iter().flatten() {
+            out.extend(xq.buffers());
+        }
+        for (k, v) in &self.cache {
+            out.extend([k, v]);
+        }
+        out.extend(self.scratch.buffers());
+        out.extend(self.rope.buffers());
+        out.push(self.step.buffer());
+        out.extend(self.argmax.buffers());
+        out.extend(self.sampler.buffers());
+        out.extend(self.ids_back.buffers());
+        out.extend(self.logits_back.buffers());
+        out
+    }
+
     /// Put `tokens` in the id buffer for an `Input::Ids` step; they are checked against `vocab`.
     pub fn write_ids(&self, ctx: &Context, tokens: &[u32], vocab: u32) -> super::error::Result<()> {
         ensure(!tokens.is_empty() && tokens.len() <= self.opts.max_batch as usize, "forward", || {

@@ -66,6 +66,30 @@ fn expect_shape(name: &str, m: &QuantMatrix, n: u32, k: u32) -> Result<()> {
 }
 
 impl Weights {
+    /// Every GPU buffer of the weights (for `Context::release_all`).
+    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        let mut out: Vec<&wgpu::Buffer> = self.embed.buffers().collect();
+        for l in &self.layers {
+            out.push(&l.attn_norm);
+            for (p, _) in &l.qkv.parts {
+                out.extend(p.w.buffers().chain(p.bias.as_ref()));
+            }
+            if let Some((q, k)) = &l.qk_norm {
+                out.extend([q, k]);
+            }
+            out.extend(l.o.w.buffers().chain(l.o.bias.as_ref()));
+            out.push(&l.ffn_norm);
+            match &l.gate_up {
+                GateUp::Separate { gate, up } => out.extend(gate.buffers().chain(up.buffers())),
+                GateUp::Fused(m) => out.extend(m.buffers()),
+            }
+            out.extend(l.down.buffers());
+        }
+        out.push(&self.norm);
+        out.extend(self.lm_head.iter().flat_map(|m| m.buffers()));
+        out
+    }
+
     /// Bytes of every weight on the GPU.
     pub fn bytes(&self) -> u64 {
         self.bytes_per_token() + if self.lm_head.is_some() { self.embed.bytes() } else { 0 }

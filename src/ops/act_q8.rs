@@ -31,6 +31,11 @@ pub struct ActQ8 {
 }
 
 impl ActQ8 {
+    /// Its GPU buffers (for `Context::release_all`).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 2] {
+        [&self.q, &self.s]
+    }
+
     pub fn new(ctx: &Context, label: &str, rows: u32, k: u32) -> Result<Self> {
         ensure(rows > 0 && k > 0 && k % BLOCK == 0, "act_q8", || {
             format!("int8 activations need k a positive multiple of {BLOCK} and rows > 0; got k = {k}, rows = {rows}")

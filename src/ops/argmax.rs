@@ -24,6 +24,11 @@ pub struct ArgmaxScratch {
 }
 
 impl ArgmaxScratch {
+    /// Its GPU buffers (for `Context::release_all`).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 1] {
+        [&self.partial]
+    }
+
     pub fn new(ctx: &Context, rows: u32, n: u32) -> Result<Self> {
         let chunks = n.div_ceil(CHUNK).max(1) as u64;
         Ok(Self { partial: ctx.storage("argmax.partial", rows.max(1) as u64 * chunks * 8)?, rows, n })

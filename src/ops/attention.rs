@@ -48,6 +48,11 @@ pub struct AttentionScratch {
 }
 
 impl AttentionScratch {
+    /// Its GPU buffers (for `Context::release_all`).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 2] {
+        [&self.part_o, &self.part_ml]
+    }
+
     pub fn new(ctx: &Context, max_rows: u32, n_heads: u32, head_dim: u32, max_splits: u32) -> Result<Self> {
         const OP: &str = "AttentionScratch";
         let slots = max_rows as u64 * n_heads as u64 * max_splits as u64;

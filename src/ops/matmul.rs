@@ -143,6 +143,11 @@ pub fn chunk_byte_ranges(format: WeightFormat, k: usize, row0: u32, rows: u32) -
 }
 
 impl QuantMatrix {
+    /// Its GPU buffers (for `Context::release_all`).
+    pub fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+        self.chunks.iter().flat_map(|c| std::iter::once(&c.weights).chain(c.scales.as_ref()))
+    }
+
     /// Upload `packed`, split by [`chunk_rows`] against `ctx.max_binding_bytes()`.
     pub fn upload(ctx: &Context, label: &str, packed: &PackedMatrix) -> Result<Self> {
         packed.validate()?;

@@ -42,6 +42,11 @@ pub struct StepParams {
 pub struct StepBuffer(wgpu::Buffer);
 
 impl StepBuffer {
+    /// Its GPU buffer (for `Context::release_all`).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.0
+    }
+
     pub fn new(ctx: &crate::gpu::Context) -> Self {
         Self(ctx.uniform("step", &StepParams::default()))
     }

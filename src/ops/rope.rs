@@ -176,6 +176,11 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
+    /// Its GPU buffers (for `Context::release_all`).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 1] {
+        [&self.inv_freq]
+    }
+
     pub fn new(ctx: &Context, config: &RopeConfig, context_len: u32) -> Result<Self> {
         let inv = config.inv_freq(context_len)?;
         let inv_freq = ctx.storage_init("rope.inv_freq", bytemuck::cast_slice(&inv))?;

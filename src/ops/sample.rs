@@ -65,6 +65,11 @@ pub struct SampleState {
 }
 
 impl SampleState {
+    /// Its GPU buffers (for `Context::release_all`).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 5] {
+        [&self.settings, &self.bias, &self.history, &self.counts, &self.no_mask]
+    }
+
     /// For up to `rows` rows of `vocab` logits and a history of `history_cap` tokens.
     pub fn new(ctx: &Context, rows: u32, vocab: u32, history_cap: u32) -> Result<Self> {
         ensure(rows > 0 && vocab > 0 && history_cap > 0, "sample", || {

@@ -339,6 +339,73 @@ const H = {
     }
   },
 
+  /** The page's GPU context counters (wasm `gpuCounters()`: buffers and bytes created and live, ...). */
+  async gpuCounters() {
+    const glue = await import(GLUE);
+    return glue.gpuCounters?.() ?? null;
+  },
+
+  /**
+   * A long chat on a page engine: `turns` OpenAI chat requests, each the last `window` exchanges plus
+   * a new user message (so the KV prefix is partly reused, as in a real chat), streaming and not in
+   * turn. After every turn: the GPU counters and wasm memory; JS heap after a full GC at the end of
+   * warm-up and at the end. Returns the series for the runner to assert on.
+   */
+  async soak(id, { turns = 200, warmup = 20, maxTokens = 8, window = 2, seed = 7 }) {
+    const engine = engines.get(id);
+    const glue = await import(GLUE);
+    const history = [];
+    const series = [];
+    let heapWarm;
+    const t0 = performance.now();
+    for (let t = 0; t < turns; t++) {
+      const messages = [...history.slice(-2 * window), { role: "user", content: `Turn ${t}: tell me one fact about the number ${(t * 37) % 101}.` }];
+      const request = { messages, max_tokens: maxTokens, temperature: 0.7, seed: seed + t, stream: t % 2 === 1 };
+      let content = "";
+      try {
+        if (request.stream) {
+          for await (const c of await engine.chat.completions.create(request)) content += c.choices?.[0]?.delta?.content ?? "";
+        } else {
+          content = (await engine.chat.completions.create(request)).choices[0].message.content;
+        }
+      } catch (e) {
+        return { ok: false, turn: t, error: errJson(e), series };
+      }
+      history.push(messages.at(-1), { role: "assistant", content });
+      const c = glue.gpuCounters();
+      series.push({
+        turn: t, live: c.buffer_bytes_live, peak: c.peak_buffer_bytes, buffers: c.buffers_created,
+        bindGroups: c.bind_groups_created, pipelines: c.pipelines_created, wasm: await wasmMemoryBytes(), chars: content.length,
+      });
+      if (t === warmup - 1) heapWarm = (await H.memoryAfterGc()).js?.used;
+    }
+    const heapEnd = (await H.memoryAfterGc()).js?.used;
+    return { ok: true, series, heapWarm, heapEnd, ms: performance.now() - t0, busyAfter: engine.busy };
+  },
+
+  /**
+   * `cycles` times: createEngine(options) (from the package's cache after the first), a few tokens,
+   * unload. After each unload: the GPU counters, wasm memory and (after a GC) the JS heap.
+   */
+  async loadCycles(options, { cycles = 20, maxTokens = 4 }) {
+    const glue = await import(GLUE);
+    const out = [];
+    for (let i = 0; i < cycles; i++) {
+      let engine;
+      try {
+        engine = await pkg.createEngine(options);
+        await engine.generate("Hello", { maxTokens }).result;
+        await engine.unload();
+      } catch (e) {
+        return { ok: false, cycle: i, error: errJson(e), out };
+      }
+      const c = glue.gpuCounters();
+      const m = await H.memoryAfterGc();
+      out.push({ cycle: i, live: c.buffer_bytes_live, created: c.buffer_bytes_created, wasm: m.wasm, heap: m.js?.used });
+    }
+    return { ok: true, out };
+  },
+
   async unload(id, keep = false) {
     const engine = engines.get(id);
     if (!keep) engines.delete(id); // keep: to call it after unload
