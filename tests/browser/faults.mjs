@@ -17,7 +17,8 @@
 //                other ETag is noticed → fetched from byte 0; cross-origin (CORS server, no If-Range
 //                sent) → same; never a mix (request log; sha256 given; the cached copy reloads)
 //   quota        the origin's quota (CDP Storage.overrideQuotaForOrigin) below the model: the estimate
-//                says so → loads uncached, cacheWarning with needed/available; the estimate lies →
+//                says so → loads uncached, cacheWarning with needed/available (on modelInfo and the
+//                progress events; also through the worker engine); the estimate says plenty →
 //                the Cache API / OPFS write fails mid-download → loads uncached, cacheWarning
 //   cache-damage cached parts cut short or with a flipped byte after they were stored (Cache API and
 //                OPFS; GGUF and package) → detected (length / sha256), dropped, re-fetched, loads,
@@ -310,6 +311,13 @@ async function scenarioQuota(S, F) {
     check((await Fx(page, "record", { store: "cache-api", url: GGUF })) === null, "(a) a record was written although caching was given up");
     await checkTokens(S, page, a, "(a) loaded without caching");
     F.upfront = `${w.message.slice(0, 90)}… → loaded uncached in ${secs(a.ms)} s`;
+    // The worker engine (its navigator.storage is not the page's faked one: its write is refused by the
+    // real quota): the warning crosses to the page on modelInfo and on the progress events.
+    const aw = await load(page, { model: GGUF }, { worker: true, keepEvents: true });
+    const ww = aw.modelInfo?.cacheWarning;
+    check(ww?.reason === "quota" && /QuotaExceededError/.test(ww.message) && ww.neededBytes === S.ggufBytes && aw.events.at(-1).cacheWarning?.reason === "quota",
+      `(a worker) modelInfo.cacheWarning ${JSON.stringify(ww)}`);
+    await checkTokens(S, page, aw, "(a worker) loaded without caching");
 
     // (b) the estimate says plenty: the Cache API / OPFS write itself fails mid-download.
     for (const store of ["cache-api", "opfs"]) {
