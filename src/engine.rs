@@ -421,6 +421,26 @@ pub fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &Open
 }
 
 /// Bytes of the KV cache (K and V, every layer) for `context` positions.
+/// The state (KV cache, activations) an engine with `opts` gets: its context resolved as above.
+pub fn state_options(
+    ctx: &Context,
+    config: &crate::model::Config,
+    opts: &OpenOptions,
+) -> Result<crate::model::StateOptions> {
+    let context = resolve_context(ctx, config, opts)?;
+    Ok(crate::model::StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype })
+}
+
+/// Allocate the state an engine with `opts` would (KV cache, activations) and free it again, so a
+/// device that cannot hold it says so (an out-of-memory error in the caller's error scope) before
+/// the weights download rather than after. Returns the KV cache's bytes.
+pub fn probe_state(ctx: &Context, config: &crate::model::Config, opts: &OpenOptions) -> Result<u64> {
+    let so = state_options(ctx, config, opts)?;
+    let state = crate::model::State::new(ctx, config, so)?;
+    ctx.release_all(state.buffers());
+    Ok(kv_cache_bytes(config, so.context, so.kv_dtype))
+}
+
 pub fn kv_cache_bytes(config: &crate::model::Config, context: u32, kv_dtype: KvDtype) -> u64 {
     let per = if kv_dtype == KvDtype::F16 { 2 } else { 4 };
     2 * config.n_layers as u64 * context as u64 * config.kv_dim() as u64 * per
@@ -440,10 +460,9 @@ pub fn engine_from_package(
     tokenizer_config_json: Option<&str>,
     opts: OpenOptions,
 ) -> Result<Engine> {
-    use crate::model::{Config, StateOptions};
+    use crate::model::Config;
     let config = Config::from_hf(&manifest.architecture).map_err(config_error)?;
-    let context = resolve_context(ctx, &config, &opts)?;
-    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
+    let state = state_options(ctx, &config, &opts)?;
     let model = Model::new(ctx, config, tensors, state)?;
     Engine::new(model, tokenizer_json, tokenizer_config_json)
 }
@@ -459,10 +478,9 @@ pub fn engine_from_gguf(
     opts: OpenOptions,
 ) -> Result<Engine> {
     use crate::loader::{gguf, gguf_tokenizer::GgufTokenizer};
-    use crate::model::{Config, StateOptions};
+    use crate::model::Config;
     let config = Config::from_hf(&gguf::hf_config(file, src).map_err(gguf_error)?).map_err(config_error)?;
-    let context = resolve_context(ctx, &config, &opts)?;
-    let state = StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype };
+    let state = state_options(ctx, &config, &opts)?;
     let model = Model::new(ctx, config, tensors, state)?;
     let tok = GgufTokenizer::from_metadata(&file.metadata).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
     let json = tok.tokenizer_json().map_err(|e| EngineError::Tokenizer(e.to_string()))?;

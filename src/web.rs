@@ -22,8 +22,8 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::chat::Message;
 use crate::engine::{
-    engine_from_gguf, engine_from_package, kv_cache_bytes, resolve_context, Engine, EngineError, Event, Finish,
-    GenerateOptions, OpenOptions,
+    engine_from_gguf, engine_from_package, kv_cache_bytes, probe_state, resolve_context, Engine, EngineError, Event,
+    Finish, GenerateOptions, OpenOptions,
 };
 use crate::gpu::{Context, ContextOptions, GpuError};
 use crate::loader::gguf::GgufError;
@@ -426,6 +426,34 @@ fn kv_bytes(ctx: &Context, config: &Config, opts: &OpenOptions) -> Result<u64, J
     Ok(kv_cache_bytes(config, context, opts.kv_dtype))
 }
 
+/// The model's config from the first GGUF header alone, to size its state before the data arrives.
+/// Tensors the config reads (RoPE factors) read as zeros: the state's sizes do not depend on them.
+/// `None` when the header alone cannot give it (a split model's tensor in a later part); the real
+/// config, built at `finishLoad`, reports such errors.
+fn early_config(stream: &GgufStream) -> Result<Option<Config>, JsValue> {
+    use crate::loader::gguf::{hf_config, GgufFile, GgufSource};
+    struct Zeros;
+    impl GgufSource for Zeros {
+        fn read_exact_at(&mut self, _: usize, _: u64, buf: &mut [u8]) -> Result<(), GgufError> {
+            buf.fill(0);
+            Ok(())
+        }
+    }
+    let Some(h) = stream.header() else { return Ok(None) };
+    let file = GgufFile {
+        metadata: h.metadata.clone(),
+        tensors: h.tensors.clone(),
+        part_bytes: stream.part_sizes().to_vec(),
+        version: h.version,
+    };
+    match hf_config(&file, &mut Zeros) {
+        // An architecture we do not run fails now, not after the download.
+        Err(e @ GgufError::UnsupportedArch { .. }) => Err(gguf_error(e)),
+        Err(_) => Ok(None),
+        Ok(v) => Ok(Config::from_hf(&v).ok()),
+    }
+}
+
 fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {
     tensors
         .values()
@@ -531,6 +559,8 @@ impl WasmEngine {
         let m = manifest.clone();
         let writer =
             checked(ctx, &what, weights, move || ShardWriter::new(ctx, m).map_err(|e| load_error(e, None))).await?;
+        let probe = || probe_state(ctx, &config, &opts).map(drop).map_err(engine_error);
+        checked(ctx, "the KV cache and activations", kv, probe).await?;
         let plan = LoadPlan {
             kind: "package",
             shards: manifest
@@ -617,15 +647,40 @@ impl WasmEngine {
         }
         // This chunk may complete a header and allocate that part's tensors.
         let inner = self.inner.clone();
-        let what = "the model's weights";
-        checked(self.ctx, what, 0, move || {
+        let (what, bytes_now) = ("the model's weights", self.part_bytes(index)?);
+        let parsed = checked(self.ctx, what, bytes_now, move || {
             let mut inner = inner.try_borrow_mut().map_err(|_| busy())?;
             match &mut inner.loading {
-                Loading::Gguf { stream, .. } => stream.write(index as usize, &bytes).map_err(gguf_error),
+                Loading::Gguf { stream, opts, .. } => {
+                    stream.write(index as usize, &bytes).map_err(gguf_error)?;
+                    Ok(if index == 0 && !stream.header_pending(0) {
+                        early_config(stream)?.map(|c| (c, *opts))
+                    } else {
+                        None
+                    })
+                }
                 _ => Err(bad_request("the load was cancelled")),
             }
         })
-        .await
+        .await?;
+        // The first header gives the config: the state is tried now, before the weights stream.
+        if let Some((config, opts)) = parsed {
+            let ctx = self.ctx;
+            let kv = kv_bytes(ctx, &config, &opts)?;
+            checked(ctx, "the KV cache and activations", kv, || {
+                probe_state(ctx, &config, &opts).map(drop).map_err(engine_error)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of GGUF part `index` (what its header allocates, at most; for error messages).
+    fn part_bytes(&self, index: u32) -> Result<u64, JsValue> {
+        Ok(match &self.inner()?.loading {
+            Loading::Gguf { stream, .. } => stream.part_size(index as usize),
+            _ => 0,
+        })
     }
 
     /// Shard/part `index` has had all its bytes: checks its size and (package) its SHA-256.

@@ -86,6 +86,16 @@ impl<'a> GgufStream<'a> {
     }
 
     /// Bytes of all parts together.
+    /// Each part's size in bytes.
+    pub fn part_sizes(&self) -> &[u64] {
+        &self.part_bytes
+    }
+
+    /// Part `part`'s size in bytes (0 past the last).
+    pub fn part_size(&self, part: usize) -> u64 {
+        self.part_bytes.get(part).copied().unwrap_or(0)
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.part_bytes.iter().sum()
     }

@@ -22,6 +22,12 @@
 //   memory       a generated package with ≥ 1 GiB of random Q8 weights: wasm linear memory and JS heap
 //                before/during/after; peak wasm memory while streaming ≤ 64 MiB (+ the tokenizer)
 //   bad-url      a missing model URL and an unreachable host → NETWORK with a readable message
+//   soak         a long chat (--soak-turns, default 50; the tiny K-quant fixture, or --soak-model URL
+//                such as /m/gguf/SmolLM2-135M-Instruct.Q4_1.gguf): live GPU bytes, pipelines and wasm
+//                memory flat after a 20-turn warm-up, JS heap after GC within 2 MiB; then 20
+//                load/unload cycles: live GPU bytes back to the same level after every unload (the
+//                engine's buffers destroyed, not left to the GC), wasm memory flat over the second
+//                half of the cycles (it is a peak), JS heap after GC within 2 MiB
 //
 // Prints one PASS/FAIL line per scenario with its figures; exits non-zero on any failure.
 // Environment: CHROMIUM (default /usr/lib/chromium/chromium), WEBGPU_LLM_CLI (default
@@ -67,6 +73,11 @@ const optArg = (name) => {
 const ONLY = optArg("--only")?.split(",").filter(Boolean);
 const KEEP = flag("--keep");
 const VERBOSE = flag("--verbose");
+const SOAK_TURNS = Number(optArg("--soak-turns") ?? 50); // 200 on the default model: docs/reliability.md
+const SOAK_MODEL = optArg("--soak-model") ?? "/m/tiny/tiny-q4_k_m.gguf";
+const SOAK_WARMUP = 20;
+const SOAK_CYCLES = 20;
+const HEAP_SLACK = 2 * MIB; // JS heap after a full GC may wobble by allocator pages, not grow
 
 const t0 = Date.now();
 const secs = (ms) => (ms / 1000).toFixed(1);
@@ -586,6 +597,56 @@ async function scenarioMemory(S, F) {
   }
 }
 
+async function scenarioSoak(S, F) {
+  const page = await openPage(S, "soak");
+  const a = await H(page, "create", { options: { model: SOAK_MODEL, context: 1024 } });
+  check(a.ok, `loading ${SOAK_MODEL} failed: ${errText(a.error)}`);
+  const r = await H(page, "soak", a.id, { turns: SOAK_TURNS, warmup: SOAK_WARMUP, maxTokens: 8 });
+  check(r.ok, `turn ${r.turn} failed: ${errText(r.error)}`);
+  check(r.busyAfter === false, "engine busy after the soak");
+  const warm = r.series.slice(SOAK_WARMUP - 1);
+  const first = warm[0];
+  const last = r.series.at(-1);
+  const moved = (k) => warm.find((x) => x[k] !== first[k]);
+  F.turns = r.series.length;
+  F.msPerTurn = Math.round(r.ms / r.series.length);
+  F.gpuLiveMiB = mib(first.live);
+  F.wasmMiB = mib(first.wasm);
+  F.heapWarmMiB = mib(r.heapWarm);
+  F.heapEndMiB = mib(r.heapEnd);
+  F.pipelines = `${first.pipelines}→${last.pipelines}`;
+  F.buffersPerTurn = ((last.buffers - first.buffers) / (warm.length - 1)).toFixed(1);
+  for (const [k, what] of [["live", "live GPU bytes"], ["wasm", "wasm memory"], ["pipelines", "pipelines created"]]) {
+    const m = moved(k);
+    check(!m, `${what} grew after warm-up: ${first[k]} at turn ${first.turn}, ${m?.[k]} at turn ${m?.turn}`);
+  }
+  check(r.heapEnd - r.heapWarm <= HEAP_SLACK, `JS heap after GC grew ${mib(r.heapEnd - r.heapWarm)} MiB over ${warm.length - 1} turns`);
+  check(r.series.every((x) => x.chars > 0), "a turn produced no text");
+  const beforeUnload = await H(page, "gpuCounters");
+  await H(page, "unload", a.id);
+  const afterUnload = await H(page, "gpuCounters");
+  F.freedMiB = mib(beforeUnload.buffer_bytes_live - afterUnload.buffer_bytes_live);
+
+  const c = await H(page, "loadCycles", { model: SOAK_MODEL, context: 1024 }, { cycles: SOAK_CYCLES });
+  check(c.ok, `load/unload cycle ${c.cycle} failed: ${errText(c.error)}`);
+  const o = c.out;
+  const base = afterUnload.buffer_bytes_live;
+  const leak = o.find((x) => x.live !== base);
+  check(!leak, `live GPU bytes after unload ${leak?.live} at cycle ${leak?.cycle}, ${base} before the cycles (not freed)`);
+  const perLoad = o.map((x, i) => x.created - (i ? o[i - 1].created : 0));
+  F.cycles = o.length;
+  F.bytesPerLoadMiB = mib(perLoad.at(-1));
+  F.liveAfterUnloadMiB = mib(base);
+  // wasm memory is a peak (it never shrinks): the allocator may take one more page early on, as
+  // fragmentation settles; a leak grows it every cycle. The second half must not grow at all.
+  const h = o[Math.floor(o.length / 2) - 1];
+  F.cycleWasmMiB = o.map((x) => mib(x.wasm)).filter((v, i, a) => a.indexOf(v) === i).join("→");
+  F.cycleHeapMiB = `${mib(o[1].heap)}→${mib(o.at(-1).heap)}`;
+  check(o.slice(h.cycle).every((x) => x.wasm === h.wasm), `wasm memory grew in the second half of the cycles: ${o.map((x) => mib(x.wasm)).join(" ")}`);
+  check(o.at(-1).heap - o[1].heap <= HEAP_SLACK, `JS heap after GC grew ${mib(o.at(-1).heap - o[1].heap)} MiB over ${o.length - 2} cycles`);
+  await page.close();
+}
+
 async function scenarioBadUrl(S, F) {
   const page = await openPage(S, "bad-url");
   const a = await H(page, "create", { options: { model: "/m/smol/no-such-model/manifest.json" } });
@@ -675,6 +736,7 @@ const SCENARIOS = [
   ["integrity", scenarioIntegrity],
   ["memory", scenarioMemory],
   ["bad-url", scenarioBadUrl],
+  ["soak", scenarioSoak],
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -718,6 +780,7 @@ async function main() {
         "/m/gguf/": path.join(REPO, "models"),
         "/m/smol/": smolDir,
         "/m/big/": path.join(tmp, "big"),
+        "/m/tiny/": path.join(REPO, "tests/fixtures/kquant"),
       },
       quiet: !VERBOSE,
     });
