@@ -708,6 +708,15 @@ function updateModelSummary() {
     ui.modelSummary.textContent += " · not kept offline";
     return;
   }
+  // The load went on without the offline cache (storage full or refused): say why, with the sizes.
+  const w = i.cacheWarning;
+  if (w) {
+    const sizes = Number.isFinite(w.neededBytes) && Number.isFinite(w.availableBytes)
+      ? `: needs ${fmtBytes(w.neededBytes)}, ${fmtBytes(w.availableBytes)} free for this site`
+      : "";
+    ui.modelSummary.textContent += ` · not saved for offline use (${w.reason === "quota" ? `not enough storage${sizes}` : "the browser refused to store it"})`;
+    return;
+  }
   const shown = current;
   llm.isModelCached(modelOf(current.source)).then(
     (cached) => {
@@ -781,6 +790,10 @@ function describeError(err, { during, source } = {}) {
         title = "You're offline";
         body = "This model isn't saved on this device yet, so it can't be loaded without a connection.";
         tips.push("Connect to the internet and load it once; after that it works offline.");
+      } else if (err.reason === "cors") {
+        title = "The model's server does not allow this site to download it (CORS)";
+        body = `${err.url ?? "The model"} answered without CORS headers, so the browser withheld it.`;
+        tips.push("Ask the host to send Access-Control-Allow-Origin (and for resumed downloads Access-Control-Allow-Headers: Range), or host the model on this site.");
       } else if (err.status === 404) {
         title = "Model not found (HTTP 404)";
         body = `There is no file at ${err.url ?? "that address"}.`;
@@ -792,7 +805,11 @@ function describeError(err, { during, source } = {}) {
       } else {
         title = "The model couldn't be downloaded";
         body = err.url ? `Could not fetch ${err.url}.` : "A download failed.";
-        tips.push("Check your connection and the address.", "Models on another site must be served with CORS (Access-Control-Allow-Origin).", "An interrupted download resumes where it stopped when you load it again.");
+        tips.push(
+          "Check your connection and the address.",
+          "Models on another site must be served with CORS (Access-Control-Allow-Origin), and this page's Content-Security-Policy (connect-src) must allow that site.",
+          "An interrupted download resumes where it stopped when you load it again.",
+        );
       }
       if (source) actions.push(["Try again", () => loadModel(source)]);
       actions.push(["Choose another model", openModelDialog]);
