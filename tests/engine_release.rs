@@ -46,3 +46,33 @@ fn release_returns_every_byte_and_cycles_do_not_grow() {
         );
     }
 }
+
+/// The loader's out-of-memory check before the download (`probe_state`) allocates exactly what
+/// the engine's state will (the same buffers, so the same error would come from the same
+/// allocation) and frees it all again.
+#[test]
+fn probe_state_allocates_what_the_state_will_and_frees_it() {
+    use webgpu_llm::engine::{kv_cache_bytes, probe_state};
+    std::fs::create_dir_all("/tmp/webgpu-llm-xdg").ok();
+    let ctx = Context::new_blocking(ContextOptions::default()).expect("a GPU adapter");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kquant/tiny-q4_k_m.gguf");
+    let opts = OpenOptions { context: Some(96), kv_dtype: KvDtype::F32, max_batch: 8 };
+    let engine = open_gguf(&ctx, &path, opts).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let state_bytes: u64 = engine
+        .model
+        .state
+        .buffers()
+        .into_iter()
+        .filter(|b| seen.insert(*b) && !b.usage().contains(wgpu::BufferUsages::UNIFORM))
+        .map(|b| b.size())
+        .sum();
+    let before = ctx.counters();
+    let kv = probe_state(&ctx, &engine.model.config, &opts).unwrap();
+    let after = ctx.counters();
+    assert_eq!(kv, kv_cache_bytes(&engine.model.config, 96, KvDtype::F32));
+    assert_eq!(after.buffer_bytes_live, before.buffer_bytes_live, "the probe freed what it allocated");
+    assert_eq!(after.buffer_bytes_created - before.buffer_bytes_created, state_bytes, "the probe allocated the state");
+    assert!(state_bytes > kv, "the state holds the KV cache and the activations");
+    engine.release(&ctx);
+}
