@@ -23,7 +23,8 @@
 //                before/during/after; peak wasm memory while streaming ≤ 64 MiB (+ the tokenizer)
 //   bad-url      a missing model URL and an unreachable host → NETWORK with a readable message
 //   soak         a long chat (--soak-turns, default 50; the tiny K-quant fixture, or --soak-model URL
-//                such as /m/gguf/SmolLM2-135M-Instruct.Q4_1.gguf): live GPU bytes, pipelines and wasm
+//                such as /m/gguf/SmolLM2-135M-Instruct.Q4_1.gguf; --soak-window N earlier exchanges sent
+//                with each turn, default 2): live GPU bytes, pipelines and wasm
 //                memory flat after a 20-turn warm-up, JS heap after GC within 2 MiB; then 20
 //                load/unload cycles: live GPU bytes back to the same level after every unload (the
 //                engine's buffers destroyed, not left to the GC), wasm memory flat over the second
@@ -75,6 +76,7 @@ const KEEP = flag("--keep");
 const VERBOSE = flag("--verbose");
 const SOAK_TURNS = Number(optArg("--soak-turns") ?? 50); // 200 on the default model: docs/reliability.md
 const SOAK_MODEL = optArg("--soak-model") ?? "/m/tiny/tiny-q4_k_m.gguf";
+const SOAK_WINDOW = Number(optArg("--soak-window") ?? 2); // earlier exchanges sent with each turn
 const SOAK_WARMUP = 20;
 const SOAK_CYCLES = 20;
 const HEAP_SLACK = 2 * MIB; // JS heap after a full GC may wobble by allocator pages, not grow
@@ -601,7 +603,7 @@ async function scenarioSoak(S, F) {
   const page = await openPage(S, "soak");
   const a = await H(page, "create", { options: { model: SOAK_MODEL, context: 1024 } });
   check(a.ok, `loading ${SOAK_MODEL} failed: ${errText(a.error)}`);
-  const r = await H(page, "soak", a.id, { turns: SOAK_TURNS, warmup: SOAK_WARMUP, maxTokens: 8 });
+  const r = await H(page, "soak", a.id, { turns: SOAK_TURNS, warmup: SOAK_WARMUP, maxTokens: 8, window: SOAK_WINDOW });
   check(r.ok, `turn ${r.turn} failed: ${errText(r.error)}`);
   check(r.busyAfter === false, "engine busy after the soak");
   const warm = r.series.slice(SOAK_WARMUP - 1);

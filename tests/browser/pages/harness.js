@@ -359,7 +359,7 @@ const H = {
     let heapWarm;
     const t0 = performance.now();
     for (let t = 0; t < turns; t++) {
-      const messages = [...history.slice(-2 * window), { role: "user", content: `Turn ${t}: tell me one fact about the number ${(t * 37) % 101}.` }];
+      const messages = [...(window > 0 ? history.slice(-2 * window) : []), { role: "user", content: `Turn ${t}: tell me one fact about the number ${(t * 37) % 101}.` }];
       const request = { messages, max_tokens: maxTokens, temperature: 0.7, seed: seed + t, stream: t % 2 === 1 };
       let content = "";
       try {
