@@ -41,26 +41,14 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { serve, strictCsp } from "../../scripts/serve.mjs";
+import { BROWSER_ARGS, CHROMIUM, Failure, KEEP, VERBOSE, check, log, secs, t0 } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/lib/chromium/chromium";
 const MODEL_FILE = path.join(REPO, "tests/fixtures/kquant/tiny-q4_k_m.gguf");
 const MODEL_NAME = path.basename(MODEL_FILE);
 const REPORT_PATH = "/__csp-report";
 const MARKER = "zebra-7391";
-const argv = process.argv.slice(2);
-const KEEP = argv.includes("--keep");
-const VERBOSE = argv.includes("--verbose");
-
-const t0 = Date.now();
-const secs = (ms) => (ms / 1000).toFixed(1);
-const log = (...a) => console.log(`[${secs(Date.now() - t0).padStart(6)} s]`, ...a);
-
-class Failure extends Error {}
-function check(cond, message) {
-  if (!cond) throw new Failure(message);
-}
 
 if (!fs.existsSync(path.join(REPO, "pkg/wasm/webgpu_llm.js"))) {
   console.log("FAIL setup: pkg/wasm/ is missing (bash scripts/build-pkg.sh)");
@@ -171,15 +159,9 @@ const context = await chromium.launchPersistentContext(path.join(tmp, "profile")
   viewport: { width: 1280, height: 800 },
   env: { ...process.env, XDG_RUNTIME_DIR: xdg, PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS: "1" },
   args: [
-    "--no-sandbox",
-    "--enable-unsafe-webgpu",
+    ...BROWSER_ARGS,
     `--proxy-server=http://127.0.0.1:${proxyPort}`,
     "--proxy-bypass-list=<-loopback>", // 127.0.0.1 through the proxy too (Chrome bypasses loopback by default)
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
   ],
 });
 

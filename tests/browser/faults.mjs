@@ -37,12 +37,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { startServer } from "./server.mjs";
+import {
+  CHROMIUM, H, KEEP, VERBOSE, check, eqArrays, errText, launch, log, openHarness, runScenarios, secs, t0, wantedScenarios,
+} from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/lib/chromium/chromium";
 const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/release/webgpu-llm");
 const TINY = path.join(REPO, "tests/fixtures/kquant/tiny-q4_k_m.gguf");
 const PROMPT = "the cat sat on the mat";
@@ -50,26 +51,6 @@ const N_TOKENS = 4;
 const STALL_MS = 30_000;
 const MIB = 1 << 20;
 
-const argv = process.argv.slice(2);
-const optArg = (name) => {
-  const i = argv.findIndex((a) => a === name || a.startsWith(`${name}=`));
-  if (i < 0) return undefined;
-  return argv[i].includes("=") ? argv[i].split("=").slice(1).join("=") : argv[i + 1];
-};
-const ONLY = optArg("--only")?.split(",").filter(Boolean);
-const KEEP = argv.includes("--keep");
-const VERBOSE = argv.includes("--verbose");
-
-const t0 = Date.now();
-const secs = (ms) => (ms / 1000).toFixed(1);
-const log = (...a) => console.log(`[${secs(Date.now() - t0).padStart(6)} s]`, ...a);
-
-class Failure extends Error {}
-function check(cond, message) {
-  if (!cond) throw new Failure(message);
-}
-const eqArrays = (a, b) => Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => x === b[i]);
-const errText = (e) => (e ? `${e.code ?? e.name}: ${e.message}` : "(none)");
 
 // ---------------------------------------------------------------------------------------------
 // Setup
@@ -82,33 +63,7 @@ function runCli(args) {
   return r.stdout;
 }
 
-const BROWSER_ARGS = [
-  "--no-sandbox",
-  "--enable-unsafe-webgpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-quic",
-];
-
-async function openPage(S, label) {
-  const page = await S.context.newPage();
-  const lines = [];
-  page.on("console", (m) => {
-    const line = `[${label} console.${m.type()}] ${m.text()}`;
-    lines.push(line);
-    if (VERBOSE) console.log(line);
-  });
-  page.on("pageerror", (e) => lines.push(`[${label} pageerror] ${e.message}`));
-  S.consoleLines = lines;
-  await page.goto(`${S.a.origin}/pages/faults.html`);
-  const ready = await page.evaluate(() => window.harnessReady);
-  if (!ready.ok) throw new Failure(`harness: importing /pkg/index.js failed: ${JSON.stringify(ready.error)}`);
-  return page;
-}
-
-const H = (page, fn, ...args) => page.evaluate(([fn, args]) => window.H[fn](...args), [fn, args]);
+const openPage = (S, label) => openHarness(S, label, `${S.a.origin}/pages/faults.html`);
 const Fx = (page, fn, ...args) => page.evaluate(([fn, args]) => window.F[fn](...args), [fn, args]);
 
 /** Load; the scenario fails with the load's error if it fails. */
@@ -430,13 +385,11 @@ async function main() {
     for (const p of problems) console.log(`FAIL setup: ${p}`);
     process.exit(2);
   }
-  const wanted = ONLY ?? SCENARIOS.map(([n]) => n);
-  for (const n of wanted) if (!SCENARIOS.some(([m]) => m === n)) throw new Error(`unknown scenario ${n}`);
+  const wanted = wantedScenarios(SCENARIOS);
 
   const tmp = fs.mkdtempSync(path.join(process.env.BROWSER_TEST_TMP ?? os.tmpdir(), "webgpu-llm-faults-"));
   const S = { tmp };
-  let exitCode = 0;
-  const results = [];
+  let results = [];
   try {
     const lines = runCli(["run", "--model", TINY, "--prompt", PROMPT, "--max-tokens", String(N_TOKENS), "--json"])
       .trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
@@ -459,34 +412,11 @@ async function main() {
     S.a = await startServer({ mounts: mounts(), quiet: !VERBOSE, isolation: false });
     S.b = await startServer({ mounts: mounts(), quiet: !VERBOSE, isolation: false });
     S.c = await startServer({ mounts: mounts(), quiet: !VERBOSE, isolation: false, cors: true });
-    S.context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: BROWSER_ARGS,
-      viewport: { width: 800, height: 600 },
-    });
+    S.context = await launch(path.join(tmp, "profile"));
     log(`setup: servers ${S.a.origin} (pages), ${S.b.origin} (no CORS), ${S.c.origin} (CORS); Chromium ${S.context.browser()?.version() ?? ""}`);
 
-    for (const [name, fn] of SCENARIOS) {
-      if (!wanted.includes(name)) continue;
-      const F = {};
-      const start = Date.now();
-      log(`${name}: running`);
-      try {
-        await fn(S, F);
-        results.push({ name, ok: true });
-        console.log(`PASS ${name} (${secs(Date.now() - start)} s) ${fmt(F)}`);
-      } catch (e) {
-        exitCode = 1;
-        results.push({ name, ok: false });
-        console.log(`FAIL ${name} (${secs(Date.now() - start)} s): ${e instanceof Failure ? e.message : e.stack}`);
-        if (Object.keys(F).length) console.log(`     figures so far: ${fmt(F)}`);
-        const tail = (S.consoleLines ?? []).slice(-30);
-        if (tail.length) console.log(`     page console (last ${tail.length}):\n       ${tail.join("\n       ")}`);
-        for (const s of [S.a, S.b, S.c]) s.clearFaults();
-        for (const p of S.context.pages()) await p.close().catch(() => {});
-      }
-    }
+    // A failed scenario's faults must not stay armed for the next one.
+    results = await runScenarios(S, SCENARIOS, wanted, (S) => [S.a, S.b, S.c].forEach((s) => s.clearFaults()));
   } finally {
     await S.context?.close().catch(() => {});
     for (const s of [S.a, S.b, S.c]) await s?.close();
@@ -495,12 +425,9 @@ async function main() {
   }
   const passed = results.filter((r) => r.ok).length;
   console.log(`\n${passed}/${results.length} fault scenarios passed in ${secs(Date.now() - t0)} s`);
-  process.exit(exitCode);
+  process.exit(results.every((r) => r.ok) ? 0 : 1);
 }
 
-function fmt(F) {
-  return Object.entries(F).map(([k, v]) => `${k}=${typeof v === "string" && v.includes(" ") ? JSON.stringify(v) : v}`).join(" ");
-}
 
 main().catch((e) => {
   console.log(`FAIL setup: ${e.stack ?? e}`);

@@ -40,13 +40,15 @@ import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { startServer } from "./server.mjs";
+import {
+  CHROMIUM, H, KEEP, VERBOSE, check, eqArrays, errText, launch as launchWith, log, optArg, openHarness, runScenarios, secs, t0,
+  wantedScenarios,
+} from "./common.mjs";
 import { generateBigModel } from "./gen-big-model.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/lib/chromium/chromium";
 const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/release/webgpu-llm");
 const GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GGUF = path.join(REPO, "models", GGUF_NAME);
@@ -64,16 +66,6 @@ const MIB = 1 << 20;
 const WASM_STREAM_BOUND = 64 * MIB; // the issue's bound on wasm memory while streaming weights
 const TOKENIZER_ALLOWANCE = 64 * MIB; // what building the tokenizer may add on top (reported exactly)
 
-const argv = process.argv.slice(2);
-const flag = (f) => argv.includes(f);
-const optArg = (name) => {
-  const i = argv.findIndex((a) => a === name || a.startsWith(`${name}=`));
-  if (i < 0) return undefined;
-  return argv[i].includes("=") ? argv[i].split("=").slice(1).join("=") : argv[i + 1];
-};
-const ONLY = optArg("--only")?.split(",").filter(Boolean);
-const KEEP = flag("--keep");
-const VERBOSE = flag("--verbose");
 const SOAK_TURNS = Number(optArg("--soak-turns") ?? 50); // 200 on the default model: docs/reliability.md
 const SOAK_MODEL = optArg("--soak-model") ?? "/m/tiny/tiny-q4_k_m.gguf";
 const SOAK_WINDOW = Number(optArg("--soak-window") ?? 2); // earlier exchanges sent with each turn
@@ -81,19 +73,8 @@ const SOAK_WARMUP = 20;
 const SOAK_CYCLES = 20;
 const HEAP_SLACK = 2 * MIB; // JS heap after a full GC may wobble by allocator pages, not grow
 
-const t0 = Date.now();
-const secs = (ms) => (ms / 1000).toFixed(1);
 const mb = (b) => (b / 1e6).toFixed(1);
 const mib = (b) => (b == null ? "n/a" : (b / MIB).toFixed(1));
-const log = (...a) => console.log(`[${secs(Date.now() - t0).padStart(6)} s]`, ...a);
-
-class Failure extends Error {}
-function check(cond, message) {
-  if (!cond) throw new Failure(message);
-}
-function eqArrays(a, b) {
-  return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => x === b[i]);
-}
 function firstDiff(a, b) {
   const n = Math.max(a?.length ?? 0, b?.length ?? 0);
   for (let i = 0; i < n; i++) if (a?.[i] !== b?.[i]) return i;
@@ -139,54 +120,19 @@ function nativeReference(kind, text, maxTokens, extra = []) {
   return ref;
 }
 
-const BROWSER_ARGS = [
-  "--no-sandbox",
-  "--enable-unsafe-webgpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-quic",
-  "--enable-precise-memory-info", // performance.memory unquantized
-  "--js-flags=--expose-gc", // the memory test measures what stays on the JS heap after a full GC
-];
-
-async function launch(profileDir) {
-  return await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: BROWSER_ARGS,
-    viewport: { width: 800, height: 600 },
-  });
-}
+const launch = (profileDir) =>
+  launchWith(profileDir, [
+    "--enable-precise-memory-info", // performance.memory unquantized
+    "--js-flags=--expose-gc", // the memory test measures what stays on the JS heap after a full GC
+  ]);
 
 /** A fresh page on the harness, with console capture. */
-async function openPage(S, label) {
-  const page = await S.context.newPage();
-  const consoleLines = [];
-  page.on("console", (m) => {
-    const line = `[${label} console.${m.type()}] ${m.text()}`;
-    consoleLines.push(line);
-    if (VERBOSE) console.log(line);
-  });
-  page.on("pageerror", (e) => consoleLines.push(`[${label} pageerror] ${e.message}`));
-  page.on("worker", (w) => consoleLines.push(`[${label}] worker started: ${w.url()}`));
-  S.consoleLines = consoleLines;
-  await page.goto(`${S.server.origin}/pages/index.html`);
-  const ready = await page.evaluate(() => window.harnessReady);
-  if (!ready.ok) throw new Failure(`harness: importing /pkg/index.js failed: ${JSON.stringify(ready.error)}`);
-  return page;
-}
-
-const H = (page, fn, ...args) => page.evaluate(([fn, args]) => window.H[fn](...args), [fn, args]);
+const openPage = (S, label) => openHarness(S, label, `${S.server.origin}/pages/index.html`, { workers: true });
 
 function modelRequests(S, prefix = "/m/") {
   return S.server.requests((e) => e.path.startsWith(prefix));
 }
 
-function errText(e) {
-  return e ? `${e.code ?? e.name}: ${e.message}` : "(none)";
-}
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
@@ -752,13 +698,11 @@ async function main() {
     for (const p of problems) console.log(`FAIL setup: ${p}`);
     process.exit(2);
   }
-  const wanted = ONLY ?? SCENARIOS.map(([n]) => n);
-  for (const n of wanted) if (!SCENARIOS.some(([m]) => m === n)) throw new Error(`unknown scenario ${n}`);
+  const wanted = wantedScenarios(SCENARIOS);
 
   const tmp = fs.mkdtempSync(path.join(process.env.BROWSER_TEST_TMP ?? os.tmpdir(), "webgpu-llm-browser-"));
   const S = { tmp, profile: path.join(tmp, "profile"), figures: {} };
-  let exitCode = 0;
-  const results = [];
+  let results = [];
   try {
     const wasmFile = path.join(REPO, "pkg/wasm/webgpu_llm_bg.wasm");
     const wasmRaw = fs.statSync(wasmFile).size;
@@ -789,26 +733,7 @@ async function main() {
     S.context = await launch(S.profile);
     log(`setup: server ${S.server.origin}, Chromium ${S.context.browser()?.version() ?? ""} profile ${S.profile}`);
 
-    for (const [name, fn] of SCENARIOS) {
-      if (!wanted.includes(name)) continue;
-      const F = {};
-      const start = Date.now();
-      log(`${name}: running`);
-      try {
-        await fn(S, F);
-        results.push({ name, ok: true, F, ms: Date.now() - start });
-        console.log(`PASS ${name} (${secs(Date.now() - start)} s) ${fmt(F)}`);
-      } catch (e) {
-        exitCode = 1;
-        results.push({ name, ok: false, F, ms: Date.now() - start, error: e });
-        console.log(`FAIL ${name} (${secs(Date.now() - start)} s): ${e instanceof Failure ? e.message : e.stack}`);
-        if (Object.keys(F).length) console.log(`     figures so far: ${fmt(F)}`);
-        const tail = (S.consoleLines ?? []).slice(-30);
-        if (tail.length) console.log(`     page console (last ${tail.length}):\n       ${tail.join("\n       ")}`);
-        // A broken page must not poison the next scenario.
-        for (const p of S.context.pages()) await p.close().catch(() => {});
-      }
-    }
+    results = await runScenarios(S, SCENARIOS, wanted);
   } finally {
     await S.context?.close().catch(() => {});
     await S.server?.close();
@@ -817,12 +742,9 @@ async function main() {
   }
   const passed = results.filter((r) => r.ok).length;
   console.log(`\n${passed}/${results.length} scenarios passed in ${secs(Date.now() - t0)} s`);
-  process.exit(exitCode);
+  process.exit(results.every((r) => r.ok) ? 0 : 1);
 }
 
-function fmt(F) {
-  return Object.entries(F).map(([k, v]) => `${k}=${typeof v === "string" && v.includes(" ") ? JSON.stringify(v) : v}`).join(" ");
-}
 
 main().catch((e) => {
   console.log(`FAIL setup: ${e.stack ?? e}`);
