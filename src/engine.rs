@@ -9,6 +9,7 @@ use tokenizers::Tokenizer;
 use crate::chat::{ChatError, ChatTemplate, Message};
 use crate::detok::{DetokError, Detokenizer, FinishReason, StopChecker, StopIds, StreamEvent, TextStream};
 use crate::gpu::{Context, GpuError};
+use crate::guide::{Constraint, Guidance, Guide, GuideError};
 use crate::loader::{take_matrix, take_vector, GpuTensor, LoadError};
 use crate::model::{check_ids, Model, ModelError, Readback, TensorSource, PIPELINE};
 use crate::ops::attention::KvDtype;
@@ -29,6 +30,8 @@ pub enum EngineError {
     Detok(#[from] DetokError),
     #[error(transparent)]
     Gguf(#[from] crate::loader::gguf::GgufError),
+    #[error(transparent)]
+    Guide(#[from] GuideError),
     /// Never `ModelError::Gpu`: those arrive as `EngineError::Gpu` (one place to match GPU faults).
     #[error(transparent)]
     Model(ModelError),
@@ -91,11 +94,14 @@ pub struct GenerateOptions {
     pub max_tokens: u32,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// The output must match this (JSON Schema, regex, grammar): each token is chosen among those
+    /// the grammar allows, and generation ends where the grammar does.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new() }
+        Self { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new(), constraint: None }
     }
 }
 
@@ -130,6 +136,21 @@ pub struct Summary {
     /// GPU work of the decode steps after the second generated token (the plans exist by
     /// then); `None` when fewer than three tokens were generated.
     pub steady: Option<SteadyStats>,
+    /// The constraint's CPU cost, when there was one.
+    pub guide: Option<GuideStats>,
+}
+
+/// What constrained decoding cost on the CPU (seconds by `Model::clock`: 0 without one).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct GuideStats {
+    /// Building the token trie for this tokenizer, when this call built it (once per engine).
+    pub build_seconds: Option<f64>,
+    /// Compiling the schema / regex / grammar.
+    pub compile_seconds: f64,
+    /// Masks computed (one per generated token) and their total and largest time.
+    pub masks: u64,
+    pub mask_seconds: f64,
+    pub mask_max_seconds: f64,
 }
 
 /// What the GPU did in a generation's steady state: counters and decode steps over the window
@@ -187,6 +208,8 @@ pub struct Engine {
     pub stop_ids: Vec<u32>,
     /// Tokens whose K/V are in the cache at positions 0.. (reused by the next prompt's common prefix).
     cached: Vec<u32>,
+    /// The grammar engine over this tokenizer, built on the first constrained request.
+    guidance: Option<Arc<Guidance>>,
 }
 
 impl Engine {
@@ -219,7 +242,7 @@ impl Engine {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, stop_ids, cached: Vec::new() })
+        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, stop_ids, cached: Vec::new(), guidance: None })
     }
 
     /// Token ids of plain text; `add_special_tokens` lets the tokenizer's post-processor add BOS etc.
@@ -250,6 +273,26 @@ impl Engine {
         ctx.release_all(w.into_iter().chain(s));
     }
 
+    /// The grammar engine for this tokenizer (built the first time: the token trie and the
+    /// lexer's slices), and the seconds building it took now (`None`: built before).
+    pub fn guidance(&mut self) -> Result<(Arc<Guidance>, Option<f64>)> {
+        if let Some(g) = &self.guidance {
+            return Ok((g.clone(), None));
+        }
+        let t0 = (self.model.clock)();
+        let g = Arc::new(Guidance::new(self.tokenizer.clone(), self.model.config.vocab, &self.stop_ids)?);
+        let built = (self.model.clock)() - t0;
+        self.guidance = Some(g.clone());
+        Ok((g, Some(built)))
+    }
+
+    /// Compile `constraint` for this tokenizer: the errors generation would give, without
+    /// generating (a bad schema is reported before anything else happens).
+    pub fn check_constraint(&mut self, constraint: &Constraint) -> Result<()> {
+        self.guidance()?.0.start(constraint)?;
+        Ok(())
+    }
+
     /// Forget the KV cache (the next prompt is prefilled from position 0).
     pub fn reset(&mut self) {
         self.cached.clear();
@@ -276,14 +319,38 @@ impl Engine {
         if prompt.len() >= context as usize {
             return Err(EngineError::ContextOverflow { prompt: prompt.len(), context });
         }
+        // The constraint compiles (or fails as a bad request) before the GPU does anything.
+        let mut guided = match &opts.constraint {
+            Some(c) => {
+                let (guidance, build_seconds) = self.guidance()?;
+                let t0 = (self.model.clock)();
+                let guide = guidance.start(c)?;
+                let stats =
+                    GuideStats { build_seconds, compile_seconds: (self.model.clock)() - t0, ..Default::default() };
+                Some((guide, stats, vec![0u32; Guide::words(self.model.config.vocab)]))
+            }
+            None => None,
+        };
         // Ids an earlier call left in flight (it failed mid-way) must not be read as this call's.
         self.model.drain_ids(ctx).await?;
         // Every token is chosen on the GPU (argmax or the sampler) and only its id comes back.
-        self.model.set_sampling(ctx, &opts.sampling, DEFAULT_SEED, prompt)?;
+        self.model.set_sampling(ctx, &opts.sampling, DEFAULT_SEED, prompt, guided.is_some())?;
+        if let Some((guide, stats, bits)) = &mut guided {
+            self.next_mask(ctx, guide, stats, bits)?;
+        }
         // Reuse the cached prefix, but always run at least the last prompt token for its logits.
         let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
         self.cached.truncate(common);
         self.model.submit_prompt(ctx, &prompt[common..], common as u32, Readback::Id)?;
+        // Decode step j runs at position p0 + j on token j and chooses token j + 1; it is needed
+        // while token j + 1 is within max_tokens and its position within the context.
+        let p0 = prompt.len() as u32;
+        let wanted = |j: u32| j + 1 < opts.max_tokens && p0 + j < context;
+        // Constrained steps are split: step j's forward pass runs on the GPU (on the token chosen
+        // there) while the CPU reads token j and computes the mask step j's choice needs.
+        if guided.is_some() && wanted(0) {
+            self.model.submit_forward(ctx, p0)?;
+        }
         let mut next = self.take(ctx).await?;
         self.cached.extend_from_slice(&prompt[common..]);
         let mut summary = Summary {
@@ -293,6 +360,7 @@ impl Engine {
             text: String::new(),
             finish: Finish::Length,
             steady: None,
+            guide: None,
         };
         if !on_event(Event::Prefilled { prompt_tokens: prompt.len(), reused: common }) {
             summary.finish = Finish::Aborted;
@@ -301,11 +369,7 @@ impl Engine {
         let detok = Detokenizer::new(self.tokenizer.clone(), prompt)?;
         let mut stream =
             TextStream::new(detok, StopChecker::new(opts.stop.iter())?, StopIds::new(self.stop_ids.iter().copied()));
-        // Decode step j runs at position p0 + j on token j and chooses token j + 1; it is needed
-        // while token j + 1 is within max_tokens and its position within the context.
-        let p0 = self.cached.len() as u32;
-        let wanted = |j: u32| j + 1 < opts.max_tokens && p0 + j < context;
-        // Steps are pipelined: step j + 1 reads the id step j chose on the GPU, so up to PIPELINE
+        // Unconstrained steps are pipelined: step j + 1 reads the id step j chose on the GPU, so up to PIPELINE
         // steps are submitted before the oldest id is read; steps past a stop are surplus (their
         // KV positions are not counted as cached).
         let mut submitted = 0u32;
@@ -334,13 +398,44 @@ impl Engine {
                 }
             }
             let done = summary.generated.len() as u32 - 1; // decode steps whose token is taken
-            if !wanted(done) {
+            let mut complete = false;
+            if let Some((guide, _, _)) = &mut guided {
+                if let Err(e) = guide.consume(next) {
+                    break Err(e.into());
+                }
+                // The grammar admits nothing more: the value is complete, generation ends.
+                complete = guide.is_stopped();
+            }
+            if complete || !wanted(done) {
                 let tail = stream.finish()?;
                 if !tail.is_empty() {
                     summary.text.push_str(&tail);
                     on_event(Event::Token { id: next, text: &tail });
                 }
+                if complete {
+                    summary.finish = Finish::Stop;
+                }
                 break Ok(());
+            }
+            if let Some((guide, stats, bits)) = &mut guided {
+                // Step `done`'s forward pass is on the GPU: its mask, its choice, the next step.
+                let step = self.next_mask(ctx, guide, stats, bits).and_then(|()| {
+                    self.model.submit_choice(ctx, Readback::Id)?;
+                    if wanted(done + 1) {
+                        self.model.submit_forward(ctx, p0 + done + 1)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = step {
+                    break Err(e);
+                }
+                let fed = next;
+                match self.take(ctx).await {
+                    Ok(id) => next = id,
+                    Err(e) => break Err(e),
+                }
+                self.cached.push(fed);
+                continue;
             }
             let mut failed = None;
             while submitted < done + PIPELINE as u32 && wanted(submitted) {
@@ -373,7 +468,19 @@ impl Engine {
                 encode_seconds: d1.steady_encode_seconds - d0.steady_encode_seconds,
             });
         }
+        summary.guide = guided.map(|(_, stats, _)| stats);
         Ok(summary)
+    }
+
+    /// The guide's mask for the next choice, timed and written for the GPU sampler.
+    fn next_mask(&self, ctx: &Context, guide: &mut Guide, stats: &mut GuideStats, bits: &mut [u32]) -> Result<()> {
+        let t0 = (self.model.clock)();
+        guide.mask(bits)?;
+        let dt = (self.model.clock)() - t0;
+        stats.masks += 1;
+        stats.mask_seconds += dt;
+        stats.mask_max_seconds = stats.mask_max_seconds.max(dt);
+        Ok(self.model.set_allowed(ctx, bits)?)
     }
 
     /// The next token of the oldest step in flight, or the sampler's error for it.

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod detok;
 pub mod engine;
 pub mod gpu;
+pub mod guide;
 pub mod loader;
 pub mod model;
 pub mod ops;

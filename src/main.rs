@@ -21,6 +21,7 @@ mod cli {
 
     use webgpu_llm::chat::Message;
     use webgpu_llm::engine::{open_gguf, open_package, Engine, Event, Finish, GenerateOptions, OpenOptions};
+    use webgpu_llm::guide::Constraint;
     use webgpu_llm::loader::convert::{convert, ConvertOptions};
     use webgpu_llm::loader::gguf::gguf_to_package;
     use webgpu_llm::loader::manifest::Quant;
@@ -50,6 +51,9 @@ RUN OPTIONS
   --logit-bias ID=B    add B to token ID's logit (repeatable; -100 all but bans it)
   --seed S             sampling seed (same seed, same tokens)
   --stop TEXT          stop string (repeatable)
+  --json-schema FILE   the output is JSON valid under this JSON Schema (ends after the value)
+  --regex PATTERN      the output matches this regex
+  --grammar FILE       the output matches this grammar (llguidance's Lark syntax)
   --context N          KV cache length (default: the model's, capped at 4096)
   --kv f16|f32         KV cache precision (default f16)
   --json               one JSON object per line: prompt ids, each token, a summary
@@ -196,6 +200,29 @@ BENCH
     }
 
     /// `run`'s and `bench`'s sampling options.
+    /// `--json-schema FILE | --regex PATTERN | --grammar FILE`, at most one.
+    fn constraint_args(args: &mut Args) -> Result<Option<Constraint>, Error> {
+        let read = |flag: &str, path: String| {
+            std::fs::read_to_string(&path).map_err(|e| Error::from(format!("{flag} {path}: {e}")))
+        };
+        let mut found = Vec::new();
+        if let Some(path) = args.take("--json-schema")? {
+            let text = read("--json-schema", path.clone())?;
+            let schema = serde_json::from_str(&text).map_err(|e| format!("--json-schema {path}: not JSON: {e}"))?;
+            found.push(Constraint::JsonSchema(schema));
+        }
+        if let Some(rx) = args.take("--regex")? {
+            found.push(Constraint::Regex(rx));
+        }
+        if let Some(path) = args.take("--grammar")? {
+            found.push(Constraint::Grammar(read("--grammar", path)?));
+        }
+        if found.len() > 1 {
+            return Err("give at most one of --json-schema, --regex and --grammar".into());
+        }
+        Ok(found.pop())
+    }
+
     fn sampling_args(args: &mut Args) -> Result<SamplingParams, Error> {
         let sampling = SamplingParams {
             temperature: args.parse("--temperature")?.unwrap_or(0.0),
@@ -238,12 +265,14 @@ BENCH
             max_tokens: args.parse("--max-tokens")?.unwrap_or(128),
             sampling,
             stop: args.take_all("--stop")?,
+            constraint: constraint_args(&mut args)?,
         };
         let context = args.parse("--context")?;
         let kv = kv_arg(&mut args)?;
         args.finish()?;
 
         let Loaded { ctx, mut engine, load_seconds } = load(&dir, context, kv, 128)?;
+        engine.model.clock = now;
         let ids = match (prompt, chat) {
             (Some(p), None) => engine.encode(&p, true)?,
             (None, Some(c)) => {

@@ -30,7 +30,7 @@ fn generate(engine: &mut Engine, prompt: &[u32], opts: &GenerateOptions) -> Resu
 /// Greedy, with every end-of-sequence id banned so lengths are ours to choose.
 fn greedy(stop_ids: &[u32], max_tokens: u32) -> GenerateOptions {
     let logit_bias = stop_ids.iter().map(|&id| (id, f32::NEG_INFINITY)).collect();
-    GenerateOptions { max_tokens, sampling: SamplingParams { logit_bias, ..Default::default() }, stop: Vec::new() }
+    GenerateOptions { max_tokens, sampling: SamplingParams { logit_bias, ..Default::default() }, ..Default::default() }
 }
 
 #[test]

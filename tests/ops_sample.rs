@@ -22,9 +22,25 @@ struct GpuRun {
 
 /// Sample `rows` rows of `vocab` after a history `history` (its length counts the draw).
 fn run(ctx: &Context, logits: &[f32], rows: u32, vocab: u32, params: &SamplingParams, history: &[u32]) -> GpuRun {
+    run_allowed(ctx, logits, rows, vocab, params, history, None)
+}
+
+/// `run`, choosing only among the tokens whose bit is set in `allowed` when given.
+fn run_allowed(
+    ctx: &Context,
+    logits: &[f32],
+    rows: u32,
+    vocab: u32,
+    params: &SamplingParams,
+    history: &[u32],
+    allowed: Option<&[u32]>,
+) -> GpuRun {
     let cap = history.len() as u32 + 4;
     let st = SampleState::new(ctx, rows, vocab, cap).unwrap();
-    st.configure(ctx, params, 7).unwrap();
+    st.configure(ctx, params, 7, allowed.is_some()).unwrap();
+    if let Some(bits) = allowed {
+        st.set_allowed(ctx, bits).unwrap();
+    }
     st.set_history(ctx, history).unwrap();
     let lb = upload_f32(ctx, logits);
     let ids = ctx.storage("ids", rows as u64 * 4).unwrap();
@@ -228,6 +244,52 @@ fn temperature_zero_is_argmax_after_bias_and_penalties() {
     }
 }
 
+/// Constrained decoding's mask: the GPU's candidates are the CPU sampler's over the logits with
+/// every disallowed token banned (a -inf bias, applied after bias and penalties as the kernel
+/// does: -inf stays -inf through them), greedy included, down to a single allowed token.
+#[test]
+fn the_allowed_bitmask_restricts_the_candidates() {
+    let ctx = ctx();
+    let mut rng = Rng::new(seed("sample_allowed"));
+    for (case, &vocab) in [300u32, 2049, 5000, 151936].iter().cycle().take(24).enumerate() {
+        let mut params = random_params(&mut rng, vocab);
+        if case % 4 == 1 {
+            params.temperature = 0.0;
+        }
+        let logits = random_logits(&mut rng, vocab as usize);
+        let history: Vec<u32> = (0..12).map(|_| rng.below(vocab.min(40) as u64) as u32).collect();
+        let density = [0.3, 0.01, 0.0][case % 3];
+        let mut bits = vec![0u32; vocab.div_ceil(32) as usize];
+        let mut ok: Vec<u32> = (0..vocab).filter(|_| (rng.uniform() as f64) < density).collect();
+        if ok.is_empty() {
+            ok.push(rng.below(vocab as u64) as u32); // exactly one token allowed
+        }
+        for &i in &ok {
+            bits[i as usize / 32] |= 1 << (i % 32);
+        }
+        let gpu = run_allowed(ctx, &logits, 1, vocab, &params, &history, Some(&bits));
+        let what = format!("case {case} vocab {vocab} allowed {}", ok.len());
+        let mut banned = params.clone();
+        banned.logit_bias.extend((0..vocab).filter(|i| ok.binary_search(i).is_err()).map(|i| (i, f32::NEG_INFINITY)));
+        let mut cpu_logits = logits.clone();
+        let got: Vec<u32> = (0..vocab).filter(|&i| gpu.mask[i as usize] == 1).collect();
+        match Sampler::new(banned).unwrap().distribution(&mut cpu_logits, &history) {
+            Ok(dist) if params.temperature == 0.0 || params.top_k == 1 => {
+                assert_eq!(gpu.ids[0], dist[0].0, "{what}: greedy choice");
+                assert!(ok.binary_search(&gpu.ids[0]).is_ok(), "{what}: chose a disallowed token");
+            }
+            Ok(dist) => {
+                let mut want: Vec<u32> = dist.iter().map(|&(id, _)| id).collect();
+                want.sort_unstable();
+                assert_eq!(got, want, "{what}: candidate set");
+                assert!(ok.binary_search(&gpu.ids[0]).is_ok(), "{what}: chose a disallowed token");
+            }
+            // every allowed token banned by the request's own bias, or NaN: no candidate
+            Err(_) => assert!(chosen(gpu.ids[0], vocab).is_err(), "{what}: {:?}", gpu.ids[0]),
+        }
+    }
+}
+
 #[test]
 fn errors_come_back_as_ids_and_the_draw_is_appended() {
     let ctx = ctx();
@@ -253,7 +315,7 @@ fn errors_come_back_as_ids_and_the_draw_is_appended() {
 
     // the chosen id lands in the history after the row's tokens (pipelined decode's penalties)
     let st = SampleState::new(ctx, 1, vocab as u32, 16).unwrap();
-    st.configure(ctx, &hot, 1).unwrap();
+    st.configure(ctx, &hot, 1, false).unwrap();
     st.set_history(ctx, &[1, 2, 3, 4]).unwrap();
     let mut rng = Rng::new(seed("sample_append"));
     let lb = upload_f32(ctx, &rng.vec(vocab, 3.0));
@@ -266,7 +328,7 @@ fn errors_come_back_as_ids_and_the_draw_is_appended() {
     // bad settings are refused before anything runs
     let too_many = SamplingParams { logit_bias: (0..1025).map(|t| (t, 1.0)).collect(), ..hot.clone() };
     let wide = SampleState::new(ctx, 1, 5000, 16).unwrap();
-    assert!(matches!(wide.configure(ctx, &too_many, 1), Err(SamplingError::TooManyLogitBias { .. })));
+    assert!(matches!(wide.configure(ctx, &too_many, 1, false), Err(SamplingError::TooManyLogitBias { .. })));
     let out_of_range = SamplingParams { logit_bias: vec![(vocab as u32, 1.0)], ..hot.clone() };
-    assert!(matches!(st.configure(ctx, &out_of_range, 1), Err(SamplingError::TokenOutOfRange { .. })));
+    assert!(matches!(st.configure(ctx, &out_of_range, 1, false), Err(SamplingError::TokenOutOfRange { .. })));
 }

@@ -36,7 +36,12 @@ pub struct Model {
     pub decode_stats: DecodeStats,
     /// How prompts and decode steps choose their token (`set_sampling`).
     choose: Choose,
+    /// A split step whose forward pass is submitted and whose choice is not (`submit_forward`),
+    /// whether its plan was built already, and the CPU seconds its first half took to encode.
+    split: Option<(PlanKey, bool, f64)>,
 }
+
+type PlanKey = (u32, Choose);
 
 /// Decode steps submitted, and the CPU time spent encoding (not submitting) those that found
 /// their plan built (steady state; a step that builds a plan costs what a per-call step does).
@@ -51,25 +56,35 @@ impl Model {
     pub fn new(ctx: &Context, config: Config, src: &mut dyn TensorSource, opts: StateOptions) -> Result<Self> {
         let weights = Weights::load(ctx, &config, src)?;
         let state = State::new(ctx, &config, opts)?;
-        Ok(Self { config, weights, state, clock: || 0.0, decode_stats: DecodeStats::default(), choose: Choose::Argmax })
+        Ok(Self {
+            config,
+            weights,
+            state,
+            clock: || 0.0,
+            decode_stats: DecodeStats::default(),
+            choose: Choose::Argmax,
+            split: None,
+        })
     }
 
     /// How the next prompts and decode steps choose: the GPU argmax when `params` is greedy, else
     /// the GPU sampler with `params` (seeded by `params.seed`, else `entropy`) and `history` (the
-    /// context so far, for the penalties; decode steps append their choices).
+    /// context so far, for the penalties; decode steps append their choices). `constrained`:
+    /// always the sampler, among the tokens of [`set_allowed`](Self::set_allowed) only.
     pub fn set_sampling(
         &mut self,
         ctx: &Context,
         params: &SamplingParams,
         entropy: u64,
         history: &[u32],
+        constrained: bool,
     ) -> Result<(), SamplingError> {
-        if params.is_greedy() {
+        if params.is_greedy() && !constrained {
             params.validate()?;
             self.choose = Choose::Argmax;
             return Ok(());
         }
-        self.state.sampler.configure(ctx, params, entropy)?;
+        self.state.sampler.configure(ctx, params, entropy, constrained)?;
         if params.has_penalties() {
             self.state.sampler.set_history(ctx, history)?;
         }
@@ -152,6 +167,20 @@ impl Model {
     /// in flight, up to [`PIPELINE`]) or [`read_logits`](Self::read_logits) (one).
     pub fn submit_decode(&mut self, ctx: &Context, pos: u32, token: Option<u32>, read: Readback) -> Result<()> {
         let start = (self.clock)();
+        let steady = self.state.plans.contains_key(&(self.state.plan_key(&self.config, pos), self.choose));
+        let key = self.plan(ctx, pos, token)?;
+        let refs: Vec<&crate::gpu::Kernel> = self.state.plans[&key].iter().collect();
+        let commands = ctx.encode(&refs, &[self.readback_copy(read)?]);
+        let encoded = (self.clock)();
+        let index = ctx.submit_encoded(commands);
+        self.submitted(ctx, read, index);
+        self.count_step(steady, encoded - start);
+        Ok(())
+    }
+
+    /// Set up a decode step at `pos` (its token written when given) and return its plan's key,
+    /// building the plan the first time.
+    fn plan(&mut self, ctx: &Context, pos: u32, token: Option<u32>) -> Result<PlanKey> {
         let (cfg, s) = (&self.config, &self.state);
         ensure(pos < s.opts.context, "decode", || format!("position {pos} is past the context of {}", s.opts.context))?;
         if let Some(id) = token {
@@ -160,21 +189,61 @@ impl Model {
         }
         s.set_pos(ctx, pos);
         let key = (s.plan_key(cfg, pos), self.choose);
-        let steady = s.plans.contains_key(&key);
-        if !steady {
+        if !s.plans.contains_key(&key) {
             let plan = forward(ctx, cfg, &self.weights, s, Input::Chosen, pos, Logits::Last, self.choose)?;
             self.state.plans.insert(key, plan);
         }
-        let refs: Vec<&crate::gpu::Kernel> = self.state.plans[&key].iter().collect();
-        let commands = ctx.encode(&refs, &[self.readback_copy(read)?]);
-        let encoded = (self.clock)();
-        let index = ctx.submit_encoded(commands);
-        self.submitted(ctx, read, index);
+        Ok(key)
+    }
+
+    fn count_step(&mut self, steady: bool, encode_seconds: f64) {
         self.decode_stats.steps += 1;
         if steady {
             self.decode_stats.steady_steps += 1;
-            self.decode_stats.steady_encode_seconds += encoded - start;
+            self.decode_stats.steady_encode_seconds += encode_seconds;
         }
+    }
+
+    /// The tokens the next choice may make (a bitmask, `ops::sample::SampleState::set_allowed`),
+    /// for a model whose sampling was set `constrained`. Written in queue order: it applies to
+    /// the choices submitted after it.
+    pub fn set_allowed(&self, ctx: &Context, bits: &[u32]) -> Result<()> {
+        Ok(self.state.sampler.set_allowed(ctx, bits)?)
+    }
+
+    /// A decode step in two submissions, so the CPU can work while the GPU runs the forward pass
+    /// (constrained decoding computes the next mask there): this one submits the step's
+    /// kernels up to the logits; [`submit_choice`](Self::submit_choice) then submits the
+    /// sampler and the readback. Needs the sampler (`set_sampling` constrained or not greedy).
+    pub fn submit_forward(&mut self, ctx: &Context, pos: u32) -> Result<()> {
+        ensure(self.choose == Choose::Sample, "decode", || "a split step needs the GPU sampler".into())?;
+        let start = (self.clock)();
+        let steady = self.state.plans.contains_key(&(self.state.plan_key(&self.config, pos), self.choose));
+        let key = self.plan(ctx, pos, None)?;
+        let plan = &self.state.plans[&key];
+        let refs: Vec<&crate::gpu::Kernel> = plan[..plan.len() - 1].iter().collect();
+        let commands = ctx.encode(&refs, &[]);
+        let encoded = (self.clock)();
+        ctx.submit_encoded(commands);
+        // A step left unchosen (the generation ended after its forward pass) is simply replaced.
+        self.split = Some((key, steady, encoded - start));
+        Ok(())
+    }
+
+    /// The second half of a split step: the sampler (reading the mask written since) and the
+    /// readback of its id.
+    pub fn submit_choice(&mut self, ctx: &Context, read: Readback) -> Result<()> {
+        let Some((key, steady, seconds)) = self.split.take() else {
+            return Err(crate::gpu::GpuError::Validation("no forward pass waits for its choice".into()).into());
+        };
+        let start = (self.clock)();
+        let plan = &self.state.plans[&key];
+        let last = &plan[plan.len() - 1];
+        let commands = ctx.encode(&[last], &[self.readback_copy(read)?]);
+        let encoded = (self.clock)();
+        let index = ctx.submit_encoded(commands);
+        self.submitted(ctx, read, index);
+        self.count_step(steady, seconds + encoded - start);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ const GREEDY: u32 = 1;
 const PENALTIES: u32 = 2;
 const APPEND: u32 = 4;
 const MASK: u32 = 8;
+const ALLOWED: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -59,6 +60,8 @@ pub struct SampleState {
     history: wgpu::Buffer,
     counts: wgpu::Buffer,
     no_mask: wgpu::Buffer,
+    /// The constraint's allowed tokens, one bit each (read when configured `constrained`).
+    allowed: wgpu::Buffer,
     rows: u32,
     vocab: u32,
     history_cap: u32,
@@ -66,8 +69,8 @@ pub struct SampleState {
 
 impl SampleState {
     /// Its GPU buffers (for `Context::release_all`).
-    pub fn buffers(&self) -> [&wgpu::Buffer; 5] {
-        [&self.settings, &self.bias, &self.history, &self.counts, &self.no_mask]
+    pub fn buffers(&self) -> [&wgpu::Buffer; 6] {
+        [&self.settings, &self.bias, &self.history, &self.counts, &self.no_mask, &self.allowed]
     }
 
     /// For up to `rows` rows of `vocab` logits and a history of `history_cap` tokens.
@@ -81,6 +84,7 @@ impl SampleState {
             history: ctx.storage("sample.history", history_cap as u64 * 4)?,
             counts: ctx.storage("sample.counts", rows as u64 * vocab as u64 * 4)?,
             no_mask: ctx.storage("sample.no_mask", 4)?,
+            allowed: ctx.storage("sample.allowed", vocab.div_ceil(32) as u64 * 4)?,
             rows,
             vocab,
             history_cap,
@@ -88,8 +92,15 @@ impl SampleState {
     }
 
     /// Write `params` for the next runs; `entropy` seeds them when `params.seed` is `None` (as
-    /// `Sampler::with_entropy`). Checks what the CPU sampler checks, up front.
-    pub fn configure(&self, ctx: &Context, params: &SamplingParams, entropy: u64) -> Result<(), SamplingError> {
+    /// `Sampler::with_entropy`). `constrained`: only tokens allowed by the bitmask of
+    /// [`set_allowed`](Self::set_allowed) are chosen. Checks what the CPU sampler checks, up front.
+    pub fn configure(
+        &self,
+        ctx: &Context,
+        params: &SamplingParams,
+        entropy: u64,
+        constrained: bool,
+    ) -> Result<(), SamplingError> {
         params.validate()?;
         let mut bias: Vec<(u32, f32)> = Vec::with_capacity(params.logit_bias.len());
         for &(token, b) in &params.logit_bias {
@@ -112,6 +123,9 @@ impl SampleState {
         if params.has_penalties() {
             flags |= PENALTIES;
         }
+        if constrained {
+            flags |= ALLOWED;
+        }
         let settings = Settings {
             inv_temp: if params.temperature > 0.0 { 1.0 / params.temperature } else { 0.0 },
             top_p: params.top_p,
@@ -133,6 +147,17 @@ impl SampleState {
             let packed: Vec<[u32; 2]> = bias.iter().map(|&(t, b)| [t, b.to_bits()]).collect();
             ctx.write(&self.bias, 0, bytemuck::cast_slice(&packed));
         }
+        Ok(())
+    }
+
+    /// The tokens the next choice may make: bit `id % 32` of word `id / 32` (`ceil(vocab / 32)`
+    /// words, `vocab / 8` bytes written per step).
+    pub fn set_allowed(&self, ctx: &Context, bits: &[u32]) -> Result<()> {
+        let words = self.vocab.div_ceil(32) as usize;
+        ensure(bits.len() == words, "sample", || {
+            format!("{} mask words for a vocabulary of {}", bits.len(), self.vocab)
+        })?;
+        ctx.write(&self.allowed, 0, bytemuck::cast_slice(bits));
         Ok(())
     }
 
@@ -208,6 +233,7 @@ pub fn sample(
         (6, mask),
         (7, &step),
         (8, &st.settings),
+        (9, &st.allowed),
     ];
     Kernel::new(ctx, &key, &bind, Some(shape), ctx.grid(rows))
 }
