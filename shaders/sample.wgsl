@@ -1,7 +1,7 @@
 // Next-token choice on the GPU, one workgroup per row of logits [rows, vocab] -> ids[rows]: the
 // CPU sampler's rules (src/sampling.rs) with its candidate set, so that only the id comes back.
 //   1. logit_bias, then repetition / presence / frequency penalties over the history window
-//      (in place, as the CPU sampler does);
+//      (in place, as the CPU sampler does), then the constraint's allowed-token bitmask;
 //   2. argmax (greedy: temperature 0 or top_k 1), candidate count and the largest logit M;
 //   3. top-k and top-p as thresholds in the ranking (logit descending, id ascending): a radix
 //      search over the logit's order-preserving u32 key, 4 bits per pass, counting tokens
@@ -25,6 +25,7 @@ const GREEDY: u32 = 1u;
 const PENALTIES: u32 = 2u;
 const APPEND: u32 = 4u; // write the chosen id to history[len]
 const MASK: u32 = 8u;   // write the candidate set to `mask` (tests)
+const ALLOWED: u32 = 16u; // settings: only tokens whose bit is set in `allowed` (constrained decoding)
 
 // Per kernel.
 struct Shape {
@@ -45,7 +46,7 @@ struct Settings {
     top_k: u32,
     last_n: u32, // penalty window; 0xFFFFFFFF = whole history
     n_bias: u32,
-    flags: u32,  // GREEDY | PENALTIES
+    flags: u32,  // GREEDY | PENALTIES | ALLOWED
     seed_lo: u32,
     seed_hi: u32,
     history_cap: u32,
@@ -70,6 +71,7 @@ struct Step {
 @group(0) @binding(6) var<storage, read_write> mask: array<u32>;            // [rows, vocab] (MASK)
 @group(0) @binding(7) var<uniform> step: Step;
 @group(0) @binding(8) var<uniform> s: Settings;
+@group(0) @binding(9) var<storage, read> allowed: array<u32>;             // [ceil(vocab / 32)] bits (ALLOWED)
 
 var<workgroup> bins_sh: array<f32, 2048>; // 8 bins x WG, one half of a digit pass at a time
 var<workgroup> best_sh: array<u32, 768>;  // (key, index, count) x WG
@@ -351,6 +353,13 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
                 l -= f32(c) * s.frequency + s.presence;
                 logits[base + id] = l;
             }
+        }
+        storageBarrier();
+    }
+    // ... then the grammar's mask: a token it does not allow is -inf, so no rule below sees it.
+    if ((s.flags & ALLOWED) != 0u) {
+        for (var i = tid; i < shape.vocab; i += WG) {
+            if (((allowed[i >> 5u] >> (i & 31u)) & 1u) == 0u) { logits[base + i] = bitcast<f32>(0xFF800000u); }
         }
         storageBarrier();
     }
