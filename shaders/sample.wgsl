@@ -358,8 +358,11 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     // ... then the grammar's mask: a token it does not allow is -inf, so no rule below sees it.
     if ((s.flags & ALLOWED) != 0u) {
+        // -inf from a runtime value: a constant expression may not evaluate to infinity (Tint
+        // rejects the shader).
+        let neg_inf = bitcast<f32>(0xFF800000u | (s.flags & 0u));
         for (var i = tid; i < shape.vocab; i += WG) {
-            if (((allowed[i >> 5u] >> (i & 31u)) & 1u) == 0u) { logits[base + i] = bitcast<f32>(0xFF800000u); }
+            if (((allowed[i >> 5u] >> (i & 31u)) & 1u) == 0u) { logits[base + i] = neg_inf; }
         }
         storageBarrier();
     }

@@ -26,6 +26,7 @@ use crate::engine::{
     Finish, GenerateOptions, OpenOptions,
 };
 use crate::gpu::{Context, ContextOptions, GpuError};
+use crate::guide::{Constraint, GuideError};
 use crate::loader::gguf::GgufError;
 use crate::loader::gguf_stream::GgufStream;
 use crate::loader::{GpuTensor, LoadError, Manifest, ShardWriter};
@@ -157,6 +158,10 @@ fn engine_error(e: EngineError) -> JsValue {
         }
         EngineError::Tokenizer(_) => js_error("BAD_MODEL", &msg, &[]),
         EngineError::Detok(_) => js_error("INTERNAL", &msg, &[]),
+        EngineError::Guide(GuideError::Invalid { option, .. }) => {
+            js_error("BAD_REQUEST", &msg, &[("option", option.into())])
+        }
+        EngineError::Guide(_) => js_error("INTERNAL", &msg, &[]),
     }
 }
 
@@ -285,6 +290,11 @@ struct JsGenerateOptions {
     /// OpenAI's shape: token id (a decimal string) → bias.
     logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     stop: Option<Vec<String>>,
+    /// Constrained output (at most one): a JSON Schema, a regex, or a
+    /// grammar in llguidance's Lark syntax.
+    json_schema: Option<serde_json::Value>,
+    regex: Option<String>,
+    grammar: Option<String>,
 }
 
 impl JsGenerateOptions {
@@ -335,6 +345,13 @@ impl JsGenerateOptions {
             },
             sampling,
             stop: o.stop.unwrap_or_default(),
+            constraint: match (o.json_schema, o.regex, o.grammar) {
+                (None, None, None) => None,
+                (Some(schema), None, None) => Some(Constraint::JsonSchema(schema)),
+                (None, Some(rx), None) => Some(Constraint::Regex(rx)),
+                (None, None, Some(g)) => Some(Constraint::Grammar(g)),
+                _ => return Err(bad_request("give at most one of jsonSchema, regex and grammar")),
+            },
         })
     }
 }
