@@ -281,9 +281,4 @@ impl Guide {
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
-
-    /// Could the output end here (the value is complete)?
-    pub fn is_accepting(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
-    }
 }

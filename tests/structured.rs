@@ -126,8 +126,7 @@ fn random_walks_through_the_masks_give_valid_values() {
                     let allowed: Vec<u32> =
                         (0..vocab).filter(|&i| bits[i as usize / 32] >> (i % 32) & 1 == 1).collect();
                     assert!(!allowed.is_empty(), "{name} {}: empty mask", case.name);
-                    // Stop tokens are allowed only where the value may end; take them rarely so
-                    // walks also explore optional parts.
+                    // Stop tokens are in the mask only where the value may end.
                     let id = allowed[rng.below(allowed.len() as u64) as usize];
                     guide.consume(id).unwrap();
                     if !stops.contains(&id) {

@@ -167,8 +167,7 @@ impl Model {
     /// in flight, up to [`PIPELINE`]) or [`read_logits`](Self::read_logits) (one).
     pub fn submit_decode(&mut self, ctx: &Context, pos: u32, token: Option<u32>, read: Readback) -> Result<()> {
         let start = (self.clock)();
-        let steady = self.state.plans.contains_key(&(self.state.plan_key(&self.config, pos), self.choose));
-        let key = self.plan(ctx, pos, token)?;
+        let (key, steady) = self.plan(ctx, pos, token)?;
         let refs: Vec<&crate::gpu::Kernel> = self.state.plans[&key].iter().collect();
         let commands = ctx.encode(&refs, &[self.readback_copy(read)?]);
         let encoded = (self.clock)();
@@ -179,8 +178,8 @@ impl Model {
     }
 
     /// Set up a decode step at `pos` (its token written when given) and return its plan's key,
-    /// building the plan the first time.
-    fn plan(&mut self, ctx: &Context, pos: u32, token: Option<u32>) -> Result<PlanKey> {
+    /// building the plan the first time, and whether the plan was built already (steady state).
+    fn plan(&mut self, ctx: &Context, pos: u32, token: Option<u32>) -> Result<(PlanKey, bool)> {
         let (cfg, s) = (&self.config, &self.state);
         ensure(pos < s.opts.context, "decode", || format!("position {pos} is past the context of {}", s.opts.context))?;
         if let Some(id) = token {
@@ -189,11 +188,12 @@ impl Model {
         }
         s.set_pos(ctx, pos);
         let key = (s.plan_key(cfg, pos), self.choose);
-        if !s.plans.contains_key(&key) {
+        let steady = s.plans.contains_key(&key);
+        if !steady {
             let plan = forward(ctx, cfg, &self.weights, s, Input::Chosen, pos, Logits::Last, self.choose)?;
             self.state.plans.insert(key, plan);
         }
-        Ok(key)
+        Ok((key, steady))
     }
 
     fn count_step(&mut self, steady: bool, encode_seconds: f64) {
@@ -218,8 +218,7 @@ impl Model {
     pub fn submit_forward(&mut self, ctx: &Context, pos: u32) -> Result<()> {
         ensure(self.choose == Choose::Sample, "decode", || "a split step needs the GPU sampler".into())?;
         let start = (self.clock)();
-        let steady = self.state.plans.contains_key(&(self.state.plan_key(&self.config, pos), self.choose));
-        let key = self.plan(ctx, pos, None)?;
+        let (key, steady) = self.plan(ctx, pos, None)?;
         let plan = &self.state.plans[&key];
         let refs: Vec<&crate::gpu::Kernel> = plan[..plan.len() - 1].iter().collect();
         let commands = ctx.encode(&refs, &[]);
