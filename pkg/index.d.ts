@@ -197,6 +197,17 @@ export interface GenerateOptions {
   logitBias?: Record<string, number>;
   /** Stop strings (not included in the text). End-of-turn tokens always stop. */
   stop?: string | string[];
+  /**
+   * Constrained output, at most one of the three. The text always matches, and generation ends
+   * where the constraint does (finishReason "stop"; "length" if `maxTokens` cuts it). A constraint
+   * the engine cannot honour is BAD_REQUEST (with `option`) before anything is generated.
+   * JSON is written compactly with `", "` and `": "` separators.
+   */
+  jsonSchema?: Record<string, unknown> | boolean;
+  /** A regex in Rust's `regex` syntax, matched against the whole output (`\d` is any Unicode digit: use [0-9]). */
+  regex?: string;
+  /** A grammar in llguidance's Lark syntax (`start: ...`; `%json {schema}` embeds a JSON Schema). */
+  grammar?: string;
   /** Aborting it stops the generation; the stream and `result` then reject with ABORTED. */
   signal?: AbortSignal;
 }
@@ -355,8 +366,8 @@ export interface ChatCompletionRequestBase {
   user?: string;
   /** Only false. */
   logprobs?: false | null;
-  /** Only `{type: "text"}`. */
-  response_format?: { type: "text" };
+  /** JSON mode (any JSON object) or a JSON Schema the output validates against (`strict` is always on). */
+  response_format?: ResponseFormat | null;
   /** Not supported: must be absent or empty. */
   tools?: [];
   tool_choice?: "none";
@@ -366,6 +377,14 @@ export interface ChatCompletionRequestBase {
   /** Alternative to `options.signal`. */
   signal?: AbortSignal;
 }
+
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object" }
+  | {
+      type: "json_schema";
+      json_schema: { name?: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null };
+    };
 
 export interface ChatCompletionRequestStreaming extends ChatCompletionRequestBase {
   stream: true;

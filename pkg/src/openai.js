@@ -84,7 +84,6 @@ export function parseRequest(request) {
   const unsupported = [];
   if (request.n !== undefined && request.n !== null && request.n !== 1) unsupported.push("n (only 1)");
   if (request.logprobs) unsupported.push("logprobs");
-  if (request.response_format && request.response_format.type !== "text") unsupported.push("response_format (only text)");
   if (Array.isArray(request.tools) && request.tools.length) unsupported.push("tools");
   if (request.tool_choice !== undefined && request.tool_choice !== "none") unsupported.push("tool_choice");
   if (unsupported.length) {
@@ -113,6 +112,7 @@ export function parseRequest(request) {
     }
     options.logitBias = lb;
   }
+  Object.assign(options, responseFormat(request.response_format));
   const maxTokens = request.max_completion_tokens ?? request.max_tokens;
   if (maxTokens !== undefined && maxTokens !== null) {
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new BadRequestError(`max_tokens must be a positive integer, not ${maxTokens}`);
@@ -124,6 +124,45 @@ export function parseRequest(request) {
     options.stop = stop;
   }
   return { input: { messages }, options, stream: request.stream === true };
+}
+
+/**
+ * `response_format` → the engine's constraint option: json_object is any JSON object, json_schema
+ * its `schema` (the engine compiles it and answers BAD_REQUEST naming what it cannot honour).
+ * `strict` needs no flag: the output always validates.
+ */
+function responseFormat(format) {
+  if (format === undefined || format === null) return {};
+  if (typeof format !== "object" || Array.isArray(format)) {
+    throw new BadRequestError("response_format must be an object: {type: \"text\" | \"json_object\" | \"json_schema\"}");
+  }
+  switch (format.type) {
+    case "text":
+      return {};
+    case "json_object":
+      return { jsonSchema: { type: "object" } };
+    case "json_schema": {
+      const js = format.json_schema;
+      if (!js || typeof js !== "object" || Array.isArray(js)) {
+        throw new BadRequestError("response_format.json_schema must be an object: {name, schema, strict?}");
+      }
+      if (js.name !== undefined && (typeof js.name !== "string" || !/^[A-Za-z0-9_-]{1,64}$/.test(js.name))) {
+        throw new BadRequestError(`response_format.json_schema.name must be 1-64 letters, digits, _ or -, not ${JSON.stringify(js.name)}`);
+      }
+      if (js.strict !== undefined && js.strict !== null && typeof js.strict !== "boolean") {
+        throw new BadRequestError("response_format.json_schema.strict must be a boolean");
+      }
+      const schema = js.schema ?? { type: "object" };
+      if (typeof schema !== "object" && typeof schema !== "boolean") {
+        throw new BadRequestError("response_format.json_schema.schema must be a JSON Schema object");
+      }
+      return { jsonSchema: schema };
+    }
+    default:
+      throw new BadRequestError(
+        `response_format.type must be "text", "json_object" or "json_schema", not ${JSON.stringify(format.type)}`,
+      );
+  }
 }
 
 /** A message's text: a string, or the text parts of a content array. */
