@@ -32,6 +32,12 @@
 //     cache of the shared page prefix is reused (cached tokens > 0).
 //     A screenshot of the panel with its answer goes to target/screenshots/extension-sidepanel.png
 //     (or $EXTENSION_SCREENSHOT).
+//  5b. Extract (JSON constrained to a schema, shown as a table): a pasted schema that is not JSON and
+//     one the engine cannot honour (an unknown string format) each show their error, naming the
+//     problem, and leave the panel usable; then the built-in "Key facts" schema and a small pasted one
+//     each give JSON that parses and validates (checked here against the schema), a table with a row
+//     per item, and Copy puts that JSON on the clipboard. "Longest extraction" is EXTRACT_TOKENS, so a
+//     value that does not fit is cut: the panel must then say so (finish "length"), not show a table.
 //  6. Panel reloaded: the model loads from the extension's Cache API with no request.
 //  6b. A .gguf picked with the Options file input loads from disk (no request).
 //  7. Requests: to the test server only the article (opened by the test) and the model file, the
@@ -56,6 +62,7 @@ const PAGES_DIR = path.join(HERE, "extension-pages");
 const CSP = "script-src 'self' 'wasm-unsafe-eval'; object-src 'self'";
 const PAGE_BUDGET = 90;
 const MAX_TOKENS = 12;
+const EXTRACT_TOKENS = 64;
 const SUBJECT = /axolotl|xochimilco|salamander/i;
 const BASELINE_MS = 4000;
 const SCREENSHOT = process.env.EXTENSION_SCREENSHOT ?? path.join(REPO, "target/screenshots/extension-sidepanel.png");
@@ -259,12 +266,13 @@ async function main() {
       await panel.click("#options > summary");
       await panel.fill("#page-budget", String(PAGE_BUDGET));
       await panel.fill("#max-tokens", String(MAX_TOKENS));
+      await panel.fill("#extract-tokens", String(EXTRACT_TOKENS));
       check((await panel.inputValue("#model-url")) === modelUrl, "the Options model URL is not the baked-in one");
       await panel.click("#save-options");
       await panel.waitForFunction(() => document.getElementById("options-status").textContent === "Saved.");
       const stored = await panel.evaluate(() => chrome.storage.local.get(null));
-      check(stored.pageBudget === PAGE_BUDGET && stored.maxTokens === MAX_TOKENS, `stored settings ${JSON.stringify(stored)}`);
-      return `budget ${PAGE_BUDGET} tokens, answers ≤ ${MAX_TOKENS} tokens`;
+      check(stored.pageBudget === PAGE_BUDGET && stored.maxTokens === MAX_TOKENS && stored.extractTokens === EXTRACT_TOKENS, `stored settings ${JSON.stringify(stored)}`);
+      return `budget ${PAGE_BUDGET} tokens, answers ≤ ${MAX_TOKENS} tokens, extractions ≤ ${EXTRACT_TOKENS}`;
     });
 
     // Records (ms, length) each time the answer's text changes, from inside the page.
@@ -343,6 +351,110 @@ async function main() {
       return `answer ${JSON.stringify(r.answer)}; ${r.statsText}`;
     });
 
+    // 5b. Extract.
+    await step("extract", async () => {
+      // Chromium grants no permission to an extension origin from automation; the clipboard is the
+      // browser's, so the article's page (granted clipboard-read) reads what the panel copied.
+      await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+      const extractState = () =>
+        panel.evaluate(() => ({
+          run: document.body.dataset.run,
+          answer: document.getElementById("answer").textContent,
+          error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
+          errorKind: document.getElementById("error").dataset.kind ?? "",
+          tableShown: !document.getElementById("extracted").hidden,
+          rows: [...document.querySelectorAll("#tables tbody tr")].map((tr) => [...tr.cells].map((td) => td.textContent)),
+          columns: [...document.querySelectorAll("#tables thead th")].map((th) => th.textContent),
+          finish: document.getElementById("stats").dataset.finish,
+          stats: document.getElementById("stats").textContent,
+          buttonEnabled: !document.getElementById("extract-button").disabled,
+        }));
+      const extract = async () => {
+        await panel.waitForFunction(() => !document.getElementById("extract-button").disabled);
+        await panel.click("#extract-button");
+        await panel.waitForFunction(() => ["done", "error"].includes(document.body.dataset.run) && !document.getElementById("extract-button").disabled, null, { timeout: 120000, polling: 100 });
+        return extractState();
+      };
+      const custom = async (text) => {
+        await panel.selectOption("#schema", "custom");
+        await panel.fill("#custom-schema", text);
+      };
+      /** A finished extraction: parses, validates against `schema`, one table row per item of `list`. */
+      const checkExtracted = async (r, schema, list, label) => {
+        if (r.finish === "length") {
+          check(r.run === "error" && r.errorKind === "cut" && /cut at \d+ tokens/.test(r.error) && !r.tableShown, `${label}: cut output not reported as cut: ${JSON.stringify(r)}`);
+          throw new Failure(`${label}: the output did not fit ${EXTRACT_TOKENS} tokens (reported as cut, correctly): ${JSON.stringify(r.answer)}`);
+        }
+        check(r.run === "done" && r.finish === "stop", `${label}: ended as ${r.run}/${r.finish}: ${r.error}`);
+        let value;
+        try {
+          value = JSON.parse(r.answer);
+        } catch (err) {
+          throw new Failure(`${label}: the output does not parse (${err.message}): ${JSON.stringify(r.answer)}`);
+        }
+        const problems = validate(schema, value);
+        check(problems.length === 0, `${label}: the output does not validate: ${problems.join("; ")}: ${r.answer}`);
+        check(r.tableShown, `${label}: no table shown`);
+        const items = value[list];
+        const expectRows = Math.max(1, items.length); // an empty list shows one "Nothing found" row
+        check(r.rows.length === expectRows, `${label}: ${r.rows.length} table rows for ${items.length} items`);
+        if (items.length) check(r.rows[0][0] === Object.values(items[0])[0], `${label}: first cell ${JSON.stringify(r.rows[0][0])}, item ${JSON.stringify(items[0])}`);
+        return value;
+      };
+      const seen = [];
+
+      // Not JSON: refused before anything runs.
+      const s0 = Date.now();
+      await custom('{"type": "object", "properties": ');
+      let r = await extract();
+      check(r.run === "error" && r.errorKind === "schema" && /not valid JSON/.test(r.error), `a schema that is not JSON: ${JSON.stringify(r)}`);
+      check(r.buttonEnabled && !r.tableShown, "the panel is not usable after a bad schema");
+      const focused = await panel.evaluate(() => document.activeElement?.id);
+      check(focused === "custom-schema", `focus on ${focused}, not the schema box`);
+      seen.push(`not JSON → ${JSON.stringify(r.error)} (${Date.now() - s0} ms)`);
+
+      // Valid JSON, but a format the engine does not know: BAD_REQUEST naming it, before any token.
+      const s1 = Date.now();
+      await custom('{"type": "object", "properties": {"phone": {"type": "string", "format": "phone"}}, "required": ["phone"]}');
+      r = await extract();
+      check(r.run === "error" && r.errorKind === "schema" && /cannot follow this schema/.test(r.error) && /phone/.test(r.error), `an unsupported schema: ${JSON.stringify(r)}`);
+      check(r.answer === "" && r.buttonEnabled, `an unsupported schema generated ${JSON.stringify(r.answer)} or left the panel busy`);
+      seen.push(`unsupported → ${JSON.stringify(r.error)} (${Date.now() - s1} ms)`);
+
+      // A small pasted schema: the extraction after the errors works.
+      const s2 = Date.now();
+      await custom(JSON.stringify(SMALL_SCHEMA));
+      r = await extract();
+      const small = await checkExtracted(r, SMALL_SCHEMA, "animals", "pasted schema");
+      seen.push(`pasted → ${r.answer} (${Date.now() - s2} ms; ${r.stats})`);
+
+      // Copy: the pretty-printed JSON on the clipboard.
+      await panel.bringToFront();
+      await panel.click("#copy");
+      await panel.waitForFunction(() => document.getElementById("copy-status").textContent !== "", null, { timeout: 5000 });
+      const status = await panel.textContent("#copy-status");
+      check(status === "Copied.", `Copy says ${JSON.stringify(status)}`);
+      await article.bringToFront();
+      const copied = await article.evaluate(() => navigator.clipboard.readText());
+      check(copied.includes("\n") && JSON.stringify(JSON.parse(copied)) === JSON.stringify(small), `the clipboard holds ${JSON.stringify(copied)}`);
+
+      // A built-in schema with room for 8 tokens: the engine takes it and the JSON starts, is cut, and
+      // the panel says so (a 135M model on SwiftShader would need minutes for a full list of facts).
+      const s3 = Date.now();
+      await panel.fill("#extract-tokens", "8");
+      await panel.click("#save-options");
+      await panel.selectOption("#schema", "facts");
+      r = await extract();
+      check(r.finish === "length" && r.run === "error" && r.errorKind === "cut" && /cut at 8 tokens/.test(r.error), `key facts in 8 tokens: ${JSON.stringify(r)}`);
+      check(r.answer.startsWith('{"facts": [') && !r.tableShown, `key facts: partial output ${JSON.stringify(r.answer)}, table shown ${r.tableShown}`);
+      seen.push(`key facts, 8 tokens → ${JSON.stringify(r.answer)}, "${r.error.slice(0, 60)}…" (${Date.now() - s3} ms)`);
+      await panel.fill("#extract-tokens", String(EXTRACT_TOKENS));
+      await panel.click("#save-options");
+      const stored = await panel.evaluate(() => chrome.storage.local.get(["schema", "customSchema"]));
+      check(stored.schema === "facts" && stored.customSchema === JSON.stringify(SMALL_SCHEMA), `the schema choice was not kept: ${JSON.stringify(stored)}`);
+      return seen.join("; ");
+    });
+
     // 6. Panel reopened: the model comes from the extension's cache.
     await step("cached-reload", async () => {
       const before = srv.log.length;
@@ -409,6 +521,65 @@ async function main() {
   const failed = results.filter((r) => !r.ok).length || process.exitCode ? 1 : 0;
   log(`${failed ? "FAIL" : "PASS"} extension: ${results.filter((r) => r.ok).length}/${results.length} steps passed in ${secs(Date.now() - t0)} s`);
   process.exitCode = failed;
+}
+
+/** The pasted schema of step 5b: at most two short items, so a 135M model completes it in EXTRACT_TOKENS. */
+const SMALL_SCHEMA = {
+  type: "object",
+  properties: {
+    animals: {
+      type: "array",
+      maxItems: 2,
+      items: {
+        type: "object",
+        properties: { name: { type: "string", maxLength: 16 }, home: { type: "string", maxLength: 16 } },
+        required: ["name", "home"],
+        additionalProperties: false,
+      },
+    },
+  },
+  required: ["animals"],
+  additionalProperties: false,
+};
+
+/**
+ * The JSON Schema keywords the extension's schemas use (type, properties, required,
+ * additionalProperties, items, minItems/maxItems, minLength/maxLength, pattern, format "date", enum,
+ * const, anyOf), checked by hand; returns the problems found ([] if `value` validates).
+ */
+function validate(schema, value, at = "$") {
+  if (schema === true) return [];
+  if (schema === false) return [`${at}: not allowed`];
+  const out = [];
+  const typeOf = (v) => (v === null ? "null" : Array.isArray(v) ? "array" : Number.isInteger(v) ? "integer" : typeof v);
+  if (schema.type !== undefined) {
+    const types = [schema.type].flat();
+    const t = typeOf(value);
+    if (!types.includes(t) && !(t === "integer" && types.includes("number"))) return [`${at}: ${t}, expected ${types.join("|")}`];
+  }
+  if (schema.anyOf && !schema.anyOf.some((s) => validate(s, value, at).length === 0)) out.push(`${at}: matches none of anyOf`);
+  if (schema.enum && !schema.enum.some((e) => JSON.stringify(e) === JSON.stringify(value))) out.push(`${at}: not in enum`);
+  if ("const" in schema && JSON.stringify(schema.const) !== JSON.stringify(value)) out.push(`${at}: not the const`);
+  if (typeof value === "string") {
+    const n = [...value].length;
+    if (schema.maxLength !== undefined && n > schema.maxLength) out.push(`${at}: ${n} characters > maxLength ${schema.maxLength}`);
+    if (schema.minLength !== undefined && n < schema.minLength) out.push(`${at}: ${n} characters < minLength ${schema.minLength}`);
+    if (schema.pattern && !new RegExp(schema.pattern, "u").test(value)) out.push(`${at}: does not match ${schema.pattern}`);
+    if (schema.format === "date" && !(/^\d{4}-\d{2}-\d{2}$/.test(value) && !Number.isNaN(Date.parse(value)))) out.push(`${at}: not a date`);
+  }
+  if (Array.isArray(value)) {
+    if (schema.maxItems !== undefined && value.length > schema.maxItems) out.push(`${at}: ${value.length} items > maxItems ${schema.maxItems}`);
+    if (schema.minItems !== undefined && value.length < schema.minItems) out.push(`${at}: ${value.length} items < minItems ${schema.minItems}`);
+    if (schema.items) value.forEach((v, i) => out.push(...validate(schema.items, v, `${at}[${i}]`)));
+  }
+  if (typeOf(value) === "object") {
+    for (const k of schema.required ?? []) if (!(k in value)) out.push(`${at}: missing ${k}`);
+    for (const [k, v] of Object.entries(value)) {
+      if (schema.properties?.[k]) out.push(...validate(schema.properties[k], v, `${at}.${k}`));
+      else if (schema.additionalProperties === false) out.push(`${at}: unexpected property ${k}`);
+    }
+  }
+  return out;
 }
 
 await main();

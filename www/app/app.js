@@ -23,6 +23,10 @@ const ui = {
   topPOut: $("top-p-out"),
   maxTokens: $("max-tokens"),
   systemPrompt: $("system-prompt"),
+  jsonMode: $("json-mode"),
+  jsonToggle: $("json-toggle"),
+  jsonSchema: $("json-schema"),
+  jsonSchemaError: $("json-schema-error"),
   modelSummary: $("model-summary"),
   changeModel: $("change-model"),
   forgetModel: $("forget-model"),
@@ -97,7 +101,8 @@ const storage = {
   },
 };
 
-const DEFAULT_SETTINGS = { temperature: 0.7, topP: 0.9, maxTokens: 256, system: "", context: "" };
+// json: JSON mode (answers constrained to a JSON object, or to jsonSchema when one is given).
+const DEFAULT_SETTINGS = { temperature: 0.7, topP: 0.9, maxTokens: 256, system: "", context: "", json: false, jsonSchema: "" };
 const settings = { ...DEFAULT_SETTINGS, ...storage.get("settings", {}) };
 const MAX_CHATS = 50;
 
@@ -238,14 +243,35 @@ function messageElement(msg) {
   who.textContent = msg.role === "user" ? "You" : "Assistant";
   const body = document.createElement("div");
   body.className = "body";
-  body.textContent = msg.content;
   const meta = document.createElement("p");
   meta.className = "meta";
   el.append(who, body, meta);
   el._body = body;
   el._meta = meta;
+  el._text = body; // where streamed text goes
+  if (msg.format === "json") {
+    // A JSON-mode answer is code: streamed as it comes, pretty-printed once it is complete.
+    el.classList.add("json");
+    const pre = document.createElement("pre");
+    el._text = pre.appendChild(document.createElement("code"));
+    body.append(pre);
+  }
+  el._text.textContent = msg.content;
   updateMessageMeta(el, msg);
   return el;
+}
+
+/** Pretty-print a finished JSON-mode answer (2-space indent); `data-json` says whether it parsed. */
+function renderJsonBody(el, msg) {
+  if (msg.format !== "json" || msg.state === "streaming" || !msg.content) return;
+  try {
+    el._text.textContent = JSON.stringify(JSON.parse(msg.content), null, 2);
+    el.dataset.json = "valid";
+  } catch {
+    // Cut by the max-tokens limit (or stopped): shown as it came, and the note says so.
+    el._text.textContent = msg.content;
+    el.dataset.json = "incomplete";
+  }
 }
 
 function updateMessageMeta(el, msg) {
@@ -258,7 +284,8 @@ function updateMessageMeta(el, msg) {
   if (msg.state === "streaming") bits.push(msg.content ? "writing…" : "reading your message…");
   if (msg.state === "stopped") bits.push("stopped");
   if (msg.state === "interrupted") bits.push("interrupted");
-  if (msg.finish === "length") bits.push("hit the max-tokens limit");
+  if (msg.format === "json") bits.push(msg.schema ? "JSON (schema)" : "JSON");
+  if (msg.finish === "length") bits.push(msg.format === "json" ? "JSON cut off at the max-tokens limit" : "hit the max-tokens limit");
   if (msg.usage) bits.push(`${msg.usage.completion_tokens} tokens`);
   if (msg.timings?.decode_tokens_per_second) bits.push(fmtRate(msg.timings.decode_tokens_per_second));
   if (msg.error) bits.push(`error: ${msg.error.title}`);
@@ -266,6 +293,7 @@ function updateMessageMeta(el, msg) {
   el._meta.textContent = bits.join(" · ");
   el._meta.hidden = bits.length === 0;
   if (msg.state !== "streaming" && msg.role === "assistant" && !msg.content && !msg.error) el._body.textContent = "(no answer)";
+  renderJsonBody(el, msg);
 }
 
 function renderMessages() {
@@ -412,9 +440,60 @@ function historyOf(chat, exclude) {
   return [...(sys ? [{ role: "system", content: sys }] : []), ...turns.map((m) => ({ role: m.role, content: m.content }))];
 }
 
+/**
+ * JSON mode's response_format: json_schema with the pasted schema, else json_object; null when off.
+ * Throws a BAD_REQUEST-shaped error (option "jsonSchema") if the pasted schema is not JSON.
+ */
+function responseFormat() {
+  if (!settings.json) return null;
+  const src = settings.jsonSchema.trim();
+  if (!src) return { type: "json_object" };
+  const schema = parseSchema(src);
+  if (schema.error) throw Object.assign(new Error(schema.error), { code: "BAD_REQUEST", option: "jsonSchema" });
+  return { type: "json_schema", json_schema: { name: "reply", schema: schema.value, strict: true } };
+}
+
+/** {value} or {error} for a pasted JSON Schema (an object, or true/false). */
+function parseSchema(src) {
+  let value;
+  try {
+    value = JSON.parse(src);
+  } catch (err) {
+    return { error: `The JSON Schema is not valid JSON: ${err.message}.` };
+  }
+  if (value === null || Array.isArray(value) || (typeof value !== "object" && typeof value !== "boolean")) {
+    return { error: "The JSON Schema must be a JSON object, such as {\"type\": \"object\", \"properties\": {…}}." };
+  }
+  return { value };
+}
+
+function showSchemaError() {
+  const src = settings.jsonSchema.trim();
+  const error = src ? parseSchema(src).error : null;
+  ui.jsonSchemaError.textContent = error ?? "";
+  ui.jsonSchemaError.hidden = !error;
+  ui.jsonSchema.setAttribute("aria-invalid", String(!!error));
+}
+
+function setJsonMode(on) {
+  settings.json = on;
+  ui.jsonMode.checked = on;
+  ui.jsonToggle.setAttribute("aria-pressed", String(on));
+  app.dataset.json = String(on);
+  saveSettings();
+}
+
 async function send() {
   const text = ui.prompt.value.trim();
   if (!text || !engine || generating || app.dataset.engine !== "ready") return;
+  let format;
+  try {
+    format = responseFormat();
+  } catch (err) {
+    // The message stays in the box: fix the schema (or turn JSON mode off) and press Enter again.
+    showNotice(err, { during: "chat" });
+    return;
+  }
   hideNotice();
   ui.prompt.value = "";
   autosize();
@@ -424,6 +503,7 @@ async function send() {
   if (chat.title === "New chat") chat.title = text.length > 48 ? `${text.slice(0, 47)}…` : text;
   chat.updated = Date.now();
   const reply = { role: "assistant", content: "", state: "streaming", time: Date.now() };
+  if (format) Object.assign(reply, { format: "json", schema: format.type === "json_schema" });
   const history = historyOf(chat);
   chat.messages.push(reply);
   saveChats();
@@ -433,10 +513,10 @@ async function send() {
   const el = messageElement(reply);
   ui.messages.append(el);
   scrollToBottom(true);
-  await generate(chat, history, reply, el);
+  await generate(chat, history, reply, el, format);
 }
 
-async function generate(chat, history, reply, el) {
+async function generate(chat, history, reply, el, format) {
   generating = true;
   app.dataset.generating = "true";
   ui.messages.setAttribute("aria-busy", "true");
@@ -447,6 +527,9 @@ async function generate(chat, history, reply, el) {
     temperature: settings.temperature,
     top_p: settings.topP,
   };
+  // The engine constrains every token: the answer parses (and validates against the schema), or it
+  // is cut by max_tokens. A schema it cannot honour is BAD_REQUEST before anything is generated.
+  if (format) opts.response_format = format;
   let messages = history;
   let firstAt = 0;
   let pieces = 0;
@@ -465,7 +548,7 @@ async function generate(chat, history, reply, el) {
             }
             pieces++;
             reply.content += delta;
-            el._body.append(delta);
+            el._text.append(delta);
             if (pieces > 2) updateFigures({ decode: ((pieces - 1) * 1000) / (now - firstAt), live: true });
             scrollToBottom(false);
             saveChats({ soon: true });
@@ -847,6 +930,18 @@ function describeError(err, { during, source } = {}) {
       title = "Cancelled";
       body = "";
       break;
+    case "BAD_REQUEST":
+      if (err.option === "jsonSchema") {
+        title = "JSON mode can't use this schema";
+        body = msg;
+        tips.push("Fix the JSON Schema under Answer settings, or clear it to get any JSON object.", "Or turn JSON mode off for a plain answer.");
+        actions.push(["Edit the schema", () => editSchema()]);
+        actions.push(["Turn JSON mode off", () => setJsonMode(false)]);
+      } else {
+        title = "The request was refused";
+        body = msg;
+      }
+      break;
     default:
       title = during === "load" ? "The model couldn't be loaded" : "Something went wrong";
       body = "The engine failed unexpectedly.";
@@ -854,6 +949,11 @@ function describeError(err, { during, source } = {}) {
       if (during === "chat") actions.push(["Load the model again", () => reloadLast()]);
   }
   return { code, title, body, tips, actions, message: msg };
+}
+
+function editSchema() {
+  if (narrow.matches) openSidebar();
+  ui.jsonSchema.focus();
 }
 
 function fmtNumberOrBytes(n) {
@@ -1104,6 +1204,19 @@ ui.systemPrompt.value = settings.system;
 ui.systemPrompt.addEventListener("input", () => {
   settings.system = ui.systemPrompt.value;
   saveSettings();
+});
+setJsonMode(!!settings.json);
+ui.jsonMode.addEventListener("change", () => setJsonMode(ui.jsonMode.checked));
+ui.jsonToggle.addEventListener("click", () => {
+  setJsonMode(!settings.json);
+  announce(settings.json ? "JSON mode on: answers are JSON." : "JSON mode off.");
+});
+ui.jsonSchema.value = settings.jsonSchema;
+showSchemaError();
+ui.jsonSchema.addEventListener("input", () => {
+  settings.jsonSchema = ui.jsonSchema.value;
+  saveSettings();
+  showSchemaError();
 });
 
 function autosize() {

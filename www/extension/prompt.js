@@ -12,6 +12,8 @@ export const TASKS = {
   summarize: () => "Summarize this page in two or three sentences.",
   explain: (selection) => `Explain this passage from the page in simple words:\n\u201c${selection}\u201d`,
   question: (question) => `Answer this question about the page: ${question}`,
+  // The output is constrained to the schema (schemas.js); the words say what to look for.
+  extract: (what) => `Extract ${what} from this page as JSON. Use only what the page says; give an empty list if it has none.`,
 };
 
 /** The marker put where page text was cut to fit the token budget. */
@@ -32,10 +34,10 @@ export async function fitToBudget(engine, text, budget) {
 }
 
 /**
- * Chat messages for `task` ("summarize" | "explain" | "question") about `page` ({title, text}),
- * whose text already fits the budget (see fitToBudget).
+ * Chat messages for `task` ("summarize" | "explain" | "question" | "extract") about `page` ({title, text}),
+ * whose text already fits the budget (see fitToBudget). `what` is what "extract" looks for, in words.
  */
-export function buildMessages(task, page, { pageText, truncated, selection = "", question = "" }) {
+export function buildMessages(task, page, { pageText, truncated, selection = "", question = "", what = "" }) {
   if (!TASKS[task]) throw new Error(`unknown task ${task}`);
   const title = page.title ? `Title: ${page.title}\n\n` : "";
   // Many pages start their text with the title again; say it once.
@@ -43,7 +45,7 @@ export function buildMessages(task, page, { pageText, truncated, selection = "",
   if (page.title && body.startsWith(page.title)) body = body.slice(page.title.length).trimStart();
   const content =
     `${title}Page text:\n${body || "(the page has no text)"}${truncated ? `\n${TRUNCATED}` : ""}\n\n` +
-    TASKS[task](task === "explain" ? selection : question);
+    TASKS[task]({ explain: selection, extract: what }[task] ?? question);
   return [
     { role: "system", content: SYSTEM_PROMPT },
     { role: "user", content },

@@ -1,5 +1,6 @@
 // The side panel: "Ask about this page". Reads the active tab's text (page.js), builds a prompt that
-// fits the model (prompt.js) and streams the local model's answer.
+// fits the model (prompt.js) and streams the local model's answer. "Extract" asks for JSON constrained
+// to a schema (schemas.js: built-in ones, or one the user pastes) and shows it as tables.
 //
 // Where the engine runs — the panel itself, with the wasm engine in a dedicated Web Worker
 // (createWorkerEngine). Measured in Chromium 156 (headless, SwiftShader WebGPU) with this package and
@@ -23,8 +24,10 @@ import { createWorkerEngine, deleteCachedModel, isModelCached } from "./pkg/inde
 import { DEFAULT_MODEL_URL } from "./config.js";
 import { readTab } from "./page.js";
 import { buildMessages, fitToBudget } from "./prompt.js";
+import { CUSTOM, SCHEMAS, SchemaError, describeSchema, parseCustomSchema, toTables } from "./schemas.js";
 
-const DEFAULTS = { modelUrl: DEFAULT_MODEL_URL, pageBudget: 1024, maxTokens: 256 };
+// extractTokens: a list of ten contacts is ~300 tokens, more than a brief answer needs.
+const DEFAULTS = { modelUrl: DEFAULT_MODEL_URL, pageBudget: 1024, maxTokens: 256, extractTokens: 512, schema: "facts", customSchema: "" };
 /** Tokens of a selection sent with "Explain selection" at most (on top of the page budget). */
 const SELECTION_BUDGET = 256;
 /** Tokens kept free for the system prompt, the template and the request when clamping the budget. */
@@ -42,8 +45,17 @@ const ui = {
   question: $("question"),
   ask: $("ask-button"),
   stop: $("stop"),
+  extractForm: $("extract-form"),
+  schema: $("schema"),
+  extractButton: $("extract-button"),
+  customSchemaField: $("custom-schema-field"),
+  customSchema: $("custom-schema"),
   pageInfo: $("page-info"),
   answer: $("answer"),
+  extracted: $("extracted"),
+  tables: $("tables"),
+  copy: $("copy"),
+  copyStatus: $("copy-status"),
   error: $("error"),
   stats: $("stats"),
   promptInfo: $("prompt-info"),
@@ -53,6 +65,7 @@ const ui = {
   modelFile: $("model-file"),
   pageBudget: $("page-budget"),
   maxTokens: $("max-tokens"),
+  extractTokens: $("extract-tokens"),
   allSites: $("all-sites"),
   clearCache: $("clear-cache"),
   optionsStatus: $("options-status"),
@@ -64,6 +77,7 @@ let current = null; // {key, engine}: the loaded model
 let loading = null; // {key, promise}: the load in progress
 let running = null; // the engine generating now (for Stop)
 let busy = false;
+let extractedJson = null; // the last extraction, pretty-printed (what Copy copies)
 
 // A tab id in the URL (sidepanel.html?tab=N) pins the panel to that tab. Automation uses it, as the
 // real side panel cannot be opened without a user gesture; without it the active tab of this window
@@ -206,16 +220,26 @@ async function targetTabId() {
   return tab?.id;
 }
 
-/** Run `task` ("summarize" | "explain" | "question") on the target tab (or `tabId`). */
+/** Run `task` ("summarize" | "explain" | "question" | "extract") on the target tab (or `tabId`). */
 async function ask(task, { question = "", selection = "", tabId } = {}) {
   if (busy) return;
   busy = true;
   setRun("reading");
   ui.answer.textContent = "";
+  ui.answer.hidden = false;
+  delete ui.answer.dataset.format;
+  ui.extracted.hidden = true;
+  ui.tables.replaceChildren();
+  ui.copyStatus.textContent = "";
+  extractedJson = null;
   ui.error.hidden = true;
+  delete ui.error.dataset.kind;
   ui.stats.textContent = "";
   for (const k of ["promptTokens", "cachedTokens", "completionTokens", "finish"]) delete ui.stats.dataset[k];
+  const maxTokens = task === "extract" ? settings.extractTokens : settings.maxTokens;
   try {
+    // A pasted schema is checked before anything else runs: its mistakes are the user's to fix.
+    const extract = task === "extract" ? chosenSchema() : null;
     const page = await readTab(tabId ?? (await targetTabId()));
     ui.pageInfo.textContent = `About: ${page.title || page.url}`;
     if (task === "explain") {
@@ -224,10 +248,10 @@ async function ask(task, { question = "", selection = "", tabId } = {}) {
     }
     const engine = await getEngine();
     // The page text gets what the context leaves after the answer and the prompt's own words.
-    const budget = Math.max(32, Math.min(settings.pageBudget, engine.modelInfo.context - settings.maxTokens - PROMPT_OVERHEAD - (task === "explain" ? SELECTION_BUDGET : 0)));
+    const budget = Math.max(32, Math.min(settings.pageBudget, engine.modelInfo.context - maxTokens - PROMPT_OVERHEAD - (task === "explain" ? SELECTION_BUDGET : 0)));
     const fitted = await fitToBudget(engine, page.text, budget);
     if (task === "explain") selection = (await fitToBudget(engine, selection, SELECTION_BUDGET)).text;
-    const messages = buildMessages(task, page, { pageText: fitted.text, truncated: fitted.truncated, selection, question });
+    const messages = buildMessages(task, page, { pageText: fitted.text, truncated: fitted.truncated, selection, question, what: extract?.what });
     ui.prompt.textContent = await engine.applyChatTemplate(messages);
     ui.promptInfo.textContent = fitted.truncated
       ? `The page was cut to ${budget} tokens (the page text budget under Options).`
@@ -237,16 +261,35 @@ async function ask(task, { question = "", selection = "", tabId } = {}) {
     setRun("generating");
     ui.answer.setAttribute("aria-busy", "true");
     running = engine;
-    const chunks = await engine.chat.completions.create({ messages, stream: true, max_tokens: settings.maxTokens });
+    const request = { messages, stream: true, max_tokens: maxTokens };
+    if (extract) {
+      // The engine constrains every token to the schema: the answer parses and validates, or it is
+      // cut by max_tokens (finish "length"). A schema it cannot honour is BAD_REQUEST before any token.
+      request.response_format = { type: "json_schema", json_schema: { name: extract.name, schema: extract.schema, strict: true } };
+      ui.answer.dataset.format = "json";
+    }
+    const chunks = await engine.chat.completions.create(request);
+    let finish = null;
     for await (const chunk of chunks) {
       const choice = chunk.choices[0];
       if (choice?.delta?.content) ui.answer.append(choice.delta.content);
-      if (choice?.finish_reason) showStats(chunk, choice.finish_reason);
+      if (choice?.finish_reason) showStats(chunk, (finish = choice.finish_reason));
     }
+    if (extract && finish === "length") {
+      ui.error.dataset.kind = "cut";
+      throw new UserError(
+        `The output was cut at ${maxTokens} tokens, before the JSON was complete (the partial JSON is above). ` +
+          "Raise \u201cLongest extraction\u201d under Options, or lower the page text budget so fewer items are found.",
+      );
+    }
+    if (extract && finish === "stop") showExtracted(ui.answer.textContent);
     setRun("done");
   } catch (err) {
-    ui.error.textContent = err instanceof UserError ? err.message : describeError(err);
+    if (err instanceof SchemaError) ui.error.dataset.kind = "schema";
+    else if (err?.code === "BAD_REQUEST" && err.option === "jsonSchema") ui.error.dataset.kind = "schema";
+    ui.error.textContent = err instanceof UserError || err instanceof SchemaError ? err.message : describeError(err);
     ui.error.hidden = false;
+    if (ui.error.dataset.kind === "schema" && !ui.customSchemaField.hidden) ui.customSchema.focus();
     if (err?.code === "DEVICE_LOST" && current) current = null;
     setRun("error");
   } finally {
@@ -255,6 +298,75 @@ async function ask(task, { question = "", selection = "", tabId } = {}) {
     ui.answer.setAttribute("aria-busy", "false");
     updateButtons();
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Extract
+
+/** The schema chosen in the menu: {name, schema, what}; a pasted one is parsed (SchemaError if bad). */
+function chosenSchema() {
+  if (settings.schema === CUSTOM) {
+    const schema = parseCustomSchema(ui.customSchema.value);
+    return { name: "custom", schema, what: describeSchema(schema) };
+  }
+  const s = SCHEMAS[settings.schema] ?? SCHEMAS[DEFAULTS.schema];
+  return { name: settings.schema in SCHEMAS ? settings.schema : DEFAULTS.schema, schema: s.schema, what: s.what };
+}
+
+/** The finished extraction: parse it, lay it out as tables, keep it for Copy. */
+function showExtracted(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    // Not expected (the output is constrained), so say so plainly rather than show a broken table.
+    throw new UserError(`The model's output is not valid JSON (${err.message}); please report this.`);
+  }
+  extractedJson = JSON.stringify(value, null, 2);
+  const tables = toTables(value).map(({ caption, columns, rows }) => {
+    const table = document.createElement("table");
+    if (caption) table.createCaption().textContent = `${caption} (${rows.length})`;
+    const head = table.createTHead().insertRow();
+    for (const c of columns) head.append(Object.assign(document.createElement("th"), { scope: "col", textContent: c }));
+    const body = table.createTBody();
+    for (const row of rows) {
+      const tr = body.insertRow();
+      for (const cell of row) tr.insertCell().textContent = cell;
+    }
+    if (rows.length === 0) {
+      const td = body.insertRow().insertCell();
+      td.colSpan = columns.length;
+      td.className = "empty";
+      td.textContent = "Nothing found on the page.";
+    }
+    return table;
+  });
+  ui.tables.replaceChildren(...tables);
+  ui.extracted.hidden = false;
+}
+
+async function copyExtracted() {
+  if (extractedJson == null) return;
+  try {
+    await navigator.clipboard.writeText(extractedJson);
+  } catch {
+    // The Clipboard API wants a focused document; the older command works from the click itself.
+    const area = Object.assign(document.createElement("textarea"), { value: extractedJson });
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    if (!ok) {
+      ui.copyStatus.textContent = "Could not copy: select the JSON above and copy it by hand.";
+      return;
+    }
+  }
+  ui.copyStatus.textContent = "Copied.";
+}
+
+function showSchemaChoice() {
+  ui.schema.value = settings.schema in SCHEMAS || settings.schema === CUSTOM ? settings.schema : DEFAULTS.schema;
+  ui.customSchemaField.hidden = ui.schema.value !== CUSTOM;
 }
 
 function showStats(chunk, finish) {
@@ -281,7 +393,7 @@ function setRun(state) {
 
 function updateButtons() {
   const loadingNow = document.body.dataset.model === "loading";
-  for (const b of [ui.summarize, ui.explain, ui.ask]) b.disabled = busy || loadingNow;
+  for (const b of [ui.summarize, ui.explain, ui.ask, ui.extractButton]) b.disabled = busy || loadingNow;
   ui.stop.disabled = document.body.dataset.run !== "generating";
 }
 
@@ -301,6 +413,9 @@ function describeError(err) {
       return `The GPU was reset (${msg}). Ask again to reload the model.`;
     case "NETWORK":
       return `Could not download the model: ${msg}`;
+    case "BAD_REQUEST":
+      if (err.option === "jsonSchema") return `The model cannot follow this schema: ${msg}. Change the schema and extract again.`;
+      return `${msg} [${err.code}]`;
     default:
       return err?.code ? `${msg} [${err.code}]` : msg;
   }
@@ -315,6 +430,9 @@ async function loadSettings() {
   ui.modelUrl.value = settings.modelUrl;
   ui.pageBudget.value = settings.pageBudget;
   ui.maxTokens.value = settings.maxTokens;
+  ui.extractTokens.value = settings.extractTokens;
+  ui.customSchema.value = settings.customSchema;
+  showSchemaChoice();
   ui.allSites.checked = await chrome.permissions.contains({ origins: ["<all_urls>"] }).catch(() => false);
 }
 
@@ -323,6 +441,7 @@ async function saveSettings() {
     modelUrl: ui.modelUrl.value.trim(),
     pageBudget: clampInt(ui.pageBudget.value, 32, 32768, DEFAULTS.pageBudget),
     maxTokens: clampInt(ui.maxTokens.value, 1, 4096, DEFAULTS.maxTokens),
+    extractTokens: clampInt(ui.extractTokens.value, 1, 4096, DEFAULTS.extractTokens),
   };
   if (next.modelUrl) {
     try {
@@ -334,7 +453,7 @@ async function saveSettings() {
     }
   }
   const modelChanged = next.modelUrl !== settings.modelUrl;
-  settings = next;
+  settings = { ...settings, ...next };
   await chrome.storage.local.set(next);
   if (modelChanged && !pickedFile) {
     ui.modelStatus.textContent = next.modelUrl ? `Model set to ${sourceName(next.modelUrl)}: it loads with your next question.` : "No model set.";
@@ -365,6 +484,25 @@ ui.question.addEventListener("keydown", (ev) => {
   }
 });
 ui.stop.addEventListener("click", () => running?.abort());
+for (const [key, { label }] of [...Object.entries(SCHEMAS), [CUSTOM, { label: "My own JSON Schema\u2026" }]]) {
+  ui.schema.append(new Option(label, key));
+}
+ui.extractForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  ask("extract");
+});
+// The schema menu and a pasted schema are kept as they change (no Save needed), like a draft.
+ui.schema.addEventListener("change", () => {
+  settings.schema = ui.schema.value;
+  showSchemaChoice();
+  chrome.storage.local.set({ schema: settings.schema });
+  if (!ui.customSchemaField.hidden) ui.customSchema.focus();
+});
+ui.customSchema.addEventListener("input", () => {
+  settings.customSchema = ui.customSchema.value;
+  chrome.storage.local.set({ customSchema: settings.customSchema });
+});
+ui.copy.addEventListener("click", () => copyExtracted());
 document.addEventListener("keydown", (ev) => {
   if (ev.key === "Escape") running?.abort();
 });
