@@ -17,6 +17,7 @@ cargo build --release --bin webgpu-llm
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
 mkdir -p "$XDG_RUNTIME_DIR"
 node tests/browser/run.mjs "$@"
+node tests/browser/structured.mjs  # JSON Schema / regex / grammar output on the tiny random Qwen3, page and worker (~2 min)
 node tests/browser/faults.mjs  # network and cache faults: 500s, a 30 s stall, changed files, quota, damaged cache, CORS (~1 min)
 # The apps on the package (screenshots in target/screenshots/).
 node tests/browser/app.mjs

@@ -1,0 +1,510 @@
+// Structured output (JSON Schema, regex, Lark grammar) through the npm package in headless Chromium,
+// on the page (createEngine) and in a worker (createWorkerEngine). The model is the tiny random Qwen3
+// fixture (tests/fixtures/qwen3: 2 layers, the real 151,936-token Qwen3 tokenizer), converted to a
+// package: a random model writes garbage unless constrained, so a valid value proves the constraint
+// held on the GPU mask path. Every output is checked here in Node, not in the page: JSON parses and
+// validates with ajv + ajv-formats, regexes match the whole text, grammars their fixture's check.
+// Cases: tests/fixtures/structured/schemas.json (what tests/structured.rs runs natively).
+//
+//   node tests/browser/structured.mjs [--only name,name] [--full] [--keep] [--verbose]
+//
+// SwiftShader decodes this model at ~6 tokens/s on 2 cores, so by default each of the 24 schemas runs
+// once, sampled (alternate ones on the page and in the worker), every regex and grammar on the page,
+// and four cheap cases greedy; --full runs every case on both and every bounded case greedy (~4 min).
+//
+// Scenarios (names for --only):
+//   page-schemas   its schemas sampled (seed 1000+i), regexes and grammars, a few bounded cases greedy;
+//                  finishReason "stop", one mask per token; the trie build and mask times (page)
+//   page-chat      chat.completions with response_format json_schema: streamed deltas = the message of
+//                  the same request unstreamed (seeded); json_object; finish_reason and usage
+//   page-errors    bad schemas, regexes and grammars → BAD_REQUEST naming the option, from generate and
+//                  chat, before anything runs; maxTokens cuts a value ("length", a prefix); abort() and
+//                  an AbortSignal mid-value; then the same request gives the same value again
+//   worker         the same through createWorkerEngine: the other schemas, a regex and a grammar,
+//                  a streamed chat, the typed errors (option survives postMessage), abort by signal;
+//                  the trie build and mask times (worker)
+//
+// Prints PASS/FAIL per scenario with its figures, then the browser figures (trie build ms, mask µs
+// mean/max with the 151,936-token vocabulary, page and worker). Needs pkg/wasm (scripts/build-pkg.sh),
+// the release CLI (to convert the fixture) and Chromium; scripts/test-browser.sh runs it.
+
+import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import Ajv from "ajv";
+import addFormats from "ajv-formats";
+import { startServer } from "./server.mjs";
+import { CHROMIUM, KEEP, VERBOSE, check, flag, errText, launch, log, openHarness, runScenarios, secs, t0, wantedScenarios } from "./common.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, "../..");
+const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/release/webgpu-llm");
+const FIXTURE = path.join(REPO, "tests/fixtures/qwen3");
+const TOKENIZER = path.join(REPO, "models/tokenizers/qwen3");
+const CASES_FILE = path.join(REPO, "tests/fixtures/structured/schemas.json");
+const MODEL_DIR = path.join(REPO, "target/browser-structured/tiny-qwen3"); // converted once, reused while its inputs are unchanged
+const MODEL_URL = "/m/tiny-qwen3/manifest.json";
+const VOCAB = 151936;
+// Enough for every case's value on this model (the longest, sampled strings of up to 30 characters
+// and nested objects, ends well within it); a case that hits it fails as "length".
+const MAX_TOKENS = 160;
+const MASK_MEAN_TARGET_US = 1000; // the issue's target per mask in the browser
+
+// ---------------------------------------------------------------------------------------------
+// The fixture's weights, regenerated as tests/common/fixture.rs does (splitmix64 over 32-bit halves,
+// then f16 rounded once), checked against weights.json's sha256, written as a safetensors checkpoint.
+
+const TWO32 = 2 ** 32;
+/** a·b mod 2⁶⁴ on [hi, lo] 32-bit words (16-bit partial products stay exact in doubles). */
+function mul64(ah, al, bh, bl) {
+  const a0 = al & 0xffff, a1 = al >>> 16, b0 = bl & 0xffff, b1 = bl >>> 16;
+  const mid = a0 * b1 + a1 * b0;
+  const low = a0 * b0 + (mid % 65536) * 65536;
+  const hi = a1 * b1 + Math.floor(mid / 65536) + Math.floor(low / TWO32) + Math.imul(ah, bl) + Math.imul(al, bh);
+  return [hi >>> 0, low >>> 0];
+}
+function add64(ah, al, bh, bl) {
+  const lo = al + bl;
+  return [(ah + bh + (lo >= TWO32 ? 1 : 0)) >>> 0, lo >>> 0];
+}
+const xorShr = ([h, l], s) => [(h ^ (h >>> s)) >>> 0, (l ^ ((l >>> s) | (h << (32 - s)))) >>> 0];
+const GOLDEN = [0x9e3779b9, 0x7f4a7c15];
+/** splitmix64's output function. */
+function mix(z) {
+  z = xorShr(z, 30);
+  z = mul64(z[0], z[1], 0xbf58476d, 0x1ce4e5b9);
+  z = xorShr(z, 27);
+  z = mul64(z[0], z[1], 0x94d049bb, 0x133111eb);
+  return xorShr(z, 31);
+}
+/** `x` rounded once to the nearest f16 (ties to even), as bits. */
+function f16Bits(x) {
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  const rne = (v) => {
+    const r = Math.floor(v), d = v - r;
+    return d > 0.5 || (d === 0.5 && r % 2 === 1) ? r + 1 : r;
+  };
+  if (a < 2 ** -14) return sign | rne(a * 2 ** 24); // subnormal (1024 lands on the smallest normal)
+  let e = Math.floor(Math.log2(a));
+  while (2 ** e > a) e--;
+  while (2 ** (e + 1) <= a) e++;
+  let m = rne(a / 2 ** (e - 10));
+  if (m === 2048) (e++, (m = 1024));
+  return sign | ((e + 15) << 10) | (m - 1024);
+}
+/** Tensor `t` of a fixture: element i is f16(offset + scale·(2u − 1)), u from splitmix64 (fixture.rs). */
+function fixtureTensor(seed, t, n, scale, offset) {
+  const tg = mul64(0, t + 1, ...GOLDEN);
+  let acc = mix(add64(Math.floor(seed / TWO32), seed >>> 0, ...tg));
+  const out = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    acc = add64(...acc, ...GOLDEN);
+    const u = (mix(acc)[0] >>> 8) / 2 ** 24;
+    out[i] = f16Bits(offset + scale * (2 * u - 1));
+  }
+  return out;
+}
+
+function writeSafetensors(file, tensors) {
+  const header = { __metadata__: { format: "pt" } };
+  let offset = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: "F16", shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...tensors.map((t) => Buffer.from(t.data.buffer))]));
+}
+
+function runCli(args) {
+  const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp/webgpu-llm-xdg" };
+  fs.mkdirSync(env.XDG_RUNTIME_DIR, { recursive: true });
+  const r = spawnSync(CLI, args, { env, encoding: "utf8", timeout: 300_000 });
+  if (r.status !== 0) throw new Error(`${CLI} ${args.join(" ")} failed (${r.status ?? r.signal}):\n${r.stderr}\n${r.stdout}`);
+  return r.stdout;
+}
+
+/** The tiny Qwen3 fixture as a package (default q4 conversion) in MODEL_DIR, rebuilt when an input changed. */
+function tinyQwen3Package(tmp) {
+  const inputs = [path.join(FIXTURE, "config.json"), path.join(FIXTURE, "weights.json"), path.join(TOKENIZER, "tokenizer.json"), path.join(TOKENIZER, "tokenizer_config.json"), CLI];
+  const stamp = JSON.stringify(inputs.map((f) => [f, fs.statSync(f).size, fs.statSync(f).mtimeMs]));
+  const stampFile = path.join(MODEL_DIR, "inputs.json");
+  if (fs.existsSync(stampFile) && fs.readFileSync(stampFile, "utf8") === stamp) return { cached: true };
+  const t = Date.now();
+  const spec = JSON.parse(fs.readFileSync(path.join(FIXTURE, "weights.json"), "utf8"));
+  const tensors = spec.tensors.map((s, i) => {
+    const data = fixtureTensor(spec.seed, i, s.shape.reduce((a, b) => a * b, 1), s.scale, s.offset);
+    const sha = crypto.createHash("sha256").update(Buffer.from(data.buffer)).digest("hex");
+    if (sha !== s.sha256) throw new Error(`fixture qwen3 ${s.name}: regenerated weights' sha256 ${sha} ≠ weights.json's ${s.sha256}`);
+    return { name: s.name, shape: s.shape, data };
+  });
+  const hf = path.join(tmp, "tiny-qwen3-hf");
+  fs.mkdirSync(hf, { recursive: true });
+  fs.copyFileSync(path.join(FIXTURE, "config.json"), path.join(hf, "config.json"));
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(TOKENIZER, f), path.join(hf, f));
+  writeSafetensors(path.join(hf, "model.safetensors"), tensors);
+  fs.rmSync(MODEL_DIR, { recursive: true, force: true });
+  runCli(["convert", "--from", hf, "--out", MODEL_DIR]);
+  fs.writeFileSync(stampFile, stamp);
+  return { cached: false, seconds: (Date.now() - t) / 1000 };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases and checks
+
+const FIX = JSON.parse(fs.readFileSync(CASES_FILE, "utf8"));
+const ajv = new Ajv({ strict: false, allErrors: true });
+addFormats(ajv);
+
+const SCHEMAS = FIX.schemas.map((c, i) => ({
+  name: c.name, prompt: c.prompt, options: { jsonSchema: c.schema }, seed: 1000 + i, schema: c.schema, validate: ajv.compile(c.schema),
+  // Greedy, a random model repeats itself: a free-length number's fraction never ends (tests/structured.rs's `bounded`).
+  bounded: !JSON.stringify(c.schema).includes('"type":"number"'),
+}));
+const REGEXES = FIX.regexes.map((c, i) => ({
+  name: `regex ${c.name}`, prompt: c.prompt, options: { regex: c.pattern }, seed: 2000 + i, rx: new RegExp(`^(?:${c.pattern})$`), bounded: true,
+}));
+const GRAMMARS = FIX.grammars.map((c, i) => ({
+  name: `grammar ${c.name}`, prompt: c.prompt, options: { grammar: c.grammar }, seed: 3000 + i, rx: new RegExp(c.check), bounded: true,
+}));
+const byName = (n) => [...SCHEMAS, ...REGEXES, ...GRAMMARS].find((c) => c.name === n);
+
+/** Outside strings, whitespace only as the single space of ", " and ": " (the engine's compact JSON). */
+function compactJson(text) {
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
+    else if (/\s/.test(ch) && !(ch === " " && (text[i - 1] === "," || text[i - 1] === ":") && !/\s/.test(text[i + 1] ?? ""))) return false;
+  }
+  return true;
+}
+
+/** Why `text` is not a value `c` accepts, or null. */
+function invalid(c, text) {
+  if (c.rx) return c.rx.test(text) ? null : `does not match ${c.rx}`;
+  let v;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return `does not parse: ${e.message}`;
+  }
+  if (!c.validate(v)) return `invalid: ${ajv.errorsText(c.validate.errors)}`;
+  if (!compactJson(text)) return "not compact JSON (separators \", \" and \": \")";
+  return null;
+}
+
+/** Mask figures over many results: count, mean µs weighted by masks, max µs. */
+class MaskStats {
+  masks = 0;
+  sumUs = 0;
+  maxUs = 0;
+  add(g) {
+    this.masks += g.masks;
+    this.sumUs += g.masks * g.maskMeanUs;
+    this.maxUs = Math.max(this.maxUs, g.maskMaxUs);
+  }
+  get meanUs() {
+    return this.masks ? this.sumUs / this.masks : NaN;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page helpers
+
+const T = (page, fn, ...args) => page.evaluate(([fn, args]) => window.T[fn](...args), [fn, args]);
+
+async function openEngine(S, label, worker) {
+  const page = await openHarness(S, label, `${S.server.origin}/pages/structured.html`, { workers: worker });
+  const r = await T(page, "create", { worker, options: { model: MODEL_URL, context: 512, cache: false } });
+  check(r.ok, `loading the tiny Qwen3 (${worker ? "worker" : "page"}) failed: ${errText(r.error)}`);
+  check(r.vocab === VOCAB, `vocab ${r.vocab}, expected ${VOCAB}`);
+  return { page, id: r.id, loadMs: r.ms };
+}
+
+/**
+ * Run case `c` (sampled with its seed, or greedy) and check it: no error, finishReason "stop", a valid
+ * value, result text = streamed text, one mask per token. Returns the generation.
+ */
+async function runCase(E, c, { greedy = false, stats, where }) {
+  const opts = { ...c.options, maxTokens: MAX_TOKENS, ...(greedy ? { temperature: 0 } : { temperature: 1, seed: c.seed }) };
+  const g = await T(E.page, "generate", E.id, c.prompt, opts);
+  const what = `${where} ${greedy ? "greedy" : "sampled"} ${c.name}`;
+  check(!g.error && !g.resultError, `${what}: ${errText(g.error ?? g.resultError)}`);
+  const r = g.result;
+  check(r.finishReason === "stop", `${what}: finishReason ${r.finishReason} after ${r.completionTokens} tokens: ${JSON.stringify(g.text)}`);
+  check(r.text === g.text, `${what}: result text ${JSON.stringify(r.text)} ≠ streamed ${JSON.stringify(g.text)}`);
+  const why = invalid(c, g.text);
+  check(!why, `${what}: ${JSON.stringify(g.text)} ${why}`);
+  const gd = r.guide; // a mask under the clock's resolution (5 µs cross-origin isolated) reads 0
+  check(gd && gd.masks === r.completionTokens && gd.maskMeanUs >= 0 && gd.maskMaxUs >= gd.maskMeanUs && gd.compileMs >= 0,
+    `${what}: guide ${JSON.stringify(gd)} for ${r.completionTokens} tokens (one mask per token)`);
+  stats.add(gd);
+  if (VERBOSE) log(`  ${what}: ${g.text} (${r.completionTokens} tokens, ${(g.ms / 1000).toFixed(1)} s)`);
+  return g;
+}
+
+/** The first constrained request on a fresh engine reports the trie build (buildMs); later ones do not. */
+async function firstRequest(E, c, stats, where) {
+  const g = await runCase(E, c, { stats, where });
+  const b = g.result.guide.buildMs;
+  check(typeof b === "number" && b > 0, `${where}: the first constrained request has no guide.buildMs: ${JSON.stringify(g.result.guide)}`);
+  return b;
+}
+
+function figures(F, where, buildMs, stats) {
+  F.build_ms = buildMs.toFixed(0);
+  F.masks = stats.masks;
+  F.mask_mean_us = stats.meanUs.toFixed(0);
+  F.mask_max_us = stats.maxUs.toFixed(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/** The schemas for the page (`side` 0) or the worker (1): alternate ones, or all with --full. */
+const schemaShare = (S, side) => (S.full ? SCHEMAS : SCHEMAS.filter((_, i) => i % 2 === side));
+
+async function scenarioPageSchemas(S, F) {
+  const E = (S.pageEngine = await openEngine(S, "page", false));
+  F.load_s = secs(E.loadMs);
+  const stats = new MaskStats();
+  const t = Date.now();
+  const share = schemaShare(S, 0);
+  const buildMs = await firstRequest(E, share[0], stats, "page");
+  const second = await runCase(E, share[1], { stats, where: "page" });
+  check(second.result.guide.buildMs === undefined, `page: buildMs on a second constrained request: ${JSON.stringify(second.result.guide)}`);
+  let tokens = 0;
+  for (const c of [...share.slice(2), ...REGEXES, ...GRAMMARS]) tokens += (await runCase(E, c, { stats, where: "page" })).result.completionTokens;
+  F.sampled = `${share.length} schemas + ${REGEXES.length} regexes + ${GRAMMARS.length} grammars`;
+  // Greedy: the cheapest bounded cases by default (a random model's greedy strings run to maxLength).
+  const bounded = SCHEMAS.filter((c) => c.bounded);
+  const greedy = S.full ? [...bounded, ...REGEXES, ...GRAMMARS] : [byName("enum-color"), byName("exact-items"), byName("regex yes-no"), byName("grammar greeting")];
+  for (const c of greedy) tokens += (await runCase(E, c, { greedy: true, stats, where: "page" })).result.completionTokens;
+  F.greedy = greedy.length;
+  F.tok_s = (tokens / ((Date.now() - t) / 1000)).toFixed(1);
+  figures(F, "page", buildMs, stats);
+  S.figures.page = { buildMs, stats };
+}
+
+async function scenarioPageChat(S, F) {
+  const E = S.pageEngine ?? (S.pageEngine = await openEngine(S, "page-chat", false));
+  const c = byName("format-ipv4");
+  const request = {
+    messages: [{ role: "user", content: c.prompt }], max_tokens: MAX_TOKENS, temperature: 0.8, seed: 5,
+    response_format: { type: "json_schema", json_schema: { name: "router", schema: c.schema, strict: true } },
+  };
+  const whole = await T(E.page, "chat", E.id, request);
+  check(whole.ok, `chat json_schema: ${errText(whole.error)}`);
+  const ch = whole.response.choices[0];
+  check(ch.finish_reason === "stop", `chat json_schema: finish_reason ${ch.finish_reason}`);
+  const why = invalid(c, ch.message.content);
+  check(!why, `chat json_schema: ${JSON.stringify(ch.message.content)} ${why}`);
+  const u = whole.response.usage;
+  check(u?.prompt_tokens > 0 && u.completion_tokens > 0 && u.total_tokens === u.prompt_tokens + u.completion_tokens, `chat usage ${JSON.stringify(u)}`);
+  const streamed = await T(E.page, "chat", E.id, { ...request, stream: true });
+  check(streamed.ok, `chat json_schema stream: ${errText(streamed.error)}`);
+  check(streamed.content === ch.message.content,
+    `streamed deltas ${JSON.stringify(streamed.content)} ≠ the unstreamed message ${JSON.stringify(ch.message.content)} (same seed)`);
+  const last = streamed.chunks.at(-1);
+  check(last.choices[0].finish_reason === "stop" && last.usage?.completion_tokens === u.completion_tokens,
+    `last chunk: finish_reason ${last.choices[0].finish_reason}, usage ${JSON.stringify(last.usage)} (unstreamed ${JSON.stringify(u)})`);
+  F.json_schema = `${u.completion_tokens} tokens, stream = message`;
+
+  const obj = await T(E.page, "chat", E.id, {
+    messages: [{ role: "user", content: "Anything as JSON." }], max_tokens: MAX_TOKENS, temperature: 1, seed: 11, response_format: { type: "json_object" },
+  });
+  check(obj.ok, `chat json_object: ${errText(obj.error)}`);
+  const oc = obj.response.choices[0];
+  let v;
+  try {
+    v = JSON.parse(oc.message.content);
+  } catch (e) {
+    check(false, `json_object: ${JSON.stringify(oc.message.content)} does not parse (${e.message}), finish_reason ${oc.finish_reason}`);
+  }
+  check(v !== null && typeof v === "object" && !Array.isArray(v), `json_object: ${JSON.stringify(oc.message.content)} is not an object`);
+  check(oc.finish_reason === "stop", `json_object: finish_reason ${oc.finish_reason} for ${JSON.stringify(oc.message.content)}`);
+  F.json_object = `${obj.response.usage.completion_tokens} tokens`;
+}
+
+/** Bad constraints: BAD_REQUEST with `option`, before anything runs; the engine is idle and usable after. */
+async function checkBadRequests(E, where) {
+  const gen = [
+    [{ jsonSchema: { type: "array", uniqueItems: true } }, "json_schema", "uniqueItems"],
+    [{ jsonSchema: { type: "object", if: { required: ["a"] }, then: {} } }, "json_schema", "if"],
+    [{ jsonSchema: { type: "strng" } }, "json_schema", "strng"],
+    [{ jsonSchema: { type: "string", format: "colour" } }, "json_schema", "colour"],
+    [{ jsonSchema: { $ref: "#/$defs/missing" } }, "json_schema", "missing"],
+    [{ jsonSchema: ["not", "a", "schema"] }, "json_schema"],
+    [{ jsonSchema: { type: "integer", minimum: 5, maximum: 2 } }, "json_schema"],
+    [{ regex: "[a-" }, "regex"],
+    [{ regex: "(" }, "regex"],
+    [{ grammar: "start: nothing_defined" }, "grammar", "nothing_defined"],
+    [{ grammar: "start: (" }, "grammar"],
+  ];
+  const seen = [];
+  for (const [opts, option, mentions] of gen) {
+    const g = await T(E.page, "generate", E.id, "Hello", { ...opts, maxTokens: 8 });
+    const e = g.error ?? g.resultError;
+    const what = `${where} generate ${JSON.stringify(opts)}`;
+    check(e?.code === "BAD_REQUEST" && e.option === option, `${what}: ${JSON.stringify(e ?? g.result)} (want BAD_REQUEST, option ${option})`);
+    check(!mentions || e.message.includes(mentions), `${what}: the message does not name ${mentions}: ${e.message}`);
+    check(g.ids.length === 0 && !g.busyAfter, `${what}: ${g.ids.length} tokens generated, busy ${g.busyAfter}`);
+    seen.push(option);
+  }
+  const chat = [
+    [{ type: "json_schema", json_schema: { name: "x", schema: { type: "array", uniqueItems: true } } }, "json_schema"],
+    [{ type: "json_schema", json_schema: { name: "x", schema: { type: "strng" } } }, "json_schema"],
+  ];
+  for (const [rf, option] of chat) {
+    const r = await T(E.page, "chat", E.id, { messages: [{ role: "user", content: "Hi" }], max_tokens: 8, response_format: rf });
+    check(!r.ok && r.error.code === "BAD_REQUEST" && r.error.option === option, `${where} chat ${JSON.stringify(rf)}: ${JSON.stringify(r.error ?? r.response)}`);
+  }
+  // Caught by the package before the engine: still BAD_REQUEST (option not required).
+  for (const rf of [{ type: "json_schema", json_schema: { name: "x", schema: "string" } }, { type: "json_schema" }, { type: "xml" }]) {
+    for (const stream of [false, true]) {
+      const r = await T(E.page, "chat", E.id, { messages: [{ role: "user", content: "Hi" }], max_tokens: 8, response_format: rf, stream });
+      check(!r.ok && r.error.code === "BAD_REQUEST", `${where} chat${stream ? " stream" : ""} ${JSON.stringify(rf)}: ${JSON.stringify(r.error ?? r.response ?? r.content)}`);
+    }
+  }
+  const two = await T(E.page, "generate", E.id, "Hello", { jsonSchema: { type: "object" }, regex: "a", maxTokens: 4 });
+  check((two.error ?? two.resultError)?.code === "BAD_REQUEST", `${where}: jsonSchema and regex together: ${JSON.stringify(two.error ?? two.result)}`);
+  return gen.length + chat.length + 7;
+}
+
+/**
+ * On `E`: a baseline value; maxTokens 5 → "length" and its prefix; abort() (page) or an AbortSignal
+ * mid-value; the same request again gives the baseline exactly.
+ */
+async function checkCutAndAbort(E, where, { withAbort = true } = {}) {
+  const c = byName("pattern-code"); // about 11 tokens whatever the seed: the cheapest value with room to cut
+  const opts = { ...c.options, maxTokens: MAX_TOKENS, temperature: 0.8, seed: 5 };
+  const base = await T(E.page, "generate", E.id, c.prompt, opts);
+  check(!base.error && base.result.finishReason === "stop" && !invalid(c, base.text), `${where} baseline: ${errText(base.error)} ${base.result?.finishReason} ${JSON.stringify(base.text)}`);
+  check(base.ids.length > 8, `${where} baseline is only ${base.ids.length} tokens: ${JSON.stringify(base.text)}`);
+  const isPrefix = (ids) => ids.every((id, i) => id === base.ids[i]);
+
+  const cut = await T(E.page, "generate", E.id, c.prompt, { ...opts, maxTokens: 5 });
+  check(!cut.error && cut.result.finishReason === "length" && cut.ids.length === 5 && isPrefix(cut.ids),
+    `${where} maxTokens 5: ${errText(cut.error)} ${cut.result?.finishReason} ${JSON.stringify(cut.ids)} vs baseline ${JSON.stringify(base.ids.slice(0, 5))}`);
+  check(base.text.startsWith(cut.text), `${where} maxTokens 5: ${JSON.stringify(cut.text)} is not a prefix of ${JSON.stringify(base.text)}`);
+
+  if (withAbort) {
+    const ab = await T(E.page, "generate", E.id, c.prompt, opts, { abortAfter: 3 });
+    check(!ab.error && ab.result?.finishReason === "abort", `${where} abort(): ${errText(ab.error ?? ab.resultError)} finishReason ${ab.result?.finishReason}`);
+    check(ab.ids.length >= 3 && ab.ids.length < base.ids.length && isPrefix(ab.ids) && isPrefix(ab.result.tokenIds),
+      `${where} abort(): ids ${JSON.stringify(ab.ids)} (result ${JSON.stringify(ab.result.tokenIds)}) vs baseline ${JSON.stringify(base.ids)}`);
+    check(!ab.busyAfter, `${where} abort(): still busy`);
+  }
+  const sig = await T(E.page, "generate", E.id, c.prompt, opts, { signalAfter: 3 });
+  check(sig.error?.code === "ABORTED" && sig.resultError?.code === "ABORTED",
+    `${where} AbortSignal: stream ${JSON.stringify(sig.error)}, result ${JSON.stringify(sig.resultError ?? sig.result?.finishReason)} (want ABORTED both)`);
+  check(sig.ids.length >= 3 && sig.ids.length < base.ids.length && isPrefix(sig.ids), `${where} AbortSignal: ids ${JSON.stringify(sig.ids)} vs ${JSON.stringify(base.ids)}`);
+  check(!sig.busyAfter, `${where} AbortSignal: still busy`);
+
+  const again = await T(E.page, "generate", E.id, c.prompt, opts);
+  check(!again.error && again.result.finishReason === "stop" && again.text === base.text && again.ids.join() === base.ids.join(),
+    `${where} after the aborts: ${errText(again.error)} ${JSON.stringify(again.text)} ≠ baseline ${JSON.stringify(base.text)}`);
+  return base.ids.length;
+}
+
+async function scenarioPageErrors(S, F) {
+  const E = S.pageEngine ?? (S.pageEngine = await openEngine(S, "page-errors", false));
+  F.bad_requests = await checkBadRequests(E, "page");
+  F.baseline_tokens = await checkCutAndAbort(E, "page");
+  F.after = "length prefix, abort(), AbortSignal, same value again";
+  await T(E.page, "unload", E.id);
+  await E.page.close();
+  S.pageEngine = undefined;
+}
+
+async function scenarioWorker(S, F) {
+  const E = await openEngine(S, "worker", true);
+  F.load_s = secs(E.loadMs);
+  const stats = new MaskStats();
+  // The schemas the page did not run (all with --full), a regex and a grammar.
+  const share = schemaShare(S, 1);
+  const buildMs = await firstRequest(E, share[0], stats, "worker");
+  const rest = S.full ? [...REGEXES, ...GRAMMARS] : [byName("regex date"), byName("grammar arith")];
+  for (const c of [...share.slice(1), ...rest]) await runCase(E, c, { stats, where: "worker" });
+  F.cases = `${share.length} schemas + ${rest.length} regexes/grammars`;
+  const c = byName("format-time-pattern");
+  const request = {
+    messages: [{ role: "user", content: c.prompt }], max_tokens: MAX_TOKENS, temperature: 1, seed: 21,
+    response_format: { type: "json_schema", json_schema: { name: "points", schema: c.schema } },
+  };
+  const whole = await T(E.page, "chat", E.id, request);
+  const streamed = await T(E.page, "chat", E.id, { ...request, stream: true });
+  check(whole.ok && streamed.ok, `worker chat: ${errText(whole.error ?? streamed.error)}`);
+  const content = whole.response.choices[0].message.content;
+  check(!invalid(c, content) && whole.response.choices[0].finish_reason === "stop", `worker chat: ${JSON.stringify(content)} ${invalid(c, content)}`);
+  check(streamed.content === content, `worker: streamed ${JSON.stringify(streamed.content)} ≠ unstreamed ${JSON.stringify(content)}`);
+  F.bad_requests = await checkBadRequests(E, "worker");
+  F.baseline_tokens = await checkCutAndAbort(E, "worker");
+  figures(F, "worker", buildMs, stats);
+  S.figures.worker = { buildMs, stats };
+  await T(E.page, "unload", E.id);
+}
+
+const SCENARIOS = [
+  ["page-schemas", scenarioPageSchemas],
+  ["page-chat", scenarioPageChat],
+  ["page-errors", scenarioPageErrors],
+  ["worker", scenarioWorker],
+];
+
+async function main() {
+  const problems = [];
+  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the release CLI (cargo build --release --bin webgpu-llm)", CLI], ["the Qwen3 tokenizer (bash scripts/fetch-tokenizers.sh)", path.join(TOKENIZER, "tokenizer.json")], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
+    if (!fs.existsSync(path.resolve(REPO, p))) problems.push(`missing ${what}: ${p}`);
+  }
+  if (problems.length) {
+    for (const p of problems) console.log(`FAIL setup: ${p}`);
+    process.exit(2);
+  }
+  const wanted = wantedScenarios(SCENARIOS);
+  const tmp = fs.mkdtempSync(path.join(process.env.BROWSER_TEST_TMP ?? os.tmpdir(), "webgpu-llm-structured-"));
+  // --full: every case on both engines and every bounded case greedy too (≈ 4 min on 2 cores).
+  const S = { tmp, figures: {}, full: flag("--full") };
+  let results = [];
+  try {
+    const m = tinyQwen3Package(tmp);
+    log(`setup: tiny Qwen3 package ${path.relative(REPO, MODEL_DIR)} ${m.cached ? "(cached)" : `(regenerated and converted in ${m.seconds.toFixed(1)} s)`}`);
+    S.server = await startServer({
+      mounts: { "/pkg/": path.join(REPO, "pkg"), "/pages/": path.join(HERE, "pages"), "/m/tiny-qwen3/": MODEL_DIR },
+      quiet: !VERBOSE,
+    });
+    S.context = await launch(path.join(tmp, "profile"));
+    log(`setup: server ${S.server.origin}, Chromium ${S.context.browser()?.version() ?? ""}`);
+    results = await runScenarios(S, SCENARIOS, wanted, async (S) => {
+      S.pageEngine = undefined;
+    });
+  } finally {
+    await S.context?.close().catch(() => {});
+    await S.server?.close();
+    if (KEEP) log(`kept ${tmp}`);
+    else fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  for (const [where, f] of Object.entries(S.figures)) {
+    const mean = f.stats.meanUs;
+    console.log(`figures ${where}: trie build ${f.buildMs.toFixed(0)} ms; ${f.stats.masks} masks over ${VOCAB} tokens, mean ${mean.toFixed(0)} µs, max ${f.stats.maxUs.toFixed(0)} µs (target ≤ ${MASK_MEAN_TARGET_US} µs mean: ${mean <= MASK_MEAN_TARGET_US ? "met" : "NOT met"})`);
+  }
+  const passed = results.filter((r) => r.ok).length;
+  console.log(`\n${passed}/${results.length} scenarios passed in ${secs(Date.now() - t0)} s`);
+  process.exit(results.every((r) => r.ok) ? 0 : 1);
+}
+
+main().catch((e) => {
+  console.log(`FAIL setup: ${e.stack ?? e}`);
+  process.exit(2);
+});
