@@ -13,6 +13,11 @@
 //   chat        Shift+Enter adds a line; Enter sends a prompt; the answer's text grows over time (streamed), then completes
 //               with prefill/decode tok/s and tokens used / context shown
 //   stop        Escape stops an answer mid-way: it ends as "stopped" and grows no further
+//   json-mode   (new chat) the { } JSON button turns JSON mode on (kept in the settings): a pasted schema
+//               that is not JSON is flagged at the field and refused at send, one the engine cannot honour
+//               (an unknown format) is refused with the engine's reason, naming it; then with no schema the
+//               reply (response_format json_object, constrained, so even a 135M model's reply parses) is
+//               pretty-printed JSON in a code block; off again, the next reply is plain text
 //   error-states  out of memory, a too-small limit, a missing feature and a full quota (a stand-in
 //               engine worker reports them) each show their own explanation and actions
 //   narrow      390 px wide: no sideways scroll, the drawer opens from the menu and Escape closes it
@@ -47,6 +52,7 @@ const DESKTOP = { width: 1280, height: 800 };
 const NARROW = { width: 390, height: 844 };
 const CHAT_TOKENS = 8; // SwiftShader: ≈ 5 tok/s prefill, ≈ 3 tok/s decode
 const STOP_TOKENS = 48; // long enough that only Escape can end it early
+const JSON_TOKENS = 40; // a short JSON object from SmolLM2 fits (the engine ends right after the value)
 
 const t0 = Date.now();
 const secs = (ms) => (ms / 1000).toFixed(1);
@@ -333,6 +339,68 @@ await step("stop", true, async () => {
   check(later === len, `the text grew after stopping (${len} → ${later})`);
   check(await page.isVisible("#send") && !(await page.isVisible("#stop")), "Send/Stop buttons did not switch back");
   return `Escape at ${r.escAt} ms, stopped at ${r.doneAt} ms after ${tokens} tokens: ${JSON.stringify(r.text)}`;
+});
+
+await step("json-mode", true, async () => {
+  await page.click("#new-chat-top");
+  await setSetting(page, "max-tokens", JSON_TOKENS);
+  await page.click("#json-toggle");
+  const on = await page.evaluate(() => ({
+    pressed: document.getElementById("json-toggle").getAttribute("aria-pressed"),
+    checked: document.getElementById("json-mode").checked,
+    stored: JSON.parse(localStorage.getItem("webgpu-llm-app:settings")).json,
+  }));
+  check(on.pressed === "true" && on.checked && on.stored === true, `JSON mode not on after the button: ${JSON.stringify(on)}`);
+
+  // A schema that is not JSON: flagged at the field; Enter is refused with a notice, the text stays.
+  await page.fill("#json-schema", '{"type": "object",');
+  check(/not valid JSON/.test(await page.textContent("#json-schema-error")) && (await page.isVisible("#json-schema-error")), "no error at the schema field");
+  await page.fill("#prompt", "Capital of France?");
+  await page.press("#prompt", "Enter");
+  check(/can't use this schema/.test(await page.textContent("#notice-heading")), `notice: ${await page.textContent("#notice-heading")}`);
+  check((await page.inputValue("#prompt")) === "Capital of France?", "the message was not kept in the box");
+  check((await page.evaluate(() => document.querySelectorAll("#messages .msg").length)) === 0, "a refused message was sent");
+
+  // Valid JSON the engine cannot honour: BAD_REQUEST before any token, its reason shown.
+  await page.fill("#json-schema", '{"type": "object", "properties": {"phone": {"type": "string", "format": "phone"}}}');
+  check(!(await page.isVisible("#json-schema-error")), "a valid JSON schema is still flagged");
+  const bad = await chat(page, "Capital of France?");
+  check(bad.state === "error" && bad.notice && /can't use this schema/.test(bad.notice) && /phone/.test(bad.notice), `an unsupported schema: ${bad.state}, ${bad.notice}`);
+  check(await engineState(page) === "ready", "the engine is not ready after a refused schema");
+
+  // No schema: any JSON object.
+  await page.fill("#json-schema", "");
+  await page.click("#notice-actions button:last-child"); // Dismiss
+  const r = await chat(page, "What is the capital of France? Answer in JSON.");
+  check(r.state === "done", `JSON reply ended as ${r.state}: ${r.meta} ${r.notice ?? ""}`);
+  check(!/cut off/.test(r.meta), `the JSON reply did not fit ${JSON_TOKENS} tokens: ${JSON.stringify(r.text)} (${r.meta})`);
+  let value;
+  try {
+    value = JSON.parse(r.text);
+  } catch (err) {
+    throw new Failure(`the JSON-mode reply does not parse (${err.message}): ${JSON.stringify(r.text)}`);
+  }
+  check(value !== null && typeof value === "object" && !Array.isArray(value), `the reply is not a JSON object: ${r.text}`);
+  const shown = await page.evaluate(() => {
+    const el = [...document.querySelectorAll("#messages .msg.assistant")].at(-1);
+    return { json: el.classList.contains("json"), code: !!el.querySelector("pre > code"), valid: el.dataset.json };
+  });
+  check(shown.json && shown.code && shown.valid === "valid", `not shown as a JSON code block: ${JSON.stringify(shown)}`);
+  check(r.text === JSON.stringify(value, null, 2), "the JSON is not pretty-printed");
+  check(/JSON/.test(r.meta), `the reply's note does not say JSON: ${r.meta}`);
+  await shot(page, "13-json-mode-desktop");
+
+  // Off again: a plain reply.
+  await page.click("#json-toggle");
+  await setSetting(page, "max-tokens", CHAT_TOKENS);
+  const p = await chat(page, "Say hello.");
+  check(p.state === "done" && p.text.trim().length > 0, `plain reply ${p.state}: ${JSON.stringify(p.text)}`);
+  const plain = await page.evaluate(() => {
+    const el = [...document.querySelectorAll("#messages .msg.assistant")].at(-1);
+    return { json: el.classList.contains("json"), code: !!el.querySelector("code"), stored: JSON.parse(localStorage.getItem("webgpu-llm-app:settings")).json };
+  });
+  check(!plain.json && !plain.code && plain.stored === false, `after turning JSON mode off: ${JSON.stringify(plain)}`);
+  return `bad schema refused; unsupported → ${JSON.stringify(bad.notice.split("\n")[0])}; JSON reply ${JSON.stringify(JSON.stringify(value))} (${r.usage?.completion_tokens} tokens, ${r.doneAt} ms); then plain ${JSON.stringify(p.text)}`;
 });
 
 await step("narrow", false, async () => {

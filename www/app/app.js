@@ -931,7 +931,8 @@ function describeError(err, { during, source } = {}) {
       body = "";
       break;
     case "BAD_REQUEST":
-      if (err.option === "jsonSchema") {
+      // The engine names the option "json_schema"; the app's own check of a pasted schema "jsonSchema".
+      if (["json_schema", "jsonSchema", "response_format"].includes(err.option)) {
         title = "JSON mode can't use this schema";
         body = msg;
         tips.push("Fix the JSON Schema under Answer settings, or clear it to get any JSON object.", "Or turn JSON mode off for a plain answer.");

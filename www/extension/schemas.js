@@ -9,8 +9,9 @@
 //   to make, and no invented values forced by a format the page does not have;
 // - maxItems and maxLength bounds, so a model that does not stop still ends within the answer budget;
 // - string formats only where llguidance has them (date: YYYY-MM-DD). Emails and phone numbers are
-//   plain strings: llguidance's "email" format would force an invented address when the page has
-//   none, and there is no phone format. "date-time" is avoided: pages rarely give a time zone.
+//   patterns that also allow "": llguidance's "email" format would force an invented address when the
+//   page has none (and a model left to a plain string writes URLs there), and there is no phone
+//   format. "date-time" is avoided: pages rarely give a time zone.
 
 /** Bounds shared by the built-in schemas (items per list, characters per field). */
 const MAX_ITEMS = 10;
@@ -34,8 +35,8 @@ export const SCHEMAS = {
             type: "object",
             properties: {
               name: text(SHORT, "a person's or an organization's name"),
-              email: text(SHORT, "an email address as written on the page, or empty"),
-              phone: text(40, "a phone number as written on the page, or empty"),
+              email: { ...text(SHORT, "an email address as written on the page, or empty"), pattern: "^([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+)?$" },
+              phone: { ...text(32, "a phone number as written on the page, or empty"), pattern: "^([+(0-9][0-9 ()./-]*)?$" },
               organization: text(SHORT, "the organization the person belongs to, or empty"),
               role: text(SHORT, "their job title or role, or empty"),
             },

@@ -286,7 +286,7 @@ async function ask(task, { question = "", selection = "", tabId } = {}) {
     setRun("done");
   } catch (err) {
     if (err instanceof SchemaError) ui.error.dataset.kind = "schema";
-    else if (err?.code === "BAD_REQUEST" && err.option === "jsonSchema") ui.error.dataset.kind = "schema";
+    else if (isSchemaRefusal(err)) ui.error.dataset.kind = "schema";
     ui.error.textContent = err instanceof UserError || err instanceof SchemaError ? err.message : describeError(err);
     ui.error.hidden = false;
     if (ui.error.dataset.kind === "schema" && !ui.customSchemaField.hidden) ui.customSchema.focus();
@@ -397,6 +397,11 @@ function updateButtons() {
   ui.stop.disabled = document.body.dataset.run !== "generating";
 }
 
+/** BAD_REQUEST for the schema: the engine names its option "json_schema" (the JS option is jsonSchema). */
+function isSchemaRefusal(err) {
+  return err?.code === "BAD_REQUEST" && ["json_schema", "jsonSchema", "response_format"].includes(err.option);
+}
+
 function describeError(err) {
   const msg = err?.message ?? String(err);
   switch (err?.code) {
@@ -414,7 +419,7 @@ function describeError(err) {
     case "NETWORK":
       return `Could not download the model: ${msg}`;
     case "BAD_REQUEST":
-      if (err.option === "jsonSchema") return `The model cannot follow this schema: ${msg}. Change the schema and extract again.`;
+      if (isSchemaRefusal(err)) return `The model cannot follow this schema: ${msg}. Change the schema and extract again.`;
       return `${msg} [${err.code}]`;
     default:
       return err?.code ? `${msg} [${err.code}]` : msg;
