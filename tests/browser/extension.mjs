@@ -31,7 +31,7 @@
 //  5. Explain selection (a sentence selected in the tab): the selection is in the prompt, and the KV
 //     cache of the shared page prefix is reused (cached tokens > 0).
 //     A screenshot of the panel with its answer goes to target/screenshots/extension-sidepanel.png
-//     (or $EXTENSION_SCREENSHOT).
+//     (or $EXTENSION_SCREENSHOT; step 6c adds …-extract.png, with a table).
 //  6. Panel reloaded: the model loads from the extension's Cache API with no request.
 //  6b. A .gguf picked with the Options file input loads from disk (no request).
 //  6c. Extract (JSON constrained to a schema, shown as a table), with the tiny random-weight fixture
@@ -460,6 +460,7 @@ async function main() {
       await custom(JSON.stringify(SMALL_SCHEMA));
       r = await extract();
       const small = await checkExtracted(r, SMALL_SCHEMA, "animals", "pasted schema");
+      await panel.screenshot({ path: SCREENSHOT.replace(/\.png$/, "-extract.png"), fullPage: true });
       seen.push(`pasted → ${r.answer} (${Date.now() - s2} ms; ${r.stats})`);
 
       // Copy: the pretty-printed JSON on the clipboard.
@@ -482,6 +483,7 @@ async function main() {
 
       // A built-in schema with room for 8 tokens: the JSON starts, is cut, and the panel says so.
       const s3 = Date.now();
+      await panel.evaluate(() => (document.getElementById("options").open = true)); // closed since the reload
       await panel.fill("#extract-tokens", "8");
       await panel.click("#save-options");
       await panel.selectOption("#schema", "facts");
