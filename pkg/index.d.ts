@@ -234,6 +234,17 @@ export interface Timings {
   decodeTokensPerSecond: number;
 }
 
+export interface GuideStats {
+  /** Building the token trie for the tokenizer: only on the engine's first constrained request. */
+  buildMs?: number;
+  /** Compiling the schema, regex or grammar. */
+  compileMs: number;
+  /** Allowed-token masks computed (one per token) and their mean and largest time. */
+  masks: number;
+  maskMeanUs: number;
+  maskMaxUs: number;
+}
+
 export interface GenerationResult {
   /** All generated text (without a stop string or end-of-turn token). */
   text: string;
@@ -247,6 +258,8 @@ export interface GenerationResult {
   timings: Timings;
   /** GPU work per decoded token in steady state (after the second token); absent under 3 tokens. */
   stats?: DecodeStats;
+  /** With a constraint (jsonSchema, regex, grammar, tools): its CPU cost. */
+  guide?: GuideStats;
 }
 
 /** Counted by the engine's GPU context: per decode step, except readback per token read. */

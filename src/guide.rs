@@ -163,6 +163,7 @@ pub struct Guidance {
     /// Ids that end a turn; the grammar's end allows all of them.
     stop_ids: Vec<u32>,
     vocab: u32,
+    env: TokEnv,
 }
 
 impl Guidance {
@@ -178,7 +179,16 @@ impl Guidance {
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| GuideError::Tokenizer(e.to_string()))?;
         // Warnings and errors come back as values; nothing is printed.
         factory.quiet();
-        Ok(Self { factory, stop_ids: stop_ids.to_vec(), vocab })
+        Ok(Self { factory, stop_ids: stop_ids.to_vec(), vocab, env })
+    }
+
+    /// A token's bytes as the grammar sees them (special tokens start with 0xFF).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        if id < self.vocab {
+            self.env.tok_trie().token(id)
+        } else {
+            &[]
+        }
     }
 
     /// Compile `constraint` (errors name what is wrong in it) and start matching from the first
@@ -275,6 +285,19 @@ impl Guide {
             self.stopped = true;
         }
         Ok(())
+    }
+
+    /// Advance over tokens already generated (a lazy constraint starting after them), if the
+    /// grammar allows them all; `false` (and no change) if not.
+    pub fn replay(&mut self, ids: &[u32]) -> Result<bool, GuideError> {
+        let valid = self.matcher.validate_tokens(ids).map_err(|e| GuideError::Engine(e.to_string()))?;
+        if ids.iter().any(|id| self.stop_ids.contains(id)) || valid < ids.len() {
+            return Ok(false);
+        }
+        self.first = None;
+        self.matcher.consume_tokens(ids).map_err(|e| GuideError::Engine(e.to_string()))?;
+        self.stopped = self.matcher.is_stopped();
+        Ok(true)
     }
 
     /// The grammar is complete and admits nothing more: generation ends here.

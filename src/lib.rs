@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod sampling;
+pub mod tools;
 
 pub use gpu::{Context, ContextOptions, Counters, GpuError, Kernel};
 

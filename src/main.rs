@@ -38,7 +38,7 @@ USAGE
   webgpu-llm convert --from <HF dir | model.gguf> --out <dir> [--quant q4|q8|f16] [--shard-mb 32]
   webgpu-llm run --model <dir | model.gguf> (--prompt TEXT | --chat TEXT) [options]
   webgpu-llm bench --model <dir | model.gguf> [--prompt-tokens 128] [--gen-tokens 64] [--context N]
-                   [--json] [run's sampling options]
+                   [--json] [run's sampling and --json-schema/--regex/--grammar options]
 
 A GGUF keeps its own quantization (--quant is ignored for it).
 
@@ -54,6 +54,9 @@ RUN OPTIONS
   --json-schema FILE   the output is JSON valid under this JSON Schema (ends after the value)
   --regex PATTERN      the output matches this regex
   --grammar FILE       the output matches this grammar (llguidance's Lark syntax)
+  --tools FILE         an OpenAI `tools` array (JSON) for --chat: the template shows them, calls are parsed
+  --tool-choice C      auto (default) | required | none | a function's name: required and a name
+                       constrain the reply to valid calls, auto constrains a call once the model opens one
   --context N          KV cache length (default: the model's, capped at 4096)
   --kv f16|f32         KV cache precision (default f16)
   --json               one JSON object per line: prompt ids, each token, a summary
@@ -261,18 +264,47 @@ BENCH
         let system = args.take("--system")?;
         let json = args.flag("--json");
         let sampling = sampling_args(&mut args)?;
-        let opts = GenerateOptions {
+        let mut opts = GenerateOptions {
             max_tokens: args.parse("--max-tokens")?.unwrap_or(128),
             sampling,
             stop: args.take_all("--stop")?,
             constraint: constraint_args(&mut args)?,
+            lazy: None,
         };
+        let tools = match args.take("--tools")? {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("--tools {path}: {e}"))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("--tools {path}: not JSON: {e}"))?;
+                Some(v)
+            }
+            None => None,
+        };
+        let tool_choice = args.take("--tool-choice")?;
         let context = args.parse("--context")?;
         let kv = kv_arg(&mut args)?;
         args.finish()?;
+        if tools.is_none() && tool_choice.is_some() {
+            return Err("--tool-choice needs --tools FILE".into());
+        }
+        if tools.is_some() && chat.is_none() {
+            return Err("--tools needs --chat TEXT (tools go through the chat template)".into());
+        }
+        // auto | required | none, or a function's name.
+        let choice = tool_choice.map(|c| match c.as_str() {
+            "auto" | "required" | "none" => serde_json::Value::String(c),
+            name => serde_json::json!({"type": "function", "function": {"name": name}}),
+        });
 
         let Loaded { ctx, mut engine, load_seconds } = load(&dir, context, kv, 128)?;
         engine.model.clock = now;
+        let request = match &tools {
+            Some(t) => Some(engine.tool_request(t, choice.as_ref())?),
+            None => None,
+        };
+        if let Some(r) = &request {
+            r.apply(&mut opts)?;
+        }
         let ids = match (prompt, chat) {
             (Some(p), None) => engine.encode(&p, true)?,
             (None, Some(c)) => {
@@ -281,7 +313,8 @@ BENCH
                     messages.push(Message::system(s));
                 }
                 messages.push(Message::user(c));
-                engine.encode_chat(&messages)?
+                let tools = request.as_ref().and_then(|r| r.template_tools());
+                engine.encode_chat_with(&messages, tools.as_deref())?
             }
             _ => return Err("run needs exactly one of --prompt TEXT or --chat TEXT".into()),
         };
@@ -300,6 +333,7 @@ BENCH
                 }
                 Event::Token { id, text } if json => writeln!(out, "{{\"id\":{id},\"text\":{}}}", json_str(text)),
                 Event::Token { text, .. } => write!(out, "{text}").and_then(|_| out.flush()),
+                Event::Triggered => Ok(()),
             };
             match r {
                 Ok(()) => true,
@@ -316,21 +350,34 @@ BENCH
         let decoded = summary.generated.len().saturating_sub(1);
         let prefill_tps = (summary.prompt_tokens - summary.reused_tokens) as f64 / prefill_seconds.max(1e-9);
         let decode_tps = decoded as f64 / (total - prefill_seconds).max(1e-9);
+        let parsed = request.as_ref().map(|r| r.parse(&summary.text));
+        let called = parsed.as_ref().is_some_and(|p| !p.calls.is_empty());
         let finish = match summary.finish {
+            Finish::Stop if called => "tool_calls",
             Finish::Stop => "stop",
             Finish::StopString => "stop_string",
             Finish::Length => "length",
             Finish::Aborted => "aborted",
         };
         if json {
+            // With tools: the reply's text outside calls and the calls, in OpenAI's shape.
+            let tool_fields = match &parsed {
+                Some(p) => {
+                    format!(",\"content\":{},\"tool_calls\":{}", json_str(&p.content), serde_json::to_string(&p.calls)?)
+                }
+                None => String::new(),
+            };
             writeln!(
                 out,
-                "{{\"prompt_tokens\":{},\"generated_tokens\":{},\"finish_reason\":\"{finish}\",\"load_s\":{load_seconds:.3},\"prefill_tok_s\":{prefill_tps:.2},\"decode_tok_s\":{decode_tps:.2}}}",
+                "{{\"prompt_tokens\":{},\"generated_tokens\":{},\"finish_reason\":\"{finish}\"{tool_fields},\"load_s\":{load_seconds:.3},\"prefill_tok_s\":{prefill_tps:.2},\"decode_tok_s\":{decode_tps:.2}}}",
                 summary.prompt_tokens,
                 summary.generated.len()
             )?;
         } else {
             writeln!(out)?;
+            for c in parsed.iter().flat_map(|p| &p.calls) {
+                writeln!(out, "[tool call {}: {}({})]", c.id, c.function.name, c.function.arguments)?;
+            }
             out.flush()?;
             eprintln!(
                 "[{} prompt tokens, prefill {prefill_tps:.1} tok/s; {} generated, decode {decode_tps:.1} tok/s; finish: {finish}; load {load_seconds:.1} s]",
@@ -349,6 +396,7 @@ BENCH
         let kv = kv_arg(&mut args)?;
         let json = args.flag("--json");
         let sampling = sampling_args(&mut args)?;
+        let constraint = constraint_args(&mut args)?;
         args.finish()?;
         if prompt_tokens == 0 || gen_tokens < 4 {
             return Err(
@@ -361,8 +409,11 @@ BENCH
         // Fixed pseudo-random prompt ids, away from special tokens at the ends of the vocabulary.
         let vocab = engine.model.config.vocab;
         let ids: Vec<u32> = (0..prompt_tokens).map(|i| 1000.min(vocab / 2) + (i * 7919) % (vocab / 4).max(1)).collect();
-        let opts = GenerateOptions { max_tokens: gen_tokens, sampling, ..GenerateOptions::default() };
-        engine.stop_ids.clear(); // generate exactly gen_tokens
+        let opts = GenerateOptions { max_tokens: gen_tokens, sampling, constraint, ..GenerateOptions::default() };
+        if opts.constraint.is_some() {
+            engine.guidance()?; // built with the stop ids (a grammar's end allows them), not timed
+        }
+        engine.stop_ids.clear(); // generate exactly gen_tokens (unless a constraint ends first)
         let start = Instant::now();
         let mut ttft = 0.0;
         let summary = pollster::block_on(engine.generate(&ctx, &ids, &opts, &mut |ev| {
@@ -403,6 +454,20 @@ BENCH
         if let (Some(r), serde_json::Value::Object(p)) = (report.as_object_mut(), serde_json::to_value(per)?) {
             r.extend(p);
         }
+        if let Some(g) = summary.guide {
+            report["constraint"] = serde_json::json!({
+                "compile_ms": g.compile_seconds * 1e3,
+                "masks": g.masks,
+                "mask_us_mean": 1e6 * g.mask_seconds / g.masks.max(1) as f64,
+                "mask_us_max": 1e6 * g.mask_max_seconds,
+            });
+            if summary.generated.len() < gen_tokens as usize {
+                eprintln!(
+                    "bench: the constraint ended after {} of {gen_tokens} tokens (give one that allows more)",
+                    summary.generated.len()
+                );
+            }
+        }
         if json {
             println!("{report}");
             return Ok(());
@@ -415,6 +480,14 @@ BENCH
             "per decoded token: {} dispatches, {} submits, {} buffers, {} bind groups, {} B read back, {:.0} µs encoding",
             per.dispatches, per.submits, per.buffers_created, per.bind_groups_created, per.readback_bytes, per.encode_us
         );
+        if let Some(c) = report.get("constraint") {
+            println!(
+                "constraint: {} masks, {:.0} µs mean, {:.0} µs largest",
+                c["masks"],
+                c["mask_us_mean"].as_f64().unwrap_or(0.0),
+                c["mask_us_max"].as_f64().unwrap_or(0.0)
+            );
+        }
         println!(
             "weights: {:.1} MB, {:.1} MB read per token; copy {copy_gb_s:.1} GB/s; roofline {:.1} %",
             weight_bytes as f64 / 1e6,

@@ -951,6 +951,18 @@ impl WasmEngine {
                 set(&stats, "peakGpuBytes", (ctx.counters().peak_buffer_bytes as f64).into());
                 set(&o, "stats", stats.into());
             }
+            // What the constraint cost on the CPU (the trie build only on the engine's first one).
+            if let Some(g) = summary.guide {
+                let guide = Object::new();
+                if let Some(b) = g.build_seconds {
+                    set(&guide, "buildMs", (b * 1e3).into());
+                }
+                set(&guide, "compileMs", (g.compile_seconds * 1e3).into());
+                set(&guide, "masks", (g.masks as f64).into());
+                set(&guide, "maskMeanUs", (1e6 * g.mask_seconds / g.masks.max(1) as f64).into());
+                set(&guide, "maskMaxUs", (g.mask_max_seconds * 1e6).into());
+                set(&o, "guide", guide.into());
+            }
             Ok(o.into())
         })
     }

@@ -39,7 +39,7 @@ fn check(
     expected: &str,
 ) {
     let got = template
-        .render_with(messages, add_generation_prompt, kwargs)
+        .render_with(messages, None, add_generation_prompt, kwargs)
         .unwrap_or_else(|e| panic!("render {messages:?}: {e}"));
     assert_eq!(got, expected, "messages {messages:?}, add_generation_prompt {add_generation_prompt}");
 }

@@ -178,5 +178,6 @@ function toResult(s) {
     finishReason: s.finishReason,
     timings: s.timings,
     stats: s.stats,
+    guide: s.guide,
   };
 }
