@@ -208,6 +208,15 @@ export interface GenerateOptions {
   regex?: string;
   /** A grammar in llguidance's Lark syntax (`start: ...`; `%json {schema}` embeds a JSON Schema). */
   grammar?: string;
+  /**
+   * OpenAI's tools for a prompt made with `applyChatTemplate(messages, {tools, tool_choice})` (the
+   * same values): "required" or a named function constrain the reply to valid calls, "auto"
+   * constrains a call once the model opens one. The calls come back in `result.toolCalls`.
+   */
+  tools?: ChatCompletionTool[];
+  toolChoice?: ChatCompletionToolChoice;
+  /** More than one call per reply (default true). */
+  parallelToolCalls?: boolean;
   /** Aborting it stops the generation; the stream and `result` then reject with ABORTED. */
   signal?: AbortSignal;
 }
@@ -216,9 +225,12 @@ export interface GenerationChunk {
   /** Text of this token; "" while a UTF-8 character is split across tokens. */
   text: string;
   tokenId: number;
+  /** With tools: this token is part of a tool call the model opened (not content). */
+  toolCall?: true;
 }
 
-export type FinishReason = "stop" | "length" | "abort";
+/** "tool_calls": the reply is (or ends with) tool calls, parsed into `toolCalls`. */
+export type FinishReason = "stop" | "length" | "abort" | "tool_calls";
 
 export interface Timings {
   tokenizeMs: number;
@@ -260,6 +272,9 @@ export interface GenerationResult {
   stats?: DecodeStats;
   /** With a constraint (jsonSchema, regex, grammar, tools): its CPU cost. */
   guide?: GuideStats;
+  /** With `tools`: the text outside tool calls, and the calls parsed from the reply. */
+  content?: string;
+  toolCalls?: ChatCompletionMessageToolCall[];
 }
 
 /** Counted by the engine's GPU context: per decode step, except readback per token read. */
@@ -333,7 +348,10 @@ export declare class Engine {
   /** Text of token ids. */
   decode(ids: ArrayLike<number>): Promise<string>;
   /** The prompt text the model's chat template makes of `messages` (assistant turn opened). */
-  applyChatTemplate(messages: { role: string; content: string }[]): Promise<string>;
+  applyChatTemplate(
+    messages: ChatCompletionMessageParam[],
+    options?: { tools?: ChatCompletionTool[]; tool_choice?: ChatCompletionToolChoice },
+  ): Promise<string>;
   /** Bytes of the wasm linear memory where this engine runs (the page, or its worker): the peak so far. */
   wasmMemoryBytes(): Promise<number>;
 }
@@ -347,10 +365,28 @@ export interface ChatCompletionContentPartText {
 }
 
 export interface ChatCompletionMessageParam {
-  role: "system" | "developer" | "user" | "assistant" | (string & {});
-  /** Only text (a string or text parts) is supported. */
-  content: string | ChatCompletionContentPartText[];
+  role: "system" | "developer" | "user" | "assistant" | "tool" | (string & {});
+  /** Only text (a string or text parts) is supported; null for an assistant turn with tool calls. */
+  content: string | ChatCompletionContentPartText[] | null;
   name?: string;
+  /** An assistant turn's calls, rendered back through the template. */
+  tool_calls?: ChatCompletionMessageToolCall[];
+  /** A "tool" turn: the call it answers. */
+  tool_call_id?: string;
+}
+
+export interface ChatCompletionTool {
+  type: "function";
+  function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean | null };
+}
+
+export type ChatCompletionToolChoice = "none" | "auto" | "required" | { type: "function"; function: { name: string } };
+
+export interface ChatCompletionMessageToolCall {
+  id: string;
+  type: "function";
+  /** `arguments` is JSON text that validates against the function's `parameters`. */
+  function: { name: string; arguments: string };
 }
 
 export interface ChatCompletionRequestBase {
@@ -381,10 +417,15 @@ export interface ChatCompletionRequestBase {
   logprobs?: false | null;
   /** JSON mode (any JSON object) or a JSON Schema the output validates against (`strict` is always on). */
   response_format?: ResponseFormat | null;
-  /** Not supported: must be absent or empty. */
-  tools?: [];
-  tool_choice?: "none";
-  parallel_tool_calls?: boolean;
+  /**
+   * Functions the model may call, rendered by its own chat template (Qwen2.5/Qwen3/SmolLM3-style
+   * `<tool_call>` blocks, Llama 3.1+ JSON calls; other templates: BAD_REQUEST).
+   */
+  tools?: ChatCompletionTool[] | null;
+  /** Default "auto". "required" / a named function: the reply is valid calls; "none" hides the tools. */
+  tool_choice?: ChatCompletionToolChoice | null;
+  /** Default true (Llama 3 templates take one call per turn). */
+  parallel_tool_calls?: boolean | null;
   /** Accepted and ignored: usage is always on the final chunk. */
   stream_options?: { include_usage?: boolean } | null;
   /** Alternative to `options.signal`. */
@@ -433,7 +474,7 @@ export interface CompletionTimings {
 }
 
 /** "abort" is an extension: engine.abort() or the stream's loop was left early. */
-export type ChatFinishReason = "stop" | "length" | "abort";
+export type ChatFinishReason = "stop" | "length" | "abort" | "tool_calls";
 
 export interface ChatCompletion {
   id: string;
@@ -444,7 +485,8 @@ export interface ChatCompletion {
   choices: [
     {
       index: 0;
-      message: { role: "assistant"; content: string };
+      /** With tool calls, `content` is the text before them (null if none). */
+      message: { role: "assistant"; content: string | null; tool_calls?: ChatCompletionMessageToolCall[] };
       finish_reason: ChatFinishReason;
       logprobs: null;
     },
@@ -462,7 +504,12 @@ export interface ChatCompletionChunk {
   choices: [
     {
       index: 0;
-      delta: { role?: "assistant"; content?: string };
+      /** Tool calls come whole, each in one delta (`index`, `id`, `type`, `function`), before the last chunk. */
+      delta: {
+        role?: "assistant";
+        content?: string;
+        tool_calls?: (ChatCompletionMessageToolCall & { index: number })[];
+      };
       finish_reason: ChatFinishReason | null;
       logprobs: null;
     },

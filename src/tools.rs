@@ -140,12 +140,14 @@ impl ToolChoice {
                 "none" => ToolChoice::None,
                 "auto" => ToolChoice::Auto,
                 "required" => ToolChoice::Required,
-                other => return Err(invalid(
-                    "tool_choice",
-                    format!(
+                other => {
+                    return Err(invalid(
+                        "tool_choice",
+                        format!(
                         "{other:?}: use \"none\", \"auto\", \"required\" or {{type: \"function\", function: {{name}}}}"
                     ),
-                )),
+                    ))
+                }
             },
             Some(o) => {
                 let name = o
@@ -310,7 +312,8 @@ impl ToolFormat {
                     rest = &after[end + CLOSE.len()..];
                 }
                 content.push_str(rest);
-                Parsed { content: if calls.is_empty() { content } else { content.trim().to_string() }, calls }
+                // Before calls, the text's trailing blank (the line break before `<tool_call>`) goes.
+                Parsed { content: if calls.is_empty() { content } else { content.trim_end().to_string() }, calls }
             }
             ToolFormat::Llama3Json => {
                 let body = text.trim().trim_start_matches("<|python_tag|>");

@@ -33,6 +33,7 @@ use crate::loader::{GpuTensor, LoadError, Manifest, ShardWriter};
 use crate::model::{Config, ModelError};
 use crate::ops::attention::KvDtype;
 use crate::sampling::SamplingParams;
+use crate::tools::{ToolError, ToolRequest};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -158,16 +159,35 @@ fn engine_error(e: EngineError) -> JsValue {
         }
         EngineError::Tokenizer(_) => js_error("BAD_MODEL", &msg, &[]),
         EngineError::Detok(_) => js_error("INTERNAL", &msg, &[]),
+        // The option as generate() names it.
         EngineError::Guide(GuideError::Invalid { option, .. }) => {
+            let option = if option == "json_schema" { "jsonSchema" } else { option };
             js_error("BAD_REQUEST", &msg, &[("option", option.into())])
         }
+        EngineError::Tool(ToolError::Invalid { field, .. }) => {
+            js_error("BAD_REQUEST", &msg, &[("option", field.as_str().into())])
+        }
+        EngineError::Tool(ToolError::Unsupported) => js_error("BAD_REQUEST", &msg, &[("option", "tools".into())]),
         EngineError::Guide(_) => js_error("INTERNAL", &msg, &[]),
     }
 }
 
+/// An optional JSON argument (undefined / null: none).
+fn json_arg(v: JsValue, name: &str) -> Result<Option<serde_json::Value>, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    serde_wasm_bindgen::from_value(v)
+        .map(Some)
+        .map_err(|e| js_error("BAD_REQUEST", &format!("{name}: {e}"), &[("option", name.into())]))
+}
+
 fn parse_messages(messages: JsValue) -> Result<Vec<Message>, JsValue> {
-    serde_wasm_bindgen::from_value(messages)
-        .map_err(|e| bad_request(format!("messages must be [{{role, content}}] with string content: {e}")))
+    serde_wasm_bindgen::from_value(messages).map_err(|e| {
+        bad_request(format!(
+            "messages must be [{{role, content, tool_calls?, tool_call_id?}}] with string content: {e}"
+        ))
+    })
 }
 
 fn busy() -> JsValue {
@@ -295,10 +315,37 @@ struct JsGenerateOptions {
     json_schema: Option<serde_json::Value>,
     regex: Option<String>,
     grammar: Option<String>,
+    /// OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`: the same given to encodeChat.
+    tools: Option<serde_json::Value>,
+    tool_choice: Option<serde_json::Value>,
+    parallel_tool_calls: Option<bool>,
+}
+
+/// `tools`, `toolChoice`, `parallelToolCalls` as given.
+type JsTools = (Option<serde_json::Value>, Option<serde_json::Value>, Option<bool>);
+
+/// encodeChat's / generate's tool fields → the engine's request (`None` without tools).
+fn tool_request(
+    engine: &Engine,
+    tools: Option<&serde_json::Value>,
+    choice: Option<&serde_json::Value>,
+    parallel: Option<bool>,
+) -> Result<Option<ToolRequest>, JsValue> {
+    let Some(tools) = tools.filter(|t| !t.is_null()) else {
+        if choice.is_some_and(|c| !c.is_null() && c != "none" && c != "auto") {
+            return Err(js_error("BAD_REQUEST", "tool_choice needs tools", &[("option", "tool_choice".into())]));
+        }
+        return Ok(None);
+    };
+    let mut request = engine.tool_request(tools, choice).map_err(engine_error)?;
+    request.parallel = parallel.unwrap_or(true);
+    Ok(Some(request))
 }
 
 impl JsGenerateOptions {
-    fn parse(v: JsValue) -> Result<GenerateOptions, JsValue> {
+    /// The options, and the tool request among them (checked against the engine's template).
+    #[allow(clippy::type_complexity)]
+    fn parse(v: JsValue) -> Result<(GenerateOptions, JsTools), JsValue> {
         let o: Self = if v.is_undefined() || v.is_null() {
             Self::default()
         } else {
@@ -337,7 +384,8 @@ impl JsGenerateOptions {
             ..d
         };
         let defaults = GenerateOptions::default();
-        Ok(GenerateOptions {
+        let tools = (o.tools, o.tool_choice, o.parallel_tool_calls);
+        let opts = GenerateOptions {
             max_tokens: match o.max_tokens {
                 None => defaults.max_tokens,
                 Some(n) if n >= 0.0 && (n.fract() == 0.0 || n == f64::INFINITY) => n.min(u32::MAX as f64) as u32,
@@ -352,7 +400,9 @@ impl JsGenerateOptions {
                 (None, None, Some(g)) => Some(Constraint::Grammar(g)),
                 _ => return Err(bad_request("give at most one of jsonSchema, regex and grammar")),
             },
-        })
+            lazy: None,
+        };
+        Ok((opts, tools))
     }
 }
 
@@ -854,19 +904,33 @@ impl WasmEngine {
         self.with_engine(|e| e.tokenizer.decode(&ids, true).map_err(|err| js_error("INTERNAL", &err.to_string(), &[])))
     }
 
-    /// The model's chat template over `[{role, content}]`, with the assistant prompt appended.
+    /// The model's chat template over `[{role, content, tool_calls?, tool_call_id?}]`, with the
+    /// assistant prompt appended; `tools` / `tool_choice` (OpenAI's, optional) as generate takes them.
     #[wasm_bindgen(js_name = applyChatTemplate)]
-    pub fn apply_chat_template(&self, messages: JsValue) -> Result<String, JsValue> {
+    pub fn apply_chat_template(
+        &self,
+        messages: JsValue,
+        tools: JsValue,
+        tool_choice: JsValue,
+    ) -> Result<String, JsValue> {
         let messages = parse_messages(messages)?;
-        self.with_engine(|e| e.render_chat(&messages).map_err(engine_error))
+        let (tools, choice) = (json_arg(tools, "tools")?, json_arg(tool_choice, "tool_choice")?);
+        self.with_engine(|e| {
+            let request = tool_request(e, tools.as_ref(), choice.as_ref(), None)?;
+            let shown = request.as_ref().and_then(|r| r.template_tools());
+            e.render_chat_with(&messages, shown.as_deref()).map_err(engine_error)
+        })
     }
 
     /// Token ids of a chat (`Engine::encode_chat`: the template, tokenized without added specials).
     #[wasm_bindgen(js_name = encodeChat)]
-    pub fn encode_chat(&self, messages: JsValue) -> Result<Uint32Array, JsValue> {
+    pub fn encode_chat(&self, messages: JsValue, tools: JsValue, tool_choice: JsValue) -> Result<Uint32Array, JsValue> {
         let messages = parse_messages(messages)?;
+        let (tools, choice) = (json_arg(tools, "tools")?, json_arg(tool_choice, "tool_choice")?);
         self.with_engine(|e| {
-            let ids = e.encode_chat(&messages).map_err(engine_error)?;
+            let request = tool_request(e, tools.as_ref(), choice.as_ref(), None)?;
+            let shown = request.as_ref().and_then(|r| r.template_tools());
+            let ids = e.encode_chat_with(&messages, shown.as_deref()).map_err(engine_error)?;
             Ok(Uint32Array::from(&ids[..]))
         })
     }
@@ -887,9 +951,13 @@ impl WasmEngine {
         let (inner, ctx) = (self.inner.clone(), self.ctx);
         future_to_promise(async move {
             let abort = &running.0.abort;
-            let opts = JsGenerateOptions::parse(options)?;
+            let (mut opts, (tools, choice, parallel)) = JsGenerateOptions::parse(options)?;
             let mut guard = inner.try_borrow_mut().map_err(|_| busy())?;
             let engine = guard.engine.as_mut().ok_or_else(no_model)?;
+            let request = tool_request(engine, tools.as_ref(), choice.as_ref(), parallel)?;
+            if let Some(r) = &request {
+                r.apply(&mut opts).map_err(|e| engine_error(e.into()))?;
+            }
             let mut thrown: Option<JsValue> = None;
             let mut cb = |ev: Event| -> bool {
                 if abort.get() {
@@ -907,6 +975,8 @@ impl WasmEngine {
                         set(&o, "id", id.into());
                         set(&o, "text", text.into());
                     }
+                    // A tool call opens: text from the next token on is the call's.
+                    Event::Triggered => set(&o, "type", "triggered".into()),
                 }
                 match on_event.call1(&JsValue::NULL, &o) {
                     Ok(v) => v != JsValue::FALSE && !abort.get(),
@@ -926,7 +996,15 @@ impl WasmEngine {
             set(&o, "completionTokens", (summary.generated.len() as u32).into());
             set(&o, "ids", Uint32Array::from(&summary.generated[..]).into());
             set(&o, "text", summary.text.as_str().into());
+            // With tools: the text outside calls and the calls, in OpenAI's shape.
+            let parsed = request.as_ref().map(|r| r.parse(&summary.text));
+            let called = parsed.as_ref().is_some_and(|p| !p.calls.is_empty());
+            if let Some(p) = &parsed {
+                set(&o, "content", p.content.as_str().into());
+                set(&o, "toolCalls", to_js(&p.calls)?);
+            }
             let reason = match summary.finish {
+                Finish::Stop if called => "tool_calls",
                 Finish::Stop | Finish::StopString => "stop",
                 Finish::Length => "length",
                 Finish::Aborted => "abort",

@@ -144,10 +144,13 @@ export class Engine {
     return await this.#core.decode(Array.from(ids));
   }
 
-  /** The prompt text the chat template makes of `messages` (with the assistant prefix appended). */
-  async applyChatTemplate(messages) {
+  /**
+   * The prompt text the chat template makes of `messages` (with the assistant prefix appended);
+   * `{tools, tool_choice}` (OpenAI's) as chat.completions.create renders them.
+   */
+  async applyChatTemplate(messages, { tools, tool_choice } = {}) {
     this.#checkLoaded();
-    return await this.#core.applyChatTemplate(messages);
+    return await this.#core.applyChatTemplate(messages, tools, tool_choice);
   }
 
   /** Bytes of the wasm linear memory where this engine runs (this page, or its worker); the peak so far. */
@@ -179,5 +182,8 @@ function toResult(s) {
     timings: s.timings,
     stats: s.stats,
     guide: s.guide,
+    // With tools: the text outside calls, and the calls in OpenAI's shape.
+    content: s.content,
+    toolCalls: s.toolCalls,
   };
 }

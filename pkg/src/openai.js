@@ -42,7 +42,7 @@ const ACCEPTED = new Set([
  * rejects for BUSY and bad options, as a server answers with an error status, not a broken stream).
  */
 export async function createChatCompletion(engine, request, requestOptions = {}) {
-  const { input, options, stream } = parseRequest(request);
+  const { input, options, stream, tools } = parseRequest(request);
   const signal = requestOptions?.signal ?? request.signal;
   if (signal) options.signal = signal;
   const gen = engine._start(input, options);
@@ -50,10 +50,11 @@ export async function createChatCompletion(engine, request, requestOptions = {})
   const created = Math.floor(Date.now() / 1000);
   const model = engine.modelId;
   if (stream) {
-    await gen._started;
-    return chunkStream(gen, { id, created, model });
+    await gen._started.catch((err) => chatError(err, request));
+    return chunkStream(gen, { id, created, model, tools });
   }
-  const r = await gen.result;
+  const r = await gen.result.catch((err) => chatError(err, request));
+  const calls = r.toolCalls?.length ? r.toolCalls : undefined;
   return {
     id,
     object: "chat.completion",
@@ -62,7 +63,7 @@ export async function createChatCompletion(engine, request, requestOptions = {})
     choices: [
       {
         index: 0,
-        message: { role: "assistant", content: r.text },
+        message: calls ? { role: "assistant", content: r.content || null, tool_calls: calls } : { role: "assistant", content: r.text },
         finish_reason: r.finishReason,
         logprobs: null,
       },
@@ -70,6 +71,12 @@ export async function createChatCompletion(engine, request, requestOptions = {})
     usage: usageOf(r),
     timings: timingsOf(r),
   };
+}
+
+/** An engine error in the request's terms: a bad schema is the `response_format` field's. */
+function chatError(err, request) {
+  if (err?.option === "jsonSchema" && request.response_format) err.option = "response_format";
+  throw err;
 }
 
 /** Validate an OpenAI request; returns the engine input and generation options. */
@@ -84,8 +91,6 @@ export function parseRequest(request) {
   const unsupported = [];
   if (request.n !== undefined && request.n !== null && request.n !== 1) unsupported.push("n (only 1)");
   if (request.logprobs) unsupported.push("logprobs");
-  if (Array.isArray(request.tools) && request.tools.length) unsupported.push("tools");
-  if (request.tool_choice !== undefined && request.tool_choice !== "none") unsupported.push("tool_choice");
   if (unsupported.length) {
     throw new BadRequestError(`chat.completions.create: not supported: ${unsupported.join(", ")}`);
   }
@@ -94,7 +99,19 @@ export function parseRequest(request) {
   }
   const messages = request.messages.map((m, i) => {
     if (!m || typeof m.role !== "string") throw new BadRequestError(`messages[${i}]: role must be a string`);
-    return { role: m.role, content: contentText(m.content, i) };
+    const out = { role: m.role, content: contentText(m.content, i, m) };
+    if (m.tool_calls !== undefined && m.tool_calls !== null) {
+      if (!Array.isArray(m.tool_calls)) throw new BadRequestError(`messages[${i}].tool_calls must be an array`);
+      out.tool_calls = m.tool_calls.map((c, j) => {
+        const f = c?.function;
+        if (!f || typeof f.name !== "string") throw new BadRequestError(`messages[${i}].tool_calls[${j}].function.name must be a string`);
+        const args = typeof f.arguments === "string" ? f.arguments : JSON.stringify(f.arguments ?? {});
+        return { id: String(c.id ?? `call_${i}_${j}`), type: "function", function: { name: f.name, arguments: args } };
+      });
+    }
+    if (m.tool_call_id !== undefined && m.tool_call_id !== null) out.tool_call_id = String(m.tool_call_id);
+    if (typeof m.name === "string") out.name = m.name;
+    return out;
   });
   const options = {};
   for (const [field, key] of Object.entries(SAMPLING_FIELDS)) {
@@ -123,7 +140,28 @@ export function parseRequest(request) {
     if (!stop.every((s) => typeof s === "string")) throw new BadRequestError("stop must be a string or an array of strings");
     options.stop = stop;
   }
-  return { input: { messages }, options, stream: request.stream === true };
+  // Tools: the engine checks them against the model's template (BAD_REQUEST naming the field)
+  // and renders them; "none" hides them.
+  const input = { messages };
+  const hasTools = request.tools !== undefined && request.tools !== null;
+  if (hasTools) {
+    if (!Array.isArray(request.tools)) throw new BadRequestError("tools must be an array of {type: \"function\", function}");
+    input.tools = request.tools;
+    options.tools = request.tools;
+  }
+  if (request.tool_choice !== undefined && request.tool_choice !== null) {
+    input.toolChoice = request.tool_choice;
+    options.toolChoice = request.tool_choice;
+  }
+  if (request.parallel_tool_calls !== undefined && request.parallel_tool_calls !== null) {
+    if (typeof request.parallel_tool_calls !== "boolean") throw new BadRequestError("parallel_tool_calls must be a boolean");
+    if (hasTools) options.parallelToolCalls = request.parallel_tool_calls;
+  }
+  // Under "required" or a named function the whole reply is calls.
+  const choice = request.tool_choice;
+  const callsOnly = hasTools && request.tools.length > 0 && (choice === "required" || (choice && typeof choice === "object"));
+  const toolsOn = hasTools && request.tools.length > 0 && choice !== "none";
+  return { input, options, stream: request.stream === true, tools: toolsOn ? { callsOnly } : undefined };
 }
 
 /**
@@ -165,9 +203,10 @@ function responseFormat(format) {
   }
 }
 
-/** A message's text: a string, or the text parts of a content array. */
-function contentText(content, i) {
+/** A message's text: a string, or the text parts of a content array (null for a turn with tool calls). */
+function contentText(content, i, m) {
   if (typeof content === "string") return content;
+  if ((content === null || content === undefined) && (m.tool_calls || m.role === "assistant")) return "";
   if (Array.isArray(content)) {
     return content
       .map((part, j) => {
@@ -179,8 +218,12 @@ function contentText(content, i) {
   throw new BadRequestError(`messages[${i}].content must be a string or an array of text parts`);
 }
 
-/** The chunk stream: role first, then one chunk per piece of text, then finish_reason + usage. */
-async function* chunkStream(gen, { id, created, model }) {
+/**
+ * The chunk stream: role first, then one chunk per piece of text, then finish_reason + usage.
+ * With tools, a call's text is not content: the calls come as `delta.tool_calls` (each whole, at
+ * the end), and trailing blanks before a call are held back (the message's content drops them).
+ */
+async function* chunkStream(gen, { id, created, model, tools }) {
   const chunk = (delta, finishReason) => ({
     id,
     object: "chat.completion.chunk",
@@ -189,10 +232,29 @@ async function* chunkStream(gen, { id, created, model }) {
     choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
   });
   yield chunk({ role: "assistant", content: "" }, null);
+  let held = ""; // trailing blanks (with tools)
+  let skipped = ""; // call text not streamed as content
   for await (const c of gen) {
-    if (c.text) yield chunk({ content: c.text }, null);
+    if (!c.text) continue;
+    if (!tools) {
+      yield chunk({ content: c.text }, null);
+    } else if (tools.callsOnly || c.toolCall) {
+      skipped += c.text;
+    } else {
+      const text = held + c.text;
+      const body = text.trimEnd();
+      held = text.slice(body.length);
+      if (body) yield chunk({ content: body }, null);
+    }
   }
   const r = await gen.result;
+  if (r.toolCalls?.length) {
+    const deltas = r.toolCalls.map((c, index) => ({ index, id: c.id, type: "function", function: { ...c.function } }));
+    yield chunk({ tool_calls: deltas }, null);
+  } else if (held + skipped) {
+    // No call came of it (cut by max_tokens, or not a valid call): it is text after all.
+    yield chunk({ content: held + skipped }, null);
+  }
   yield { ...chunk({}, r.finishReason), usage: usageOf(r), timings: timingsOf(r) };
 }
 

@@ -33,7 +33,10 @@ export class GenerationStream {
   /** @internal an event from the core */
   _event(e) {
     if (e.type === "token") {
-      if (!this._closed) this._push({ text: e.text, tokenId: e.id });
+      // After a tool call opened, text is the call's (the OpenAI layer streams it as tool_calls).
+      if (!this._closed) this._push(this._inCall ? { text: e.text, tokenId: e.id, toolCall: true } : { text: e.text, tokenId: e.id });
+    } else if (e.type === "triggered") {
+      this._inCall = true;
     } else if (e.type === "prefilled") {
       this.prefill = { promptTokens: e.promptTokens, reusedTokens: e.reusedTokens };
       this._startedResolve();

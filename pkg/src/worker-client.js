@@ -94,8 +94,8 @@ export class WorkerCore {
     return this.#method("decode", ids);
   }
 
-  applyChatTemplate(messages) {
-    return this.#method("applyChatTemplate", messages);
+  applyChatTemplate(messages, tools, toolChoice) {
+    return this.#method("applyChatTemplate", messages, tools, toolChoice);
   }
 
   wasmMemoryBytes() {

@@ -17,6 +17,9 @@
 //                  finishReason "stop", one mask per token; the trie build and mask times (page)
 //   page-chat      chat.completions with response_format json_schema: streamed deltas = the message of
 //                  the same request unstreamed (seeded); json_object; finish_reason and usage
+//   page-tools     chat.completions with tools on Qwen3's template: required and named calls valid,
+//                  streamed deltas reassembled = the message; auto opening a call; the round trip
+//                  (call → tool result → next turn); bad tools → BAD_REQUEST naming the field
 //   page-errors    bad schemas, regexes and grammars → BAD_REQUEST naming the option, from generate and
 //                  chat, before anything runs; maxTokens cuts a value ("length", a prefix); abort() and
 //                  an AbortSignal mid-value; then the same request gives the same value again
@@ -338,16 +341,123 @@ async function scenarioPageChat(S, F) {
   F.json_object = `${obj.response.usage.completion_tokens} tokens`;
 }
 
+// Tools: functions whose arguments a random model can finish (enums, bounded integers, short strings).
+const TOOLS = [
+  { type: "function", function: { name: "forecast", description: "The forecast for the next days.", parameters: {
+    type: "object", properties: { days: { type: "integer", minimum: 1, maximum: 7 }, unit: { type: "string", enum: ["celsius", "fahrenheit"] } },
+    required: ["days", "unit"], additionalProperties: false } } },
+  { type: "function", function: { name: "get_weather", description: "Current weather in a city.", parameters: {
+    type: "object", properties: { city: { type: "string", maxLength: 12 } }, required: ["city"], additionalProperties: false } } },
+];
+const toolValidators = Object.fromEntries(TOOLS.map((t) => [t.function.name, ajv.compile(t.function.parameters)]));
+
+/** Panics unless `calls` are OpenAI tool calls of TOOLS whose arguments validate. */
+function checkCalls(calls, what, name) {
+  check(Array.isArray(calls) && calls.length > 0, `${what}: no tool_calls: ${JSON.stringify(calls)}`);
+  for (const c of calls) {
+    check(c.type === "function" && /^call_/.test(c.id) && typeof c.function?.arguments === "string", `${what}: call shape ${JSON.stringify(c)}`);
+    const v = toolValidators[c.function.name];
+    check(v && (!name || c.function.name === name), `${what}: function ${c.function.name}`);
+    let args;
+    try {
+      args = JSON.parse(c.function.arguments);
+    } catch (e) {
+      check(false, `${what}: arguments ${c.function.arguments} do not parse: ${e.message}`);
+    }
+    check(v(args), `${what}: ${c.function.arguments} invalid: ${ajv.errorsText(v.errors)}`);
+  }
+}
+
+/** Streamed chunks → {content, tool_calls} as a client accumulates them. */
+function reassemble(chunks) {
+  const calls = [];
+  for (const ch of chunks) {
+    for (const d of ch.choices[0].delta.tool_calls ?? []) {
+      const c = (calls[d.index] ??= { id: "", type: "function", function: { name: "", arguments: "" } });
+      if (d.id) c.id = d.id;
+      if (d.function?.name) c.function.name += d.function.name;
+      if (d.function?.arguments) c.function.arguments += d.function.arguments;
+    }
+  }
+  return calls;
+}
+
+/**
+ * Tools through chat.completions on `E`: required and named calls valid (non-streamed and streamed,
+ * reassembled equal), finish_reason "tool_calls", content null; "auto" pushed into `<tool_call>` by
+ * logit_bias constrains the call it opens (content deltas empty); the round trip (call → tool
+ * result → next turn) renders through Qwen3's template; bad tools → BAD_REQUEST naming the field.
+ */
+async function checkTools(E, where, { full = true } = {}) {
+  const user = [{ role: "user", content: "What's the forecast for Paris?" }];
+  const base = { messages: user, tools: TOOLS, max_tokens: MAX_TOKENS, temperature: 1, seed: 9, parallel_tool_calls: false };
+  const choices = full ? ["required", { type: "function", function: { name: "get_weather" } }] : ["required"];
+  let lastCall;
+  for (const tool_choice of choices) {
+    const what = `${where} tools ${JSON.stringify(tool_choice)}`;
+    const whole = await T(E.page, "chat", E.id, { ...base, tool_choice });
+    check(whole.ok, `${what}: ${errText(whole.error)}`);
+    const ch = whole.response.choices[0];
+    check(ch.finish_reason === "tool_calls" && ch.message.content === null, `${what}: finish_reason ${ch.finish_reason}, content ${JSON.stringify(ch.message.content)}`);
+    checkCalls(ch.message.tool_calls, what, tool_choice.function?.name);
+    check(ch.message.tool_calls.length === 1, `${what}: parallel_tool_calls false gave ${ch.message.tool_calls.length} calls`);
+    const streamed = await T(E.page, "chat", E.id, { ...base, tool_choice, stream: true });
+    check(streamed.ok, `${what} stream: ${errText(streamed.error)}`);
+    const calls = reassemble(streamed.chunks);
+    check(streamed.content === "" && streamed.chunks.at(-1).choices[0].finish_reason === "tool_calls", `${what} stream: content ${JSON.stringify(streamed.content)}, finish ${streamed.chunks.at(-1).choices[0].finish_reason}`);
+    check(JSON.stringify(calls.map((c) => c.function)) === JSON.stringify(ch.message.tool_calls.map((c) => c.function)),
+      `${what}: streamed calls ${JSON.stringify(calls)} ≠ ${JSON.stringify(ch.message.tool_calls)} (same seed)`);
+    lastCall = ch.message.tool_calls[0];
+  }
+  if (!full) return choices.length;
+  // auto: the model opens a call (pushed there by a bias the grammar then overrides).
+  const [open] = await T(E.page, "encode", E.id, "<tool_call>");
+  const auto = { ...base, tool_choice: "auto", logit_bias: { [open]: 30 } };
+  const a = await T(E.page, "chat", E.id, auto);
+  check(a.ok, `${where} auto: ${errText(a.error)}`);
+  const ac = a.response.choices[0];
+  check(ac.finish_reason === "tool_calls", `${where} auto: finish_reason ${ac.finish_reason}: ${JSON.stringify(ac.message)}`);
+  checkCalls(ac.message.tool_calls, `${where} auto`);
+  const as = await T(E.page, "chat", E.id, { ...auto, stream: true });
+  check(as.ok && as.content === "" && JSON.stringify(reassemble(as.chunks).map((c) => c.function)) === JSON.stringify(ac.message.tool_calls.map((c) => c.function)),
+    `${where} auto stream: ${errText(as.error)} content ${JSON.stringify(as.content)}, calls ${JSON.stringify(as.chunks && reassemble(as.chunks))}`);
+  // The round trip: the call and its result render back through the template for the next turn.
+  const turn2 = [...user, { role: "assistant", content: null, tool_calls: [lastCall] }, { role: "tool", tool_call_id: lastCall.id, content: "{\"temperature\": 18}" }];
+  const tpl = await T(E.page, "template", E.id, turn2, { tools: TOOLS });
+  const args = JSON.parse(lastCall.function.arguments);
+  const written = `<tool_call>\n{"name": "${lastCall.function.name}", "arguments": ${JSON.stringify(args).replaceAll('":', '": ').replaceAll(',"', ', "')}}\n</tool_call>`;
+  check(tpl.ok && tpl.text.includes(written) && tpl.text.includes("<tool_response>\n{\"temperature\": 18}\n</tool_response>") && tpl.text.includes("# Tools"),
+    `${where} round trip template: ${errText(tpl.error)} ${JSON.stringify(tpl.text)} (want ${JSON.stringify(written)})`);
+  const next = await T(E.page, "chat", E.id, { ...base, messages: turn2, tool_choice: "auto", max_tokens: 6 });
+  check(next.ok && next.response.usage.prompt_tokens > 0, `${where} round trip next turn: ${errText(next.error)}`);
+  // Bad tools: BAD_REQUEST naming the field, nothing generated.
+  for (const [req, option] of [
+    [{ tools: [{ type: "function", function: { name: "bad name" } }] }, "tools[0]"],
+    [{ tools: TOOLS, tool_choice: { type: "function", function: { name: "nope" } } }, "tool_choice"],
+    [{ tools: TOOLS, tool_choice: "always" }, "tool_choice"],
+    [{ tools: TOOLS, tool_choice: "required", response_format: { type: "json_object" } }, "tools"],
+  ]) {
+    const r = await T(E.page, "chat", E.id, { messages: user, max_tokens: 4, ...req });
+    check(!r.ok && r.error.code === "BAD_REQUEST" && r.error.option === option, `${where} ${JSON.stringify(req)}: ${JSON.stringify(r.error ?? r.response)} (want option ${option})`);
+  }
+  return choices.length + 2;
+}
+
+async function scenarioPageTools(S, F) {
+  const E = S.pageEngine ?? (S.pageEngine = await openEngine(S, "page-tools", false));
+  F.requests = await checkTools(E, "page");
+}
+
 /** Bad constraints: BAD_REQUEST with `option`, before anything runs; the engine is idle and usable after. */
 async function checkBadRequests(E, where) {
   const gen = [
-    [{ jsonSchema: { type: "array", uniqueItems: true } }, "json_schema", "uniqueItems"],
-    [{ jsonSchema: { type: "object", if: { required: ["a"] }, then: {} } }, "json_schema", "if"],
-    [{ jsonSchema: { type: "strng" } }, "json_schema", "strng"],
-    [{ jsonSchema: { type: "string", format: "colour" } }, "json_schema", "colour"],
-    [{ jsonSchema: { $ref: "#/$defs/missing" } }, "json_schema", "missing"],
-    [{ jsonSchema: ["not", "a", "schema"] }, "json_schema"],
-    [{ jsonSchema: { type: "integer", minimum: 5, maximum: 2 } }, "json_schema"],
+    [{ jsonSchema: { type: "array", uniqueItems: true } }, "jsonSchema", "uniqueItems"],
+    [{ jsonSchema: { type: "object", if: { required: ["a"] }, then: {} } }, "jsonSchema", "if"],
+    [{ jsonSchema: { type: "strng" } }, "jsonSchema", "strng"],
+    [{ jsonSchema: { type: "string", format: "colour" } }, "jsonSchema", "colour"],
+    [{ jsonSchema: { $ref: "#/$defs/missing" } }, "jsonSchema", "missing"],
+    [{ jsonSchema: ["not", "a", "schema"] }, "jsonSchema"],
+    [{ jsonSchema: { type: "integer", minimum: 5, maximum: 2 } }, "jsonSchema"],
     [{ regex: "[a-" }, "regex"],
     [{ regex: "(" }, "regex"],
     [{ grammar: "start: nothing_defined" }, "grammar", "nothing_defined"],
@@ -364,8 +474,8 @@ async function checkBadRequests(E, where) {
     seen.push(option);
   }
   const chat = [
-    [{ type: "json_schema", json_schema: { name: "x", schema: { type: "array", uniqueItems: true } } }, "json_schema"],
-    [{ type: "json_schema", json_schema: { name: "x", schema: { type: "strng" } } }, "json_schema"],
+    [{ type: "json_schema", json_schema: { name: "x", schema: { type: "array", uniqueItems: true } } }, "response_format"],
+    [{ type: "json_schema", json_schema: { name: "x", schema: { type: "strng" } } }, "response_format"],
   ];
   for (const [rf, option] of chat) {
     const r = await T(E.page, "chat", E.id, { messages: [{ role: "user", content: "Hi" }], max_tokens: 8, response_format: rf });
@@ -450,6 +560,7 @@ async function scenarioWorker(S, F) {
   const content = whole.response.choices[0].message.content;
   check(!invalid(c, content) && whole.response.choices[0].finish_reason === "stop", `worker chat: ${JSON.stringify(content)} ${invalid(c, content)}`);
   check(streamed.content === content, `worker: streamed ${JSON.stringify(streamed.content)} ≠ unstreamed ${JSON.stringify(content)}`);
+  F.tools = await checkTools(E, "worker", { full: false });
   F.bad_requests = await checkBadRequests(E, "worker");
   F.baseline_tokens = await checkCutAndAbort(E, "worker");
   figures(F, "worker", buildMs, stats);
@@ -460,6 +571,7 @@ async function scenarioWorker(S, F) {
 const SCENARIOS = [
   ["page-schemas", scenarioPageSchemas],
   ["page-chat", scenarioPageChat],
+  ["page-tools", scenarioPageTools],
   ["page-errors", scenarioPageErrors],
   ["worker", scenarioWorker],
 ];

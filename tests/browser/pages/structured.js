@@ -84,6 +84,20 @@ const T = {
     }
   },
 
+  /** engine.encode without special tokens. */
+  async encode(id, text) {
+    return await engines.get(id).encode(text, { addSpecialTokens: false });
+  },
+
+  /** engine.applyChatTemplate with `{tools, tool_choice}`. */
+  async template(id, messages, options) {
+    try {
+      return { ok: true, text: await engines.get(id).applyChatTemplate(messages, options) };
+    } catch (e) {
+      return { ok: false, error: errJson(e) };
+    }
+  },
+
   async unload(id) {
     const engine = engines.get(id);
     engines.delete(id);
