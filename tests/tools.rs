@@ -277,7 +277,9 @@ fn a_random_model_calls_tools_validly_when_required_or_named() {
         {
             for (temperature, parallel) in [(0.0, false), (1.0, false), (1.0, true)] {
                 let sampling = SamplingParams { temperature, seed: Some(7 + seed as u64), ..Default::default() };
-                let (s, parsed, _) = turn_with(&mut engine, &user, &tools, choice.clone(), parallel, sampling, 300);
+                // Parallel calls from a random model rarely end: 100 tokens hold a call or two.
+                let max = if parallel { 100 } else { 300 };
+                let (s, parsed, _) = turn_with(&mut engine, &user, &tools, choice.clone(), parallel, sampling, max);
                 let what = format!("{fixture} {choice} t={temperature} parallel={parallel}");
                 assert!(!parsed.calls.is_empty(), "{what}: {:?}", s.text);
                 for c in &parsed.calls {
