@@ -312,7 +312,7 @@ fn auto_constrains_a_call_once_the_model_opens_one() {
     let open = engine.tokenizer.token_to_id("<tool_call>").unwrap();
     let sampling =
         SamplingParams { temperature: 1.0, seed: Some(3), logit_bias: vec![(open, 30.0)], ..Default::default() };
-    let (s, parsed, triggered) = turn(&mut engine, &user, &tools, json!("auto"), sampling, 300);
+    let (s, parsed, triggered) = turn(&mut engine, &user, &tools, json!("auto"), sampling, 120);
     assert_eq!(triggered, Some(0), "{:?}", s.text);
     assert!(!parsed.calls.is_empty(), "{:?} ({:?})", s.text, s.finish);
     for c in &parsed.calls {
