@@ -688,8 +688,8 @@ pub fn engine_from_package(
     Engine::new(model, tokenizer_json, tokenizer_config_json)
 }
 
-/// An engine over a GGUF's tensors (`crate::loader::gguf_stream::GgufStream::finish` or
-/// `gguf::load_tensors`): config, tokenizer and chat template come from the file's metadata;
+/// An engine over a GGUF's tensors (from `crate::loader::gguf_stream::GgufStream::finish`):
+/// config, tokenizer and chat template come from the file's metadata;
 /// `src` serves the small rope-factor tensors the config may need.
 pub fn engine_from_gguf(
     ctx: &Context,

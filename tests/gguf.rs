@@ -17,11 +17,12 @@ use common::*;
 
 use half::f16;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use webgpu_llm::engine::{open_package, OpenOptions};
 use webgpu_llm::loader::gguf::{
-    gguf_to_package, hf_config, hf_name, load_tensors, open, parse_header, read_matrix, read_vector, GgmlType,
-    GgufError, GgufFile, MetaArray, MetaValue, SliceSource,
+    gguf_to_package, hf_config, hf_name, open, parse_header, read_matrix, read_vector, GgmlType, GgufError, GgufFile,
+    MetaArray, MetaValue, SliceSource,
 };
 use webgpu_llm::loader::gguf_stream::GgufStream;
 use webgpu_llm::loader::{GpuTensor, Package, PartKind};
@@ -548,6 +549,17 @@ fn random_blocks(rng: &mut Rng, ty: GgmlType, n: u64, k: u64) -> Vec<u8> {
     out
 }
 
+/// A GGUF's tensors on the GPU, streamed through [`GgufStream`] in 1 MiB writes as
+/// `engine::open_gguf` reads a file.
+fn load_streamed(ctx: &Context, bytes: &[u8]) -> HashMap<String, GpuTensor> {
+    let mut stream = GgufStream::new(ctx, vec![bytes.len() as u64]).unwrap();
+    for piece in bytes.chunks(1 << 20) {
+        stream.write(0, piece).unwrap();
+    }
+    stream.finish_part(0).unwrap();
+    stream.finish().unwrap().1
+}
+
 #[test]
 fn gpu_upload_matches_the_cpu_repack_across_chunks_and_pieces() {
     // 1 MiB bindings: the big matrix is ~9 chunks, and its ~8.8 MB are read in two pieces whose
@@ -572,7 +584,7 @@ fn gpu_upload_matches_the_cpu_repack_across_chunks_and_pieces() {
     let bytes = w.finish();
     let file = parse(&bytes).unwrap();
     let mut src = SliceSource::new(vec![&bytes]);
-    let mut loaded = load_tensors(&ctx, &file, &mut src).unwrap();
+    let mut loaded = load_streamed(&ctx, &bytes);
     assert_eq!(loaded.len(), 8, "every mapped tensor, and rope_freqs left out");
     for t in &file.tensors {
         let Some(name) = hf_name("llama", &t.name) else { continue };
@@ -763,7 +775,7 @@ fn check_fixture_as_gguf(name: &str) {
         (reference.qkv_bias, reference.qk_norm, reference.fused_proj)
     );
 
-    let mut tensors = load_tensors(ctx(), &file, &mut src).unwrap();
+    let mut tensors = load_streamed(ctx(), &bytes);
     let state = StateOptions { context: 8, max_batch: 32, kv_dtype: KvDtype::F32 };
     let mut model = Model::new(ctx(), config, &mut tensors, state).unwrap();
     compare_with_transformers(&f, &mut model, "gguf");
@@ -830,7 +842,7 @@ fn llama_gguf_matches_transformers() {
     check_fixture_as_gguf("llama");
 }
 
-/// `gguf_to_package` writes the bytes `load_tensors` uploads: the llama fixture (with a tiny
+/// `gguf_to_package` writes the bytes `GgufStream` uploads: the llama fixture (with a tiny
 /// vocabulary's tokenizer keys) converted with 1 MiB shards, so tensors span shards, gives the
 /// same packed streams and, through `open_package`, transformers' logits.
 #[test]

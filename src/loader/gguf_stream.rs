@@ -11,13 +11,13 @@
 use std::collections::{HashMap, HashSet};
 
 use super::gguf::{
-    alloc_matrix, hf_name, parse_header, piece_rows, vector_of, write_rows, GgufError, GgufFile, GgufSource, Header,
-    TensorInfo, FLUSH_BYTES, MAX_HEADER_BYTES,
+    hf_name, parse_header, piece_rows, repack_rows, vector_of, GgufError, GgufFile, GgufSource, Header, TensorInfo,
+    MAX_HEADER_BYTES,
 };
 use super::manifest::Layout;
-use super::GpuTensor;
+use super::{GpuTensor, FLUSH_BYTES};
 use crate::gpu::Context;
-use crate::ops::matmul::QuantMatrix;
+use crate::ops::matmul::{chunk_byte_ranges, chunk_rows, MatrixChunk, QuantMatrix};
 
 type Result<T, E = GgufError> = std::result::Result<T, E>;
 
@@ -353,5 +353,59 @@ impl GgufSource for CapturedSource {
             }
             None => Err(GgufError::Read { part, offset, len, message: "not a 1-D tensor kept while streaming".into() }),
         }
+    }
+}
+
+/// Uninitialised GPU buffers for matrix `t` (`n` × `k`), in the row chunks `chunk_rows` plans for
+/// this device.
+fn alloc_matrix(ctx: &Context, t: &TensorInfo, name: &str, n: usize, k: usize) -> Result<QuantMatrix> {
+    let format = t.ty.target_format().ok_or_else(|| GgufError::UnsupportedType { tensor: t.name.clone(), ty: t.ty })?;
+    let mut chunks = Vec::new();
+    for (i, (row0, rows)) in chunk_rows(format, n, k, ctx.max_binding_bytes())?.into_iter().enumerate() {
+        let (w, s) = chunk_byte_ranges(format, k, row0, rows);
+        let weights = ctx.storage(&format!("{name}.w{i}"), w.end - w.start)?;
+        let scales = if s.is_empty() { None } else { Some(ctx.storage(&format!("{name}.s{i}"), s.end - s.start)?) };
+        chunks.push(MatrixChunk { row0, rows, weights, scales });
+    }
+    Ok(QuantMatrix { format, n: n as u32, k: k as u32, chunks })
+}
+
+/// Repack whole rows of `t` starting at row `row0` (`raw`: their bytes as in the file; `row0` even,
+/// see [`piece_rows`](super::gguf::piece_rows)) and write them into `m`'s chunks. Returns the bytes queued.
+fn write_rows(ctx: &Context, t: &TensorInfo, m: &QuantMatrix, row0: u64, raw: &[u8]) -> Result<u64> {
+    let piece = repack_rows(t, raw)?;
+    let (format, k) = (m.format, m.k as usize);
+    // Piece and chunks as byte ranges of the whole matrix's weight and scale streams; both start
+    // on even rows, so the ranges are whole words of the same packing.
+    let (pw, ps) = chunk_byte_ranges(format, k, row0 as u32, piece.n as u32);
+    let mut queued = 0;
+    for c in &m.chunks {
+        let (cw, cs) = chunk_byte_ranges(format, k, c.row0, c.rows);
+        queued += write_overlap(ctx, &c.weights, &cw, &pw, piece.weight_bytes());
+        if let Some(b) = &c.scales {
+            queued += write_overlap(ctx, b, &cs, &ps, piece.scale_bytes());
+        }
+    }
+    Ok(queued)
+}
+
+/// Write the part of `bytes` (stream range `from`) that falls in `buffer` (stream range `to`).
+fn write_overlap(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    to: &std::ops::Range<u64>,
+    from: &std::ops::Range<u64>,
+    bytes: &[u8],
+) -> u64 {
+    let (start, end) = (to.start.max(from.start), to.end.min(from.end));
+    if start >= end {
+        return 0;
+    }
+    match bytes.get((start - from.start) as usize..(end - from.start) as usize) {
+        Some(piece) => {
+            ctx.write(buffer, start - to.start, piece);
+            piece.len() as u64
+        }
+        None => 0,
     }
 }

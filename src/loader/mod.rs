@@ -30,7 +30,8 @@ pub use manifest::{ByteRange, Layout, Manifest, ManifestError, Part, PartKind, Q
 pub const STAGING_BYTES: usize = 8 << 20;
 /// Queued `write_buffer` data is submitted (and, natively, waited for) at least this often, so
 /// wgpu's internal staging copies stay bounded instead of growing to the model's size.
-const FLUSH_BYTES: u64 = 64 << 20;
+/// The one flush interval of every loader (packages, GGUF streams).
+pub(crate) const FLUSH_BYTES: u64 = 64 << 20;
 
 /// Why a package could not be opened or loaded; each variant names the shard, file or tensor.
 #[derive(Debug, thiserror::Error)]

@@ -249,7 +249,7 @@ pub trait Block {
 
 /// GGUF `block_q4_0`: value = (q − 8)·d.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ4_0 {
     /// f16 bits.
     pub d: u16,
@@ -259,7 +259,7 @@ pub struct BlockQ4_0 {
 
 /// GGUF `block_q4_1`: value = q·d + m.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ4_1 {
     pub d: u16,
     pub m: u16,
@@ -268,7 +268,7 @@ pub struct BlockQ4_1 {
 
 /// GGUF `block_q8_0`: value = q·d.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ8_0 {
     pub d: u16,
     pub qs: [i8; 32],
@@ -276,7 +276,7 @@ pub struct BlockQ8_0 {
 
 /// GGUF `block_q5_1`: value = q·d + m, q = low nibble | fifth bit from qh (bit j = element j).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ5_1 {
     pub d: u16,
     pub m: u16,
