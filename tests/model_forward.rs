@@ -51,6 +51,10 @@ fn config(arch: &str) -> serde_json::Value {
             c["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
         }
+        // Every second layer without RoPE (SmolLM3 has every fourth).
+        "smollm3" => {
+            c["no_rope_layer_interval"] = json!(2);
+        }
         "phi3" => {
             // Phi-3 derives head_dim = hidden / heads: 3 heads of 32, 1 KV head.
             c["num_attention_heads"] = json!(3);
@@ -193,6 +197,11 @@ fn qwen3_matches_reference() {
 #[test]
 fn phi3_matches_reference() {
     check_arch("phi3", QuantPolicy::F32, KvDtype::F32);
+}
+
+#[test]
+fn smollm3_matches_reference() {
+    check_arch("smollm3", QuantPolicy::F32, KvDtype::F32);
 }
 
 #[test]

@@ -142,3 +142,9 @@ fn qwen3_matches_transformers() {
 fn phi3_matches_transformers() {
     check_fixture("phi3");
 }
+
+/// SmolLM3: layer 1 of the fixture's two skips RoPE (`no_rope_layers` [1, 0]).
+#[test]
+fn smollm3_matches_transformers() {
+    check_fixture("smollm3");
+}

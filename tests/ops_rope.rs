@@ -215,7 +215,8 @@ fn llama32() -> RopeConfig {
 }
 
 /// rope_kv, decode's one kernel between the q|k|v projection and attention, against the f64
-/// reference: q heads (per-head RMS-normed first when asked, Qwen3) rotated into q_out; k heads
+/// reference: q heads (per-head RMS-normed first when asked, Qwen3) rotated (or not: a NoPE layer,
+/// `rotary` 0 here) into q_out; k heads
 /// the same and v heads as they are, into cache positions pos0..pos0 + t as f32 words or f16
 /// pairs; every other cache word untouched. Full and partial rotary, both pairings.
 /// Tolerance: as rope's (ATOL) plus the norm's few f32 roundings (1e-5 relative); f16 words hold
@@ -228,11 +229,15 @@ fn rope_kv_matches_reference() {
     let stride = q_dim + 2 * kv_dim;
     let eps = 1e-6f32;
     for (name, ctx) in contexts() {
-        for (pairing, rotary) in [(RopePairing::Half, 32), (RopePairing::Interleaved, 32), (RopePairing::Half, 24)] {
+        for (pairing, rotary) in
+            [(RopePairing::Half, 32), (RopePairing::Interleaved, 32), (RopePairing::Half, 24), (RopePairing::Half, 0)]
+        {
+            let rotate = rotary > 0;
             for dtype in [KvDtype::F32, KvDtype::F16] {
                 for norm in [false, true] {
                     let what = format!("rope_kv {name} {pairing:?} rotary={rotary} {dtype:?} norm={norm}");
-                    let cfg = RopeConfig { rotary_dim: rotary, ..RopeConfig::new(hd as u32, 10000.0, pairing) };
+                    let rotary_dim = if rotate { rotary } else { hd as u32 };
+                    let cfg = RopeConfig { rotary_dim, ..RopeConfig::new(hd as u32, 10000.0, pairing) };
                     let table = RopeTable::new(ctx, &cfg, 4096).unwrap();
                     let inv = ref_inv_freq(&cfg, 4096);
                     let qkv = rng.vec(t * stride, 2.0);
@@ -244,8 +249,21 @@ fn rope_kv_matches_reference() {
                     let (qkv_b, q_out) = (upload_f32(ctx, &qkv), upload_f32(ctx, &vec![f32::NAN; t * q_dim]));
                     let (qn_b, kn_b) = (upload_f32(ctx, &qn), upload_f32(ctx, &kn));
                     let qk = norm.then_some(QkNorm { q: &qn_b, k: &kn_b, eps });
-                    let k = rope_kv(ctx, &qkv_b, &q_out, &ck, &cv, &table, n_heads as u32, &shape, t as u32, pos0, qk)
-                        .unwrap();
+                    let k = rope_kv(
+                        ctx,
+                        &qkv_b,
+                        &q_out,
+                        &ck,
+                        &cv,
+                        &table,
+                        rotate,
+                        n_heads as u32,
+                        &shape,
+                        t as u32,
+                        pos0,
+                        qk,
+                    )
+                    .unwrap();
                     ctx.run(&[&k]);
 
                     // The reference: each head normed (optionally), then rotated at its row's position.
@@ -255,7 +273,9 @@ fn rope_kv_matches_reference() {
                             let r = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / hd as f64 + eps as f64).sqrt();
                             x.iter_mut().zip(w).for_each(|(v, &g)| *v *= r * g as f64);
                         }
-                        rope_f64(&mut x, &cfg, &inv, 1.0, 1, 1, pos0 + row as u32);
+                        if rotate {
+                            rope_f64(&mut x, &cfg, &inv, 1.0, 1, 1, pos0 + row as u32);
+                        }
                         x
                     };
                     let mut want_q = Vec::new();

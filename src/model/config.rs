@@ -1,6 +1,6 @@
 //! A model's hyperparameters, resolved from a Hugging Face `config.json` into one plain struct.
 //! The Llama family differs by data, not by code: Qwen2 adds q/k/v biases, Qwen3 per-head q/k
-//! RMSNorm, Phi-3 fused qkv / gate_up projections and LongRoPE.
+//! RMSNorm, Phi-3 fused qkv / gate_up projections and LongRoPE, SmolLM3 layers without RoPE.
 
 use serde_json::Value;
 
@@ -8,7 +8,7 @@ use crate::ops::rope::{RopeConfig, RopePairing, RopeScaling};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
-    /// Llama 2/3.x, SmolLM2, Mistral-style dense models.
+    /// Llama 2/3.x, SmolLM2, SmolLM3, Mistral-style dense models.
     Llama,
     Qwen2,
     Qwen3,
@@ -17,7 +17,7 @@ pub enum Arch {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config.json: unsupported model_type `{0}` (supported: llama, mistral, qwen2, qwen3, phi3)")]
+    #[error("config.json: unsupported model_type `{0}` (supported: llama, mistral, smollm3, qwen2, qwen3, phi3)")]
     UnsupportedArch(String),
     #[error("config.json: missing or invalid `{0}`")]
     Missing(&'static str),
@@ -50,6 +50,8 @@ pub struct Config {
     pub qk_norm: bool,
     /// One qkv_proj and one gate_up_proj matrix (Phi-3).
     pub fused_proj: bool,
+    /// Per layer: q and k go unrotated (SmolLM3's NoPE layers); empty = RoPE everywhere.
+    pub no_rope: Vec<bool>,
 }
 
 fn get_u32(c: &Value, key: &'static str) -> Result<u32, ConfigError> {
@@ -73,7 +75,7 @@ impl Config {
     pub fn from_hf(c: &Value) -> Result<Self, ConfigError> {
         let model_type = c.get("model_type").and_then(Value::as_str).ok_or(ConfigError::Missing("model_type"))?;
         let arch = match model_type {
-            "llama" | "mistral" => Arch::Llama,
+            "llama" | "mistral" | "smollm3" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "phi3" => Arch::Phi3,
@@ -112,10 +114,11 @@ impl Config {
             },
             scaling: rope_scaling(c, max_position)?,
         };
+        let n_layers = get_u32(c, "num_hidden_layers")?;
         let config = Config {
             arch,
             hidden,
-            n_layers: get_u32(c, "num_hidden_layers")?,
+            n_layers,
             n_heads,
             n_kv_heads,
             head_dim,
@@ -124,11 +127,14 @@ impl Config {
             norm_eps: get_f64(c, "rms_norm_eps").unwrap_or(1e-6) as f32,
             max_position,
             rope,
-            tied_embeddings: c.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            // Absent, it is the config class's default: transformers leaves defaults out of config.json,
+            // and SmolLM3Config keeps PretrainedConfig's true where the others set false.
+            tied_embeddings: c.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(model_type == "smollm3"),
             qkv_bias: arch == Arch::Qwen2 || attention_bias,
             o_bias: arch == Arch::Llama && attention_bias,
             qk_norm: arch == Arch::Qwen3,
             fused_proj: arch == Arch::Phi3,
+            no_rope: if model_type == "smollm3" { no_rope_layers(c, n_layers)? } else { Vec::new() },
         };
         config.rope.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(config)
@@ -143,6 +149,31 @@ impl Config {
     pub fn kv_dim(&self) -> u32 {
         self.n_kv_heads * self.head_dim
     }
+}
+
+/// SmolLM3's layers without RoPE: `no_rope_layers` (1 = rotate, 0 = not, per layer), or every
+/// `no_rope_layer_interval`-th layer (default 4, as transformers and llama.cpp have it).
+fn no_rope_layers(c: &Value, n_layers: u32) -> Result<Vec<bool>, ConfigError> {
+    if let Some(list) = c.get("no_rope_layers").filter(|v| !v.is_null()) {
+        let flags = list
+            .as_array()
+            .ok_or(ConfigError::Missing("no_rope_layers"))?
+            .iter()
+            .map(|v| v.as_u64().map(|f| f == 0).ok_or(ConfigError::Missing("no_rope_layers")))
+            .collect::<Result<Vec<bool>, _>>()?;
+        if flags.len() != n_layers as usize {
+            return Err(ConfigError::Invalid(format!(
+                "no_rope_layers has {} entries for {n_layers} layers",
+                flags.len()
+            )));
+        }
+        return Ok(flags);
+    }
+    let every = get_u32(c, "no_rope_layer_interval").unwrap_or(4);
+    if every == 0 {
+        return Err(ConfigError::Invalid("no_rope_layer_interval must be at least 1".into()));
+    }
+    Ok((0..n_layers).map(|i| (i + 1) % every == 0).collect())
 }
 
 /// `rope_scaling` (key `rope_type`, or `type` in older configs) → our RopeScaling.

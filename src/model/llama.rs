@@ -327,7 +327,7 @@ pub fn forward(
 
     // x = embedding(tokens)
     k.extend(embedding(ctx, &w.embed, ids, &s.x, t)?);
-    for (layer, (cache_k, cache_v)) in w.layers.iter().zip(&s.cache) {
+    for (l, (layer, (cache_k, cache_v))) in w.layers.iter().zip(&s.cache).enumerate() {
         // attention: q|k|v = rmsnorm(x)·Wqkv (+ b), side by side in one row
         // (decode on adapters with integer dot products: x normed into int8 blocks by act_q8)
         let parts: Vec<&QuantMatrix> = layer.qkv.parts.iter().map(|(l, _)| &l.w).collect();
@@ -337,10 +337,24 @@ pub fn forward(
             let at = Epilogue { bias: lin.bias.as_ref(), y_stride: stride, y_col0: *col, norm, ..Default::default() };
             k.extend(project(ctx, xn, &s.xq_hidden, &lin.w, &s.qkv, t, at)?);
         }
-        // (Qwen3: RMSNorm over each head of q and k,) RoPE at positions pos0.., q into s.q, and
-        // k, v into the cache: one kernel
+        // (Qwen3: RMSNorm over each head of q and k,) RoPE at positions pos0.. (not on SmolLM3's
+        // NoPE layers), q into s.q, and k, v into the cache: one kernel
         let qk_norm = layer.qk_norm.as_ref().map(|(q, kn)| QkNorm { q, k: kn, eps });
-        k.push(rope_kv(ctx, &s.qkv, &s.q, cache_k, cache_v, &s.rope, cfg.n_heads, &s.kv_shape, t, pos, qk_norm)?);
+        let rotate = !cfg.no_rope.get(l).copied().unwrap_or(false);
+        k.push(rope_kv(
+            ctx,
+            &s.qkv,
+            &s.q,
+            cache_k,
+            cache_v,
+            &s.rope,
+            rotate,
+            cfg.n_heads,
+            &s.kv_shape,
+            t,
+            pos,
+            qk_norm,
+        )?);
         // att = softmax(q·Kᵀ/√d)·V over the cache, causal
         k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos, t, &s.scratch, None)?);
         // x += att·Wo (+ b)

@@ -258,7 +258,8 @@ pub struct QkNorm<'a> {
 /// `[t, n_heads * head_dim + 2 * kv.kv_dim()]` (q heads, then k, then v). Each q head is
 /// (per-head RMS-normed when `qk_norm` is given, then) rotated into `q_out [t, n_heads * head_dim]`;
 /// each k head likewise, then written with its v head to cache positions `pos0..pos0 + t` of
-/// `cache_k`/`cache_v` (layout `kv`). Replaces rope(q), rope(k) and kv_write.
+/// `cache_k`/`cache_v` (layout `kv`). Replaces rope(q), rope(k) and kv_write. With `rotate` false
+/// nothing is rotated (a NoPE layer, SmolLM3): the heads are only normed and stored.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_kv<'a>(
     ctx: &Context,
@@ -267,6 +268,7 @@ pub fn rope_kv<'a>(
     cache_k: &wgpu::Buffer,
     cache_v: &wgpu::Buffer,
     table: &RopeTable,
+    rotate: bool,
     n_heads: u32,
     kv: &KvCacheShape,
     t: u32,
@@ -303,8 +305,9 @@ pub fn rope_kv<'a>(
     let params = Params {
         n_heads,
         head_dim: hd,
-        half: cfg.rotary_dim / 2,
-        mscale: table.mscale,
+        // No pairs rotated: every dim passes through (mscale too: attention_factor is RoPE's).
+        half: if rotate { cfg.rotary_dim / 2 } else { 0 },
+        mscale: if rotate { table.mscale } else { 1.0 },
         t,
         n_kv_heads: kv.n_kv_heads,
         capacity: kv.capacity,

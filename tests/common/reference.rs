@@ -182,8 +182,11 @@ pub fn transformer(
             q = rmsnorm64(&q, get(&format!("{p}.self_attn.q_norm.weight")), hd, eps);
             k = rmsnorm64(&k, get(&format!("{p}.self_attn.k_norm.weight")), hd, eps);
         }
-        rope_f64(&mut q, &cfg.rope, rope_inv, mscale, nh, t, 0);
-        rope_f64(&mut k, &cfg.rope, rope_inv, mscale, nkv, t, 0);
+        // SmolLM3's NoPE layers leave q and k as they are.
+        if !cfg.no_rope.get(l).copied().unwrap_or(false) {
+            rope_f64(&mut q, &cfg.rope, rope_inv, mscale, nh, t, 0);
+            rope_f64(&mut k, &cfg.rope, rope_inv, mscale, nkv, t, 0);
+        }
         let att = attention(&q, &k, &v, nh, nkv, hd, 0, t, 1.0 / (hd as f64).sqrt());
         let o = linear64(
             &att,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference fixtures from Hugging Face transformers (float32, CPU) for tiny random-weight models.
 
-Writes tests/fixtures/{llama,qwen2,qwen3,phi3}/ — config.json, weights.json, expected.json — which the
+Writes tests/fixtures/{llama,qwen2,qwen3,phi3,smollm3}/ — config.json, weights.json, expected.json — which the
 Rust tests read (tests/common/fixture.rs). No weights are written: every tensor is regenerated from the
 seed in weights.json with the recipe below, bit-identically here and in Rust, so CI needs no torch.
 
@@ -60,7 +60,8 @@ import numpy as np
 import torch
 import transformers
 from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
+                          SmolLM3ForCausalLM)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZERS = ROOT / "models" / "tokenizers"
@@ -108,6 +109,12 @@ FIXTURES = {
         rope_theta=10000.0, rope_scaling={"type": "longrope", "short_factor": PHI3_SHORT,
                                           "long_factor": PHI3_LONG},
         rms_norm_eps=1e-5, tie_word_embeddings=False), "llama3", 4000),
+    # SmolLM3: Llama with RoPE skipped on every `no_rope_layer_interval`-th layer; 2 here, so layer 1 of
+    # the two is NoPE (config.json gets no_rope_layers [1, 0]). head_dim = hidden/heads = 32.
+    "smollm3": (SmolLM3ForCausalLM, lambda: SmolLM3Config(
+        **COMMON, **LLAMA3_IDS, pad_token_id=128004, num_attention_heads=3, num_key_value_heads=1,
+        vocab_size=128256, max_position_embeddings=512, rope_theta=2000000.0, no_rope_layer_interval=2,
+        rms_norm_eps=1e-6, tie_word_embeddings=True), "llama3", 5000),
 }
 
 PROMPTS = [
