@@ -14,13 +14,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::fixture::Fixture;
 use serde_json::Value;
 use webgpu_llm::chat::Message;
 use webgpu_llm::engine::{open_gguf, Engine, EngineError, Event, Finish, GenerateOptions, OpenOptions, Summary};
 use webgpu_llm::guide::{Constraint, Guidance, Guide, GuideError};
-use webgpu_llm::model::{Config, CpuTensors, Model, QuantPolicy, StateOptions};
-use webgpu_llm::ops::attention::KvDtype;
 use webgpu_llm::sampling::SamplingParams;
 
 struct Case {
@@ -176,27 +173,7 @@ fn bad_constraints_are_invalid_with_the_reason() {
 /// The tiny random Qwen3 fixture (2 layers, the real 151,936-token vocabulary) with the real
 /// Qwen3 tokenizer and chat template.
 fn tiny_qwen3(context: u32) -> Engine {
-    let ctx = common::ctx();
-    let fx = Fixture::load("qwen3");
-    let cfg = Config::from_hf(&fx.config).unwrap();
-    let tensors = fx
-        .weights()
-        .into_iter()
-        .map(|(name, shape, v)| (name, (shape, v.iter().map(|x| x.to_f32()).collect())))
-        .collect();
-    let mut src = CpuTensors { tensors, policy: QuantPolicy::F16 };
-    let model =
-        Model::new(ctx, cfg, &mut src, StateOptions { context, max_batch: 64, kv_dtype: KvDtype::F16 }).unwrap();
-    let read = |f: &str| std::fs::read(fx.tokenizer_dir.join(f)).unwrap();
-    let tok_config = String::from_utf8(read("tokenizer_config.json")).unwrap();
-    let mut engine = Engine::new(model, &read("tokenizer.json"), Some(&tok_config)).unwrap();
-    engine.model.clock = now;
-    engine
-}
-
-fn now() -> f64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    common::tiny_engine("qwen3", None, context)
 }
 
 fn generate(engine: &mut Engine, prompt: &[u32], opts: &GenerateOptions) -> Result<Summary, EngineError> {
@@ -248,7 +225,7 @@ fn the_default_model_gives_valid_values() {
     let mut engine =
         open_gguf(common::ctx(), &common::smollm2_path(), OpenOptions { context: Some(1024), ..Default::default() })
             .unwrap();
-    engine.model.clock = now;
+    engine.model.clock = common::now;
     run_all(&mut engine, "smollm2 greedy", 0.0, 300, |_| true);
 }
 

@@ -14,13 +14,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::fixture::Fixture;
 use serde_json::{json, Value};
 use webgpu_llm::chat::{ChatTemplate, Message};
 use webgpu_llm::engine::{Engine, EngineError, Event, Finish, GenerateOptions};
 use webgpu_llm::guide::{Guidance, Guide};
-use webgpu_llm::model::{Config, CpuTensors, Model, QuantPolicy, StateOptions};
-use webgpu_llm::ops::attention::KvDtype;
 use webgpu_llm::sampling::SamplingParams;
 use webgpu_llm::tools::{parse_tools, ToolCall, ToolChoice, ToolError, ToolFormat, ToolRequest};
 
@@ -201,27 +198,7 @@ fn random_walks_through_required_call_masks_give_valid_calls() {
 
 /// A tiny random fixture (`qwen3` or `llama`) with the real tokenizer `tokenizer` and its template.
 fn tiny(fixture: &str, tokenizer: &str) -> Engine {
-    let ctx = common::ctx();
-    let fx = Fixture::load(fixture);
-    let cfg = Config::from_hf(&fx.config).unwrap();
-    let tensors = fx
-        .weights()
-        .into_iter()
-        .map(|(name, shape, v)| (name, (shape, v.iter().map(|x| x.to_f32()).collect())))
-        .collect();
-    let mut src = CpuTensors { tensors, policy: QuantPolicy::F16 };
-    let model =
-        Model::new(ctx, cfg, &mut src, StateOptions { context: 2048, max_batch: 64, kv_dtype: KvDtype::F16 }).unwrap();
-    let dir = root().join("models/tokenizers").join(tokenizer);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let mut engine = Engine::new(model, &read("tokenizer.json"), Some(&config_text(tokenizer))).unwrap();
-    engine.model.clock = now;
-    engine
-}
-
-fn now() -> f64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    common::tiny_engine(fixture, Some(tokenizer), 2048)
 }
 
 /// One turn with `tools` / `choice`: the summary, the parsed reply, and whether `Triggered` came.

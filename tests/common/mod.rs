@@ -72,3 +72,34 @@ pub fn smollm2_path() -> std::path::PathBuf {
     assert!(p.is_file(), "{} is missing: run scripts/fetch-model.sh", p.display());
     p
 }
+
+/// Seconds since the first call: a clock for `Model::clock` (the engine times masks with it).
+pub fn now() -> f64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}
+
+/// An engine over the tiny random fixture `fixture` (f16 weights, `context` positions) with the real
+/// tokenizer and chat template in `models/tokenizers/<tokenizer>` (`None`: the fixture's own), timed by [`now`].
+pub fn tiny_engine(fixture: &str, tokenizer: Option<&str>, context: u32) -> webgpu_llm::engine::Engine {
+    use webgpu_llm::model::{Config, CpuTensors, Model, QuantPolicy, StateOptions};
+    let fx = fixture::Fixture::load(fixture);
+    let cfg = Config::from_hf(&fx.config).unwrap();
+    let tensors = fx
+        .weights()
+        .into_iter()
+        .map(|(name, shape, v)| (name, (shape, v.iter().map(|x| x.to_f32()).collect())))
+        .collect();
+    let mut src = CpuTensors { tensors, policy: QuantPolicy::F16 };
+    let opts = StateOptions { context, max_batch: 64, kv_dtype: webgpu_llm::ops::attention::KvDtype::F16 };
+    let model = Model::new(ctx(), cfg, &mut src, opts).unwrap();
+    let dir = match tokenizer {
+        Some(t) => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tokenizers").join(t),
+        None => fx.tokenizer_dir.clone(),
+    };
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let tok_config = String::from_utf8(read("tokenizer_config.json")).unwrap();
+    let mut engine = webgpu_llm::engine::Engine::new(model, &read("tokenizer.json"), Some(&tok_config)).unwrap();
+    engine.model.clock = now;
+    engine
+}
