@@ -13,7 +13,9 @@ node tests/package/error-codes.mjs
 bash scripts/build-pkg.sh
 # No code from strings (eval, new Function, string timers, data:/blob: imports) in pkg/ (with the built glue) and www/.
 node tests/package/no-eval.mjs
-cargo build --release --bin webgpu-llm
+# The native reference CLI: the dev build `cargo test` already made (same tokens as --release, and no
+# second, LTO build of every crate in CI).
+cargo build --bin webgpu-llm
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
 mkdir -p "$XDG_RUNTIME_DIR"
 node tests/browser/run.mjs "$@"

@@ -1,7 +1,7 @@
 // Network and cache faults, in headless Chromium (SwiftShader WebGPU) on the npm package (pkg/), with
 // the tiny K-quant fixture (tests/fixtures/kquant/tiny-q4_k_m.gguf, 0.8 MB) as a GGUF and as a
 // one-shard package. Every load that must succeed is checked by its greedy tokens against the CLI's.
-// Builds nothing: needs pkg/wasm/ (bash scripts/build-pkg.sh) and target/release/webgpu-llm.
+// Builds nothing: needs pkg/wasm/ (bash scripts/build-pkg.sh) and target/debug/webgpu-llm.
 //
 //   node tests/browser/faults.mjs [--only name,name] [--keep] [--verbose]
 //
@@ -29,7 +29,7 @@
 //
 // Prints one PASS/FAIL line per scenario with its figures; exits non-zero on any failure.
 // Environment: CHROMIUM (default /usr/lib/chromium/chromium), WEBGPU_LLM_CLI (default
-// target/release/webgpu-llm), BROWSER_TEST_TMP (parent of the temp dir, default os.tmpdir()).
+// target/debug/webgpu-llm), BROWSER_TEST_TMP (parent of the temp dir, default os.tmpdir()).
 
 import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
@@ -44,7 +44,7 @@ import {
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
-const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/release/webgpu-llm");
+const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/debug/webgpu-llm");
 const TINY = path.join(REPO, "tests/fixtures/kquant/tiny-q4_k_m.gguf");
 const PROMPT = "the cat sat on the mat";
 const N_TOKENS = 4;
@@ -378,7 +378,7 @@ const SCENARIOS = [
 
 async function main() {
   const problems = [];
-  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the release CLI (cargo build --release --bin webgpu-llm)", CLI], ["Chromium (bash scripts/setup.sh)", CHROMIUM], ["the fixture", TINY]]) {
+  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the CLI (cargo build --bin webgpu-llm)", CLI], ["Chromium (bash scripts/setup.sh)", CHROMIUM], ["the fixture", TINY]]) {
     if (!fs.existsSync(path.resolve(REPO, p))) problems.push(`missing ${what}: ${p}`);
   }
   if (problems.length) {

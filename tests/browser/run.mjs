@@ -1,6 +1,6 @@
 // Real-browser tests of the npm package (pkg/) in headless Chromium (SwiftShader WebGPU), driven by
-// playwright-core. Builds nothing: run scripts/test-browser.sh (builds pkg/wasm and the release CLI)
-// or have pkg/wasm/ and target/release/webgpu-llm ready.
+// playwright-core. Builds nothing: run scripts/test-browser.sh (builds pkg/wasm and the CLI)
+// or have pkg/wasm/ and target/debug/webgpu-llm ready.
 //
 //   node tests/browser/run.mjs [--only name,name] [--keep] [--verbose]
 //
@@ -32,7 +32,7 @@
 //
 // Prints one PASS/FAIL line per scenario with its figures; exits non-zero on any failure.
 // Environment: CHROMIUM (default /usr/lib/chromium/chromium), WEBGPU_LLM_CLI (default
-// target/release/webgpu-llm), BROWSER_TEST_TMP (parent of the temp dir, default os.tmpdir()).
+// target/debug/webgpu-llm), BROWSER_TEST_TMP (parent of the temp dir, default os.tmpdir()).
 
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -49,7 +49,7 @@ import { generateBigModel } from "./gen-big-model.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
-const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/release/webgpu-llm");
+const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/debug/webgpu-llm");
 const GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GGUF = path.join(REPO, "models", GGUF_NAME);
 
@@ -691,7 +691,7 @@ const SCENARIOS = [
 
 async function main() {
   const problems = [];
-  for (const [what, p] of [["pkg/index.js", "pkg/index.js"], ["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the release CLI (cargo build --release --bin webgpu-llm)", path.relative(REPO, CLI)], ["the default model (bash scripts/fetch-model.sh)", path.relative(REPO, GGUF)], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
+  for (const [what, p] of [["pkg/index.js", "pkg/index.js"], ["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the CLI (cargo build --bin webgpu-llm)", path.relative(REPO, CLI)], ["the default model (bash scripts/fetch-model.sh)", path.relative(REPO, GGUF)], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
     if (!fs.existsSync(path.resolve(REPO, p))) problems.push(`missing ${what}: ${p}`);
   }
   if (problems.length) {

@@ -29,7 +29,7 @@
 //
 // Prints PASS/FAIL per scenario with its figures, then the browser figures (trie build ms, mask µs
 // mean/max with the 151,936-token vocabulary, page and worker). Needs pkg/wasm (scripts/build-pkg.sh),
-// the release CLI (to convert the fixture) and Chromium; scripts/test-browser.sh runs it.
+// the CLI (to convert the fixture) and Chromium; scripts/test-browser.sh runs it.
 
 import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
@@ -44,7 +44,7 @@ import { CHROMIUM, KEEP, VERBOSE, check, flag, errText, launch, log, openHarness
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
-const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/release/webgpu-llm");
+const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/debug/webgpu-llm");
 const FIXTURE = path.join(REPO, "tests/fixtures/qwen3");
 const TOKENIZER = path.join(REPO, "models/tokenizers/qwen3");
 const CASES_FILE = path.join(REPO, "tests/fixtures/structured/schemas.json");
@@ -578,7 +578,7 @@ const SCENARIOS = [
 
 async function main() {
   const problems = [];
-  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the release CLI (cargo build --release --bin webgpu-llm)", CLI], ["the Qwen3 tokenizer (bash scripts/fetch-tokenizers.sh)", path.join(TOKENIZER, "tokenizer.json")], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
+  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the CLI (cargo build --bin webgpu-llm)", CLI], ["the Qwen3 tokenizer (bash scripts/fetch-tokenizers.sh)", path.join(TOKENIZER, "tokenizer.json")], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
     if (!fs.existsSync(path.resolve(REPO, p))) problems.push(`missing ${what}: ${p}`);
   }
   if (problems.length) {
