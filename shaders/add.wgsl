@@ -1,4 +1,5 @@
-// Residual add: out[i] = a[i] + b[i] (add*), or a[i] += b[i] (add_inplace*), over n f32.
+// Residual add: out[i] = a[i] + b[i] (add*), or a[i] += b[i] (add_inplace*), over n f32;
+// add_scalar: a[i] += c (at load: Gemma's (1 + w) norm weights).
 // The *4 entries move vec4s (host picks them when n is a multiple of 4, as for every hidden size).
 // Dispatch: one invocation per element (vec4 in *4), WG per workgroup, workgroups folded into
 // (x, y) by Context::grid.
@@ -7,7 +8,7 @@ const WG: u32 = 256u;
 
 struct Params {
     n: u32, // elements (vec4s in the *4 entries)
-    _pad0: u32,
+    c: f32, // add_scalar's constant
     _pad1: u32,
     _pad2: u32,
 }
@@ -50,4 +51,11 @@ fn add_inplace4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) tid: u32) {
     let i = index(wid, nwg, tid);
     if (i < p.n) { out4[i] += b4[i]; }
+}
+
+@compute @workgroup_size(WG)
+fn add_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) tid: u32) {
+    let i = index(wid, nwg, tid);
+    if (i < p.n) { out[i] += p.c; }
 }

@@ -1,7 +1,9 @@
 // Causal multi-head attention over a KV cache, with GQA and flash-decoding splits.
 // Query row i (absolute position pos0 + i), head h, reads kv head h / group and attends to cache
-// positions 0..=pos0 + i: out = softmax(scale * q·Kᵀ) V, computed with an online softmax.
-// Split s of n_splits covers keys [s * chunk, (s + 1) * chunk), chunk = ceil((pos0 + t) / n_splits).
+// positions lo_i..=pos0 + i: out = softmax(scale * q·Kᵀ) V, computed with an online softmax.
+// lo_i = 0, or with a sliding window W (window > 0) pos0 + i + 1 - W. With softcap c > 0 each
+// scaled score s becomes c * tanh(s / c) (Gemma 2). Split s of n_splits covers keys
+// [lo_0 + s * chunk, lo_0 + (s + 1) * chunk), chunk = ceil((pos0 + t - lo_0) / n_splits).
 // Cache words are f32 (bitcast) or, with KV_F16, two f16 (unpack2x16float); see kv_write.wgsl.
 //
 // `attend`: one workgroup of WG invocations per (row, head, split), linear id
@@ -31,10 +33,10 @@ struct Params {
     n_splits: u32,
     row_words: u32,   // cache words per (head, position): head_dim, or head_dim / 2 with KV_F16
     scale_log2: f32,  // scale * log2(e): scores are kept in base 2 so exp2 can be used
+    window: u32,      // keys per query (sliding window); 0 = all earlier keys
+    softcap_log2: f32, // softcap * log2(e); 0 = no capping
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
 }
 
 // The model's per-step values (src/ops/mod.rs StepParams), written once per step.
@@ -57,6 +59,21 @@ struct Step {
 var<workgroup> q_sh: array<f32, MAX_HEAD_DIM>; // this row's query, pre-multiplied by scale_log2
 var<workgroup> s_sh: array<f32, WG>;           // scores of the current tile
 var<workgroup> p_sh: array<f32, WG>;           // exp2(score - running max) of the current tile
+
+// Soft-capping in base 2: c * tanh(s / c) with s and c both scaled by log2(e), tanh written with
+// exp of -2|x| only (no overflow for any score).
+fn cap(s: f32) -> f32 {
+    if (p.softcap_log2 <= 0.0) { return s; }
+    let x = s / p.softcap_log2;
+    let e = exp(-2.0 * abs(x));
+    return sign(x) * p.softcap_log2 * (1.0 - e) / (1.0 + e);
+}
+
+// First key a query at position `qpos` sees: 0, or the start of its sliding window.
+fn first_key(qpos: u32) -> u32 {
+    if (p.window == 0u || qpos < p.window) { return 0u; }
+    return qpos + 1u - p.window;
+}
 
 // Score of the query against cached key `pos` of kv head `kvh` (base-2 logits).
 fn score(kvh: u32, pos: u32) -> f32 {
@@ -87,7 +104,8 @@ fn v_pair(kvh: u32, pos: u32, d: u32) -> vec2<f32> {
 }
 
 // The (row, head, split) of linear id (row * n_heads + h) * n_splits + split: its kv head and
-// key range (causal limit pos0 + row, clamped to the cache for safety).
+// key range (causal limit pos0 + row, clamped to the cache for safety; from its window's start).
+// Splits divide row 0's range onward; a split before this row's window start is empty.
 struct Slot {
     row: u32,
     h: u32,
@@ -102,9 +120,11 @@ fn slot_of(id: u32) -> Slot {
     let h = rh % p.n_heads;
     let row = rh / p.n_heads;
     let n_keys = min(step.pos0 + row + 1u, p.capacity);
-    let chunk = (step.pos0 + p.t + p.n_splits - 1u) / p.n_splits;
-    let k_begin = min(split * chunk, n_keys);
-    return Slot(row, h, h / p.group, k_begin, min(k_begin + chunk, n_keys));
+    let lo0 = first_key(step.pos0);
+    let chunk = (step.pos0 + p.t - lo0 + p.n_splits - 1u) / p.n_splits;
+    let k_end = min(lo0 + (split + 1u) * chunk, n_keys);
+    let k_begin = min(max(lo0 + split * chunk, first_key(step.pos0 + row)), k_end);
+    return Slot(row, h, h / p.group, k_begin, k_end);
 }
 
 @compute @workgroup_size(WG)
@@ -131,7 +151,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (var k0 = k_begin; k0 < k_end; k0 += WG) {
         let j = k0 + tid;
         var s = NEG;
-        if (j < k_end) { s = score(kvh, j); }
+        if (j < k_end) { s = cap(score(kvh, j)); }
         s_sh[tid] = s;
         workgroupBarrier();
         var m_tile = NEG;
@@ -218,8 +238,8 @@ fn attend_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
                     sc += (q[qb + d] * p.scale_log2) * bitcast<f32>(cache_k[base + d]);
                 }
             }
-            pt[i] = sc;
-            m_tile = max(m_tile, sc);
+            pt[i] = cap(sc);
+            m_tile = max(m_tile, pt[i]);
         }
         let m_new = max(m_run, m_tile); // a real score: the tile has at least one key
         let alpha = select(0.0, exp2(m_run - m_new), m_run > NEG_LIMIT);
@@ -258,7 +278,7 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
     var m = NEG;
     for (var s = 0u; s < p.n_splits; s++) { m = max(m, part_ml[2u * (first + s)]); }
-    // Split 0 always holds key 0, so m is a real score and l ≥ 1.
+    // Some split holds the row's own key, so m is a real score and l ≥ 1.
     var l = 0.0;
     for (var s = 0u; s < p.n_splits; s++) {
         let ms = part_ml[2u * (first + s)];

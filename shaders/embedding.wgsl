@@ -1,4 +1,4 @@
-// Embedding lookup: out[i, :] = row ids[i] of a (vocab × dim) table in any weight format (FORMAT;
+// Embedding lookup: out[i, :] = scale * row ids[i] of a (vocab × dim) table in any weight format (FORMAT;
 // layout: src/quant.rs), dequantized. One dispatch per row chunk [row0, row0 + rows) of the table:
 // it writes only tokens whose id falls in its rows; the last chunk also writes zeros for ids ≥ vocab
 // (the host cannot see ids on the GPU, so a bad id gives a zero row instead of a fault).
@@ -19,6 +19,10 @@ struct Params {
     groups: u32, // quantization groups per row (0 for F16/F32)
     blocks: u32, // workgroups per token = ceil(units / WG)
     last: u32,   // 1 when this chunk ends the table
+    scale: f32,  // multiplies every value (Gemma: sqrt(hidden))
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,7 +37,7 @@ struct Params {
 // past dim (ragged F16/F32 rows).
 fn put4(base: u32, e: u32, v: vec4<f32>, valid: bool) {
     for (var c = 0u; c < 4u; c++) {
-        if (e + c < p.dim) { out[base + e + c] = select(0.0, v[c], valid); }
+        if (e + c < p.dim) { out[base + e + c] = select(0.0, v[c] * p.scale, valid); }
     }
 }
 

@@ -23,6 +23,7 @@
 
 override FORMAT: u32 = 0u; // WeightFormat::shader_code
 override SWIGLU: bool = false; // GEMVs: silu(W[r]·x) * (W[r + half]·x), see below
+override GELU: bool = false;   // with SWIGLU: tanh-GELU instead of silu (Gemma's GeGLU)
 override NORM: bool = false;   // GEMVs: x is RMS-normed first (see norm_prologue)
 
 
@@ -106,10 +107,13 @@ fn gemv_row_of(w: u32, r: u32) -> u32 {
     return w * GEMV_ROWS + r;
 }
 
-// silu(g) * u, with exp of -|g| only (as shaders/swiglu.wgsl), so no exp overflows.
+// silu(g) * u, or with GELU gelu_tanh(g) * u = g * sigmoid(2z) * u, with exp of -|·| only (as
+// shaders/swiglu.wgsl), so no exp overflows.
 fn swiglu_of(g: f32, u: f32) -> f32 {
-    let e = exp(-abs(g));
-    return g * select(e, 1.0, g >= 0.0) / (1.0 + e) * u;
+    var a = g;
+    if (GELU) { a = 1.5957691216057308 * (g + 0.044715 * g * g * g); }
+    let e = exp(-abs(a));
+    return g * select(e, 1.0, a >= 0.0) / (1.0 + e) * u;
 }
 
 // The end of a workgroup GEMV: totals of its GEMV_ROWS rows, summed over the workgroup.

@@ -1,4 +1,5 @@
-// SwiGLU gate of the MLP: out[r, i] = silu(gate[r, i]) * up[r, i], silu(g) = g / (1 + exp(-g)).
+// Gated MLP activation: out[r, i] = act(gate[r, i]) * up[r, i]. act is silu(g) = g / (1 + exp(-g))
+// (SwiGLU: Llama, Qwen, Phi-3), or with GELU the tanh-approximated GELU (GeGLU: Gemma).
 // swiglu*: gate and up in separate [rows, f] buffers, taken as flat arrays of n = rows * f.
 // swiglu_fused*: Phi-3's gate_up_proj output [rows, 2f], gate = first half of a row, up = second.
 // The *4 entries move vec4s (host picks them when n, resp. f, is a multiple of 4).
@@ -6,6 +7,8 @@
 // into (x, y) by Context::grid.
 
 const WG: u32 = 256u;
+
+override GELU: bool = false;
 
 struct Params {
     n: u32,     // output elements (vec4s in the *4 entries)
@@ -25,14 +28,20 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> out4: array<vec4<f32>>;  // [rows, f / 4]
 
 // g * sigmoid(g) with exp of -|g| only, so no exp overflows: g = ±100 gives 0 and 100, never NaN.
-fn silu(g: f32) -> f32 {
-    let e = exp(-abs(g));
-    return g * select(e, 1.0, g >= 0.0) / (1.0 + e);
+// gelu_tanh(g) = 0.5 g (1 + tanh(z)) = g * sigmoid(2z), z = sqrt(2/pi) (g + 0.044715 g^3): the same
+// overflow-free sigmoid as silu, so no tanh of a huge argument (some backends build tanh from exp).
+fn act(g: f32) -> f32 {
+    var a = g;
+    if (GELU) { a = 1.5957691216057308 * (g + 0.044715 * g * g * g); }
+    let e = exp(-abs(a));
+    return g * select(e, 1.0, a >= 0.0) / (1.0 + e);
 }
 
-fn silu4(g: vec4<f32>) -> vec4<f32> {
-    let e = exp(-abs(g));
-    return g * select(e, vec4<f32>(1.0), g >= vec4<f32>(0.0)) / (1.0 + e);
+fn act4(g: vec4<f32>) -> vec4<f32> {
+    var a = g;
+    if (GELU) { a = 1.5957691216057308 * (g + 0.044715 * g * g * g); }
+    let e = exp(-abs(a));
+    return g * select(e, vec4<f32>(1.0), a >= vec4<f32>(0.0)) / (1.0 + e);
 }
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, tid: u32) -> u32 {
@@ -43,14 +52,14 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, tid: u32) -> u32 {
 fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
     let i = index(wid, nwg, tid);
-    if (i < p.n) { out[i] = silu(gate[i]) * up[i]; }
+    if (i < p.n) { out[i] = act(gate[i]) * up[i]; }
 }
 
 @compute @workgroup_size(WG)
 fn swiglu4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) tid: u32) {
     let i = index(wid, nwg, tid);
-    if (i < p.n) { out4[i] = silu4(gate4[i]) * up4[i]; }
+    if (i < p.n) { out4[i] = act4(gate4[i]) * up4[i]; }
 }
 
 @compute @workgroup_size(WG)
@@ -59,7 +68,7 @@ fn swiglu_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let i = index(wid, nwg, tid);
     if (i >= p.n) { return; }
     let g = i + (i / p.f) * p.f; // row * 2f + col
-    out[i] = silu(gate_up[g]) * gate_up[g + p.f];
+    out[i] = act(gate_up[g]) * gate_up[g + p.f];
 }
 
 @compute @workgroup_size(WG)
@@ -68,5 +77,5 @@ fn swiglu_fused4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let i = index(wid, nwg, tid);
     if (i >= p.n) { return; }
     let g = i + (i / p.f) * p.f;
-    out4[i] = silu4(gate_up4[g]) * gate_up4[g + p.f];
+    out4[i] = act4(gate_up4[g]) * gate_up4[g + p.f];
 }

@@ -207,7 +207,8 @@ async fn rope_swiglu_add_argmax(ctx: &Context) {
     let f = 67;
     let (g, u) = (rng.vec(2 * f, 8.0), rng.vec(2 * f, 1.0));
     let out = ctx.storage("out", (2 * f * 4) as u64).unwrap();
-    let k = ops::swiglu::swiglu(&ctx, &upload(&ctx, &g), &upload(&ctx, &u), &out, 2, f as u32).unwrap();
+    let k = ops::swiglu::swiglu(&ctx, &upload(&ctx, &g), &upload(&ctx, &u), &out, 2, f as u32, ops::swiglu::Act::Silu)
+        .unwrap();
     let got = run_read(&ctx, &[k], &out, 2 * f).await;
     let want: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| g as f64 / (1.0 + (-g as f64).exp()) * u as f64).collect();
     assert_close("swiglu (browser)", &got, &want, 1e-30, 2e-6);
@@ -246,7 +247,7 @@ async fn embedding(ctx: &Context) {
         let ids = [0u32, 57, 100];
         let idb = ctx.storage_init("ids", bytemuck::cast_slice(&ids)).unwrap();
         let out = ctx.storage("out", (ids.len() * dim * 4) as u64).unwrap();
-        let kernels = ops::embedding::embedding(&ctx, &table, &idb, &out, ids.len() as u32).unwrap();
+        let kernels = ops::embedding::embedding(&ctx, &table, &idb, &out, ids.len() as u32, 1.0).unwrap();
         let got = run_read(&ctx, &kernels, &out, ids.len() * dim).await;
         let rows = dequantize(&packed).unwrap();
         let want: Vec<f64> =

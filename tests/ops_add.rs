@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use webgpu_llm::ops::add::{add, add_inplace};
+use webgpu_llm::ops::add::{add, add_inplace, add_scalar};
 
 /// Values spread over many binades (and both signs) so that the adds round in every way.
 fn data(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -34,6 +34,23 @@ fn add_is_exact() {
         ctx.run(&[&add(ctx, &ab, &bb, &bb, n as u32).unwrap()]);
         assert!(bits(&read_f32(ctx, &bb, n)) == bits(&want2), "add into b n={n} differs");
     }
+}
+
+#[test]
+fn add_scalar_is_exact() {
+    let ctx = ctx();
+    let mut rng = Rng::new(seed("add_scalar"));
+    for &n in &[1usize, 5, 96, 2560, 4099] {
+        let a = data(&mut rng, n);
+        let c = rng.uniform() * 4.0;
+        let want: Vec<f32> = a.iter().map(|x| x + c).collect();
+        let ab = upload_f32(ctx, &a);
+        ctx.run(&[&add_scalar(ctx, &ab, c, n as u32).unwrap()]);
+        assert!(bits(&read_f32(ctx, &ab, n)) == bits(&want), "add_scalar n={n} differs");
+    }
+    let small = ctx.storage("small", 4 * 9).unwrap();
+    assert!(add_scalar(ctx, &small, 1.0, 10).is_err(), "the buffer holds 9 elements");
+    assert!(add_scalar(ctx, &small, f32::NAN, 9).is_err(), "NaN is not a constant to add");
 }
 
 #[test]

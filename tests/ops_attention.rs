@@ -66,6 +66,8 @@ struct Case {
     /// Fill the cache with kv_write (true) or by uploading its words (false).
     via_kv_write: bool,
     scale: Option<f32>,
+    window: u32,
+    softcap: f32,
 }
 
 /// Run one case; returns the worst |got - want|.
@@ -76,6 +78,8 @@ fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case, scratch: &Attent
     if let Some(s) = c.scale {
         shape.scale = s;
     }
+    shape.window = c.window;
+    shape.softcap = c.softcap;
     let (kv_dim, n_pos) = (kv.kv_dim() as usize, (c.pos0 + c.t) as usize);
     let q_len = (c.t * c.n_heads * c.head_dim) as usize;
     // q wider than k so scores spread over ~±10 and the softmax is far from uniform.
@@ -111,9 +115,10 @@ fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case, scratch: &Attent
     let v_held: Vec<f64> = v_rows.iter().map(|&x| held(x, c.dtype)).collect();
     let (nh, nkv, hd) = (c.n_heads as usize, c.n_kv as usize, c.head_dim as usize);
     let q64: Vec<f64> = q.iter().map(|&x| x as f64).collect();
-    let want = reference(&q64, &k_held, &v_held, nh, nkv, hd, c.pos0 as usize, c.t as usize, shape.scale as f64);
+    let (pos0, t, scale, window) = (c.pos0 as usize, c.t as usize, shape.scale as f64, c.window as usize);
+    let want = reference(&q64, &k_held, &v_held, nh, nkv, hd, pos0, t, scale, window, c.softcap as f64);
     let what = format!(
-        "attention {name} {}/{} hd={} {:?} pos0={} t={} splits={:?} (ran {}) kv_write={}",
+        "attention {name} {}/{} hd={} {:?} pos0={} t={} splits={:?} window={} softcap={} (ran {}) kv_write={}",
         c.n_heads,
         c.n_kv,
         c.head_dim,
@@ -121,6 +126,8 @@ fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case, scratch: &Attent
         c.pos0,
         c.t,
         c.splits,
+        c.window,
+        c.softcap,
         if kernels.len() > 1 { "split+combine" } else { "one pass" },
         c.via_kv_write
     );
@@ -152,6 +159,8 @@ fn attention_decode_matches_reference() {
                         splits,
                         via_kv_write: n % 2 == 0,
                         scale: None,
+                        window: 0,
+                        softcap: 0.0,
                     };
                     worst = worst.max(run_case(ctx, "decode", &mut rng, &c, &scratch));
                 }
@@ -175,8 +184,10 @@ fn attention_prefill_matches_reference() {
                 // Forced 7 splits leaves the early rows of a short block with empty splits.
                 for splits in [None, Some(7)] {
                     n += 1;
+                    let via_kv_write = n % 2 == 1;
+                    let (scale, window, softcap) = (None, 0, 0.0);
                     let c =
-                        Case { n_heads, n_kv, head_dim, dtype, pos0, t, splits, via_kv_write: n % 2 == 1, scale: None };
+                        Case { n_heads, n_kv, head_dim, dtype, pos0, t, splits, via_kv_write, scale, window, softcap };
                     worst = worst.max(run_case(ctx, "prefill", &mut rng, &c, &scratch));
                 }
             }
@@ -205,8 +216,51 @@ fn attention_portable_and_odd_shapes() {
                     splits,
                     via_kv_write: pos0 % 2 == 0,
                     scale: Some(0.3),
+                    window: 0,
+                    softcap: 0.0,
                 };
                 run_case(ctx, name, &mut rng, &c, &scratch);
+            }
+        }
+    }
+}
+
+/// Gemma's local layers and Gemma 2's capped scores: windows shorter and longer than the keys,
+/// decode and prefill blocks that start inside and before the window, with splits that begin
+/// before some rows' windows (those splits are empty for them), and caps that bend the scores
+/// (|scaled score| up to ~10 against caps of 2 and 5). Scores past the window hold real keys, so
+/// a window off by one shows.
+#[test]
+fn attention_sliding_window_and_softcap() {
+    let mut rng = Rng::new(seed("attention_window"));
+    for (name, ctx) in contexts() {
+        let (n_heads, n_kv, head_dim) = (4u32, 2u32, 64u32);
+        let scratch = AttentionScratch::new(ctx, 40, n_heads, head_dim, 8).unwrap();
+        let mut n = 0;
+        for (window, softcap) in [(8u32, 0.0f32), (1, 0.0), (300, 0.0), (0, 2.0), (5, 5.0)] {
+            for (pos0, t) in [(0u32, 1u32), (30, 1), (299, 1), (0, 37), (20, 13), (263, 37)] {
+                for splits in [None, Some(3)] {
+                    {
+                        n += 1;
+                        // dtype and cache filling alternate over the grid (each case on both would double it)
+                        let dtype = if n % 2 == 0 { KvDtype::F16 } else { KvDtype::F32 };
+                        let via_kv_write = n % 4 < 2;
+                        let c = Case {
+                            n_heads,
+                            n_kv,
+                            head_dim,
+                            dtype,
+                            pos0,
+                            t,
+                            splits,
+                            via_kv_write,
+                            scale: None,
+                            window,
+                            softcap,
+                        };
+                        run_case(ctx, name, &mut rng, &c, &scratch);
+                    }
+                }
             }
         }
     }

@@ -49,10 +49,12 @@ fn embedding_matches_dequantized_rows() {
                     ids[3] = vocab as u32;
                     ids[5] = u32::MAX;
                 }
+                // t = 7 also scales (Gemma's √hidden): one f32 multiply, exact on both sides
+                let scale = if t == 7 { (96f32).sqrt() } else { 1.0 };
                 let mut want = Vec::with_capacity(t * dim);
                 for &id in &ids {
                     if (id as usize) < vocab {
-                        want.extend(dequantize_row(&packed, id as usize).unwrap().iter().map(|&v| v as f64));
+                        want.extend(dequantize_row(&packed, id as usize).unwrap().iter().map(|&v| (v * scale) as f64));
                     } else {
                         want.extend(std::iter::repeat_n(0.0, dim));
                     }
@@ -60,7 +62,7 @@ fn embedding_matches_dequantized_rows() {
                 let idb = upload_u32(ctx, &ids);
                 // NaN-filled, so an element no chunk writes fails the test
                 let out = upload_f32(ctx, &vec![f32::NAN; t * dim]);
-                let kernels = embedding(ctx, &w, &idb, &out, t as u32).unwrap();
+                let kernels = embedding(ctx, &w, &idb, &out, t as u32, scale).unwrap();
                 // chunk kernels are independent: run them in reverse once to prove no order is assumed
                 let mut order: Vec<_> = kernels.iter().collect();
                 if t == 7 {
@@ -81,10 +83,11 @@ fn embedding_rejects_short_buffers() {
     let w = QuantMatrix::upload(ctx, "table", &packed).unwrap();
     let ids = upload_u32(ctx, &[0, 1]);
     let out = ctx.storage("out", 2 * 32 * 4).unwrap();
-    let err = embedding(ctx, &w, &ids, &out, 3).err().expect("ids too short").to_string();
+    let err = embedding(ctx, &w, &ids, &out, 3, 1.0).err().expect("ids too short").to_string();
     assert!(err.contains("ids"), "{err}");
     let short = ctx.storage("out", 2 * 32 * 4 - 4).unwrap();
-    let err = embedding(ctx, &w, &ids, &short, 2).err().expect("out too short").to_string();
+    let err = embedding(ctx, &w, &ids, &short, 2, 1.0).err().expect("out too short").to_string();
     assert!(err.contains("out"), "{err}");
-    assert!(embedding(ctx, &w, &ids, &out, 0).is_err());
+    assert!(embedding(ctx, &w, &ids, &out, 0, 1.0).is_err());
+    assert!(embedding(ctx, &w, &ids, &out, 2, f32::INFINITY).is_err());
 }

@@ -18,7 +18,7 @@ use webgpu_llm::ops::matmul::{
     QuantMatrix, NORM_MAX_K,
 };
 use webgpu_llm::ops::rmsnorm::rms_norm;
-use webgpu_llm::ops::swiglu::swiglu;
+use webgpu_llm::ops::swiglu::{swiglu, Act};
 use webgpu_llm::quant::{dequantize, group_offset, quantize, PackedMatrix, WeightFormat, GROUP};
 use webgpu_llm::{Context, ContextOptions, GpuError};
 
@@ -345,25 +345,31 @@ fn stacked_swiglu_gemv_matches_unfused() {
             let stacked = QuantMatrix::stack(ctx, "gu", &[&gate, &up]).unwrap().expect("stackable");
             assert_eq!((stacked.n, stacked.k, stacked.chunks.len()), (2 * ffn as u32, k as u32, 1));
             let xb = upload_f32(ctx, &rng.vec(3 * k, 1.0));
-            let last = Epilogue { x_row0: 2, ..Default::default() };
-            let (gb, ub, hb) =
-                (upload_f32(ctx, &vec![0.0; ffn]), upload_f32(ctx, &vec![0.0; ffn]), upload_f32(ctx, &vec![0.0; ffn]));
-            let mut unfused = matmul(ctx, &xb, &gate, &gb, 1, last).unwrap();
-            unfused.extend(matmul(ctx, &xb, &up, &ub, 1, last).unwrap());
-            unfused.push(swiglu(ctx, &gb, &ub, &hb, 1, ffn as u32).unwrap());
-            ctx.run(&unfused.iter().collect::<Vec<_>>());
-            let want: Vec<f64> = read_f32(ctx, &hb, ffn).iter().map(|&v| v as f64).collect();
+            for act in [Act::Silu, Act::GeluTanh] {
+                let last = Epilogue { x_row0: 2, ..Default::default() };
+                let (gb, ub, hb) = (
+                    upload_f32(ctx, &vec![0.0; ffn]),
+                    upload_f32(ctx, &vec![0.0; ffn]),
+                    upload_f32(ctx, &vec![0.0; ffn]),
+                );
+                let mut unfused = matmul(ctx, &xb, &gate, &gb, 1, last).unwrap();
+                unfused.extend(matmul(ctx, &xb, &up, &ub, 1, last).unwrap());
+                unfused.push(swiglu(ctx, &gb, &ub, &hb, 1, ffn as u32, act).unwrap());
+                ctx.run(&unfused.iter().collect::<Vec<_>>());
+                let want: Vec<f64> = read_f32(ctx, &hb, ffn).iter().map(|&v| v as f64).collect();
 
-            let width = ffn + 5;
-            let yb = upload_f32(ctx, &vec![7.0; width]);
-            let at = Epilogue { x_row0: 2, y_stride: width as u32, y_col0: 3, ..Default::default() };
-            let fused = matmul_swiglu(ctx, &xb, &stacked, &yb, at).unwrap();
-            assert_eq!(fused.len(), 1);
-            ctx.run(&fused.iter().collect::<Vec<_>>());
-            let got = read_f32(ctx, &yb, width);
-            let what = format!("{name} {format:?} stacked SwiGLU GEMV");
-            assert_close(&what, &got[3..3 + ffn], &want, 1e-6, 1e-5);
-            assert!(got[..3].iter().chain(&got[3 + ffn..]).all(|&v| v == 7.0), "{what}: columns outside written");
+                let width = ffn + 5;
+                let yb = upload_f32(ctx, &vec![7.0; width]);
+                let at = Epilogue { x_row0: 2, y_stride: width as u32, y_col0: 3, act, ..Default::default() };
+                let fused = matmul_swiglu(ctx, &xb, &stacked, &yb, at).unwrap();
+                assert_eq!(fused.len(), 1);
+                ctx.run(&fused.iter().collect::<Vec<_>>());
+                let got = read_f32(ctx, &yb, width);
+                let what = format!("{name} {format:?} stacked {act:?} GEMV");
+                assert_close(&what, &got[3..3 + ffn], &want, 1e-6, 1e-5);
+                let outside = got[..3].iter().chain(&got[3 + ffn..]).all(|&v| v == 7.0);
+                assert!(outside, "{what}: columns outside written");
+            }
         }
     }
     // Not stackable: mixed formats, or a part split into chunks.

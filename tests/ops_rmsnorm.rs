@@ -6,7 +6,7 @@
 mod common;
 use common::reference::rmsnorm as reference;
 use common::*;
-use webgpu_llm::ops::rmsnorm::{rms_norm, rms_norm_inplace};
+use webgpu_llm::ops::rmsnorm::{rms_norm, rms_norm_add, rms_norm_inplace};
 
 #[test]
 fn rmsnorm_matches_reference() {
@@ -24,6 +24,18 @@ fn rmsnorm_matches_reference() {
             let k = rms_norm(ctx, &xb, &wb, &yb, rows as u32, dim as u32, eps).unwrap();
             ctx.run(&[&k]);
             assert_close(&format!("rmsnorm {name} {rows}x{dim}"), &read_f32(ctx, &yb, rows * dim), &want, 1e-5, 2e-5);
+            // into a residual: r += rmsnorm(x) * w
+            let r: Vec<f32> = (0..rows * dim).map(|_| rng.normal(1.0)).collect();
+            let rb = upload_f32(ctx, &r);
+            ctx.run(&[&rms_norm_add(ctx, &xb, &wb, &rb, rows as u32, dim as u32, eps).unwrap()]);
+            let want_add: Vec<f64> = r.iter().zip(&want).map(|(a, b)| *a as f64 + b).collect();
+            assert_close(
+                &format!("rmsnorm_add {name} {rows}x{dim}"),
+                &read_f32(ctx, &rb, rows * dim),
+                &want_add,
+                2e-5,
+                2e-5,
+            );
             let k = rms_norm_inplace(ctx, &xb, &wb, rows as u32, dim as u32, eps).unwrap();
             ctx.run(&[&k]);
             assert_close(

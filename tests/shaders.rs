@@ -128,6 +128,7 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::Rope, "WG", ops::rope::WG),
         (Shader::Rope, "MAX_HEAD_DIM", ops::rope::MAX_HEAD_DIM),
         (Shader::SwiGlu, "WG", ops::swiglu::WG),
+        (Shader::Softcap, "WG", ops::softcap::WG),
     ];
     for &(shader, name, rust) in pairs {
         assert_eq!(shader_const(shader, name), rust, "{}::{name} differs between WGSL and Rust", shader.name());

@@ -20,6 +20,7 @@ pub enum Shader {
     Sample,
     Copy,
     ActQ8,
+    Softcap,
 }
 
 impl Shader {
@@ -36,6 +37,7 @@ impl Shader {
         Shader::Sample,
         Shader::Copy,
         Shader::ActQ8,
+        Shader::Softcap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +54,7 @@ impl Shader {
             Shader::Sample => "sample",
             Shader::Copy => "copy",
             Shader::ActQ8 => "act_q8",
+            Shader::Softcap => "softcap",
         }
     }
 
@@ -70,6 +73,7 @@ impl Shader {
             Shader::Sample => include_str!("../../shaders/sample.wgsl"),
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
             Shader::ActQ8 => include_str!("../../shaders/act_q8.wgsl"),
+            Shader::Softcap => include_str!("../../shaders/softcap.wgsl"),
         }
     }
 

@@ -1,10 +1,13 @@
 //! A model's hyperparameters, resolved from a Hugging Face `config.json` into one plain struct.
 //! The Llama family differs by data, not by code: Qwen2 adds q/k/v biases, Qwen3 per-head q/k
-//! RMSNorm, Phi-3 fused qkv / gate_up projections and LongRoPE, SmolLM3 layers without RoPE.
+//! RMSNorm, Phi-3 fused qkv / gate_up projections and LongRoPE, SmolLM3 layers without RoPE,
+//! Gemma 2/3 (1 + w) norms, scaled embeddings, GeGLU, norms after attention and the MLP,
+//! sliding-window layers with their own RoPE base, and (Gemma 2) soft-capped scores and logits.
 
 use serde_json::Value;
 
 use crate::ops::rope::{RopeConfig, RopePairing, RopeScaling};
+use crate::ops::swiglu::Act;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
@@ -13,11 +16,16 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Phi3,
+    Gemma2,
+    /// Gemma 3's text model (`gemma3_text`, or the `text_config` of a multimodal `gemma3`).
+    Gemma3,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config.json: unsupported model_type `{0}` (supported: llama, mistral, smollm3, qwen2, qwen3, phi3)")]
+    #[error(
+        "config.json: unsupported model_type `{0}` (supported: llama, mistral, smollm3, qwen2, qwen3, phi3, gemma2, gemma3_text, gemma3)"
+    )]
     UnsupportedArch(String),
     #[error("config.json: missing or invalid `{0}`")]
     Missing(&'static str),
@@ -52,6 +60,29 @@ pub struct Config {
     pub fused_proj: bool,
     /// Per layer: q and k go unrotated (SmolLM3's NoPE layers); empty = RoPE everywhere.
     pub no_rope: Vec<bool>,
+    /// Added to every RMSNorm weight at load: Gemma multiplies by (1 + w); 0 where the weights
+    /// already hold 1 + w (llama.cpp's Gemma GGUFs) or are used as they are.
+    pub norm_offset: f32,
+    /// Multiplies the embeddings (Gemma: √hidden); 1 elsewhere.
+    pub embed_scale: f32,
+    /// The MLP gate's activation: silu (SwiGLU) or tanh-GELU (Gemma's GeGLU).
+    pub act: Act,
+    /// RMSNorms on the attention and MLP outputs before the residual adds (Gemma 2/3); the MLP's
+    /// input norm is then `pre_feedforward_layernorm`.
+    pub post_norms: bool,
+    /// Multiplies q·k: 1/√head_dim, or `query_pre_attn_scalar`^-½ (Gemma).
+    pub attn_scale: f32,
+    /// `c · tanh(s / c)` on attention scores (Gemma 2); 0 = none.
+    pub attn_softcap: f32,
+    /// The same on the final logits (Gemma 2); 0 = none.
+    pub final_softcap: f32,
+    /// Keys a sliding-window layer attends to (itself included).
+    pub sliding_window: u32,
+    /// Per layer: attention over the last `sliding_window` keys only (Gemma's local layers);
+    /// empty = every layer global.
+    pub sliding: Vec<bool>,
+    /// RoPE of the sliding layers where it differs from `rope` (Gemma 3: base 10k, no scaling).
+    pub rope_local: Option<RopeConfig>,
 }
 
 fn get_u32(c: &Value, key: &'static str) -> Result<u32, ConfigError> {
@@ -74,13 +105,23 @@ impl Config {
     /// From a Hugging Face `config.json` value.
     pub fn from_hf(c: &Value) -> Result<Self, ConfigError> {
         let model_type = c.get("model_type").and_then(Value::as_str).ok_or(ConfigError::Missing("model_type"))?;
+        // A multimodal Gemma 3 checkpoint: its text model's config (the vision tower is not run).
+        if model_type == "gemma3" {
+            let text = c.get("text_config").filter(|t| t.is_object()).ok_or(ConfigError::Missing("text_config"))?;
+            let mut text = text.clone();
+            text["model_type"] = "gemma3_text".into();
+            return Self::from_hf(&text);
+        }
         let arch = match model_type {
             "llama" | "mistral" | "smollm3" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "phi3" => Arch::Phi3,
+            "gemma2" => Arch::Gemma2,
+            "gemma3_text" => Arch::Gemma3,
             other => return Err(ConfigError::UnsupportedArch(other.to_string())),
         };
+        let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
         let hidden = get_u32(c, "hidden_size")?;
         let n_heads = get_u32(c, "num_attention_heads")?;
         let n_kv_heads = get_u32(c, "num_key_value_heads").unwrap_or(n_heads);
@@ -115,6 +156,35 @@ impl Config {
             scaling: rope_scaling(c, max_position)?,
         };
         let n_layers = get_u32(c, "num_hidden_layers")?;
+        let sliding = layer_types(c, arch, n_layers)?;
+        let sliding_window = match get_u32(c, "sliding_window") {
+            Ok(w) if w > 0 => w,
+            _ if sliding.iter().any(|&s| s) => return Err(ConfigError::Missing("sliding_window")),
+            _ => 0,
+        };
+        // Gemma 3's local layers: their own base and no scaling (transformers' rotary_emb_local).
+        let rope_local = match get_f64(c, "rope_local_base_freq") {
+            Some(theta) if arch == Arch::Gemma3 => {
+                Some(RopeConfig { theta, scaling: RopeScaling::None, ..rope.clone() })
+            }
+            _ => None,
+        };
+        let attn_scale = match get_f64(c, "query_pre_attn_scalar") {
+            Some(s) if gemma && s > 0.0 => (1.0 / s.sqrt()) as f32,
+            Some(s) if gemma => {
+                return Err(ConfigError::Invalid(format!("query_pre_attn_scalar {s} must be positive")))
+            }
+            _ => 1.0 / (head_dim as f32).sqrt(),
+        };
+        let softcap = |key: &'static str| -> Result<f32, ConfigError> {
+            match c.get(key).filter(|v| !v.is_null()) {
+                None => Ok(0.0),
+                Some(v) => match v.as_f64() {
+                    Some(x) if x > 0.0 && x.is_finite() => Ok(x as f32),
+                    _ => Err(ConfigError::Invalid(format!("{key} must be a positive number or null; got {v}"))),
+                },
+            }
+        };
         let config = Config {
             arch,
             hidden,
@@ -128,14 +198,35 @@ impl Config {
             max_position,
             rope,
             // Absent, it is the config class's default: transformers leaves defaults out of config.json,
-            // and SmolLM3Config keeps PretrainedConfig's true where the others set false.
-            tied_embeddings: c.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(model_type == "smollm3"),
+            // and SmolLM3Config/Gemma's keep PretrainedConfig's true where the others set false.
+            tied_embeddings: c
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(model_type == "smollm3" || gemma),
             qkv_bias: arch == Arch::Qwen2 || attention_bias,
             o_bias: arch == Arch::Llama && attention_bias,
-            qk_norm: arch == Arch::Qwen3,
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
             fused_proj: arch == Arch::Phi3,
             no_rope: if model_type == "smollm3" { no_rope_layers(c, n_layers)? } else { Vec::new() },
+            // `norm_weights_include_one`: set by loader::gguf::hf_config (llama.cpp's converter adds the 1).
+            norm_offset: if gemma && c.get("norm_weights_include_one").and_then(Value::as_bool) != Some(true) {
+                1.0
+            } else {
+                0.0
+            },
+            embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
+            act: activation(c, arch)?,
+            post_norms: gemma,
+            attn_scale,
+            attn_softcap: if gemma { softcap("attn_logit_softcapping")? } else { 0.0 },
+            final_softcap: if gemma { softcap("final_logit_softcapping")? } else { 0.0 },
+            sliding_window,
+            sliding,
+            rope_local,
         };
+        if let Some(r) = &config.rope_local {
+            r.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         config.rope.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(config)
     }
@@ -149,6 +240,56 @@ impl Config {
     pub fn kv_dim(&self) -> u32 {
         self.n_kv_heads * self.head_dim
     }
+}
+
+/// The MLP activation from `hidden_activation` (Gemma) or `hidden_act`; absent, the family's.
+fn activation(c: &Value, arch: Arch) -> Result<Act, ConfigError> {
+    let name = c.get("hidden_activation").or_else(|| c.get("hidden_act")).filter(|v| !v.is_null());
+    let Some(name) = name else {
+        return Ok(if matches!(arch, Arch::Gemma2 | Arch::Gemma3) { Act::GeluTanh } else { Act::Silu });
+    };
+    match name.as_str() {
+        Some("silu" | "swish") => Ok(Act::Silu),
+        Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_fast") => Ok(Act::GeluTanh),
+        _ => Err(ConfigError::Invalid(format!(
+            "activation {name} is not supported (silu, or gelu_pytorch_tanh / gelu_new)"
+        ))),
+    }
+}
+
+/// Which layers use sliding-window attention: `layer_types` ("sliding_attention" /
+/// "full_attention"), else the family's pattern (Gemma 2: every other layer from the first; Gemma 3:
+/// all but every `sliding_window_pattern`-th, default 6); none for the other families.
+fn layer_types(c: &Value, arch: Arch, n_layers: u32) -> Result<Vec<bool>, ConfigError> {
+    if let Some(list) = c.get("layer_types").filter(|v| !v.is_null()) {
+        let kinds = list
+            .as_array()
+            .ok_or(ConfigError::Missing("layer_types"))?
+            .iter()
+            .map(|v| match v.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(ConfigError::Invalid(format!(
+                    "layer_types: {v} is not supported (sliding_attention, full_attention)"
+                ))),
+            })
+            .collect::<Result<Vec<bool>, _>>()?;
+        if kinds.len() != n_layers as usize {
+            return Err(ConfigError::Invalid(format!("layer_types has {} entries for {n_layers} layers", kinds.len())));
+        }
+        if kinds.iter().any(|&s| s) && !matches!(arch, Arch::Gemma2 | Arch::Gemma3) {
+            return Err(ConfigError::Invalid("sliding_attention layers are supported for Gemma 2/3 only".into()));
+        }
+        return Ok(kinds);
+    }
+    Ok(match arch {
+        Arch::Gemma2 => (0..n_layers).map(|i| (i + 1) % 2 != 0).collect(),
+        Arch::Gemma3 => {
+            let every = get_u32(c, "sliding_window_pattern").unwrap_or(6).max(1);
+            (0..n_layers).map(|i| (i + 1) % every != 0).collect()
+        }
+        _ => Vec::new(),
+    })
 }
 
 /// SmolLM3's layers without RoPE: `no_rope_layers` (1 = rotate, 0 = not, per layer), or every

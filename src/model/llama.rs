@@ -1,5 +1,5 @@
-//! The Llama-family forward pass (Llama, Qwen2, Qwen3, Phi-3): one function that reads top to
-//! bottom like llama2.c's `forward()`. It only builds kernels; the caller records and submits them,
+//! The Llama-family forward pass (Llama, Qwen2, Qwen3, Phi-3, SmolLM3, Gemma 2/3): one function
+//! that reads top to bottom like llama2.c's `forward()`. It only builds kernels; the caller records and submits them,
 //! and nothing is read back inside it.
 
 use super::config::Config;
@@ -14,9 +14,10 @@ use crate::ops::matmul::{
     fold_norm, matmul, matmul_q8, matmul_swiglu, matmul_swiglu_q8, q8_format, swiglu_fusable, Epilogue, Norm,
     QuantMatrix,
 };
-use crate::ops::rmsnorm::rms_norm;
+use crate::ops::rmsnorm::{rms_norm, rms_norm_add};
 use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
 use crate::ops::sample::{sample, SampleOut, SampleState};
+use crate::ops::softcap::softcap;
 use crate::ops::{embedding::embedding, swiglu, Pos, StepBuffer};
 
 /// Decode steps that may be in flight at once, each with its id on the way back: the size of
@@ -59,6 +60,8 @@ pub struct State {
     cache: Vec<(wgpu::Buffer, wgpu::Buffer)>, // per layer (K, V): (n_kv_heads, context, head_dim)
     scratch: AttentionScratch,
     rope: RopeTable,
+    /// The sliding layers' RoPE where it differs (Gemma 3).
+    rope_local: Option<RopeTable>,
     /// Position of this step's row 0, read by RoPE, the KV write and attention.
     pub(crate) step: StepBuffer,
     argmax: ArgmaxScratch,
@@ -118,6 +121,7 @@ impl State {
             cache,
             scratch: AttentionScratch::new(ctx, opts.max_batch, cfg.n_heads, cfg.head_dim, 32)?,
             rope: RopeTable::new(ctx, &cfg.rope, opts.context)?,
+            rope_local: cfg.rope_local.as_ref().map(|r| RopeTable::new(ctx, r, opts.context)).transpose()?,
             step: StepBuffer::new(ctx),
             argmax: ArgmaxScratch::new(ctx, opts.max_batch, cfg.vocab)?,
             // the history holds the context and the id chosen after its last position
@@ -163,6 +167,7 @@ impl State {
         }
         out.extend(self.scratch.buffers());
         out.extend(self.rope.buffers());
+        out.extend(self.rope_local.iter().flat_map(|r| r.buffers()));
         out.push(self.step.buffer());
         out.extend(self.argmax.buffers());
         out.extend(self.sampler.buffers());
@@ -322,12 +327,23 @@ pub fn forward(
     })?;
     let pos = Pos::Step { buf: &s.step, first: pos0 };
     let (h, eps) = (cfg.hidden, cfg.norm_eps);
-    let att_shape = AttentionShape::new(cfg.n_heads, s.kv_shape);
+    let global = AttentionShape {
+        scale: cfg.attn_scale,
+        softcap: cfg.attn_softcap,
+        ..AttentionShape::new(cfg.n_heads, s.kv_shape)
+    };
     let mut k: Vec<Kernel> = Vec::new();
 
-    // x = embedding(tokens)
-    k.extend(embedding(ctx, &w.embed, ids, &s.x, t)?);
+    // x = embedding(tokens) (· √hidden for Gemma)
+    k.extend(embedding(ctx, &w.embed, ids, &s.x, t, cfg.embed_scale)?);
     for (l, (layer, (cache_k, cache_v))) in w.layers.iter().zip(&s.cache).enumerate() {
+        // Gemma's local layers: a sliding window, and (Gemma 3) their own RoPE base
+        let sliding = cfg.sliding.get(l).copied().unwrap_or(false);
+        let att_shape = if sliding { AttentionShape { window: cfg.sliding_window, ..global } } else { global };
+        let rope_table = match &s.rope_local {
+            Some(local) if sliding => local,
+            _ => &s.rope,
+        };
         // attention: q|k|v = rmsnorm(x)·Wqkv (+ b), side by side in one row
         // (decode on adapters with integer dot products: x normed into int8 blocks by act_q8)
         let parts: Vec<&QuantMatrix> = layer.qkv.parts.iter().map(|(l, _)| &l.w).collect();
@@ -337,8 +353,8 @@ pub fn forward(
             let at = Epilogue { bias: lin.bias.as_ref(), y_stride: stride, y_col0: *col, norm, ..Default::default() };
             k.extend(project(ctx, xn, &s.xq_hidden, &lin.w, &s.qkv, t, at)?);
         }
-        // (Qwen3: RMSNorm over each head of q and k,) RoPE at positions pos0.. (not on SmolLM3's
-        // NoPE layers), q into s.q, and k, v into the cache: one kernel
+        // (Qwen3/Gemma 3: RMSNorm over each head of q and k,) RoPE at positions pos0.. (not on
+        // SmolLM3's NoPE layers), q into s.q, and k, v into the cache: one kernel
         let qk_norm = layer.qk_norm.as_ref().map(|(q, kn)| QkNorm { q, k: kn, eps });
         let rotate = !cfg.no_rope.get(l).copied().unwrap_or(false);
         k.push(rope_kv(
@@ -347,7 +363,7 @@ pub fn forward(
             &s.q,
             cache_k,
             cache_v,
-            &s.rope,
+            rope_table,
             rotate,
             cfg.n_heads,
             &s.kv_shape,
@@ -355,40 +371,59 @@ pub fn forward(
             pos,
             qk_norm,
         )?);
-        // att = softmax(q·Kᵀ/√d)·V over the cache, causal
+        // att = softmax(q·Kᵀ/√d)·V over the cache, causal (scale, window and cap per the layer)
         k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos, t, &s.scratch, None)?);
-        // x += att·Wo (+ b)
+        // x += att·Wo (+ b); Gemma: x += rmsnorm(att·Wo)
         quantize_for(ctx, &mut k, &s.att, &s.xq_att, &layer.o.w, t)?;
-        let at = Epilogue { bias: layer.o.bias.as_ref(), accumulate: true, ..Default::default() };
-        k.extend(project(ctx, &s.att, &s.xq_att, &layer.o.w, &s.x, t, at)?);
+        let post = layer.post_norms.as_ref();
+        // the projection adds into x, or (Gemma) goes to xb for its norm to add
+        let residual = |k: &mut Vec<Kernel>,
+                        w: &QuantMatrix,
+                        xin: &wgpu::Buffer,
+                        xq: &Option<ActQ8>,
+                        bias: Option<&wgpu::Buffer>|
+         -> Result<()> {
+            let (y, accumulate) = if post.is_some() { (&s.xb, false) } else { (&s.x, true) };
+            k.extend(project(ctx, xin, xq, w, y, t, Epilogue { bias, accumulate, ..Default::default() })?);
+            Ok(())
+        };
+        residual(&mut k, &layer.o.w, &s.att, &s.xq_att, layer.o.bias.as_ref())?;
+        if let Some((after_attn, _)) = post {
+            k.push(rms_norm_add(ctx, &s.xb, after_attn, &s.x, t, h, eps)?);
+        }
 
-        // feed-forward: xn = rmsnorm(x); x += (silu(xn·Wg) * (xn·Wu))·Wd
+        // feed-forward: xn = rmsnorm(x); x += (act(xn·Wg) * (xn·Wu))·Wd (Gemma: rmsnorm of that)
         let ws: Vec<&QuantMatrix> = match &layer.gate_up {
             GateUp::Separate { gate, up } => vec![gate, up],
             GateUp::Fused(gate_up) => vec![gate_up],
         };
         let (xn, norm) = normed_inputs(ctx, &mut k, s, &ws, &layer.ffn_norm, t, h, eps)?;
-        let at = Epilogue { norm, ..Default::default() };
+        let at = Epilogue { norm, act: cfg.act, ..Default::default() };
         let xq = &s.xq_hidden;
         match &layer.gate_up {
             GateUp::Separate { gate, up } => {
                 k.extend(project(ctx, xn, xq, gate, &s.gate, t, at)?);
                 k.extend(project(ctx, xn, xq, up, &s.up, t, at)?);
-                k.push(swiglu::swiglu(ctx, &s.gate, &s.up, &s.hb, t, cfg.ffn)?);
+                k.push(swiglu::swiglu(ctx, &s.gate, &s.up, &s.hb, t, cfg.ffn, cfg.act)?);
             }
-            // decode: gate, up and SwiGLU in one GEMV over the stacked rows
+            // decode: gate, up and the gated activation in one GEMV over the stacked rows
             GateUp::Fused(gate_up) if swiglu_fusable(gate_up, t) => match int8_input(xq, t, gate_up) {
-                Some(q) => k.extend(matmul_swiglu_q8(ctx, q, gate_up, &s.hb, Epilogue::default())?),
+                Some(q) => {
+                    let at = Epilogue { act: cfg.act, ..Default::default() };
+                    k.extend(matmul_swiglu_q8(ctx, q, gate_up, &s.hb, at)?)
+                }
                 None => k.extend(matmul_swiglu(ctx, xn, gate_up, &s.hb, at)?),
             },
             GateUp::Fused(gate_up) => {
                 k.extend(project(ctx, xn, xq, gate_up, &s.gate, t, at)?);
-                k.push(swiglu::swiglu_fused(ctx, &s.gate, &s.hb, t, cfg.ffn)?);
+                k.push(swiglu::swiglu_fused(ctx, &s.gate, &s.hb, t, cfg.ffn, cfg.act)?);
             }
         }
         quantize_for(ctx, &mut k, &s.hb, &s.xq_ffn, &layer.down, t)?;
-        let at = Epilogue { accumulate: true, ..Default::default() };
-        k.extend(project(ctx, &s.hb, &s.xq_ffn, &layer.down, &s.x, t, at)?);
+        residual(&mut k, &layer.down, &s.hb, &s.xq_ffn, None)?;
+        if let Some((_, after_mlp)) = post {
+            k.push(rms_norm_add(ctx, &s.xb, after_mlp, &s.x, t, h, eps)?);
+        }
     }
 
     // final norm, then logits = xb·W_lmᵀ for the rows asked for
@@ -415,7 +450,7 @@ pub fn forward(
     choose_into(ctx, cfg, s, k, rows, t, pos, choose)
 }
 
-/// The choosing kernels after the logits (`choose`), appended to `k`.
+/// The final soft-cap (if any) and the choosing kernels after the logits (`choose`), appended to `k`.
 #[allow(clippy::too_many_arguments)]
 fn choose_into(
     ctx: &Context,
@@ -427,6 +462,10 @@ fn choose_into(
     pos: Pos,
     choose: Choose,
 ) -> Result<Vec<Kernel>> {
+    // Gemma 2: logits = c · tanh(logits / c)
+    if cfg.final_softcap > 0.0 {
+        k.push(softcap(ctx, &s.logits, cfg.final_softcap, rows * cfg.vocab)?);
+    }
     match choose {
         Choose::Argmax => k.extend(argmax_into(ctx, &s.logits, &s.next_id, rows, cfg.vocab, &s.argmax)?),
         Choose::Sample => {

@@ -5,6 +5,7 @@
 use super::config::Config;
 use super::error::{ModelError, Result};
 use crate::gpu::{Context, GpuError};
+use crate::ops::add::add_scalar;
 use crate::ops::matmul::QuantMatrix;
 use crate::quant::{quantize, WeightFormat};
 
@@ -44,6 +45,8 @@ pub struct LayerWeights {
     pub ffn_norm: wgpu::Buffer, // (hidden)
     pub gate_up: GateUp,        // (ffn, hidden) each
     pub down: QuantMatrix,      // (hidden, ffn)
+    /// Gemma's norms of the attention and MLP outputs, each (hidden).
+    pub post_norms: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
 pub struct Weights {
@@ -84,6 +87,9 @@ impl Weights {
                 GateUp::Fused(m) => out.extend(m.buffers()),
             }
             out.extend(l.down.buffers());
+            if let Some((a, m)) = &l.post_norms {
+                out.extend([a, m]);
+            }
         }
         out.push(&self.norm);
         out.extend(self.lm_head.iter().flat_map(|m| m.buffers()));
@@ -105,6 +111,7 @@ impl Weights {
             total += l.attn_norm.size() + l.ffn_norm.size() + lin(&l.o) + l.down.bytes();
             total += l.qkv.parts.iter().map(|(p, _)| lin(p)).sum::<u64>();
             total += l.qk_norm.as_ref().map_or(0, |(q, k)| q.size() + k.size());
+            total += l.post_norms.as_ref().map_or(0, |(a, m)| a.size() + m.size());
             total += match &l.gate_up {
                 GateUp::Separate { gate, up } => gate.bytes() + up.bytes(),
                 GateUp::Fused(f) => f.bytes(),
@@ -116,6 +123,14 @@ impl Weights {
     /// Load every tensor `cfg` needs from `src`, checking shapes against the config.
     pub fn load(ctx: &Context, cfg: &Config, src: &mut dyn TensorSource) -> Result<Self> {
         let (h, qd, kvd, ffn) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn);
+        // RMSNorm weights, with Gemma's 1 added on the GPU as they arrive.
+        let norm = |src: &mut dyn TensorSource, name: &str, len: u32| -> Result<wgpu::Buffer> {
+            let b = src.vector(ctx, name, len)?;
+            if cfg.norm_offset != 0.0 {
+                ctx.run(&[&add_scalar(ctx, &b, cfg.norm_offset, len)?]);
+            }
+            Ok(b)
+        };
         let matrix = |src: &mut dyn TensorSource, name: &str, n: u32, k: u32| -> Result<QuantMatrix> {
             let m = src.matrix(ctx, name)?;
             expect_shape(name, &m, n, k)?;
@@ -146,8 +161,8 @@ impl Weights {
             };
             let qk_norm = if cfg.qk_norm {
                 Some((
-                    src.vector(ctx, &format!("{p}.self_attn.q_norm.weight"), cfg.head_dim)?,
-                    src.vector(ctx, &format!("{p}.self_attn.k_norm.weight"), cfg.head_dim)?,
+                    norm(src, &format!("{p}.self_attn.q_norm.weight"), cfg.head_dim)?,
+                    norm(src, &format!("{p}.self_attn.k_norm.weight"), cfg.head_dim)?,
                 ))
             } else {
                 None
@@ -171,17 +186,28 @@ impl Weights {
                     None => GateUp::Separate { gate, up },
                 }
             };
+            // Gemma: post_attention_layernorm norms the attention output; the MLP's input norm is
+            // pre_feedforward_layernorm. Llama: post_attention_layernorm is the MLP's input norm.
+            let (ffn_norm, post_norms) = if cfg.post_norms {
+                let ffn_norm = norm(src, &format!("{p}.pre_feedforward_layernorm.weight"), h)?;
+                let after_attn = norm(src, &format!("{p}.post_attention_layernorm.weight"), h)?;
+                let after_mlp = norm(src, &format!("{p}.post_feedforward_layernorm.weight"), h)?;
+                (ffn_norm, Some((after_attn, after_mlp)))
+            } else {
+                (norm(src, &format!("{p}.post_attention_layernorm.weight"), h)?, None)
+            };
             layers.push(LayerWeights {
-                attn_norm: src.vector(ctx, &format!("{p}.input_layernorm.weight"), h)?,
+                attn_norm: norm(src, &format!("{p}.input_layernorm.weight"), h)?,
                 qkv,
                 qk_norm,
                 o,
-                ffn_norm: src.vector(ctx, &format!("{p}.post_attention_layernorm.weight"), h)?,
+                ffn_norm,
                 gate_up,
                 down: matrix(src, &format!("{p}.mlp.down_proj.weight"), h, ffn)?,
+                post_norms,
             });
         }
-        let norm = src.vector(ctx, "model.norm.weight", h)?;
+        let norm = norm(src, "model.norm.weight", h)?;
         let lm_head = if cfg.tied_embeddings { None } else { Some(matrix(src, "lm_head.weight", cfg.vocab, h)?) };
         Ok(Weights { embed, layers, norm, lm_head })
     }

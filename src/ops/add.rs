@@ -10,7 +10,8 @@ pub const WG: u32 = 256;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
-    _pad: [u32; 3],
+    c: f32,
+    _pad: [u32; 2],
 }
 
 /// `out[..n] = a[..n] + b[..n]`. `out` may be `a` or `b` (then it runs in place); `a` may be `b`
@@ -38,6 +39,15 @@ pub fn add_inplace(ctx: &Context, a: &wgpu::Buffer, b: &wgpu::Buffer, n: u32) ->
     kernel(ctx, entry, &[(slots[0], b), (slots[1], a)], count)
 }
 
+/// `a[..n] += c`: a constant added to every element (Gemma's norm weights become `1 + w` at load).
+pub fn add_scalar(ctx: &Context, a: &wgpu::Buffer, c: f32, n: u32) -> Result<Kernel> {
+    ensure(n > 0 && n < 1 << 31, "add_scalar", || format!("{n} elements: need 1..2^31"))?;
+    ensure(c.is_finite(), "add_scalar", || format!("constant {c} is not finite"))?;
+    check_len("add_scalar", "a", a, n as u64)?;
+    let params = ctx.uniform("add.params", &Params { n, c, _pad: [0; 2] });
+    Kernel::new(ctx, &PipelineKey::new(Shader::Add, "add_scalar"), &[(3, a)], Some(params), ctx.grid(n.div_ceil(WG)))
+}
+
 fn check(a: &wgpu::Buffer, b: &wgpu::Buffer, n: u32) -> Result<()> {
     ensure(n > 0, "add", || "empty add (n = 0)".into())?;
     // keeps workgroups · WG, the shader's linear id, inside u32
@@ -48,6 +58,6 @@ fn check(a: &wgpu::Buffer, b: &wgpu::Buffer, n: u32) -> Result<()> {
 
 /// `count` = invocations: elements, or vec4s for the *4 entries.
 fn kernel(ctx: &Context, entry: &'static str, buffers: &[(u32, &wgpu::Buffer)], count: u32) -> Result<Kernel> {
-    let params = ctx.uniform("add.params", &Params { n: count, _pad: [0; 3] });
+    let params = ctx.uniform("add.params", &Params { n: count, c: 0.0, _pad: [0; 2] });
     Kernel::new(ctx, &PipelineKey::new(Shader::Add, entry), buffers, Some(params), ctx.grid(count.div_ceil(WG)))
 }

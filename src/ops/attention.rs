@@ -25,12 +25,17 @@ pub struct AttentionShape {
     pub kv: KvCacheShape,
     /// Multiplies q·k before the softmax; usually `1 / sqrt(head_dim)`.
     pub scale: f32,
+    /// Sliding-window attention: a query at position p sees keys p − window < k ≤ p (Gemma's local
+    /// layers); 0 = every earlier key.
+    pub window: u32,
+    /// Soft-capping of the scaled scores, `c · tanh(s / c)` before the softmax (Gemma 2); 0 = none.
+    pub softcap: f32,
 }
 
 impl AttentionShape {
-    /// The shape with the usual scale `1 / sqrt(head_dim)`.
+    /// The shape with the usual scale `1 / sqrt(head_dim)`, no window and no cap.
     pub fn new(n_heads: u32, kv: KvCacheShape) -> Self {
-        Self { n_heads, kv, scale: 1.0 / (kv.head_dim as f32).sqrt() }
+        Self { n_heads, kv, scale: 1.0 / (kv.head_dim as f32).sqrt(), window: 0, softcap: 0.0 }
     }
 }
 
@@ -81,7 +86,9 @@ struct Params {
     n_splits: u32,
     row_words: u32,
     scale_log2: f32,
-    _pad: [u32; 4],
+    window: u32,
+    softcap_log2: f32,
+    _pad: [u32; 2],
 }
 
 /// The number of splits chosen when none is forced: one per `KEYS_PER_SPLIT` keys, as long as the
@@ -95,7 +102,8 @@ pub fn auto_splits(shape: &AttentionShape, pos0: u32, t: u32, scratch: &Attentio
 }
 
 /// `out[i, h, :] = softmax(scale · q[i, h] · K[0..=pos0+i]ᵀ) · V[0..=pos0+i]` for query rows
-/// `i < t` at absolute positions `pos0 + i`, query head `h` reading kv head
+/// `i < t` at absolute positions `pos0 + i` (keys from `pos0 + i + 1 − window` on with a window,
+/// scores soft-capped with `softcap`), query head `h` reading kv head
 /// `h / (n_heads / n_kv_heads)`. `q`, `out`: f32 `[t, n_heads * head_dim]`; `cache_k`,
 /// `cache_v`: layout `shape.kv`, already holding positions `0..pos0 + t`. `splits` forces the
 /// number of key splits (`None`: [`auto_splits`]); more than one adds a combine pass.
@@ -124,6 +132,9 @@ pub fn attention<'a>(
     })?;
     ensure(kv.head_dim <= MAX_HEAD_DIM, OP, || format!("head_dim {} > {MAX_HEAD_DIM}", kv.head_dim))?;
     ensure(shape.scale.is_finite(), OP, || format!("scale {} is not finite", shape.scale))?;
+    ensure(shape.softcap.is_finite() && shape.softcap >= 0.0, OP, || {
+        format!("softcap {} must be finite and ≥ 0", shape.softcap)
+    })?;
     let q_elems = t as u64 * n_heads as u64 * kv.head_dim as u64;
     check_len(OP, "q", q, q_elems)?;
     check_len(OP, "out", out, q_elems)?;
@@ -161,7 +172,9 @@ pub fn attention<'a>(
         n_splits,
         row_words: kv.row_words(),
         scale_log2: shape.scale * std::f32::consts::LOG2_E,
-        _pad: [0; 4],
+        window: shape.window,
+        softcap_log2: shape.softcap * std::f32::consts::LOG2_E,
+        _pad: [0; 2],
     };
     let uniform = ctx.uniform("attention.params", &params);
     // CPU-emulated GPUs take the barrier-free variant (one invocation per (row, head, split)).

@@ -19,19 +19,24 @@ struct Params {
     groups: u32,
     blocks: u32,
     last: u32,
+    scale: f32,
+    _pad: [u32; 3],
 }
 
-/// `out[t, dim] = table[ids[t], :]` for a `(vocab × dim)` table; `ids` holds `t` u32s. One kernel per
-/// table chunk, each writing the tokens whose id is in its rows. An id ≥ vocab yields a row of zeros
-/// (ids live on the GPU, so the host cannot reject them).
+/// `out[t, dim] = scale · table[ids[t], :]` for a `(vocab × dim)` table (scale 1, or Gemma's
+/// √hidden); `ids` holds `t` u32s. One kernel per table chunk, each writing the tokens whose id is
+/// in its rows. An id ≥ vocab yields a row of zeros (ids live on the GPU, so the host cannot reject
+/// them).
 pub fn embedding(
     ctx: &Context,
     table: &QuantMatrix,
     ids: &wgpu::Buffer,
     out: &wgpu::Buffer,
     t: u32,
+    scale: f32,
 ) -> Result<Vec<Kernel>> {
     let dim = table.k;
+    ensure(scale.is_finite(), "embedding", || format!("scale {scale} is not finite"))?;
     ensure(t > 0, "embedding", || "t = 0 tokens".into())?;
     ensure(t as u64 * dim as u64 <= u32::MAX as u64, "embedding", || {
         format!("t = {t} × dim = {dim} elements exceed u32 indexing")
@@ -53,6 +58,8 @@ pub fn embedding(
             groups: table.groups(),
             blocks,
             last: (c.row0 + c.rows == table.n) as u32,
+            scale,
+            _pad: [0; 3],
         };
         // F16/F32 have no scales; the weights stand in for the unused binding.
         let scales = c.scales.as_ref().unwrap_or(&c.weights);

@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use super::act_q8::ActQ8;
 use super::check_len;
+use super::swiglu::Act;
 use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
 use crate::quant::{PackedMatrix, WeightFormat};
 
@@ -250,6 +251,8 @@ pub struct Epilogue<'a> {
     /// Multiply by `rmsnorm(x) * weight` instead of x (GEMVs, k ≤ [`NORM_MAX_K`]; see
     /// [`norm_fusable`]): the norm before a projection costs no dispatch of its own.
     pub norm: Option<Norm<'a>>,
+    /// The gate's activation in [`matmul_swiglu`] (ignored elsewhere).
+    pub act: Act,
 }
 
 /// An RMSNorm folded into a GEMV: weight `[k]` and epsilon.
@@ -329,9 +332,9 @@ pub fn swiglu_fusable(w: &QuantMatrix, m: u32) -> bool {
     m == 1 && w.n % 2 == 0 && w.chunks.len() == 1
 }
 
-/// `y[0, r] = silu(x · W[r]) * (x · W[r + n/2])` for r < n/2: the MLP's gate, up and SwiGLU in
+/// `y[0, r] = act(x · W[r]) * (x · W[r + n/2])` for r < n/2 (act per `epilogue.act`): the MLP's gate, up and SwiGLU in
 /// one GEMV over a stacked gate|up matrix (one chunk, m = 1; see [`swiglu_fusable`]). Only the
-/// layout fields and the norm of `epilogue` apply.
+/// layout fields, the norm and the activation of `epilogue` apply.
 pub fn matmul_swiglu(
     ctx: &Context,
     x: &wgpu::Buffer,
@@ -424,6 +427,7 @@ fn build(
     let key = PipelineKey::new(Shader::Matmul, entry)
         .constant("FORMAT", w.format.shader_code())
         .constant("SWIGLU", swiglu as u32)
+        .constant("GELU", if swiglu { epilogue.act.gelu() } else { 0 })
         .constant("NORM", epilogue.norm.is_some() as u32);
     let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
     let mut kernels = Vec::with_capacity(w.chunks.len());

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sample;
+pub mod softcap;
 pub mod swiglu;
 
 use crate::gpu::{GpuError, Result};

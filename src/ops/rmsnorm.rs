@@ -29,6 +29,24 @@ pub fn rms_norm(
     Kernel::new(ctx, &key, &[(1, w), (2, x), (3, y)], Some(params), ctx.grid(rows))
 }
 
+/// Into a residual: `y[rows, dim] += rmsnorm(x[rows, dim]) * w[dim]` (Gemma's post-norms).
+pub fn rms_norm_add(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    rows: u32,
+    dim: u32,
+    eps: f32,
+) -> Result<Kernel> {
+    check(x, w, rows, dim)?;
+    check_len("rms_norm", "y", y, rows as u64 * dim as u64)?;
+    ensure(x != y && w != y, "rms_norm", || "y must differ from x and w".into())?;
+    let params = ctx.uniform("rmsnorm.params", &Params { rows, dim, eps, _pad: 0 });
+    let key = PipelineKey::new(Shader::RmsNorm, "rmsnorm_add");
+    Kernel::new(ctx, &key, &[(1, w), (2, x), (3, y)], Some(params), ctx.grid(rows))
+}
+
 /// In place: `x[rows, dim] = rmsnorm(x) * w`.
 pub fn rms_norm_inplace(
     ctx: &Context,

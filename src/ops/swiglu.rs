@@ -1,11 +1,28 @@
-//! SwiGLU, the gated activation of Llama/Qwen/Phi-3 MLPs: `out = silu(gate) · up` with
-//! `silu(g) = g / (1 + exp(-g))` (`shaders/swiglu.wgsl`).
+//! The gated activation of the MLP, `out = act(gate) · up`: SwiGLU (Llama/Qwen/Phi-3,
+//! `silu(g) = g / (1 + exp(-g))`) or GeGLU (Gemma, tanh-approximated GELU) (`shaders/swiglu.wgsl`).
 
 use super::check_len;
 use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
 
 /// Invocations per workgroup; equals `WG` in shaders/swiglu.wgsl (tests/shaders.rs checks).
 pub const WG: u32 = 256;
+
+/// The gate's activation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Act {
+    /// `g · sigmoid(g)`.
+    #[default]
+    Silu,
+    /// `0.5 g (1 + tanh(√(2/π) (g + 0.044715 g³)))` (PyTorch's `gelu(approximate="tanh")`).
+    GeluTanh,
+}
+
+impl Act {
+    /// The `GELU` pipeline constant of the shaders that gate.
+    pub fn gelu(self) -> u32 {
+        (self == Act::GeluTanh) as u32
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -15,7 +32,8 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// `out[t, f] = silu(gate[t, f]) · up[t, f]` (separate gate_proj and up_proj outputs).
+/// `out[t, f] = act(gate[t, f]) · up[t, f]` (separate gate_proj and up_proj outputs).
+#[allow(clippy::too_many_arguments)]
 pub fn swiglu(
     ctx: &Context,
     gate: &wgpu::Buffer,
@@ -23,6 +41,7 @@ pub fn swiglu(
     out: &wgpu::Buffer,
     t: u32,
     f: u32,
+    act: Act,
 ) -> Result<Kernel> {
     let n = elems(t, f)?;
     check_len("swiglu", "gate", gate, n as u64)?;
@@ -31,21 +50,28 @@ pub fn swiglu(
     // vec4 when the flat length allows it; buffers were checked to hold n elements
     let (entry, slots, count) = if n % 4 == 0 { ("swiglu4", [5, 6, 8], n / 4) } else { ("swiglu", [1, 2, 4], n) };
     let params = ctx.uniform("swiglu.params", &Params { n: count, f, _pad: [0; 2] });
-    let key = PipelineKey::new(Shader::SwiGlu, entry);
+    let key = PipelineKey::new(Shader::SwiGlu, entry).constant("GELU", act.gelu());
     let buffers = [(slots[0], gate), (slots[1], up), (slots[2], out)];
     Kernel::new(ctx, &key, &buffers, Some(params), ctx.grid(count.div_ceil(WG)))
 }
 
-/// `out[t, f] = silu(gate_up[t, ..f]) · gate_up[t, f..]`: Phi-3's fused gate_up_proj output
+/// `out[t, f] = act(gate_up[t, ..f]) · gate_up[t, f..]`: a stacked gate|up projection's output
 /// `[t, 2f]`, gate in the first half of each row, up in the second.
-pub fn swiglu_fused(ctx: &Context, gate_up: &wgpu::Buffer, out: &wgpu::Buffer, t: u32, f: u32) -> Result<Kernel> {
+pub fn swiglu_fused(
+    ctx: &Context,
+    gate_up: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    t: u32,
+    f: u32,
+    act: Act,
+) -> Result<Kernel> {
     let n = elems(t, f)?;
     check_len("swiglu_fused", "gate_up", gate_up, 2 * n as u64)?;
     check_len("swiglu_fused", "out", out, n as u64)?;
     let (entry, slots, count, row) =
         if f % 4 == 0 { ("swiglu_fused4", [7, 8], n / 4, f / 4) } else { ("swiglu_fused", [3, 4], n, f) };
     let params = ctx.uniform("swiglu.params", &Params { n: count, f: row, _pad: [0; 2] });
-    let key = PipelineKey::new(Shader::SwiGlu, entry);
+    let key = PipelineKey::new(Shader::SwiGlu, entry).constant("GELU", act.gelu());
     Kernel::new(ctx, &key, &[(slots[0], gate_up), (slots[1], out)], Some(params), ctx.grid(count.div_ceil(WG)))
 }
 

@@ -17,7 +17,9 @@ pub fn rmsnorm(x: &[f32], w: &[f32], rows: usize, dim: usize, eps: f64) -> Vec<f
     out
 }
 
-/// f64 attention: `k`, `v` rows `[pos, n_kv * head_dim]` (values as held), q `[t, n_heads * head_dim]`.
+/// f64 attention: `k`, `v` rows `[pos, n_kv * head_dim]` (values as held), q `[t, n_heads * head_dim]`;
+/// a query at position p sees keys p − window < k ≤ p (window 0: all), scaled scores soft-capped
+/// as `softcap · tanh(s / softcap)` (0: not).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f64],
@@ -29,6 +31,8 @@ pub fn attention(
     pos0: usize,
     t: usize,
     scale: f64,
+    window: usize,
+    softcap: f64,
 ) -> Vec<f64> {
     let group = n_heads / n_kv;
     let kv_dim = n_kv * hd;
@@ -38,15 +42,17 @@ pub fn attention(
             let qh = &q[(i * n_heads + h) * hd..][..hd];
             let kvh = h / group;
             let n_keys = pos0 + i + 1;
-            let scores: Vec<f64> = (0..n_keys)
+            let first = if window > 0 { n_keys.saturating_sub(window) } else { 0 };
+            let scores: Vec<f64> = (first..n_keys)
                 .map(|j| (0..hd).map(|d| qh[d] * k[j * kv_dim + kvh * hd + d]).sum::<f64>() * scale)
+                .map(|s| if softcap > 0.0 { softcap * (s / softcap).tanh() } else { s })
                 .collect();
             let m = scores.iter().cloned().fold(f64::MIN, f64::max);
             let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
             let l: f64 = w.iter().sum();
             for d in 0..hd {
                 out[(i * n_heads + h) * hd + d] =
-                    (0..n_keys).map(|j| w[j] * v[j * kv_dim + kvh * hd + d]).sum::<f64>() / l;
+                    (first..n_keys).map(|j| w[j - first] * v[j * kv_dim + kvh * hd + d]).sum::<f64>() / l;
             }
         }
     }
@@ -187,7 +193,7 @@ pub fn transformer(
             rope_f64(&mut q, &cfg.rope, rope_inv, mscale, nh, t, 0);
             rope_f64(&mut k, &cfg.rope, rope_inv, mscale, nkv, t, 0);
         }
-        let att = attention(&q, &k, &v, nh, nkv, hd, 0, t, 1.0 / (hd as f64).sqrt());
+        let att = attention(&q, &k, &v, nh, nkv, hd, 0, t, 1.0 / (hd as f64).sqrt(), 0, 0.0);
         let o = linear64(
             &att,
             t,
