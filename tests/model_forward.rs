@@ -44,7 +44,7 @@ fn config(arch: &str) -> serde_json::Value {
         "model_type": arch, "hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 9,
         "num_key_value_heads": 3, "head_dim": 32, "intermediate_size": 160, "vocab_size": 301,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 512,
-        "tie_word_embeddings": arch == "llama" || arch == "qwen3",
+        "tie_word_embeddings": arch == "llama" || arch == "qwen3" || arch.starts_with("gemma"),
     });
     match arch {
         "llama" => {
@@ -54,6 +54,23 @@ fn config(arch: &str) -> serde_json::Value {
         // Every second layer without RoPE (SmolLM3 has every fourth).
         "smollm3" => {
             c["no_rope_layer_interval"] = json!(2);
+        }
+        // Layer 0 slides over 4 keys (11 tokens run well past it), layer 1 is global; Gemma 3's
+        // local layer has its own RoPE base, the global one linear scaling; Gemma 2 caps scores
+        // and logits low enough to bend them (scores reach ~±5, logits ~±10).
+        "gemma3_text" | "gemma2" => {
+            c["layer_types"] = json!(["sliding_attention", "full_attention"]);
+            c["sliding_window"] = json!(4);
+            c["query_pre_attn_scalar"] = json!(24);
+            c["hidden_activation"] = json!("gelu_pytorch_tanh");
+            if arch == "gemma3_text" {
+                c["rope_theta"] = json!(1_000_000.0);
+                c["rope_local_base_freq"] = json!(10_000.0);
+                c["rope_scaling"] = json!({"rope_type": "linear", "factor": 8.0});
+            } else {
+                c["attn_logit_softcapping"] = json!(2.0);
+                c["final_logit_softcapping"] = json!(3.0);
+            }
         }
         "phi3" => {
             // Phi-3 derives head_dim = hidden / heads: 3 heads of 32, 1 KV head.
@@ -80,10 +97,16 @@ fn random_tensors(cfg: &Config, rng: &mut Rng) -> Tensors {
     };
     let mat = |n: usize, k: usize| (vec![n, k], 1.5 / (k as f32).sqrt());
     put("model.embed_tokens.weight".into(), vec![cfg.vocab as usize, h], 1.0, 0.0);
+    // norm weights around 1 as used: Gemma's are w in (1 + w)
+    let nw = 1.0 - cfg.norm_offset;
     for l in 0..cfg.n_layers {
         let p = format!("model.layers.{l}");
-        put(format!("{p}.input_layernorm.weight"), vec![h], 0.1, 1.0);
-        put(format!("{p}.post_attention_layernorm.weight"), vec![h], 0.1, 1.0);
+        put(format!("{p}.input_layernorm.weight"), vec![h], 0.1, nw);
+        put(format!("{p}.post_attention_layernorm.weight"), vec![h], 0.1, nw);
+        if cfg.post_norms {
+            put(format!("{p}.pre_feedforward_layernorm.weight"), vec![h], 0.1, nw);
+            put(format!("{p}.post_feedforward_layernorm.weight"), vec![h], 0.1, nw);
+        }
         if cfg.fused_proj {
             let (s, sc) = mat(qd + 2 * kvd, h);
             put(format!("{p}.self_attn.qkv_proj.weight"), s, sc, 0.0);
@@ -103,15 +126,15 @@ fn random_tensors(cfg: &Config, rng: &mut Rng) -> Tensors {
             }
         }
         if cfg.qk_norm {
-            put(format!("{p}.self_attn.q_norm.weight"), vec![cfg.head_dim as usize], 0.1, 1.0);
-            put(format!("{p}.self_attn.k_norm.weight"), vec![cfg.head_dim as usize], 0.1, 1.0);
+            put(format!("{p}.self_attn.q_norm.weight"), vec![cfg.head_dim as usize], 0.1, nw);
+            put(format!("{p}.self_attn.k_norm.weight"), vec![cfg.head_dim as usize], 0.1, nw);
         }
         let (s, sc) = mat(h, qd);
         put(format!("{p}.self_attn.o_proj.weight"), s, sc, 0.0);
         let (s, sc) = mat(h, ffn);
         put(format!("{p}.mlp.down_proj.weight"), s, sc, 0.0);
     }
-    put("model.norm.weight".into(), vec![h], 0.1, 1.0);
+    put("model.norm.weight".into(), vec![h], 0.1, nw);
     if !cfg.tied_embeddings {
         put("lm_head.weight".into(), vec![cfg.vocab as usize, h], 1.5 / (h as f32).sqrt(), 0.0);
     }
@@ -205,10 +228,21 @@ fn smollm3_matches_reference() {
 }
 
 #[test]
+fn gemma3_matches_reference() {
+    check_arch("gemma3_text", QuantPolicy::F32, KvDtype::F32);
+}
+
+#[test]
+fn gemma2_matches_reference() {
+    check_arch("gemma2", QuantPolicy::F32, KvDtype::F32);
+}
+
+#[test]
 fn quantized_models_match_reference_on_dequantized_weights() {
     check_arch("llama", QuantPolicy::Q4, KvDtype::F32);
     check_arch("phi3", QuantPolicy::Q4, KvDtype::F32);
     check_arch("qwen2", QuantPolicy::F16, KvDtype::F32);
+    check_arch("gemma2", QuantPolicy::Q4, KvDtype::F32);
 }
 
 #[test]

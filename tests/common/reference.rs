@@ -142,18 +142,21 @@ fn linear64(x: &[f64], t: usize, w: &[f32], n: usize, k: usize, b: Option<&[f32]
     y
 }
 
-fn rmsnorm64(x: &[f64], w: &[f32], dim: usize, eps: f64) -> Vec<f64> {
+/// RMSNorm with weights `offset + w` (Gemma's 1 + w).
+fn rmsnorm64(x: &[f64], w: &[f32], dim: usize, eps: f64, offset: f64) -> Vec<f64> {
     x.chunks(dim)
         .flat_map(|row| {
             let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / dim as f64 + eps).sqrt();
-            row.iter().zip(w).map(move |(v, &g)| v * inv * g as f64)
+            row.iter().zip(w).map(move |(v, &g)| v * inv * (offset + g as f64))
         })
         .collect()
 }
 
 /// The Llama-family forward pass in f64 over the whole sequence, from f32 checkpoint tensors
 /// (HF names): logits `[t, vocab]`. RoPE frequencies come from `rope_inv` (f32, as HF keeps them)
-/// with cos/sin multiplied by `mscale`.
+/// with cos/sin multiplied by `mscale`; Gemma 3's sliding layers use `cfg.rope_local`'s. Gemma:
+/// embeddings · √hidden, (1 + w) norms, norms of the attention and MLP outputs, tanh-GELU, the
+/// query_pre_attn_scalar scale, sliding windows and (Gemma 2) soft-capped scores and logits.
 pub fn transformer(
     cfg: &webgpu_llm::model::Config,
     w: &std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
@@ -167,11 +170,16 @@ pub fn transformer(
     let (qd, kvd, ffn, vocab) = (nh * hd, nkv * hd, cfg.ffn as usize, cfg.vocab as usize);
     let (t, eps) = (tokens.len(), cfg.norm_eps as f64);
     let embed = get("model.embed_tokens.weight");
+    let off = cfg.norm_offset as f64;
+    let norm = |x: &[f64], name: &str, dim: usize| rmsnorm64(x, get(name), dim, eps, off);
+    let es = cfg.embed_scale;
     let mut x: Vec<f64> =
-        tokens.iter().flat_map(|&id| embed[id as usize * h..][..h].iter().map(|&v| v as f64)).collect();
+        tokens.iter().flat_map(|&id| embed[id as usize * h..][..h].iter().map(move |&v| (v * es) as f64)).collect();
+    let local_inv = cfg.rope_local.as_ref().map(|r| r.inv_freq(t as u32).unwrap());
     for l in 0..cfg.n_layers as usize {
         let p = format!("model.layers.{l}");
-        let xb = rmsnorm64(&x, get(&format!("{p}.input_layernorm.weight")), h, eps);
+        let sliding = cfg.sliding.get(l).copied().unwrap_or(false);
+        let xb = norm(&x, &format!("{p}.input_layernorm.weight"), h);
         let (mut q, mut k, v) = if cfg.fused_proj {
             let qkv = linear64(&xb, t, get(&format!("{p}.self_attn.qkv_proj.weight")), qd + 2 * kvd, h, None);
             let col = |r: usize, c0: usize, wd: usize| qkv[r * (qd + 2 * kvd) + c0..][..wd].to_vec();
@@ -185,15 +193,20 @@ pub fn transformer(
             (proj("q", qd), proj("k", kvd), proj("v", kvd))
         };
         if cfg.qk_norm {
-            q = rmsnorm64(&q, get(&format!("{p}.self_attn.q_norm.weight")), hd, eps);
-            k = rmsnorm64(&k, get(&format!("{p}.self_attn.k_norm.weight")), hd, eps);
+            q = norm(&q, &format!("{p}.self_attn.q_norm.weight"), hd);
+            k = norm(&k, &format!("{p}.self_attn.k_norm.weight"), hd);
         }
         // SmolLM3's NoPE layers leave q and k as they are.
         if !cfg.no_rope.get(l).copied().unwrap_or(false) {
-            rope_f64(&mut q, &cfg.rope, rope_inv, mscale, nh, t, 0);
-            rope_f64(&mut k, &cfg.rope, rope_inv, mscale, nkv, t, 0);
+            let (rc, inv, ms) = match (&cfg.rope_local, &local_inv) {
+                (Some(rc), Some(inv)) if sliding => (rc, &inv[..], 1.0),
+                _ => (&cfg.rope, rope_inv, mscale),
+            };
+            rope_f64(&mut q, rc, inv, ms, nh, t, 0);
+            rope_f64(&mut k, rc, inv, ms, nkv, t, 0);
         }
-        let att = attention(&q, &k, &v, nh, nkv, hd, 0, t, 1.0 / (hd as f64).sqrt(), 0, 0.0);
+        let window = if sliding { cfg.sliding_window as usize } else { 0 };
+        let att = attention(&q, &k, &v, nh, nkv, hd, 0, t, cfg.attn_scale as f64, window, cfg.attn_softcap as f64);
         let o = linear64(
             &att,
             t,
@@ -202,8 +215,10 @@ pub fn transformer(
             qd,
             opt(&format!("{p}.self_attn.o_proj.bias")),
         );
+        let o = if cfg.post_norms { norm(&o, &format!("{p}.post_attention_layernorm.weight"), h) } else { o };
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-        let xb = rmsnorm64(&x, get(&format!("{p}.post_attention_layernorm.weight")), h, eps);
+        let ffn_norm = if cfg.post_norms { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
+        let xb = norm(&x, &format!("{p}.{ffn_norm}.weight"), h);
         let (g, u) = if cfg.fused_proj {
             let gu = linear64(&xb, t, get(&format!("{p}.mlp.gate_up_proj.weight")), 2 * ffn, h, None);
             let part = |c0: usize| (0..t).flat_map(|r| gu[r * 2 * ffn + c0..][..ffn].to_vec()).collect::<Vec<f64>>();
@@ -214,11 +229,21 @@ pub fn transformer(
                 linear64(&xb, t, get(&format!("{p}.mlp.up_proj.weight")), ffn, h, None),
             )
         };
-        let hb: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+        // silu(g) = g·sigmoid(g); tanh-GELU(g) = g·sigmoid(2√(2/π)(g + 0.044715 g³))
+        let gelu = cfg.act == webgpu_llm::ops::swiglu::Act::GeluTanh;
+        let arg =
+            |g: f64| if gelu { 2.0 * (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g) } else { g };
+        let hb: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-arg(g)).exp()) * u).collect();
         let d = linear64(&hb, t, get(&format!("{p}.mlp.down_proj.weight")), h, ffn, None);
+        let d = if cfg.post_norms { norm(&d, &format!("{p}.post_feedforward_layernorm.weight"), h) } else { d };
         x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
     }
-    let xb = rmsnorm64(&x, get("model.norm.weight"), h, eps);
+    let xb = norm(&x, "model.norm.weight", h);
     let head = if cfg.tied_embeddings { embed } else { get("lm_head.weight") };
-    linear64(&xb, t, head, vocab, h, None)
+    let mut logits = linear64(&xb, t, head, vocab, h, None);
+    if cfg.final_softcap > 0.0 {
+        let c = cfg.final_softcap as f64;
+        logits.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
+    }
+    logits
 }
