@@ -207,8 +207,16 @@ impl SteadyStats {
 
 /// Special tokens that end a turn in the chat formats we know; those in the vocabulary as special
 /// (added) tokens stop generation, with the tokenizer_config's `eos_token`.
-const END_OF_TURN: &[&str] =
-    &["<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "<|end|>", "</s>", "<|eom_id|>"];
+const END_OF_TURN: &[&str] = &[
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|end|>",
+    "</s>",
+    "<|eom_id|>",
+    "<end_of_turn>", // Gemma
+];
 
 pub struct Engine {
     pub model: Model,

@@ -635,6 +635,10 @@ fn gguf_name(arch: &str, hf: &str) -> String {
         "self_attn.o_proj" => "attn_output",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
+        // Gemma 2/3 (arch names as GGUF spells them)
+        "post_attention_layernorm" if arch.starts_with("gemma") => "post_attention_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
         "post_attention_layernorm" => "ffn_norm",
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
@@ -668,7 +672,11 @@ fn fixture_gguf(f: &Fixture) -> Vec<u8> {
 
 fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
     let c = &f.config;
-    let arch = c["model_type"].as_str().unwrap();
+    let arch = match c["model_type"].as_str().unwrap() {
+        "gemma3_text" => "gemma3",
+        other => other,
+    };
+    let gemma = arch.starts_with("gemma");
     let u = |k: &str| c[k].as_u64().unwrap() as u32;
     let (hidden, heads) = (u("hidden_size"), u("num_attention_heads"));
     let kv_heads = c["num_key_value_heads"].as_u64().map_or(heads, |v| v as u32);
@@ -688,6 +696,20 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
         .u32(&k("rope.dimension_count"), head_dim)
         .u32(&k("vocab_size"), u("vocab_size"));
     let scaling = &c["rope_scaling"];
+    if gemma {
+        // Gemma2Model / Gemma3Model: the window and caps as keys; the layer pattern, the local
+        // RoPE base and the attention scale are llama.cpp's fixed rules (the fixtures follow them).
+        w.u32(&k("attention.sliding_window"), u("sliding_window"));
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if let Some(v) = c[key].as_f64() {
+                w.f32(&k(key), v as f32);
+            }
+        }
+        if scaling["rope_type"] == "linear" {
+            w.str(&k("rope.scaling.type"), "linear")
+                .f32(&k("rope.scaling.factor"), scaling["factor"].as_f64().unwrap() as f32);
+        }
+    }
     if arch == "llama" && scaling["rope_type"] == "llama3" {
         // LlamaModel.generate_extra_tensors: the llama3 divisor of each frequency.
         let s = |k: &str| scaling[k].as_f64().unwrap();
@@ -726,7 +748,11 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
     }
     for (name, shape, values) in f.weights() {
         let mut values = values;
-        if arch == "llama" && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
+        // Gemma's converter stores norm weights as 1 + w (in f32 here; the converter adds in the checkpoint's dtype).
+        let plus_one = gemma && name.ends_with("norm.weight");
+        if (arch == "llama" || arch == "smollm3")
+            && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight"))
+        {
             let n_head = if name.contains("q_proj") { heads } else { kv_heads };
             values = permute_rows(&values, shape[0], shape[1], n_head as usize);
         }
@@ -737,7 +763,7 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
                 w.tensor(&g, &[k as u64, n as u64], GgmlType::F16, data);
             }
             [len] => {
-                let v: Vec<f32> = values.iter().map(|x| x.to_f32()).collect();
+                let v: Vec<f32> = values.iter().map(|x| x.to_f32() + if plus_one { 1.0 } else { 0.0 }).collect();
                 w.f32_tensor(&g, &[len as u64], &v);
             }
             _ => panic!("{name}: rank"),
@@ -753,7 +779,7 @@ fn check_fixture_as_gguf(name: &str) {
     let mut src = SliceSource::new(vec![&bytes]);
     let hf = hf_config(&file, &mut src).unwrap();
     let config = Config::from_hf(&hf).unwrap_or_else(|e| panic!("{name}: {e}\n{hf}"));
-    let want_pairing = if name == "llama" { RopePairing::Interleaved } else { RopePairing::Half };
+    let want_pairing = if matches!(name, "llama" | "smollm3") { RopePairing::Interleaved } else { RopePairing::Half };
     assert_eq!(config.rope.pairing, want_pairing, "{name}");
     let reference = Config::from_hf(&f.config).unwrap();
     assert_eq!(
@@ -774,6 +800,34 @@ fn check_fixture_as_gguf(name: &str) {
         (config.qkv_bias, config.qk_norm, config.fused_proj),
         (reference.qkv_bias, reference.qk_norm, reference.fused_proj)
     );
+    // The per-layer data llama.cpp hard-codes per architecture must give the fixture's layers.
+    assert_eq!(
+        (&config.no_rope, &config.sliding, config.sliding_window),
+        (&reference.no_rope, &reference.sliding, reference.sliding_window),
+        "{name}"
+    );
+    assert_eq!(
+        (
+            config.attn_scale,
+            config.attn_softcap,
+            config.final_softcap,
+            config.embed_scale,
+            config.act,
+            config.post_norms
+        ),
+        (
+            reference.attn_scale,
+            reference.attn_softcap,
+            reference.final_softcap,
+            reference.embed_scale,
+            reference.act,
+            reference.post_norms
+        ),
+        "{name}"
+    );
+    assert_eq!(config.rope_local, reference.rope_local, "{name}");
+    // GGUF norms hold 1 + w already.
+    assert_eq!(config.norm_offset, 0.0, "{name}");
 
     let mut tensors = load_streamed(ctx(), &bytes);
     let state = StateOptions { context: 8, max_batch: 32, kv_dtype: KvDtype::F32 };
@@ -918,6 +972,16 @@ fn qwen3_gguf_matches_transformers() {
 #[test]
 fn phi3_gguf_matches_transformers() {
     check_fixture_as_gguf("phi3");
+}
+
+#[test]
+fn gemma3_gguf_matches_transformers() {
+    check_fixture_as_gguf("gemma3");
+}
+
+#[test]
+fn gemma2_gguf_matches_transformers() {
+    check_fixture_as_gguf("gemma2");
 }
 
 // ---- SmolLM2-135M-Instruct Q4_1 ------------------------------------------------------------

@@ -50,9 +50,12 @@ fn open(f: &Fixture, quant: Quant) -> Engine {
 }
 
 /// Our logits for every row of `tokens`, with the KV cache sized to the sequence (Phi-3's
-/// LongRoPE picks its factors from it, as transformers does per forward pass).
+/// LongRoPE picks its factors from it, as transformers does per forward pass), prefilled in
+/// chunks of 32 rows (31 where a last chunk of one row would take the decode path, whose int8
+/// activations on quantized weights are checked with their own tolerance in model_forward).
 fn all_logits(engine: &mut Engine, tokens: &[u32]) -> Vec<f32> {
-    let opts = StateOptions { context: tokens.len() as u32, max_batch: 32, kv_dtype: KvDtype::F32 };
+    let max_batch = if tokens.len() % 32 == 1 { 31 } else { 32 };
+    let opts = StateOptions { context: tokens.len() as u32, max_batch, kv_dtype: KvDtype::F32 };
     engine.model.state = State::new(ctx(), &engine.model.config, opts).unwrap();
     pollster::block_on(engine.model.logits(ctx(), tokens, 0, Logits::All)).unwrap()
 }
@@ -147,4 +150,63 @@ fn phi3_matches_transformers() {
 #[test]
 fn smollm3_matches_transformers() {
     check_fixture("smollm3");
+}
+
+/// Gemma 3 (text): sliding layers over 8 keys with prompts running well past them, the local
+/// RoPE base, (1 + w) norms, post-norms, GeGLU, q/k norms, √hidden embeddings, 262k vocabulary.
+#[test]
+fn gemma3_matches_transformers() {
+    check_fixture("gemma3");
+}
+
+/// Gemma 2: as Gemma 3 without q/k norms, with soft-capped attention scores and final logits.
+#[test]
+fn gemma2_matches_transformers() {
+    check_fixture("gemma2");
+}
+
+/// A multimodal Gemma 3 checkpoint (the 4B+ layout): config.json wraps the text model's config in
+/// `text_config`, the language model's tensors sit under `language_model.model.` (older saves) or
+/// `model.language_model.` (transformers 4.52+), next to a vision tower and projector that
+/// `convert` skips. The text model converts and gives transformers' logits.
+#[test]
+fn gemma3_multimodal_checkpoint_runs_its_text_model() {
+    let f = Fixture::load("gemma3");
+    let exp = &f.expected;
+    let probe_ids = ids(&exp["probe_ids"]);
+    for (prefix, lm_head) in
+        [("language_model.model.", "language_model.lm_head.weight"), ("model.language_model.", "lm_head.weight")]
+    {
+        let base = std::env::temp_dir().join(format!("webgpu-llm-hf-gemma3mm-{}-{}", std::process::id(), prefix.len()));
+        let (hf, pkg) = (base.join("hf"), base.join("pkg"));
+        let rename = |n: &str| match n.strip_prefix("model.") {
+            Some(rest) => format!("{prefix}{rest}"),
+            None if n == "lm_head.weight" => lm_head.to_string(),
+            None => n.to_string(),
+        };
+        let zeros = |n: usize| vec![half::f16::ZERO; n];
+        let vision = vec![
+            ("vision_tower.vision_model.embeddings.patch_embedding.weight".to_string(), vec![64, 48], zeros(64 * 48)),
+            ("multi_modal_projector.mm_input_projection_weight".to_string(), vec![64, 96], zeros(64 * 96)),
+        ];
+        f.write_hf_dir_with(&hf, &rename, vision);
+        let text = f.config.clone();
+        let wrapped = serde_json::json!({
+            "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+            "text_config": text, "vision_config": {"model_type": "siglip_vision_model"},
+        });
+        std::fs::write(hf.join("config.json"), wrapped.to_string()).unwrap();
+        let report = convert(&hf, &pkg, ConvertOptions { quant: Quant::F16, shard_mb: 8 }).unwrap();
+        assert!(report.notes.iter().any(|n| n.contains("2 vision tensors skipped")), "{:?}", report.notes);
+        let mut engine =
+            open_package(ctx(), &pkg, OpenOptions { context: Some(128), kv_dtype: KvDtype::F32, max_batch: 32 })
+                .unwrap();
+        std::fs::remove_dir_all(&base).ok();
+        let p = &exp["prompts"][0];
+        let (prompt, cont) = (ids(&p["ids"]), ids(&p["continuation"]));
+        let tokens: Vec<u32> = prompt.iter().chain(&cont[..cont.len() - 1]).copied().collect();
+        let got = all_logits(&mut engine, &tokens);
+        let vocab = engine.model.config.vocab as usize;
+        compare_rows(&format!("gemma3 multimodal ({prefix})"), &got, vocab, p, &probe_ids, None);
+    }
 }

@@ -216,6 +216,7 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
     let mut notes = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut rows = Vec::new();
+    let mut skipped = 0;
     for (file, listed) in &sources {
         let path = from.join(file);
         let mut st = SafetensorsFile::open(&path)?;
@@ -231,15 +232,24 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
             }
         };
         for t in entries {
-            if let Some(first) = seen.insert(t.name.clone(), file.clone()) {
-                return Err(ConvertError::DuplicateTensor { name: t.name, first, second: file.clone() });
+            let Some(name) = text_model_name(&t.name) else {
+                skipped += 1;
+                continue;
+            };
+            if let Some(first) = seen.insert(name.clone(), file.clone()) {
+                return Err(ConvertError::DuplicateTensor { name, first, second: file.clone() });
             }
-            let (format, note) = choose_format(opts.quant, &t.name, &t.shape)?;
+            let (format, note) = choose_format(opts.quant, &name, &t.shape)?;
             notes.extend(note);
-            let (tensor, report) = convert_tensor(&mut st, &t, format, &mut sink, &mut rows)?;
+            let (mut tensor, mut report) = convert_tensor(&mut st, &t, format, &mut sink, &mut rows)?;
+            tensor.name.clone_from(&name);
+            report.name = name;
             tensors.push(tensor);
             reports.push(report);
         }
+    }
+    if skipped > 0 {
+        notes.push(format!("{skipped} vision tensors skipped: only the text model runs"));
     }
     if tensors.is_empty() {
         return Err(ConvertError::NoTensors);
@@ -285,6 +295,25 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
         notes,
         elapsed: started.elapsed(),
     })
+}
+
+/// The text model's name for a checkpoint tensor, `None` for a vision tower's: multimodal
+/// checkpoints (Gemma 3 4B+) keep the language model under `language_model.model.` (or
+/// `model.language_model.` as transformers 4.52+ saves them) next to `vision_tower` and
+/// `multi_modal_projector`.
+pub fn text_model_name(name: &str) -> Option<String> {
+    for vision in ["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."] {
+        if name.starts_with(vision) {
+            return None;
+        }
+    }
+    if let Some(rest) = name.strip_prefix("language_model.") {
+        return Some(rest.to_string()); // language_model.model.X, language_model.lm_head.weight
+    }
+    if let Some(rest) = name.strip_prefix("model.language_model.") {
+        return Some(format!("model.{rest}"));
+    }
+    Some(name.to_string())
 }
 
 /// A weight file and the tensor names the index assigns to it (`None`: no index, take every tensor).

@@ -130,6 +130,17 @@ impl Fixture {
     /// Write a Hugging Face-style model directory to `out` (created if needed): config.json,
     /// model.safetensors (f16, the checkpoint's tensor names), tokenizer.json, tokenizer_config.json.
     pub fn write_hf_dir(&self, out: &Path) {
+        self.write_hf_dir_with(out, &|name| name.to_string(), Vec::new());
+    }
+
+    /// `write_hf_dir` with the checkpoint's tensor names passed through `rename` and `extra`
+    /// tensors (name, shape, values) added: other checkpoint layouts of the same model.
+    pub fn write_hf_dir_with(
+        &self,
+        out: &Path,
+        rename: &dyn Fn(&str) -> String,
+        extra: Vec<(String, Vec<usize>, Vec<f16>)>,
+    ) {
         std::fs::create_dir_all(out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
         let copy = |from: &Path, to: &str| {
             std::fs::copy(from, out.join(to)).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
@@ -138,7 +149,9 @@ impl Fixture {
         copy(&self.tokenizer_dir.join("tokenizer.json"), "tokenizer.json");
         copy(&self.tokenizer_dir.join("tokenizer_config.json"), "tokenizer_config.json");
 
-        let weights = self.weights();
+        let mut weights: Vec<(String, Vec<usize>, Vec<f16>)> =
+            self.weights().into_iter().map(|(name, shape, v)| (rename(&name), shape, v)).collect();
+        weights.extend(extra);
         let bytes: Vec<Vec<u8>> =
             weights.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()).collect();
         let views: Vec<(String, safetensors::tensor::TensorView)> = weights

@@ -38,6 +38,10 @@ pub fn hf_name(arch: &str, name: &str) -> Option<String> {
         "attn_output" => "self_attn.o_proj",
         "attn_q_norm" => "self_attn.q_norm",
         "attn_k_norm" => "self_attn.k_norm",
+        // Gemma 2/3: ffn_norm is the MLP's input norm and the attention output has its own.
+        "ffn_norm" if is_gemma(arch) => "pre_feedforward_layernorm",
+        "post_attention_norm" if is_gemma(arch) => "post_attention_layernorm",
+        "post_ffw_norm" if is_gemma(arch) => "post_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
         "ffn_gate" => "mlp.gate_proj",
         // Phi-3's converter stores the fused gate_up_proj (gate rows first) as ffn_up.
@@ -49,13 +53,17 @@ pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
+fn is_gemma(arch: &str) -> bool {
+    matches!(arch, "gemma2" | "gemma3")
+}
+
 /// A Hugging Face–style config.json for the model, from the `<arch>.*` keys (llama.cpp's
 /// `LLM_KV_*` names), the token list and the tensor table, so `Config::from_hf` resolves it.
 /// Reads the small rope-factor tensors from `src` when the file has them.
 pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
     let md = &file.metadata;
     let arch = file.architecture()?;
-    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3") {
+    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "gemma2" | "gemma3") {
         return Err(GgufError::UnsupportedArch { arch: arch.to_string() });
     }
     let key = |k: &str| format!("{arch}.{k}");
@@ -80,9 +88,12 @@ pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
             "llama" => "LlamaForCausalLM",
             "qwen2" => "Qwen2ForCausalLM",
             "qwen3" => "Qwen3ForCausalLM",
+            "smollm3" => "SmolLM3ForCausalLM",
+            "gemma2" => "Gemma2ForCausalLM",
+            "gemma3" => "Gemma3ForCausalLM",
             _ => "Phi3ForCausalLM",
         }],
-        "model_type": arch,
+        "model_type": if arch == "gemma3" { "gemma3_text" } else { arch },
         "hidden_size": hidden,
         "num_hidden_layers": md.u32(&key("block_count"))?,
         "intermediate_size": md.u32(&key("feed_forward_length"))?,
@@ -97,10 +108,18 @@ pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
         "tie_word_embeddings": file.tensor("output.weight").is_none(),
     });
     let obj = c.as_object_mut().ok_or_else(|| GgufError::Unsupported { what: "config".into(), detail: "".into() })?;
-    if arch == "llama" {
+    if arch == "llama" || arch == "smollm3" {
+        // convert_hf_to_gguf.py permutes q/k rows for these (LlamaModel and its subclasses).
         obj.insert("rope_interleaved".into(), Value::Bool(true));
         let bias = file.tensor("blk.0.attn_q.bias").is_some() || file.tensor("blk.0.attn_output.bias").is_some();
         obj.insert("attention_bias".into(), Value::Bool(bias));
+    }
+    if arch == "smollm3" {
+        // llama.cpp hard-codes SmolLM3's NoPE step (no GGUF key): layer il skips RoPE when (il + 1) % 4 == 0.
+        obj.insert("no_rope_layer_interval".into(), json!(4));
+    }
+    if is_gemma(arch) {
+        gemma_config(file, arch, obj, hidden, n_heads, head_dim)?;
     }
     if rope_dims != head_dim {
         // from_hf takes rotary_dim = trunc(head_dim · factor) & !1; check that gives rope_dims back.
@@ -122,6 +141,49 @@ pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
         obj.insert("rope_scaling".into(), s);
     }
     Ok(c)
+}
+
+/// Gemma 2/3 as llama.cpp's `llm_load_hparams` reads them: softcaps (Gemma 2: keys, defaults 50 and
+/// 30), the sliding window (Gemma 2: default 4096; Gemma 3 without the key: no sliding layers),
+/// the layer pattern (every 2nd / 6th layer global: Config's defaults), the local RoPE base (Gemma 3:
+/// 10k, unscaled) and the attention scale (1/√head_dim, but 1/√(hidden/heads) for the 27B models,
+/// known by their layer count). The converter stores norm weights as 1 + w.
+fn gemma_config(
+    file: &GgufFile,
+    arch: &str,
+    obj: &mut serde_json::Map<String, Value>,
+    hidden: u32,
+    n_heads: u32,
+    head_dim: u32,
+) -> Result<()> {
+    let md = &file.metadata;
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_layers = md.u32(&key("block_count"))?;
+    obj.insert("norm_weights_include_one".into(), Value::Bool(true));
+    obj.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
+    let big = (arch == "gemma2" && n_layers == 46) || (arch == "gemma3" && n_layers == 62);
+    obj.insert("query_pre_attn_scalar".into(), json!(if big { hidden / n_heads } else { head_dim }));
+    if arch == "gemma2" {
+        let attn = md.opt_float(&key("attn_logit_softcapping"))?.unwrap_or(50.0);
+        let last = md.opt_float(&key("final_logit_softcapping"))?.unwrap_or(30.0);
+        obj.insert("attn_logit_softcapping".into(), json!(attn));
+        obj.insert("final_logit_softcapping".into(), json!(last));
+        obj.insert("sliding_window".into(), json!(md.opt_u32(&key("attention.sliding_window"))?.unwrap_or(4096)));
+    } else {
+        if let Some(c) = md.opt_float(&key("final_logit_softcapping"))?.filter(|&c| c > 0.0) {
+            obj.insert("final_logit_softcapping".into(), json!(c));
+        }
+        match md.opt_u32(&key("attention.sliding_window"))?.filter(|&w| w > 0) {
+            Some(w) => {
+                obj.insert("sliding_window".into(), json!(w));
+                obj.insert("rope_local_base_freq".into(), json!(10_000.0));
+            }
+            None => {
+                obj.insert("layer_types".into(), json!(vec!["full_attention"; n_layers as usize]));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `rope_scaling` for the config: `<arch>.rope.scaling.*` keys, or the factor tables llama.cpp's
