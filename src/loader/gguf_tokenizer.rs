@@ -34,6 +34,12 @@ const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}
 /// Llama 3's tokenizer.json regex (digits in runs of up to 3).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's tokenizer.json regex (single digits).
+/// o200k's split (llama.cpp's LLAMA_VOCAB_PRE_TYPE_GPT4O, as GPT-4o's and Phi-4-mini's tokenizer.json have it).
+const GPT4O_REGEX: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+);
 const QWEN2_REGEX: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEFAULT: four regexes applied in turn.
@@ -48,7 +54,7 @@ pub enum TokenizerError {
     UnsupportedModel(String),
 
     #[error(
-        "tokenizer.ggml.pre {0:?} is not supported (default, gpt2, llama3/llama-bpe, qwen2, smollm, starcoder, …)"
+        "tokenizer.ggml.pre {0:?} is not supported (default, gpt2, llama3/llama-bpe, qwen2, gpt-4o, smollm, starcoder, …)"
     )]
     UnsupportedPre(String),
 
@@ -74,6 +80,8 @@ enum Pre {
     DigitsGpt2,
     Llama3,
     Qwen2,
+    /// o200k (GPT-4o's regex): Phi-4-mini, Llama 4.
+    Gpt4o,
 }
 
 /// `tokenizer.ggml.pre` → family, with llama.cpp's aliases (`llama_vocab::impl::load`).
@@ -83,6 +91,7 @@ fn pre_type(name: &str) -> Option<Pre> {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => Pre::Llama3,
         "gpt-2" | "gpt2" | "phi-2" | "mpt" | "olmo" | "jais" => Pre::Gpt2,
         "qwen2" | "deepseek-r1-qwen" | "stablelm2" => Pre::Qwen2,
+        "gpt-4o" | "llama4" => Pre::Gpt4o,
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => Pre::DigitsGpt2,
         _ => return None,
     })
@@ -163,6 +172,7 @@ impl GgufTokenizer {
                     Pre::DigitsGpt2 => vec![json!({ "type": "Digits", "individual_digits": true }), byte_level(true)],
                     Pre::Llama3 => vec![split(LLAMA3_REGEX), byte_level(false)],
                     Pre::Qwen2 => vec![split(QWEN2_REGEX), byte_level(false)],
+                    Pre::Gpt4o => vec![split(GPT4O_REGEX), byte_level(false)],
                     Pre::Default => DEFAULT_REGEXES.iter().map(|r| split(r)).chain([byte_level(false)]).collect(),
                 };
                 let model_json = json!({
