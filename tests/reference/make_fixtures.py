@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Reference fixtures from Hugging Face transformers (float32, CPU) for tiny random-weight models.
 
-Writes tests/fixtures/{llama,qwen2,qwen3,phi3,smollm3}/ — config.json, weights.json, expected.json — which the
-Rust tests read (tests/common/fixture.rs). No weights are written: every tensor is regenerated from the
-seed in weights.json with the recipe below, bit-identically here and in Rust, so CI needs no torch.
+Writes tests/fixtures/{llama,qwen2,qwen3,phi3,smollm3,gemma3,gemma2}/ — config.json, weights.json,
+expected.json — which the Rust tests read (tests/common/fixture.rs). No weights are written: every
+tensor is regenerated from the seed in weights.json with the recipe below, bit-identically here and in
+Rust, so CI needs no torch.
 
 Install (outside the repo; torch pulls ~5 GB of CUDA wheels, only its CPU path is used):
     python3 -m venv /tmp/fxvenv
@@ -13,7 +14,7 @@ transformers 4.x because it writes config.json the way the downloadable checkpoi
 for Llama (5.x rejects hidden 96 with 9 heads).
 
 Run (needs the real tokenizers: bash scripts/fetch-tokenizers.sh):
-    /tmp/fxvenv/bin/python tests/reference/make_fixtures.py            # all four, ~1-2 minutes
+    /tmp/fxvenv/bin/python tests/reference/make_fixtures.py            # all seven, a few minutes
     /tmp/fxvenv/bin/python tests/reference/make_fixtures.py qwen3 phi3 # some
 
 Weights (the recipe tests/common/fixture.rs repeats): tensors = the checkpoint's tensors (tied models
@@ -25,6 +26,11 @@ have no lm_head.weight) sorted by name. Tensor t (0-based), element i (row-major
 (scale, offset): "norm" in the name: (0.1, 1); biases: (0.1, 0); embed_tokens and lm_head: (0.5, 0);
 other matrices: (3/sqrt(in_features) rounded to a multiple of 2^-12, 0). With 1.5 the embeddings
 dominate the residual stream and greedy decoding repeats one token; with 3 the 16 tokens all differ.
+gemma3/gemma2 differ: their RMSNorm multiplies by (1 + w), so "norm" tensors are (0.1, 0) (gain 1 +- 0.1)
+except model.norm.weight (0.1, 3) (gain 4), and embed_tokens (tied, so also the classifier) is
+(0.125, 0): the input embedding is multiplied by sqrt(96) ~ 9.8, and at 0.5 its echo through the tied
+classifier wins every step (greedy repeats the prompt's last token 16 times); 0.125 with the final
+gain 4 keeps the logits' spread of the others (4 * 0.125 = 0.5). Runs of a repeated token remain.
 Scales are dyadic or short decimals so any JSON parser reads back the same f64. f16 rounding is
 numpy's (correct, ties to even); half's f16::from_f64 double-rounds via f32, see fixture.rs.
 The seed is the first one from the fixture's base seed up whose greedy steps all have a top-1 margin
@@ -35,18 +41,27 @@ for every quantized fixture tensor, against src/quant.rs by tests/fixture_weight
 
 expected.json (logits rows are positions of ids + continuation[:15], so row len(ids)-1+j predicts
 continuation[j]; each row: the top 40 (ids, logits) and the logits at the 128 `probe_ids`):
-- prompts: plain, digits/punctuation, chat-templated (and for phi3 a >64-token one, see below).
+- prompts: plain, digits/punctuation, chat-templated (and for phi3 and Gemma a long one, see below).
 - q4: the same rows for the model with every 2-D Linear weight Q4_0 and embed_tokens/lm_head Q8_0
   (quantize -> dequantize exactly like src/quant.rs `quantize`), teacher-forced on the f32 model's
   continuation. weights.json gives each tensor's format and the sha256 of its dequantized f32 values.
 - tokenize: awkward strings and their ids; chat: conversations rendered by the tokenizer's template.
-Token ids: add_special_tokens=False everywhere (these tokenizer.json files have a ByteLevel-only
-post-processor, so True adds nothing either; checked below). Llama-3 plain prompts get
-<|begin_of_text|> prepended by hand, as the real model expects; chat-templated text already holds it
-and is tokenized as is. Qwen has no BOS.
+Token ids: add_special_tokens=False everywhere (the llama3/qwen3 tokenizer.json files have a
+ByteLevel-only post-processor, so True adds nothing either; the Gemma ones add <bos> (2) with True:
+checked below either way). Llama-3 and Gemma plain prompts get their BOS prepended by hand, as the
+real models expect (`bos_prepended`); chat-templated text already holds it and is tokenized as is.
+Qwen has no BOS.
+Chat: a template that raises on a conversation (Gemma 2's: no system role) drops it from
+`conversations` into `raises` (messages + error); the chat prompt then goes without its system turn.
 phi3: transformers picks long_factor for a whole forward when max(position)+1 > 64
 (original_max_position_embeddings), else short_factor; every phi3 sequence here stays entirely on one
 side (asserted), so KV-cached and full-sequence runs agree.
+gemma3/gemma2: 3 layers with explicit layer_types mixing sliding (window 8) and full attention, head_dim
+32 but query_pre_attn_scalar 24 (attention scale 24^-0.5), gelu_pytorch_tanh, embeddings times
+sqrt(hidden), four norms per layer. gemma3: q/k norms, global layers rope_theta 1e6 with linear scaling
+8, sliding layers rope_local_base_freq 1e4 unscaled. gemma2: attention logit softcap 5, final logit
+softcap 10 (low, so tanh bends). The long prompt is used too; every teacher-forced sequence is at
+least two windows long (asserted).
 """
 
 import hashlib
@@ -59,9 +74,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
-                          SmolLM3ForCausalLM)
+from jinja2.exceptions import TemplateError
+from transformers import (AutoTokenizer, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig,
+                          LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config, SmolLM3ForCausalLM)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZERS = ROOT / "models" / "tokenizers"
@@ -85,6 +101,14 @@ PHI3_LONG = [1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.25, 
 COMMON = dict(hidden_size=96, intermediate_size=160, num_hidden_layers=2, hidden_act="silu", dtype="float16")
 LLAMA3_IDS = dict(bos_token_id=128000, eos_token_id=[128001, 128009])
 QWEN_IDS = dict(bos_token_id=151643, eos_token_id=151645)
+# Gemma: 3 layers so sliding and full layers both appear (and one kind twice); no hidden_act key (Gemma
+# reads hidden_activation). eos: <eos> 1 and <end_of_turn> (106 in gemma3's tokenizer, 107 in gemma2's).
+GEMMA_COMMON = dict(hidden_size=96, intermediate_size=160, num_hidden_layers=3,
+                    hidden_activation="gelu_pytorch_tanh", dtype="float16", num_attention_heads=3,
+                    num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=24, sliding_window=8,
+                    max_position_embeddings=512, rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=2,
+                    pad_token_id=0)
+GEMMA_FIXTURES = ("gemma3", "gemma2")
 
 # name: (model class, config, tokenizer, base seed). head_dim 32 everywhere; every matmul input
 # (96 hidden, 288 or 96 attention, 160 intermediate) is a multiple of 32 but 96 is not one of 64.
@@ -115,6 +139,17 @@ FIXTURES = {
         **COMMON, **LLAMA3_IDS, pad_token_id=128004, num_attention_heads=3, num_key_value_heads=1,
         vocab_size=128256, max_position_embeddings=512, rope_theta=2000000.0, no_rope_layer_interval=2,
         rms_norm_eps=1e-6, tie_word_embeddings=True), "llama3", 5000),
+    # Gemma 3 text (Gemma3ForCausalLM, model_type gemma3_text). vocab 262208 as in the 4B's text_config:
+    # this tokenizer has 262145 entries (<image_soft_token> = 262144), more than the 1B's 262144.
+    "gemma3": (Gemma3ForCausalLM, lambda: Gemma3TextConfig(
+        **GEMMA_COMMON, eos_token_id=[1, 106], vocab_size=262208,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        rope_theta=1000000.0, rope_scaling={"rope_type": "linear", "factor": 8.0},
+        rope_local_base_freq=10000.0), "gemma3", 6000),
+    "gemma2": (Gemma2ForCausalLM, lambda: Gemma2Config(
+        **GEMMA_COMMON, eos_token_id=[1, 107], vocab_size=256000,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_theta=10000.0, attn_logit_softcapping=5.0, final_logit_softcapping=10.0), "gemma2", 7000),
 }
 
 PROMPTS = [
@@ -172,22 +207,25 @@ def tensor_key(seed, t):
     return int(mix(np.array([(seed + (t + 1) * GOLDEN) & MASK], dtype=np.uint64))[0])
 
 
-def scale_offset(name, shape):
+def scale_offset(fixture, name, shape):
+    gemma = fixture in GEMMA_FIXTURES
+    if gemma and name == "model.norm.weight":
+        return 0.1, 3.0
     if "norm" in name:
-        return 0.1, 1.0
+        return 0.1, 0.0 if gemma else 1.0
     if name.endswith(".bias"):
         return 0.1, 0.0
     if "embed_tokens" in name or name.startswith("lm_head"):
-        return 0.5, 0.0
+        return 0.125 if gemma else 0.5, 0.0
     assert len(shape) == 2, name
     return round(MATRIX_GAIN / math.sqrt(shape[1]) * 4096) / 4096, 0.0
 
 
-def make_weights(seed, names_shapes):
+def make_weights(fixture, seed, names_shapes):
     """[(name, shape, scale, offset, f16 array)] in sorted-name order."""
     out = []
     for t, (name, shape) in enumerate(names_shapes):
-        scale, offset = scale_offset(name, shape)
+        scale, offset = scale_offset(fixture, name, shape)
         u = uniform(tensor_key(seed, t), int(np.prod(shape)))
         vals = (offset + scale * (2.0 * u - 1.0)).astype(np.float16).reshape(shape)
         out.append((name, shape, scale, offset, vals))
@@ -339,20 +377,37 @@ def make(name):
         sys.exit(f"{tok_dir}/tokenizer.json missing: run scripts/fetch-tokenizers.sh")
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     assert config.vocab_size >= len(tok), (config.vocab_size, len(tok))
-    is_llama3 = tok_name == "llama3"
+    is_gemma = name in GEMMA_FIXTURES
+    prepend_bos = tok_name == "llama3" or is_gemma
+    adds_bos = [tok.bos_token_id] if is_gemma else []  # what add_special_tokens=True puts in front
+    if is_gemma:
+        eot = tok.convert_tokens_to_ids("<end_of_turn>")
+        assert (config.bos_token_id, config.pad_token_id) == (tok.bos_token_id, tok.pad_token_id), name
+        assert config.eos_token_id == [tok.convert_tokens_to_ids("<eos>"), eot], (config.eos_token_id, eot)
+        assert tok.eos_token_id in config.eos_token_id, tok.eos_token_id
 
     # Prompts.
     prompts = []
-    for pname, text in PROMPTS + ([LONG_PROMPT] if name == "phi3" else []):
+    for pname, text in PROMPTS + ([LONG_PROMPT] if name == "phi3" or is_gemma else []):
         ids = tok(text, add_special_tokens=False).input_ids
-        assert tok(text, add_special_tokens=True).input_ids == ids
-        prompts.append({"name": pname, "text": text, "add_special_tokens": False, "bos_prepended": is_llama3,
-                        "ids": ([tok.bos_token_id] if is_llama3 else []) + ids})
-    chat_text = tok.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=False)
+        assert tok(text, add_special_tokens=True).input_ids == adds_bos + ids
+        prompts.append({"name": pname, "text": text, "add_special_tokens": False, "bos_prepended": prepend_bos,
+                        "ids": ([tok.bos_token_id] if prepend_bos else []) + ids})
+    chat_messages = CHAT_PROMPT
+    try:
+        chat_text = tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=False)
+    except TemplateError as e:  # Gemma 2: "System role not supported"
+        chat_messages = [m for m in CHAT_PROMPT if m["role"] != "system"]
+        print(f"{name}: chat prompt without its system turn ({e})")
+        chat_text = tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=False)
     chat_ids = tok(chat_text, add_special_tokens=False).input_ids
-    assert chat_ids == tok.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=True)
-    prompts.append({"name": "chat", "messages": CHAT_PROMPT, "text": chat_text, "add_special_tokens": False,
+    assert chat_ids == tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=True)
+    assert not is_gemma or chat_ids[:2] == [tok.bos_token_id, tok.convert_tokens_to_ids("<start_of_turn>")]
+    prompts.append({"name": "chat", "messages": chat_messages, "text": chat_text, "add_special_tokens": False,
                     "bos_prepended": False, "ids": chat_ids})
+    if is_gemma:  # every teacher-forced sequence runs several windows past the sliding window
+        for p in prompts:
+            assert len(p["ids"]) + GREEDY_STEPS - 1 >= 2 * config.sliding_window, (p["name"], len(p["ids"]))
     if name == "phi3":
         for p in prompts:
             n = len(p["ids"])
@@ -364,7 +419,7 @@ def make(name):
     tensors = checkpoint_tensors(cls, config)
     probes = probe_ids(config.vocab_size)
     for seed in range(base_seed, base_seed + 100):
-        weights = make_weights(seed, tensors)
+        weights = make_weights(name, seed, tensors)
         model = build(cls, config, weights)
         runs = [greedy(model, p["ids"]) for p in prompts]
         worst = min(min(m) for _, m in runs)
@@ -414,21 +469,30 @@ def make(name):
     tokenize = {"add_special_tokens": False, "cases": []}
     for text in TOKENIZE_CASES:
         ids = tok(text, add_special_tokens=False).input_ids
-        assert tok(text, add_special_tokens=True).input_ids == ids, text
+        assert tok(text, add_special_tokens=True).input_ids == adds_bos + ids, text
         tokenize["cases"].append({"text": text, "ids": ids})
     tok_cfg_path = tok_dir / "tokenizer_config.json"
     template = json.loads(tok_cfg_path.read_text())["chat_template"]
     chat = {"template_source": f"models/tokenizers/{tok_name}/tokenizer_config.json",
             "template_sha256": hashlib.sha256(template.encode()).hexdigest(),
-            "add_generation_prompt": True,
-            "conversations": [{"messages": c, "text": tok.apply_chat_template(
-                c, add_generation_prompt=True, tokenize=False)} for c in CONVERSATIONS]}
+            "add_generation_prompt": True, "conversations": []}
+    for c in CONVERSATIONS:
+        try:
+            chat["conversations"].append(
+                {"messages": c, "text": tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)})
+        except TemplateError as e:
+            print(f"{name}: the template raises on a conversation: {e}")
+            chat.setdefault("raises", []).append({"messages": c, "error": str(e)})
 
     # Write.
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out)
     (out / "generation_config.json").unlink(missing_ok=True)
+    if is_gemma:
+        saved = json.loads((out / "config.json").read_text())
+        assert saved["layer_types"] == config.layer_types and saved["sliding_window"] == 8, saved
+        assert "hidden_act" not in saved and saved["hidden_activation"] == "gelu_pytorch_tanh", saved
     wjson = {"seed": seed, "recipe": "see tests/reference/make_fixtures.py", "tensors": []}
     for (wname, shape, scale, offset, vals), (_, _, _, _, deq, fmt) in zip(weights, qweights):
         flat = vals.reshape(-1)
