@@ -974,6 +974,12 @@ fn phi3_gguf_matches_transformers() {
     check_fixture_as_gguf("phi3");
 }
 
+/// SmolLM3's NoPE layers come from llama.cpp's fixed step of 4 (no GGUF key): layer 3 of 4.
+#[test]
+fn smollm3_gguf_matches_transformers() {
+    check_fixture_as_gguf("smollm3");
+}
+
 #[test]
 fn gemma3_gguf_matches_transformers() {
     check_fixture_as_gguf("gemma3");

@@ -146,14 +146,15 @@ fn phi3_matches_transformers() {
     check_fixture("phi3");
 }
 
-/// SmolLM3: layer 1 of the fixture's two skips RoPE (`no_rope_layers` [1, 0]).
+/// SmolLM3: layer 3 of the fixture's four skips RoPE (`no_rope_layers` [1, 1, 1, 0]).
 #[test]
 fn smollm3_matches_transformers() {
     check_fixture("smollm3");
 }
 
-/// Gemma 3 (text): sliding layers over 8 keys with prompts running well past them, the local
-/// RoPE base, (1 + w) norms, post-norms, GeGLU, q/k norms, √hidden embeddings, 262k vocabulary.
+/// Gemma 3 (text): five sliding layers over 8 keys (prompts run well past them) and a global
+/// one, the local RoPE base, (1 + w) norms, post-norms, GeGLU, q/k norms, √hidden embeddings,
+/// 262k vocabulary.
 #[test]
 fn gemma3_matches_transformers() {
     check_fixture("gemma3");

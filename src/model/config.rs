@@ -277,7 +277,10 @@ fn layer_types(c: &Value, arch: Arch, n_layers: u32) -> Result<Vec<bool>, Config
         if kinds.len() != n_layers as usize {
             return Err(ConfigError::Invalid(format!("layer_types has {} entries for {n_layers} layers", kinds.len())));
         }
-        if kinds.iter().any(|&s| s) && !matches!(arch, Arch::Gemma2 | Arch::Gemma3) {
+        if !kinds.iter().any(|&s| s) {
+            return Ok(Vec::new()); // all full, as without the key (transformers writes it for every model now)
+        }
+        if !matches!(arch, Arch::Gemma2 | Arch::Gemma3) {
             return Err(ConfigError::Invalid("sliding_attention layers are supported for Gemma 2/3 only".into()));
         }
         return Ok(kinds);

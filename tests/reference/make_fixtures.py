@@ -56,8 +56,11 @@ Chat: a template that raises on a conversation (Gemma 2's: no system role) drops
 phi3: transformers picks long_factor for a whole forward when max(position)+1 > 64
 (original_max_position_embeddings), else short_factor; every phi3 sequence here stays entirely on one
 side (asserted), so KV-cached and full-sequence runs agree.
-gemma3/gemma2: 3 layers with explicit layer_types mixing sliding (window 8) and full attention, head_dim
-32 but query_pre_attn_scalar 24 (attention scale 24^-0.5), gelu_pytorch_tanh, embeddings times
+gemma3/gemma2: explicit layer_types mixing sliding (window 8) and full attention in llama.cpp's fixed
+patterns (which its GGUFs cannot override, and tests/gguf.rs writes these fixtures as GGUF): gemma3 6
+layers, every 6th global; gemma2 3 layers, every 2nd global. query_pre_attn_scalar = head_dim 32 as in
+the real 1B-9B models and as llama.cpp assumes (tests/model_forward.rs covers a scalar != head_dim).
+gelu_pytorch_tanh, embeddings times
 sqrt(hidden), four norms per layer. gemma3: q/k norms, global layers rope_theta 1e6 with linear scaling
 8, sliding layers rope_local_base_freq 1e4 unscaled. gemma2: attention logit softcap 5, final logit
 softcap 10 (low, so tanh bends). The long prompt is used too; every teacher-forced sequence is at
@@ -101,11 +104,11 @@ PHI3_LONG = [1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.25, 
 COMMON = dict(hidden_size=96, intermediate_size=160, num_hidden_layers=2, hidden_act="silu", dtype="float16")
 LLAMA3_IDS = dict(bos_token_id=128000, eos_token_id=[128001, 128009])
 QWEN_IDS = dict(bos_token_id=151643, eos_token_id=151645)
-# Gemma: 3 layers so sliding and full layers both appear (and one kind twice); no hidden_act key (Gemma
-# reads hidden_activation). eos: <eos> 1 and <end_of_turn> (106 in gemma3's tokenizer, 107 in gemma2's).
-GEMMA_COMMON = dict(hidden_size=96, intermediate_size=160, num_hidden_layers=3,
+# Gemma: layer counts per fixture so both layer kinds appear in llama.cpp's patterns; no hidden_act key
+# (Gemma reads hidden_activation). eos: <eos> 1 and <end_of_turn> (106 in gemma3's tokenizer, 107 in gemma2's).
+GEMMA_COMMON = dict(hidden_size=96, intermediate_size=160,
                     hidden_activation="gelu_pytorch_tanh", dtype="float16", num_attention_heads=3,
-                    num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=24, sliding_window=8,
+                    num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, sliding_window=8,
                     max_position_embeddings=512, rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=2,
                     pad_token_id=0)
 GEMMA_FIXTURES = ("gemma3", "gemma2")
@@ -133,21 +136,22 @@ FIXTURES = {
         rope_theta=10000.0, rope_scaling={"type": "longrope", "short_factor": PHI3_SHORT,
                                           "long_factor": PHI3_LONG},
         rms_norm_eps=1e-5, tie_word_embeddings=False), "llama3", 4000),
-    # SmolLM3: Llama with RoPE skipped on every `no_rope_layer_interval`-th layer; 2 here, so layer 1 of
-    # the two is NoPE (config.json gets no_rope_layers [1, 0]). head_dim = hidden/heads = 32.
+    # SmolLM3: Llama with RoPE skipped on every `no_rope_layer_interval`-th layer: the default 4 (which
+    # llama.cpp hard-codes for its GGUFs) over 4 layers, so layer 3 is NoPE (config.json gets
+    # no_rope_layers [1, 1, 1, 0]). head_dim = hidden/heads = 32.
     "smollm3": (SmolLM3ForCausalLM, lambda: SmolLM3Config(
-        **COMMON, **LLAMA3_IDS, pad_token_id=128004, num_attention_heads=3, num_key_value_heads=1,
-        vocab_size=128256, max_position_embeddings=512, rope_theta=2000000.0, no_rope_layer_interval=2,
+        **{**COMMON, "num_hidden_layers": 4}, **LLAMA3_IDS, pad_token_id=128004, num_attention_heads=3,
+        num_key_value_heads=1, vocab_size=128256, max_position_embeddings=512, rope_theta=2000000.0,
         rms_norm_eps=1e-6, tie_word_embeddings=True), "llama3", 5000),
     # Gemma 3 text (Gemma3ForCausalLM, model_type gemma3_text). vocab 262208 as in the 4B's text_config:
     # this tokenizer has 262145 entries (<image_soft_token> = 262144), more than the 1B's 262144.
     "gemma3": (Gemma3ForCausalLM, lambda: Gemma3TextConfig(
-        **GEMMA_COMMON, eos_token_id=[1, 106], vocab_size=262208,
-        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        **GEMMA_COMMON, eos_token_id=[1, 106], vocab_size=262208, num_hidden_layers=6,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
         rope_theta=1000000.0, rope_scaling={"rope_type": "linear", "factor": 8.0},
         rope_local_base_freq=10000.0), "gemma3", 6000),
     "gemma2": (Gemma2ForCausalLM, lambda: Gemma2Config(
-        **GEMMA_COMMON, eos_token_id=[1, 107], vocab_size=256000,
+        **GEMMA_COMMON, eos_token_id=[1, 107], vocab_size=256000, num_hidden_layers=3,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
         rope_theta=10000.0, attn_logit_softcapping=5.0, final_logit_softcapping=10.0), "gemma2", 7000),
 }
