@@ -129,6 +129,9 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::Rope, "MAX_HEAD_DIM", ops::rope::MAX_HEAD_DIM),
         (Shader::SwiGlu, "WG", ops::swiglu::WG),
         (Shader::Softcap, "WG", ops::softcap::WG),
+        (Shader::DeltaNet, "WG", ops::delta_net::WG),
+        (Shader::DeltaNet, "MAX_DK", ops::delta_net::MAX_DK),
+        (Shader::DeltaNet, "MAX_K", ops::delta_net::MAX_K),
     ];
     for &(shader, name, rust) in pairs {
         assert_eq!(shader_const(shader, name), rust, "{}::{name} differs between WGSL and Rust", shader.name());

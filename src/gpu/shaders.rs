@@ -21,6 +21,7 @@ pub enum Shader {
     Copy,
     ActQ8,
     Softcap,
+    DeltaNet,
 }
 
 impl Shader {
@@ -38,6 +39,7 @@ impl Shader {
         Shader::Copy,
         Shader::ActQ8,
         Shader::Softcap,
+        Shader::DeltaNet,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Shader {
             Shader::Copy => "copy",
             Shader::ActQ8 => "act_q8",
             Shader::Softcap => "softcap",
+            Shader::DeltaNet => "delta_net",
         }
     }
 
@@ -74,6 +77,7 @@ impl Shader {
             Shader::Copy => include_str!("../../shaders/copy.wgsl"),
             Shader::ActQ8 => include_str!("../../shaders/act_q8.wgsl"),
             Shader::Softcap => include_str!("../../shaders/softcap.wgsl"),
+            Shader::DeltaNet => include_str!("../../shaders/delta_net.wgsl"),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+pub use crate::ops::delta_net::DeltaNetShape;
 use crate::ops::rope::{RopeConfig, RopePairing, RopeScaling};
 use crate::ops::swiglu::Act;
 
@@ -19,6 +20,9 @@ pub enum Arch {
     Gemma2,
     /// Gemma 3's text model (`gemma3_text`, or the `text_config` of a multimodal `gemma3`).
     Gemma3,
+    /// Qwen3.5's text model (`qwen3_5_text`, or the `text_config` of a multimodal `qwen3_5`):
+    /// Gated DeltaNet layers and gated full-attention layers (docs/qwen35.md).
+    Qwen35,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,14 @@ pub struct Config {
     pub sliding: Vec<bool>,
     /// RoPE of the sliding layers where it differs from `rope` (Gemma 3: base 10k, no scaling).
     pub rope_local: Option<RopeConfig>,
+    /// Per layer: a Gated DeltaNet layer instead of attention (Qwen3.5's "linear_attention");
+    /// empty = attention everywhere.
+    pub linear: Vec<bool>,
+    /// The DeltaNet layers' sizes, with `linear`.
+    pub delta: Option<DeltaNetShape>,
+    /// The attention output is multiplied by sigmoid(gate), the gate coming from q_proj's rows
+    /// interleaved per head with the query's (Qwen3.5).
+    pub attn_output_gate: bool,
 }
 
 fn get_u32(c: &Value, key: &'static str) -> Result<u32, ConfigError> {
@@ -105,11 +117,15 @@ impl Config {
     /// From a Hugging Face `config.json` value.
     pub fn from_hf(c: &Value) -> Result<Self, ConfigError> {
         let model_type = c.get("model_type").and_then(Value::as_str).ok_or(ConfigError::Missing("model_type"))?;
-        // A multimodal Gemma 3 checkpoint: its text model's config (the vision tower is not run).
-        if model_type == "gemma3" {
+        // A multimodal Gemma 3 / Qwen3.5 checkpoint: its text model's config (the vision tower is not run).
+        if model_type == "gemma3" || model_type == "qwen3_5" {
             let text = c.get("text_config").filter(|t| t.is_object()).ok_or(ConfigError::Missing("text_config"))?;
             let mut text = text.clone();
-            text["model_type"] = "gemma3_text".into();
+            text["model_type"] = format!("{model_type}_text").into();
+            // transformers reads the wrapper's tie_word_embeddings for these.
+            if let Some(tie) = c.get("tie_word_embeddings") {
+                text["tie_word_embeddings"] = tie.clone();
+            }
             return Self::from_hf(&text);
         }
         let arch = match model_type {
@@ -119,8 +135,13 @@ impl Config {
             "phi3" => Arch::Phi3,
             "gemma2" => Arch::Gemma2,
             "gemma3_text" => Arch::Gemma3,
+            "qwen3_5_text" => Arch::Qwen35,
             other => return Err(ConfigError::UnsupportedArch(other.to_string())),
         };
+        let qwen35 = arch == Arch::Qwen35;
+        // transformers 5 keeps rope_theta / partial_rotary_factor inside rope_parameters.
+        let rope_params = c.get("rope_parameters").filter(|v| v.is_object());
+        let rope_key = |k: &'static str| rope_params.and_then(|p| get_f64(p, k)).or_else(|| get_f64(c, k));
         let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
         let hidden = get_u32(c, "hidden_size")?;
         let n_heads = get_u32(c, "num_attention_heads")?;
@@ -140,12 +161,12 @@ impl Config {
         }
         let max_position = get_u32(c, "max_position_embeddings").unwrap_or(4096);
         let attention_bias = c.get("attention_bias").and_then(Value::as_bool).unwrap_or(false);
-        let partial = get_f64(c, "partial_rotary_factor").unwrap_or(1.0);
+        let partial = rope_key("partial_rotary_factor").unwrap_or(1.0);
         let rotary_dim = ((head_dim as f64 * partial) as u32) & !1;
         let rope = RopeConfig {
             head_dim,
             rotary_dim,
-            theta: get_f64(c, "rope_theta").unwrap_or(10_000.0),
+            theta: rope_key("rope_theta").unwrap_or(10_000.0),
             // Hugging Face checkpoints rotate halves (rotate_half); llama-architecture GGUFs have
             // permuted q/k rows and interleave (`rope_interleaved`, set by loader::gguf::hf_config).
             pairing: if c.get("rope_interleaved").and_then(Value::as_bool) == Some(true) {
@@ -156,7 +177,8 @@ impl Config {
             scaling: rope_scaling(c, max_position)?,
         };
         let n_layers = get_u32(c, "num_hidden_layers")?;
-        let sliding = layer_types(c, arch, n_layers)?;
+        let (linear, delta) = if qwen35 { delta_layers(c, n_layers)? } else { (Vec::new(), None) };
+        let sliding = if qwen35 { Vec::new() } else { layer_types(c, arch, n_layers)? };
         let sliding_window = match get_u32(c, "sliding_window") {
             Ok(w) if w > 0 => w,
             _ if sliding.iter().any(|&s| s) => return Err(ConfigError::Missing("sliding_window")),
@@ -205,11 +227,13 @@ impl Config {
                 .unwrap_or(model_type == "smollm3" || gemma),
             qkv_bias: arch == Arch::Qwen2 || attention_bias,
             o_bias: arch == Arch::Llama && attention_bias,
-            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
+            qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3 | Arch::Qwen35),
             fused_proj: arch == Arch::Phi3,
             no_rope: if model_type == "smollm3" { no_rope_layers(c, n_layers)? } else { Vec::new() },
             // `norm_weights_include_one`: set by loader::gguf::hf_config (llama.cpp's converter adds the 1).
-            norm_offset: if gemma && c.get("norm_weights_include_one").and_then(Value::as_bool) != Some(true) {
+            norm_offset: if (gemma || qwen35)
+                && c.get("norm_weights_include_one").and_then(Value::as_bool) != Some(true)
+            {
                 1.0
             } else {
                 0.0
@@ -223,6 +247,9 @@ impl Config {
             sliding_window,
             sliding,
             rope_local,
+            linear,
+            delta,
+            attn_output_gate: qwen35,
         };
         if let Some(r) = &config.rope_local {
             r.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -240,6 +267,50 @@ impl Config {
     pub fn kv_dim(&self) -> u32 {
         self.n_kv_heads * self.head_dim
     }
+}
+
+/// Qwen3.5's layer kinds (`layer_types`: "linear_attention" / "full_attention", else every
+/// `full_attention_interval`-th layer full, default 4) and its DeltaNet sizes.
+fn delta_layers(c: &Value, n_layers: u32) -> Result<(Vec<bool>, Option<DeltaNetShape>), ConfigError> {
+    let linear = match c.get("layer_types").filter(|v| !v.is_null()) {
+        Some(list) => list
+            .as_array()
+            .ok_or(ConfigError::Missing("layer_types"))?
+            .iter()
+            .map(|v| match v.as_str() {
+                Some("linear_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(ConfigError::Invalid(format!(
+                    "layer_types: {v} is not supported for qwen3_5 (linear_attention, full_attention)"
+                ))),
+            })
+            .collect::<Result<Vec<bool>, _>>()?,
+        None => {
+            let every = get_u32(c, "full_attention_interval").unwrap_or(4).max(1);
+            (0..n_layers).map(|i| (i + 1) % every != 0).collect()
+        }
+    };
+    if linear.len() != n_layers as usize {
+        return Err(ConfigError::Invalid(format!("layer_types has {} entries for {n_layers} layers", linear.len())));
+    }
+    let shape = DeltaNetShape {
+        nk: get_u32(c, "linear_num_key_heads").unwrap_or(16),
+        nv: get_u32(c, "linear_num_value_heads").unwrap_or(32),
+        dk: get_u32(c, "linear_key_head_dim").unwrap_or(128),
+        dv: get_u32(c, "linear_value_head_dim").unwrap_or(128),
+        conv_k: get_u32(c, "linear_conv_kernel_dim").unwrap_or(4),
+    };
+    let DeltaNetShape { nk, nv, dk, dv, conv_k } = shape;
+    if nk == 0 || nv % nk != 0 || dk == 0 || dv == 0 || !(2..=8).contains(&conv_k) {
+        return Err(ConfigError::Invalid(format!(
+            "linear attention: {nv} value heads must be a multiple of {nk} key heads, head dims {dk}/{dv} \
+             positive, conv width {conv_k} in 2..=8"
+        )));
+    }
+    if dk > crate::ops::delta_net::MAX_DK {
+        return Err(ConfigError::Invalid(format!("linear_key_head_dim {dk} > {}", crate::ops::delta_net::MAX_DK)));
+    }
+    Ok((linear, Some(shape)))
 }
 
 /// The MLP activation from `hidden_activation` (Gemma) or `hidden_act`; absent, the family's.

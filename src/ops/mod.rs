@@ -6,6 +6,7 @@ pub mod add;
 pub mod argmax;
 pub mod attention;
 pub mod copy;
+pub mod delta_net;
 pub mod embedding;
 pub mod kv_write;
 pub mod matmul;

@@ -247,3 +247,75 @@ pub fn transformer(
     }
     logits
 }
+
+/// Gated DeltaNet in f64 (docs/qwen35.md §5) over a whole sequence from zero state: `proj`
+/// rows `[T, qkv | z | b | a]` (f32), conv weights `[conv_dim, k]`, `A_log`, `dt_bias` `[nv]`, the
+/// gated norm's weight `[dv]`. Returns the mixer output `[T, nv·dv]` (before out_proj).
+#[allow(clippy::too_many_arguments)]
+pub fn delta_net(
+    proj: &[f32],
+    t_len: usize,
+    (nk, nv, dk, dv, kw): (usize, usize, usize, usize, usize),
+    conv_w: &[f32],
+    a_log: &[f32],
+    dt_bias: &[f32],
+    norm_w: &[f32],
+    eps: f64,
+) -> Vec<f64> {
+    let key_dim = nk * dk;
+    let conv_dim = 2 * key_dim + nv * dv;
+    let in_w = conv_dim + nv * dv + 2 * nv;
+    let x = |r: usize, ch: usize| proj[r * in_w + ch] as f64;
+    let silu = |g: f64| g / (1.0 + (-g).exp());
+    let mut state = vec![0.0f64; nv * dk * dv]; // [h][i][j]
+    let mut out = vec![0.0; t_len * nv * dv];
+    for r in 0..t_len {
+        // conv over the last kw inputs (zeros before the sequence), then SiLU
+        let c: Vec<f64> = (0..conv_dim)
+            .map(|ch| {
+                let acc: f64 = (0..kw)
+                    .map(|j| {
+                        let s = r as i64 - (kw as i64 - 1) + j as i64;
+                        if s < 0 {
+                            0.0
+                        } else {
+                            conv_w[ch * kw + j] as f64 * x(s as usize, ch)
+                        }
+                    })
+                    .sum();
+                silu(acc)
+            })
+            .collect();
+        for h in 0..nv {
+            let kh = h / (nv / nk);
+            let l2 = |v: &[f64]| {
+                let n = (v.iter().map(|a| a * a).sum::<f64>() + 1e-6).sqrt();
+                v.iter().map(|a| a / n).collect::<Vec<f64>>()
+            };
+            let q: Vec<f64> = l2(&c[kh * dk..(kh + 1) * dk]).iter().map(|a| a / (dk as f64).sqrt()).collect();
+            let k = l2(&c[key_dim + kh * dk..key_dim + (kh + 1) * dk]);
+            let v = &c[2 * key_dim + h * dv..2 * key_dim + (h + 1) * dv];
+            let b = x(r, conv_dim + nv * dv + h);
+            let a = x(r, conv_dim + nv * dv + nv + h);
+            let beta = 1.0 / (1.0 + (-b).exp());
+            let sp = |z: f64| if z > 20.0 { z } else { (1.0 + z.exp()).ln() };
+            let decay = (-(a_log[h] as f64).exp() * sp(a + dt_bias[h] as f64)).exp();
+            let s = &mut state[h * dk * dv..(h + 1) * dk * dv];
+            s.iter_mut().for_each(|e| *e *= decay);
+            let m: Vec<f64> = (0..dv).map(|j| (0..dk).map(|i| s[i * dv + j] * k[i]).sum()).collect();
+            let u: Vec<f64> = (0..dv).map(|j| beta * (v[j] - m[j])).collect();
+            for i in 0..dk {
+                for j in 0..dv {
+                    s[i * dv + j] += k[i] * u[j];
+                }
+            }
+            let o: Vec<f64> = (0..dv).map(|j| (0..dk).map(|i| s[i * dv + j] * q[i]).sum()).collect();
+            let inv = 1.0 / (o.iter().map(|a| a * a).sum::<f64>() / dv as f64 + eps).sqrt();
+            for j in 0..dv {
+                let z = x(r, conv_dim + h * dv + j);
+                out[(r * nv + h) * dv + j] = o[j] * inv * norm_w[j] as f64 * silu(z);
+            }
+        }
+    }
+    out
+}
