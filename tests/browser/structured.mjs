@@ -29,10 +29,10 @@
 //
 // Prints PASS/FAIL per scenario with its figures, then the browser figures (trie build ms, mask µs
 // mean/max with the 151,936-token vocabulary, page and worker). Needs pkg/wasm (scripts/build-pkg.sh),
-// the CLI (to convert the fixture) and Chromium; scripts/test-browser.sh runs it.
+// cargo (examples/write_fixture.rs writes the fixture), the CLI (to convert it) and Chromium;
+// scripts/test-browser.sh runs it.
 
 import { spawnSync } from "node:child_process";
-import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -57,104 +57,31 @@ const MAX_TOKENS = 160;
 const MASK_MEAN_TARGET_US = 1000; // the issue's target per mask in the browser
 
 // ---------------------------------------------------------------------------------------------
-// The fixture's weights, regenerated as tests/common/fixture.rs does (splitmix64 over 32-bit halves,
-// then f16 rounded once), checked against weights.json's sha256, written as a safetensors checkpoint.
+// The fixture as a package: `cargo run --example write_fixture` (tests/common/fixture.rs regenerates
+// the weights from the seed, checked against weights.json's sha256) writes the HF dir, the CLI converts it.
 
-const TWO32 = 2 ** 32;
-/** a·b mod 2⁶⁴ on [hi, lo] 32-bit words (16-bit partial products stay exact in doubles). */
-function mul64(ah, al, bh, bl) {
-  const a0 = al & 0xffff, a1 = al >>> 16, b0 = bl & 0xffff, b1 = bl >>> 16;
-  const mid = a0 * b1 + a1 * b0;
-  const low = a0 * b0 + (mid % 65536) * 65536;
-  const hi = a1 * b1 + Math.floor(mid / 65536) + Math.floor(low / TWO32) + Math.imul(ah, bl) + Math.imul(al, bh);
-  return [hi >>> 0, low >>> 0];
-}
-function add64(ah, al, bh, bl) {
-  const lo = al + bl;
-  return [(ah + bh + (lo >= TWO32 ? 1 : 0)) >>> 0, lo >>> 0];
-}
-const xorShr = ([h, l], s) => [(h ^ (h >>> s)) >>> 0, (l ^ ((l >>> s) | (h << (32 - s)))) >>> 0];
-const GOLDEN = [0x9e3779b9, 0x7f4a7c15];
-/** splitmix64's output function. */
-function mix(z) {
-  z = xorShr(z, 30);
-  z = mul64(z[0], z[1], 0xbf58476d, 0x1ce4e5b9);
-  z = xorShr(z, 27);
-  z = mul64(z[0], z[1], 0x94d049bb, 0x133111eb);
-  return xorShr(z, 31);
-}
-/** `x` rounded once to the nearest f16 (ties to even), as bits. */
-function f16Bits(x) {
-  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
-  const a = Math.abs(x);
-  const rne = (v) => {
-    const r = Math.floor(v), d = v - r;
-    return d > 0.5 || (d === 0.5 && r % 2 === 1) ? r + 1 : r;
-  };
-  if (a < 2 ** -14) return sign | rne(a * 2 ** 24); // subnormal (1024 lands on the smallest normal)
-  let e = Math.floor(Math.log2(a));
-  while (2 ** e > a) e--;
-  while (2 ** (e + 1) <= a) e++;
-  let m = rne(a / 2 ** (e - 10));
-  if (m === 2048) (e++, (m = 1024));
-  return sign | ((e + 15) << 10) | (m - 1024);
-}
-/** Tensor `t` of a fixture: element i is f16(offset + scale·(2u − 1)), u from splitmix64 (fixture.rs). */
-function fixtureTensor(seed, t, n, scale, offset) {
-  const tg = mul64(0, t + 1, ...GOLDEN);
-  let acc = mix(add64(Math.floor(seed / TWO32), seed >>> 0, ...tg));
-  const out = new Uint16Array(n);
-  for (let i = 0; i < n; i++) {
-    acc = add64(...acc, ...GOLDEN);
-    const u = (mix(acc)[0] >>> 8) / 2 ** 24;
-    out[i] = f16Bits(offset + scale * (2 * u - 1));
-  }
-  return out;
-}
-
-function writeSafetensors(file, tensors) {
-  const header = { __metadata__: { format: "pt" } };
-  let offset = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: "F16", shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...tensors.map((t) => Buffer.from(t.data.buffer))]));
-}
-
-function runCli(args) {
+function run(cmd, args, timeout) {
   const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp/webgpu-llm-xdg" };
   fs.mkdirSync(env.XDG_RUNTIME_DIR, { recursive: true });
-  const r = spawnSync(CLI, args, { env, encoding: "utf8", timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`${CLI} ${args.join(" ")} failed (${r.status ?? r.signal}):\n${r.stderr}\n${r.stdout}`);
+  const r = spawnSync(cmd, args, { cwd: REPO, env, encoding: "utf8", timeout });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.status ?? r.signal}):\n${r.stderr}\n${r.stdout}`);
   return r.stdout;
 }
 
 /** The tiny Qwen3 fixture as a package (default q4 conversion) in MODEL_DIR, rebuilt when an input changed. */
 function tinyQwen3Package(tmp) {
-  const inputs = [path.join(FIXTURE, "config.json"), path.join(FIXTURE, "weights.json"), path.join(TOKENIZER, "tokenizer.json"), path.join(TOKENIZER, "tokenizer_config.json"), CLI];
+  const inputs = [
+    path.join(FIXTURE, "config.json"), path.join(FIXTURE, "weights.json"), path.join(TOKENIZER, "tokenizer.json"), path.join(TOKENIZER, "tokenizer_config.json"),
+    path.join(REPO, "tests/common/fixture.rs"), path.join(REPO, "examples/write_fixture.rs"), CLI,
+  ];
   const stamp = JSON.stringify(inputs.map((f) => [f, fs.statSync(f).size, fs.statSync(f).mtimeMs]));
   const stampFile = path.join(MODEL_DIR, "inputs.json");
   if (fs.existsSync(stampFile) && fs.readFileSync(stampFile, "utf8") === stamp) return { cached: true };
   const t = Date.now();
-  const spec = JSON.parse(fs.readFileSync(path.join(FIXTURE, "weights.json"), "utf8"));
-  const tensors = spec.tensors.map((s, i) => {
-    const data = fixtureTensor(spec.seed, i, s.shape.reduce((a, b) => a * b, 1), s.scale, s.offset);
-    const sha = crypto.createHash("sha256").update(Buffer.from(data.buffer)).digest("hex");
-    if (sha !== s.sha256) throw new Error(`fixture qwen3 ${s.name}: regenerated weights' sha256 ${sha} ≠ weights.json's ${s.sha256}`);
-    return { name: s.name, shape: s.shape, data };
-  });
   const hf = path.join(tmp, "tiny-qwen3-hf");
-  fs.mkdirSync(hf, { recursive: true });
-  fs.copyFileSync(path.join(FIXTURE, "config.json"), path.join(hf, "config.json"));
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) fs.copyFileSync(path.join(TOKENIZER, f), path.join(hf, f));
-  writeSafetensors(path.join(hf, "model.safetensors"), tensors);
+  run("cargo", ["run", "--quiet", "--example", "write_fixture", "--", "qwen3", hf], 900_000);
   fs.rmSync(MODEL_DIR, { recursive: true, force: true });
-  runCli(["convert", "--from", hf, "--out", MODEL_DIR]);
+  run(CLI, ["convert", "--from", hf, "--out", MODEL_DIR], 300_000);
   fs.writeFileSync(stampFile, stamp);
   return { cached: false, seconds: (Date.now() - t) / 1000 };
 }
