@@ -1,5 +1,6 @@
 // Gated MLP activation: out[r, i] = act(gate[r, i]) * up[r, i]. act is silu(g) = g / (1 + exp(-g))
-// (SwiGLU: Llama, Qwen, Phi-3), or with GELU the tanh-approximated GELU (GeGLU: Gemma).
+// (SwiGLU: Llama, Qwen, Phi-3), the tanh-approximated GELU (GeGLU: Gemma), or sigmoid(g) (a plain
+// gate: Qwen3.5's attention output).
 // swiglu*: gate and up in separate [rows, f] buffers, taken as flat arrays of n = rows * f.
 // swiglu_fused*: Phi-3's gate_up_proj output [rows, 2f], gate = first half of a row, up = second.
 // The *4 entries move vec4s (host picks them when n, resp. f, is a multiple of 4).
@@ -8,7 +9,7 @@
 
 const WG: u32 = 256u;
 
-override GELU: bool = false;
+override ACT: u32 = 0u; // 0: silu, 1: tanh-GELU, 2: sigmoid (a plain gate)
 
 struct Params {
     n: u32,     // output elements (vec4s in the *4 entries)
@@ -32,16 +33,20 @@ struct Params {
 // overflow-free sigmoid as silu, so no tanh of a huge argument (some backends build tanh from exp).
 fn act(g: f32) -> f32 {
     var a = g;
-    if (GELU) { a = 1.5957691216057308 * (g + 0.044715 * g * g * g); }
+    var f = g;
+    if (ACT == 1u) { a = 1.5957691216057308 * (g + 0.044715 * g * g * g); }
+    if (ACT == 2u) { f = 1.0; }
     let e = exp(-abs(a));
-    return g * select(e, 1.0, a >= 0.0) / (1.0 + e);
+    return f * select(e, 1.0, a >= 0.0) / (1.0 + e);
 }
 
 fn act4(g: vec4<f32>) -> vec4<f32> {
     var a = g;
-    if (GELU) { a = 1.5957691216057308 * (g + 0.044715 * g * g * g); }
+    var f = g;
+    if (ACT == 1u) { a = 1.5957691216057308 * (g + 0.044715 * g * g * g); }
+    if (ACT == 2u) { f = vec4<f32>(1.0); }
     let e = exp(-abs(a));
-    return g * select(e, vec4<f32>(1.0), a >= vec4<f32>(0.0)) / (1.0 + e);
+    return f * select(e, vec4<f32>(1.0), a >= vec4<f32>(0.0)) / (1.0 + e);
 }
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, tid: u32) -> u32 {

@@ -381,7 +381,14 @@ impl Engine {
             self.next_mask(ctx, g)?;
         }
         // Reuse the cached prefix, but always run at least the last prompt token for its logits.
-        let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        // Not with Gated DeltaNet layers (Qwen3.5): their state has absorbed every token it saw
+        // (pipelined steps past a stop too) and cannot be rewound to a prefix, so the prompt is
+        // prefilled from position 0, which resets it.
+        let common = if self.model.config.linear.is_empty() {
+            self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1)
+        } else {
+            0
+        };
         self.cached.truncate(common);
         self.model.submit_prompt(ctx, &prompt[common..], common as u32, Readback::Id)?;
         // Decode step j runs at position p0 + j on token j and chooses token j + 1; it is needed

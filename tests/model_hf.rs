@@ -211,3 +211,11 @@ fn gemma3_multimodal_checkpoint_runs_its_text_model() {
         compare_rows(&format!("gemma3 multimodal ({prefix})"), &got, vocab, p, &probe_ids, None);
     }
 }
+
+/// Qwen3.5: three Gated DeltaNet layers (conv state, delta-rule state; the long prompt's 77
+/// tokens prefill in chunks of 31/32 rows, the state carried) and a gated full-attention layer
+/// (partial RoPE 0.25, (1 + w) q/k norms, sigmoid output gate from q_proj's interleaved rows).
+#[test]
+fn qwen35_matches_transformers() {
+    check_fixture("qwen35");
+}

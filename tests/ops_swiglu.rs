@@ -1,4 +1,4 @@
-//! SwiGLU and GeGLU (separate and fused gate/up) vs an f64 CPU reference.
+//! SwiGLU, GeGLU and the sigmoid gate (separate and fused gate/up) vs an f64 CPU reference.
 //! Tolerance, relative per element: the kernel's silu is g·sigmoid(g) from one f32 exp of -|g| and
 //! one division. exp's error grows with |g| (exp2(g·log2 e) rounds the product: lavapipe reaches
 //! 1.3e-6 relative at g = -30); Vulkan allows 3 + 2|g| ulp, so (6 + 2|g|)·2⁻²³ with ~3 ulp for the
@@ -14,7 +14,7 @@ use webgpu_llm::ops::swiglu::{swiglu, swiglu_fused, Act};
 /// The activation's sigmoid argument a (act(g) = g·sigmoid(a)).
 fn arg(act: Act, g: f64) -> f64 {
     match act {
-        Act::Silu => g,
+        Act::Silu | Act::Sigmoid => g,
         Act::GeluTanh => 2.0 * (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g),
     }
 }
@@ -22,7 +22,8 @@ fn arg(act: Act, g: f64) -> f64 {
 /// act(g) in f64: silu, or PyTorch's tanh GELU 0.5 g (1 + tanh z) as g / (1 + exp(-2z)) (the same
 /// value; 1 + tanh z loses all f64 digits once tanh z is near -1).
 fn act_ref(act: Act, g: f64) -> f64 {
-    g / (1.0 + (-arg(act, g)).exp())
+    let f = if act == Act::Sigmoid { 1.0 } else { g };
+    f / (1.0 + (-arg(act, g)).exp())
 }
 
 /// Inputs of std ≈ 3 with planted extremes (±100, ±30, 0) where exp over/underflows in f32.
@@ -46,7 +47,7 @@ fn check(what: &str, act: Act, got: &[f32], gate: &[f32], up: &[f32]) {
         // GeGLU a's own rounding), relative; 1e-35 absolute where exp(-|a|) is below f32's normal
         // range and may be flushed to 0.
         let a = arg(act, g as f64).abs();
-        let slope = if act == Act::Silu { 2.0 } else { 5.0 };
+        let slope = if act == Act::GeluTanh { 5.0 } else { 2.0 };
         let tol = (6.0 + slope * a) * f64::from(f32::EPSILON) * want.abs() + 1e-35;
         assert!(o.is_finite(), "{what}: element {i} is {o} (gate {g}, up {u})");
         assert!((o as f64 - want).abs() <= tol, "{what}: element {i} = {o}, want {want} (gate {g}, up {u})");
@@ -58,7 +59,7 @@ fn swiglu_matches_reference() {
     let ctx = ctx();
     let mut rng = Rng::new(seed("swiglu"));
     // odd widths take the scalar path, 64 and 1536 the vec4 one (SmolLM2's FFN is 1536)
-    for (act, t) in [(Act::Silu, 1usize), (Act::Silu, 5), (Act::GeluTanh, 1), (Act::GeluTanh, 5)] {
+    for (act, t) in [(Act::Silu, 1usize), (Act::Silu, 5), (Act::GeluTanh, 1), (Act::GeluTanh, 5), (Act::Sigmoid, 3)] {
         for &f in &[1usize, 67, 1537, 64, 1536] {
             let n = t * f;
             let (gate, up) = (inputs(&mut rng, n), rng.vec(n, 2.0));

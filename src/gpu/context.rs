@@ -582,12 +582,19 @@ impl Context {
     /// A new storage buffer holding `parts` — `(buffer, bytes from its start)` — one after the
     /// other, copied on the GPU in one submission (stacking matrices and biases at load).
     pub fn concat(&self, label: &str, parts: &[(&wgpu::Buffer, u64)]) -> Result<wgpu::Buffer> {
-        let out = self.storage(label, parts.iter().map(|(_, n)| n).sum())?;
+        let ranges: Vec<_> = parts.iter().map(|&(b, n)| (b, 0..n)).collect();
+        self.concat_ranges(label, &ranges)
+    }
+
+    /// [`concat`](Self::concat) of byte ranges (splitting a matrix's rows at load).
+    pub fn concat_ranges(&self, label: &str, parts: &[(&wgpu::Buffer, std::ops::Range<u64>)]) -> Result<wgpu::Buffer> {
+        let out = self.storage(label, parts.iter().map(|(_, r)| r.end - r.start).sum())?;
         let mut at = 0;
         let copies: Vec<CopyAfter> = parts
             .iter()
-            .map(|&(src, bytes)| {
-                let c = CopyAfter { src, src_offset: 0, dst: &out, dst_offset: at, bytes };
+            .map(|(src, r)| {
+                let bytes = r.end - r.start;
+                let c = CopyAfter { src, src_offset: r.start, dst: &out, dst_offset: at, bytes };
                 at += bytes;
                 c
             })

@@ -173,12 +173,13 @@ pub fn choose_format(
     shape: &[usize],
 ) -> Result<(WeightFormat, Option<String>), ConvertError> {
     let k = match shape {
-        [_] => return Ok((WeightFormat::F32, None)),
+        [_] | [_, 1, _] => return Ok((WeightFormat::F32, None)),
         [_, k] => *k,
         _ => return Err(ConvertError::UnsupportedRank { name: name.to_string(), shape: shape.to_vec() }),
     };
     let want = match quant {
-        Quant::Q4 if name.ends_with("_proj.weight") => WeightFormat::Q4,
+        // projections: q_proj, …, down_proj, and Qwen3.5's in_proj_qkv/z/a/b and out_proj
+        Quant::Q4 if name.ends_with("_proj.weight") || name.contains("in_proj_") => WeightFormat::Q4,
         Quant::Q4 | Quant::Q8 => WeightFormat::Q8,
         Quant::F16 => WeightFormat::F16,
     };
@@ -365,13 +366,25 @@ fn convert_tensor(
     rows_buf: &mut Vec<f32>,
 ) -> Result<(Tensor, TensorReport), ConvertError> {
     let quant_err = |source| ConvertError::Quant { name: t.name.clone(), source };
-    let shape64: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+    // A depthwise conv's [channels, 1, width] is stored as its flat [channels · width] (F32).
+    let flat = match t.shape[..] {
+        [c, 1, w] => Some(c * w),
+        _ => None,
+    };
+    let shape64: Vec<u64> = match flat {
+        Some(len) => vec![len as u64],
+        None => t.shape.iter().map(|&d| d as u64).collect(),
+    };
     let mut weights = Vec::new();
     let mut parts = Vec::new();
     let mut error = None;
-    match t.shape[..] {
+    let shape: &[usize] = match &flat {
+        Some(len) => std::slice::from_ref(len),
+        None => &t.shape,
+    };
+    match shape[..] {
         [len] => {
-            // 1-D tensors are small (a hidden size): one read.
+            // 1-D tensors are small (a hidden size, a conv's weights): one read.
             st.read_f32(t, 0, len, rows_buf)?;
             let bytes: Vec<u8> = rows_buf.iter().flat_map(|v| v.to_le_bytes()).collect();
             sink.append(&bytes, &mut weights)?;

@@ -3,13 +3,14 @@
 //! and nothing is read back inside it.
 
 use super::config::Config;
-use super::weights::{GateUp, Weights};
+use super::weights::{GateUp, Mixer, Weights};
 use std::collections::HashMap;
 
 use crate::gpu::{ensure, Context, Kernel, ReadbackRing, Result};
 use crate::ops::act_q8::{act_q8, ActQ8};
 use crate::ops::argmax::{argmax_into, ArgmaxScratch};
 use crate::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
+use crate::ops::delta_net::{delta_net, DeltaState, DeltaWeights};
 use crate::ops::matmul::{
     fold_norm, matmul, matmul_q8, matmul_swiglu, matmul_swiglu_q8, q8_format, swiglu_fusable, Epilogue, Norm,
     QuantMatrix,
@@ -18,6 +19,7 @@ use crate::ops::rmsnorm::{rms_norm, rms_norm_add};
 use crate::ops::rope::{rope_kv, QkNorm, RopeTable};
 use crate::ops::sample::{sample, SampleOut, SampleState};
 use crate::ops::softcap::softcap;
+use crate::ops::swiglu::Act;
 use crate::ops::{embedding::embedding, swiglu, Pos, StepBuffer};
 
 /// Decode steps that may be in flight at once, each with its id on the way back: the size of
@@ -57,7 +59,14 @@ pub struct State {
     pub logits: wgpu::Buffer,  // (max_batch, vocab)
     pub next_id: wgpu::Buffer, // (max_batch) u32 chosen token per logits row
     kv_shape: KvCacheShape,
-    cache: Vec<(wgpu::Buffer, wgpu::Buffer)>, // per layer (K, V): (n_kv_heads, context, head_dim)
+    /// Per layer: (K, V) `(n_kv_heads, context, head_dim)` for attention, the recurrent state for
+    /// a Gated DeltaNet layer.
+    cache: Vec<LayerCache>,
+    /// Qwen3.5: the attention output gate `(t, q_dim)`.
+    att_gate: Option<wgpu::Buffer>,
+    /// Gated DeltaNet scratch: projections `(t, qkv | z | b | a)`, conv output `(t, conv_dim)`,
+    /// mixer output `(t, nv·dv)`.
+    dn: Option<[wgpu::Buffer; 3]>,
     scratch: AttentionScratch,
     rope: RopeTable,
     /// The sliding layers' RoPE where it differs (Gemma 3).
@@ -89,11 +98,24 @@ impl State {
         };
         let mut cache = Vec::with_capacity(cfg.n_layers as usize);
         for l in 0..cfg.n_layers {
-            cache.push((
-                ctx.storage(&format!("cache.k.{l}"), kv_shape.bytes())?,
-                ctx.storage(&format!("cache.v.{l}"), kv_shape.bytes())?,
-            ));
+            cache.push(match cfg.delta {
+                Some(dn) if cfg.linear.get(l as usize).copied().unwrap_or(false) => {
+                    LayerCache::Delta(DeltaState::new(ctx, &format!("delta.{l}"), &dn)?)
+                }
+                _ => LayerCache::Kv(
+                    ctx.storage(&format!("cache.k.{l}"), kv_shape.bytes())?,
+                    ctx.storage(&format!("cache.v.{l}"), kv_shape.bytes())?,
+                ),
+            });
         }
+        let dn = match cfg.delta {
+            Some(dn) => Some([
+                f32s("dn.proj", t * dn.in_width() as u64)?,
+                f32s("dn.c", t * dn.conv_dim() as u64)?,
+                f32s("dn.out", t * dn.value_dim() as u64)?,
+            ]),
+            None => None,
+        };
         let gate_width = 2 * cfg.ffn as u64; // gate|up stacked (any arch; see Weights::load)
         let xq = |label: &str, k: u32| -> Result<Option<ActQ8>> {
             if !ctx.caps.int8_dot || k % crate::ops::act_q8::BLOCK != 0 {
@@ -119,6 +141,8 @@ impl State {
             next_id: ctx.storage("next_id", t * 4)?,
             kv_shape,
             cache,
+            att_gate: if cfg.attn_output_gate { Some(f32s("att_gate", t * cfg.q_dim() as u64)?) } else { None },
+            dn,
             scratch: AttentionScratch::new(ctx, opts.max_batch, cfg.n_heads, cfg.head_dim, 32)?,
             rope: RopeTable::new(ctx, &cfg.rope, opts.context)?,
             rope_local: cfg.rope_local.as_ref().map(|r| RopeTable::new(ctx, r, opts.context)).transpose()?,
@@ -131,6 +155,12 @@ impl State {
             plans: HashMap::new(),
         })
     }
+}
+
+/// One layer's memory of the sequence.
+enum LayerCache {
+    Kv(wgpu::Buffer, wgpu::Buffer),
+    Delta(DeltaState),
 }
 
 /// Where a step's token ids come from.
@@ -162,9 +192,14 @@ impl State {
         for xq in [&self.xq_hidden, &self.xq_att, &self.xq_ffn].into_iter().flatten() {
             out.extend(xq.buffers());
         }
-        for (k, v) in &self.cache {
-            out.extend([k, v]);
+        for c in &self.cache {
+            match c {
+                LayerCache::Kv(k, v) => out.extend([k, v]),
+                LayerCache::Delta(d) => out.extend(d.buffers()),
+            }
         }
+        out.extend(self.att_gate.iter());
+        out.extend(self.dn.iter().flatten());
         out.extend(self.scratch.buffers());
         out.extend(self.rope.buffers());
         out.extend(self.rope_local.iter().flat_map(|r| r.buffers()));
@@ -336,45 +371,7 @@ pub fn forward(
 
     // x = embedding(tokens) (· √hidden for Gemma)
     k.extend(embedding(ctx, &w.embed, ids, &s.x, t, cfg.embed_scale)?);
-    for (l, (layer, (cache_k, cache_v))) in w.layers.iter().zip(&s.cache).enumerate() {
-        // Gemma's local layers: a sliding window, and (Gemma 3) their own RoPE base
-        let sliding = cfg.sliding.get(l).copied().unwrap_or(false);
-        let att_shape = if sliding { AttentionShape { window: cfg.sliding_window, ..global } } else { global };
-        let rope_table = match &s.rope_local {
-            Some(local) if sliding => local,
-            _ => &s.rope,
-        };
-        // attention: q|k|v = rmsnorm(x)·Wqkv (+ b), side by side in one row
-        // (decode on adapters with integer dot products: x normed into int8 blocks by act_q8)
-        let parts: Vec<&QuantMatrix> = layer.qkv.parts.iter().map(|(l, _)| &l.w).collect();
-        let (xn, norm) = normed_inputs(ctx, &mut k, s, &parts, &layer.attn_norm, t, h, eps)?;
-        let stride = cfg.q_dim() + 2 * cfg.kv_dim();
-        for (lin, col) in &layer.qkv.parts {
-            let at = Epilogue { bias: lin.bias.as_ref(), y_stride: stride, y_col0: *col, norm, ..Default::default() };
-            k.extend(project(ctx, xn, &s.xq_hidden, &lin.w, &s.qkv, t, at)?);
-        }
-        // (Qwen3/Gemma 3: RMSNorm over each head of q and k,) RoPE at positions pos0.. (not on
-        // SmolLM3's NoPE layers), q into s.q, and k, v into the cache: one kernel
-        let qk_norm = layer.qk_norm.as_ref().map(|(q, kn)| QkNorm { q, k: kn, eps });
-        let rotate = !cfg.no_rope.get(l).copied().unwrap_or(false);
-        k.push(rope_kv(
-            ctx,
-            &s.qkv,
-            &s.q,
-            cache_k,
-            cache_v,
-            rope_table,
-            rotate,
-            cfg.n_heads,
-            &s.kv_shape,
-            t,
-            pos,
-            qk_norm,
-        )?);
-        // att = softmax(q·Kᵀ/√d)·V over the cache, causal (scale, window and cap per the layer)
-        k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos, t, &s.scratch, None)?);
-        // x += att·Wo (+ b); Gemma: x += rmsnorm(att·Wo)
-        quantize_for(ctx, &mut k, &s.att, &s.xq_att, &layer.o.w, t)?;
+    for (l, (layer, cache)) in w.layers.iter().zip(&s.cache).enumerate() {
         let post = layer.post_norms.as_ref();
         // the projection adds into x, or (Gemma) goes to xb for its norm to add
         let residual = |k: &mut Vec<Kernel>,
@@ -387,7 +384,86 @@ pub fn forward(
             k.extend(project(ctx, xin, xq, w, y, t, Epilogue { bias, accumulate, ..Default::default() })?);
             Ok(())
         };
-        residual(&mut k, &layer.o.w, &s.att, &s.xq_att, layer.o.bias.as_ref())?;
+        match (&layer.mixer, cache) {
+            (Mixer::Attention(a), LayerCache::Kv(cache_k, cache_v)) => {
+                // Gemma's local layers: a sliding window, and (Gemma 3) their own RoPE base
+                let sliding = cfg.sliding.get(l).copied().unwrap_or(false);
+                let att_shape = if sliding { AttentionShape { window: cfg.sliding_window, ..global } } else { global };
+                let rope_table = match &s.rope_local {
+                    Some(local) if sliding => local,
+                    _ => &s.rope,
+                };
+                // attention: q|k|v = rmsnorm(x)·Wqkv (+ b), side by side in one row (Qwen3.5: and
+                // the output gate); decode on adapters with integer dot products: x normed into
+                // int8 blocks by act_q8
+                let mut parts: Vec<&QuantMatrix> = a.qkv.parts.iter().map(|(l, _)| &l.w).collect();
+                parts.extend(a.gate.iter());
+                let (xn, norm) = normed_inputs(ctx, &mut k, s, &parts, &layer.attn_norm, t, h, eps)?;
+                let stride = cfg.q_dim() + 2 * cfg.kv_dim();
+                for (lin, col) in &a.qkv.parts {
+                    let at = Epilogue {
+                        bias: lin.bias.as_ref(),
+                        y_stride: stride,
+                        y_col0: *col,
+                        norm,
+                        ..Default::default()
+                    };
+                    k.extend(project(ctx, xn, &s.xq_hidden, &lin.w, &s.qkv, t, at)?);
+                }
+                let gate = a.gate.as_ref().zip(s.att_gate.as_ref());
+                if let Some((gw, gb)) = gate {
+                    k.extend(project(ctx, xn, &s.xq_hidden, gw, gb, t, Epilogue { norm, ..Default::default() })?);
+                }
+                // (Qwen3/Gemma 3/Qwen3.5: RMSNorm over each head of q and k,) RoPE at positions
+                // pos0.. (not on SmolLM3's NoPE layers), q into s.q, and k, v into the cache: one kernel
+                let qk_norm = a.qk_norm.as_ref().map(|(q, kn)| QkNorm { q, k: kn, eps });
+                let rotate = !cfg.no_rope.get(l).copied().unwrap_or(false);
+                k.push(rope_kv(
+                    ctx,
+                    &s.qkv,
+                    &s.q,
+                    cache_k,
+                    cache_v,
+                    rope_table,
+                    rotate,
+                    cfg.n_heads,
+                    &s.kv_shape,
+                    t,
+                    pos,
+                    qk_norm,
+                )?);
+                // att = softmax(q·Kᵀ/√d)·V over the cache, causal (scale, window and cap per the layer)
+                k.extend(attention(ctx, &s.q, cache_k, cache_v, &s.att, &att_shape, pos, t, &s.scratch, None)?);
+                // Qwen3.5: att · sigmoid(gate), into s.q (free again)
+                let att = match gate {
+                    Some((_, gb)) => {
+                        k.push(swiglu::swiglu(ctx, gb, &s.att, &s.q, t, cfg.q_dim(), Act::Sigmoid)?);
+                        &s.q
+                    }
+                    None => &s.att,
+                };
+                // x += att·Wo (+ b); Gemma: x += rmsnorm(att·Wo)
+                quantize_for(ctx, &mut k, att, &s.xq_att, &a.o.w, t)?;
+                residual(&mut k, &a.o.w, att, &s.xq_att, a.o.bias.as_ref())?;
+            }
+            (Mixer::DeltaNet(d), LayerCache::Delta(state)) => {
+                // Gated DeltaNet: qkv | z | b | a = rmsnorm(x)·W, side by side; conv, the delta
+                // rule over the layer's state, the gated norm; x += that·W_out
+                let (Some([proj, c, out]), Some(shape)) = (&s.dn, &cfg.delta) else {
+                    return Err(crate::gpu::GpuError::Validation("a DeltaNet layer without its state".into()));
+                };
+                let parts: Vec<&QuantMatrix> = d.proj.parts.iter().map(|(l, _)| &l.w).collect();
+                let (xn, norm) = normed_inputs(ctx, &mut k, s, &parts, &layer.attn_norm, t, h, eps)?;
+                for (lin, col) in &d.proj.parts {
+                    let at = Epilogue { y_stride: shape.in_width(), y_col0: *col, norm, ..Default::default() };
+                    k.extend(project(ctx, xn, &s.xq_hidden, &lin.w, proj, t, at)?);
+                }
+                let dw = DeltaWeights { conv: &d.conv, a_log: &d.a_log, dt_bias: &d.dt_bias, norm: &d.norm, eps };
+                k.extend(delta_net(ctx, shape, proj, &dw, state, c, out, t, pos)?);
+                residual(&mut k, &d.out, out, &None, None)?;
+            }
+            _ => return Err(crate::gpu::GpuError::Validation(format!("layer {l}: weights and state disagree"))),
+        }
         if let Some((after_attn, _)) = post {
             k.push(rms_norm_add(ctx, &s.xb, after_attn, &s.x, t, h, eps)?);
         }

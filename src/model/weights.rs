@@ -2,7 +2,7 @@
 //! (a converted package streamed from disk or the network, or CPU arrays in tests) is behind
 //! `TensorSource`.
 
-use super::config::Config;
+use super::config::{Config, DeltaNetShape};
 use super::error::{ModelError, Result};
 use crate::gpu::{Context, GpuError};
 use crate::ops::add::add_scalar;
@@ -36,12 +36,38 @@ pub enum GateUp {
     Fused(QuantMatrix),
 }
 
-pub struct LayerWeights {
-    pub attn_norm: wgpu::Buffer, // (hidden)
+/// Softmax attention's weights.
+pub struct Attention {
     pub qkv: Qkv,
     /// Qwen3's per-head RMSNorm weights for q and k, each (head_dim).
     pub qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
-    pub o: Linear,              // (hidden, q_dim)
+    pub o: Linear, // (hidden, q_dim)
+    /// Qwen3.5's output gate (q_dim, hidden): q_proj's gate rows, split from the query's at load.
+    pub gate: Option<QuantMatrix>,
+}
+
+/// A Gated DeltaNet layer's weights (Qwen3.5; docs/qwen35.md §2).
+pub struct DeltaNet {
+    /// in_proj_qkv | in_proj_z | in_proj_b | in_proj_a, side by side in one row (as `Qkv`).
+    pub proj: Qkv,
+    /// conv1d.weight as `[conv_dim, k]`.
+    pub conv: wgpu::Buffer,
+    pub a_log: wgpu::Buffer,   // (nv)
+    pub dt_bias: wgpu::Buffer, // (nv)
+    /// The gated RMSNorm's plain weight (dv).
+    pub norm: wgpu::Buffer,
+    pub out: QuantMatrix, // (hidden, nv·dv)
+}
+
+/// What mixes positions in a layer.
+pub enum Mixer {
+    Attention(Attention),
+    DeltaNet(DeltaNet),
+}
+
+pub struct LayerWeights {
+    pub attn_norm: wgpu::Buffer, // (hidden)
+    pub mixer: Mixer,
     pub ffn_norm: wgpu::Buffer, // (hidden)
     pub gate_up: GateUp,        // (ffn, hidden) each
     pub down: QuantMatrix,      // (hidden, ffn)
@@ -74,13 +100,25 @@ impl Weights {
         let mut out: Vec<&wgpu::Buffer> = self.embed.buffers().collect();
         for l in &self.layers {
             out.push(&l.attn_norm);
-            for (p, _) in &l.qkv.parts {
-                out.extend(p.w.buffers().chain(p.bias.as_ref()));
+            match &l.mixer {
+                Mixer::Attention(a) => {
+                    for (p, _) in &a.qkv.parts {
+                        out.extend(p.w.buffers().chain(p.bias.as_ref()));
+                    }
+                    if let Some((q, k)) = &a.qk_norm {
+                        out.extend([q, k]);
+                    }
+                    out.extend(a.o.w.buffers().chain(a.o.bias.as_ref()));
+                    out.extend(a.gate.iter().flat_map(|g| g.buffers()));
+                }
+                Mixer::DeltaNet(d) => {
+                    for (p, _) in &d.proj.parts {
+                        out.extend(p.w.buffers());
+                    }
+                    out.extend([&d.conv, &d.a_log, &d.dt_bias, &d.norm]);
+                    out.extend(d.out.buffers());
+                }
             }
-            if let Some((q, k)) = &l.qk_norm {
-                out.extend([q, k]);
-            }
-            out.extend(l.o.w.buffers().chain(l.o.bias.as_ref()));
             out.push(&l.ffn_norm);
             match &l.gate_up {
                 GateUp::Separate { gate, up } => out.extend(gate.buffers().chain(up.buffers())),
@@ -108,9 +146,20 @@ impl Weights {
         let lin = |l: &Linear| l.w.bytes() + l.bias.as_ref().map_or(0, |b| b.size());
         let mut total = self.norm.size() + self.lm_head.as_ref().unwrap_or(&self.embed).bytes();
         for l in &self.layers {
-            total += l.attn_norm.size() + l.ffn_norm.size() + lin(&l.o) + l.down.bytes();
-            total += l.qkv.parts.iter().map(|(p, _)| lin(p)).sum::<u64>();
-            total += l.qk_norm.as_ref().map_or(0, |(q, k)| q.size() + k.size());
+            total += l.attn_norm.size() + l.ffn_norm.size() + l.down.bytes();
+            total += match &l.mixer {
+                Mixer::Attention(a) => {
+                    lin(&a.o)
+                        + a.qkv.parts.iter().map(|(p, _)| lin(p)).sum::<u64>()
+                        + a.qk_norm.as_ref().map_or(0, |(q, k)| q.size() + k.size())
+                        + a.gate.as_ref().map_or(0, |g| g.bytes())
+                }
+                Mixer::DeltaNet(d) => {
+                    d.proj.parts.iter().map(|(p, _)| lin(p)).sum::<u64>()
+                        + [&d.conv, &d.a_log, &d.dt_bias, &d.norm].iter().map(|b| b.size()).sum::<u64>()
+                        + d.out.bytes()
+                }
+            };
             total += l.post_norms.as_ref().map_or(0, |(a, m)| a.size() + m.size());
             total += match &l.gate_up {
                 GateUp::Separate { gate, up } => gate.bytes() + up.bytes(),
@@ -122,8 +171,8 @@ impl Weights {
 
     /// Load every tensor `cfg` needs from `src`, checking shapes against the config.
     pub fn load(ctx: &Context, cfg: &Config, src: &mut dyn TensorSource) -> Result<Self> {
-        let (h, qd, kvd, ffn) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn);
-        // RMSNorm weights, with Gemma's 1 added on the GPU as they arrive.
+        let (h, ffn) = (cfg.hidden, cfg.ffn);
+        // RMSNorm weights, with Gemma's (and Qwen3.5's) 1 added on the GPU as they arrive.
         let norm = |src: &mut dyn TensorSource, name: &str, len: u32| -> Result<wgpu::Buffer> {
             let b = src.vector(ctx, name, len)?;
             if cfg.norm_offset != 0.0 {
@@ -140,36 +189,11 @@ impl Weights {
         let mut layers = Vec::with_capacity(cfg.n_layers as usize);
         for l in 0..cfg.n_layers {
             let p = format!("model.layers.{l}");
-            let bias = |src: &mut dyn TensorSource, on: bool, name: String, len: u32| -> Result<Option<wgpu::Buffer>> {
-                if on {
-                    src.vector(ctx, &name, len).map(Some)
-                } else {
-                    Ok(None)
+            let mixer = match cfg.delta {
+                Some(dn) if cfg.linear.get(l as usize).copied().unwrap_or(false) => {
+                    Mixer::DeltaNet(load_delta_net(ctx, src, &p, h, &dn, &matrix)?)
                 }
-            };
-            let qkv = if cfg.fused_proj {
-                let w = matrix(src, &format!("{p}.self_attn.qkv_proj.weight"), qd + 2 * kvd, h)?;
-                Qkv { parts: vec![(Linear { w, bias: None }, 0)] }
-            } else {
-                let lin = |src: &mut dyn TensorSource, which: &str, n: u32| -> Result<Linear> {
-                    let w = matrix(src, &format!("{p}.self_attn.{which}_proj.weight"), n, h)?;
-                    let b = bias(src, cfg.qkv_bias, format!("{p}.self_attn.{which}_proj.bias"), n)?;
-                    Ok(Linear { w, bias: b })
-                };
-                let parts = vec![(lin(src, "q", qd)?, 0), (lin(src, "k", kvd)?, qd), (lin(src, "v", kvd)?, qd + kvd)];
-                Qkv { parts: stack_runs(ctx, &format!("{p}.self_attn.qkv"), parts)? }
-            };
-            let qk_norm = if cfg.qk_norm {
-                Some((
-                    norm(src, &format!("{p}.self_attn.q_norm.weight"), cfg.head_dim)?,
-                    norm(src, &format!("{p}.self_attn.k_norm.weight"), cfg.head_dim)?,
-                ))
-            } else {
-                None
-            };
-            let o = Linear {
-                w: matrix(src, &format!("{p}.self_attn.o_proj.weight"), h, qd)?,
-                bias: bias(src, cfg.o_bias, format!("{p}.self_attn.o_proj.bias"), h)?,
+                _ => Mixer::Attention(load_attention(ctx, cfg, src, &p, &matrix, &norm)?),
             };
             let gate_up = if cfg.fused_proj {
                 GateUp::Fused(matrix(src, &format!("{p}.mlp.gate_up_proj.weight"), 2 * ffn, h)?)
@@ -198,9 +222,7 @@ impl Weights {
             };
             layers.push(LayerWeights {
                 attn_norm: norm(src, &format!("{p}.input_layernorm.weight"), h)?,
-                qkv,
-                qk_norm,
-                o,
+                mixer,
                 ffn_norm,
                 gate_up,
                 down: matrix(src, &format!("{p}.mlp.down_proj.weight"), h, ffn)?,
@@ -211,6 +233,106 @@ impl Weights {
         let lm_head = if cfg.tied_embeddings { None } else { Some(matrix(src, "lm_head.weight", cfg.vocab, h)?) };
         Ok(Weights { embed, layers, norm, lm_head })
     }
+}
+
+type MatrixFn<'a> = dyn Fn(&mut dyn TensorSource, &str, u32, u32) -> Result<QuantMatrix> + 'a;
+type NormFn<'a> = dyn Fn(&mut dyn TensorSource, &str, u32) -> Result<wgpu::Buffer> + 'a;
+
+/// A softmax-attention layer's weights under `p` (`model.layers.{l}`).
+fn load_attention(
+    ctx: &Context,
+    cfg: &Config,
+    src: &mut dyn TensorSource,
+    p: &str,
+    matrix: &MatrixFn,
+    norm: &NormFn,
+) -> Result<Attention> {
+    let (h, qd, kvd) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim());
+    let bias = |src: &mut dyn TensorSource, on: bool, name: String, len: u32| -> Result<Option<wgpu::Buffer>> {
+        if on {
+            src.vector(ctx, &name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let mut gate = None;
+    let qkv = if cfg.fused_proj {
+        let w = matrix(src, &format!("{p}.self_attn.qkv_proj.weight"), qd + 2 * kvd, h)?;
+        Qkv { parts: vec![(Linear { w, bias: None }, 0)] }
+    } else {
+        let lin = |src: &mut dyn TensorSource, which: &str, n: u32| -> Result<Linear> {
+            let w = matrix(src, &format!("{p}.self_attn.{which}_proj.weight"), n, h)?;
+            let b = bias(src, cfg.qkv_bias, format!("{p}.self_attn.{which}_proj.bias"), n)?;
+            Ok(Linear { w, bias: b })
+        };
+        let q = if cfg.attn_output_gate {
+            // Qwen3.5: per head, hd query rows then hd gate rows; split into two matrices.
+            let name = format!("{p}.self_attn.q_proj.weight");
+            let both = matrix(src, &name, 2 * qd, h)?;
+            let hd = cfg.head_dim;
+            let runs = |first: u32| (0..cfg.n_heads).map(|i| (2 * i * hd + first, hd)).collect::<Vec<_>>();
+            let split = |label: &str, first| {
+                QuantMatrix::gather_rows(ctx, &format!("{p}.self_attn.{label}"), &both, &runs(first))?.ok_or_else(
+                    || ModelError::TensorShape {
+                        name: name.clone(),
+                        found: format!("{:?} rows of {} that cannot be split per head", both.format, both.k),
+                        expected: "query and gate rows on scale-word boundaries".into(),
+                    },
+                )
+            };
+            let (q, g) = (split("q", 0)?, split("gate", hd)?);
+            both.release(ctx);
+            gate = Some(g);
+            Linear { w: q, bias: bias(src, cfg.qkv_bias, format!("{p}.self_attn.q_proj.bias"), qd)? }
+        } else {
+            lin(src, "q", qd)?
+        };
+        let parts = vec![(q, 0), (lin(src, "k", kvd)?, qd), (lin(src, "v", kvd)?, qd + kvd)];
+        Qkv { parts: stack_runs(ctx, &format!("{p}.self_attn.qkv"), parts)? }
+    };
+    let qk_norm = if cfg.qk_norm {
+        Some((
+            norm(src, &format!("{p}.self_attn.q_norm.weight"), cfg.head_dim)?,
+            norm(src, &format!("{p}.self_attn.k_norm.weight"), cfg.head_dim)?,
+        ))
+    } else {
+        None
+    };
+    let o = Linear {
+        w: matrix(src, &format!("{p}.self_attn.o_proj.weight"), h, qd)?,
+        bias: bias(src, cfg.o_bias, format!("{p}.self_attn.o_proj.bias"), h)?,
+    };
+    Ok(Attention { qkv, qk_norm, o, gate })
+}
+
+/// A Gated DeltaNet layer's weights under `p`.
+fn load_delta_net(
+    ctx: &Context,
+    src: &mut dyn TensorSource,
+    p: &str,
+    h: u32,
+    dn: &DeltaNetShape,
+    matrix: &MatrixFn,
+) -> Result<DeltaNet> {
+    let (cd, vd, nv) = (dn.conv_dim(), dn.value_dim(), dn.nv);
+    let a = format!("{p}.linear_attn");
+    let lin = |src: &mut dyn TensorSource, which: &str, n: u32| -> Result<Linear> {
+        Ok(Linear { w: matrix(src, &format!("{a}.in_proj_{which}.weight"), n, h)?, bias: None })
+    };
+    let parts = vec![
+        (lin(src, "qkv", cd)?, 0),
+        (lin(src, "z", vd)?, cd),
+        (lin(src, "b", nv)?, cd + vd),
+        (lin(src, "a", nv)?, cd + vd + nv),
+    ];
+    Ok(DeltaNet {
+        proj: Qkv { parts: stack_runs(ctx, &format!("{a}.in_proj"), parts)? },
+        conv: src.vector(ctx, &format!("{a}.conv1d.weight"), cd * dn.conv_k)?,
+        a_log: src.vector(ctx, &format!("{a}.A_log"), nv)?,
+        dt_bias: src.vector(ctx, &format!("{a}.dt_bias"), nv)?,
+        norm: src.vector(ctx, &format!("{a}.norm.weight"), dn.dv)?,
+        out: matrix(src, &format!("{a}.out_proj.weight"), h, vd)?,
+    })
 }
 
 /// Adjacent projections `(linear, first column)` stacked into as few matrices as their formats
@@ -256,6 +378,7 @@ pub enum QuantPolicy {
 impl QuantPolicy {
     pub fn format_for(self, name: &str) -> WeightFormat {
         let big_table = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+        // (convert's choose_format is the package policy; this mirrors it for CPU tensors)
         match self {
             QuantPolicy::Q4 if big_table => WeightFormat::Q8,
             QuantPolicy::Q4 => WeightFormat::Q4,

@@ -202,6 +202,48 @@ impl QuantMatrix {
         Ok(Some(QuantMatrix { format, n, k: first.k, chunks: vec![MatrixChunk { row0: 0, rows: n, weights, scales }] }))
     }
 
+    /// Runs of rows `(first, count)` of this matrix gathered into a new one, in order (Qwen3.5's
+    /// q_proj, whose query and gate rows alternate per head). `None` when the rows cannot be cut
+    /// out as whole bytes: more than one chunk, or a run not starting and ending on a 4-byte
+    /// boundary (for Q4/Q8, a whole f16 scale pair).
+    pub fn gather_rows(
+        ctx: &Context,
+        label: &str,
+        m: &QuantMatrix,
+        runs: &[(u32, u32)],
+    ) -> Result<Option<QuantMatrix>> {
+        let k = m.k as usize;
+        if m.chunks.len() != 1 || runs.is_empty() || runs.iter().any(|&(r0, n)| n == 0 || r0 + n > m.n) {
+            return Ok(None);
+        }
+        let pairs = matches!(m.format, WeightFormat::Q8 | WeightFormat::Q4);
+        let groups = m.groups() as u64;
+        let mut w_parts = Vec::new();
+        let mut s_parts = Vec::new();
+        for &(row0, rows) in runs {
+            if pairs && ((row0 as u64 * groups) % 2 != 0 || (rows as u64 * groups) % 2 != 0) {
+                return Ok(None);
+            }
+            let (w, s) = chunk_byte_ranges(m.format, k, row0, rows);
+            if [w.start, w.end, s.start, s.end].iter().any(|b| b % 4 != 0) {
+                return Ok(None);
+            }
+            w_parts.push((&m.chunks[0].weights, w));
+            if let Some(sb) = &m.chunks[0].scales {
+                s_parts.push((sb, s));
+            }
+        }
+        let n: u32 = runs.iter().map(|r| r.1).sum();
+        let weights = ctx.concat_ranges(&format!("{label}.w0"), &w_parts)?;
+        let scales = if s_parts.is_empty() { None } else { Some(ctx.concat_ranges(&format!("{label}.s0"), &s_parts)?) };
+        Ok(Some(QuantMatrix {
+            format: m.format,
+            n,
+            k: m.k,
+            chunks: vec![MatrixChunk { row0: 0, rows: n, weights, scales }],
+        }))
+    }
+
     /// Free the matrix's buffers now (see [`Context::release`]).
     pub fn release(self, ctx: &Context) {
         for c in self.chunks {
@@ -352,7 +394,8 @@ fn check_swiglu(w: &QuantMatrix, epilogue: &Epilogue) -> Result<()> {
     })?;
     ensure(epilogue.bias.is_none() && !epilogue.accumulate, "matmul", || {
         "SwiGLU GEMV takes no bias or accumulate".into()
-    })
+    })?;
+    ensure(epilogue.act != Act::Sigmoid, "matmul", || "the fused GEMV gates with silu or tanh-GELU only".into())
 }
 
 fn build(

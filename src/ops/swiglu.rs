@@ -15,12 +15,23 @@ pub enum Act {
     Silu,
     /// `0.5 g (1 + tanh(√(2/π) (g + 0.044715 g³)))` (PyTorch's `gelu(approximate="tanh")`).
     GeluTanh,
+    /// `sigmoid(g)`: a plain gate (Qwen3.5's attention output gate; not in the fused GEMV).
+    Sigmoid,
 }
 
 impl Act {
-    /// The `GELU` pipeline constant of the shaders that gate.
+    /// The fused SwiGLU GEMV's `GELU` pipeline constant.
     pub fn gelu(self) -> u32 {
         (self == Act::GeluTanh) as u32
+    }
+
+    /// swiglu.wgsl's `ACT` pipeline constant.
+    fn code(self) -> u32 {
+        match self {
+            Act::Silu => 0,
+            Act::GeluTanh => 1,
+            Act::Sigmoid => 2,
+        }
     }
 }
 
@@ -50,7 +61,7 @@ pub fn swiglu(
     // vec4 when the flat length allows it; buffers were checked to hold n elements
     let (entry, slots, count) = if n % 4 == 0 { ("swiglu4", [5, 6, 8], n / 4) } else { ("swiglu", [1, 2, 4], n) };
     let params = ctx.uniform("swiglu.params", &Params { n: count, f, _pad: [0; 2] });
-    let key = PipelineKey::new(Shader::SwiGlu, entry).constant("GELU", act.gelu());
+    let key = PipelineKey::new(Shader::SwiGlu, entry).constant("ACT", act.code());
     let buffers = [(slots[0], gate), (slots[1], up), (slots[2], out)];
     Kernel::new(ctx, &key, &buffers, Some(params), ctx.grid(count.div_ceil(WG)))
 }
@@ -71,7 +82,7 @@ pub fn swiglu_fused(
     let (entry, slots, count, row) =
         if f % 4 == 0 { ("swiglu_fused4", [7, 8], n / 4, f / 4) } else { ("swiglu_fused", [3, 4], n, f) };
     let params = ctx.uniform("swiglu.params", &Params { n: count, f: row, _pad: [0; 2] });
-    let key = PipelineKey::new(Shader::SwiGlu, entry).constant("GELU", act.gelu());
+    let key = PipelineKey::new(Shader::SwiGlu, entry).constant("ACT", act.code());
     Kernel::new(ctx, &key, &[(slots[0], gate_up), (slots[1], out)], Some(params), ctx.grid(count.div_ceil(WG)))
 }
 
