@@ -225,6 +225,9 @@ pub struct Engine {
     pub stop_ids: Vec<u32>,
     /// Tokens whose K/V are in the cache at positions 0.. (reused by the next prompt's common prefix).
     cached: Vec<u32>,
+    /// Gated DeltaNet models: the length of the prompt whose end state is saved (the first
+    /// `saved_prompt` tokens of `cached`).
+    saved_prompt: Option<usize>,
     /// The grammar engine over this tokenizer, built on the first constrained request.
     guidance: Option<Arc<Guidance>>,
 }
@@ -259,7 +262,15 @@ impl Engine {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Self { model, tokenizer: Arc::new(tokenizer), template, stop_ids, cached: Vec::new(), guidance: None })
+        Ok(Self {
+            model,
+            tokenizer: Arc::new(tokenizer),
+            template,
+            stop_ids,
+            cached: Vec::new(),
+            saved_prompt: None,
+            guidance: None,
+        })
     }
 
     /// Token ids of plain text; `add_special_tokens` lets the tokenizer's post-processor add BOS etc.
@@ -333,6 +344,7 @@ impl Engine {
     /// Forget the KV cache (the next prompt is prefilled from position 0).
     pub fn reset(&mut self) {
         self.cached.clear();
+        self.saved_prompt = None;
     }
 
     /// Generate after `prompt` (token ids). `on_event` sees the prefill and every token; returning
@@ -381,16 +393,23 @@ impl Engine {
             self.next_mask(ctx, g)?;
         }
         // Reuse the cached prefix, but always run at least the last prompt token for its logits.
-        // Not with Gated DeltaNet layers (Qwen3.5): their state has absorbed every token it saw
-        // (pipelined steps past a stop too) and cannot be rewound to a prefix, so the prompt is
-        // prefilled from position 0, which resets it.
-        let common = if self.model.config.linear.is_empty() {
-            self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1)
-        } else {
-            0
-        };
+        let mut common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        // Gated DeltaNet layers (Qwen3.5): their state has absorbed every token it saw (pipelined
+        // steps past a stop too) and cannot be rewound, so only the state saved at the end of the
+        // last prompt can be resumed, when this prompt extends that one (a chat's next turn);
+        // otherwise the prompt is prefilled from position 0, which resets the state.
+        if !self.model.config.linear.is_empty() {
+            common = match self.saved_prompt.take() {
+                Some(n) if n <= common => {
+                    self.model.restore_recurrent(ctx);
+                    n
+                }
+                _ => 0,
+            };
+        }
         self.cached.truncate(common);
         self.model.submit_prompt(ctx, &prompt[common..], common as u32, Readback::Id)?;
+        self.saved_prompt = Some(prompt.len());
         // Decode step j runs at position p0 + j on token j and chooses token j + 1; it is needed
         // while token j + 1 is within max_tokens and its position within the context.
         let p0 = prompt.len() as u32;

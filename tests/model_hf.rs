@@ -219,3 +219,39 @@ fn gemma3_multimodal_checkpoint_runs_its_text_model() {
 fn qwen35_matches_transformers() {
     check_fixture("qwen35");
 }
+
+/// Qwen3.5's recurrent state cannot be rewound like a KV cache: the engine saves it at the end of
+/// each prompt and resumes there when the next prompt extends that one (a chat's next turn),
+/// else prefills from position 0. Either way the tokens equal a fresh engine's on the same prompt.
+#[test]
+fn qwen35_resumes_only_a_prompt_it_extends() {
+    let f = Fixture::load("qwen35");
+    let exp = &f.expected;
+    let mut engine = open(&f, Quant::F16);
+    engine.stop_ids.clear();
+    let long = ids(&exp["prompts"][2]["ids"]);
+    let gen = GenerateOptions { max_tokens: 6, ..Default::default() };
+    let mut run = |engine: &mut Engine, prompt: &[u32]| {
+        pollster::block_on(engine.generate(ctx(), prompt, &gen, &mut |_| true)).unwrap()
+    };
+    let mut fresh = |prompt: &[u32]| {
+        let mut e = open(&f, Quant::F16);
+        e.stop_ids.clear();
+        run(&mut e, prompt).generated
+    };
+    let first = run(&mut engine, &long[..40]);
+    assert_eq!(first.reused_tokens, 0);
+    // extends the saved prompt (not the generated tokens, which the state also absorbed)
+    let second = run(&mut engine, &long[..60]);
+    assert_eq!(second.reused_tokens, 40, "resumed at the saved prompt's end");
+    assert_eq!(second.generated, fresh(&long[..60]), "resumed state gives a fresh engine's tokens");
+    // shorter than the saved prompt: from position 0
+    let third = run(&mut engine, &long[..30]);
+    assert_eq!(third.reused_tokens, 0);
+    assert_eq!(third.generated, fresh(&long[..30]));
+    // the same prompt again: the saved state holds all of it, and a prompt's last token must run
+    // for its logits, so only a longer prompt can resume; this one runs from 0
+    let fourth = run(&mut engine, &long[..30]);
+    assert_eq!(fourth.reused_tokens, 0);
+    assert_eq!(fourth.generated, third.generated);
+}

@@ -221,6 +221,18 @@ impl State {
         Ok(())
     }
 
+    /// Copies saving every Gated DeltaNet layer's state (`save`), or restoring the saved one.
+    pub(crate) fn recurrent_copies(&self, save: bool) -> Vec<crate::gpu::CopyAfter<'_>> {
+        self.cache
+            .iter()
+            .filter_map(|c| match c {
+                LayerCache::Delta(d) => Some(d.copies(save)),
+                LayerCache::Kv(..) => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// The GPU sampler's buffers (its token history, for tests).
     pub fn sampler(&self) -> &SampleState {
         &self.sampler

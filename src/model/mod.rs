@@ -152,12 +152,24 @@ impl Model {
     /// take it with [`read_id`](Self::read_id) or [`read_logits`](Self::read_logits).
     pub fn submit_prompt(&mut self, ctx: &Context, tokens: &[u32], pos0: u32, read: Readback) -> Result<()> {
         ensure(!tokens.is_empty(), "forward", || "no tokens to run".into())?;
-        let copy = self.readback_copy(read)?;
-        let index = self.run_then_copy(ctx, tokens, pos0, Logits::Last, self.choose, &[copy])?;
+        // Gated DeltaNet layers: their state at the prompt's end is saved with the same submission
+        // (`restore_recurrent` brings it back for a prompt that extends this one).
+        let mut copies = vec![self.readback_copy(read)?];
+        copies.extend(self.state.recurrent_copies(true));
+        let index = self.run_then_copy(ctx, tokens, pos0, Logits::Last, self.choose, &copies)?;
         if let Some(index) = index {
             self.submitted(ctx, read, index);
         }
         Ok(())
+    }
+
+    /// Put back the Gated DeltaNet state saved at the end of the last prompt (queued before
+    /// whatever is submitted next). Nothing to do for models without such layers.
+    pub fn restore_recurrent(&self, ctx: &Context) {
+        let copies = self.state.recurrent_copies(false);
+        if !copies.is_empty() {
+            ctx.run_then_copy(&[], &copies);
+        }
     }
 
     /// Submit one decode step at position `pos`: its token is `token`, or with `None` the id the

@@ -5,7 +5,7 @@
 //! state column in registers), so it equals single-token steps exactly; see ARCHITECTURE.md.
 
 use super::{check_len, Pos};
-use crate::gpu::{ensure, Context, Kernel, PipelineKey, Result, Shader};
+use crate::gpu::{ensure, Context, CopyAfter, Kernel, PipelineKey, Result, Shader};
 
 /// Invocations per workgroup; equals `WG` in shaders/delta_net.wgsl (tests/shaders.rs checks).
 pub const WG: u32 = 64;
@@ -58,17 +58,35 @@ struct Params {
 }
 
 /// One layer's recurrent state: the conv's last `k − 1` inputs `[conv_dim, k − 1]` and the
-/// delta-rule state `[nv, dk, dv]`, both f32. A step at position 0 starts from zeros.
+/// delta-rule state `[nv, dk, dv]`, both f32. A step at position 0 starts from zeros. `saved`
+/// holds a copy of both (the state at the end of the last prompt), so a prompt that extends it
+/// can resume there: a recurrent state cannot be rewound like a KV cache.
 pub struct DeltaState {
     pub conv: wgpu::Buffer,
     pub s: wgpu::Buffer,
+    pub saved: [wgpu::Buffer; 2],
 }
 
 impl DeltaState {
     pub fn new(ctx: &Context, label: &str, shape: &DeltaNetShape) -> Result<Self> {
-        let conv = ctx.storage(&format!("{label}.conv"), shape.conv_dim() as u64 * (shape.conv_k - 1) as u64 * 4)?;
-        let s = ctx.storage(&format!("{label}.s"), Self::state_elems(shape) * 4)?;
-        Ok(Self { conv, s })
+        let conv_bytes = shape.conv_dim() as u64 * (shape.conv_k - 1) as u64 * 4;
+        let s_bytes = Self::state_elems(shape) * 4;
+        let conv = ctx.storage(&format!("{label}.conv"), conv_bytes)?;
+        let s = ctx.storage(&format!("{label}.s"), s_bytes)?;
+        let saved = [
+            ctx.storage(&format!("{label}.saved.conv"), conv_bytes)?,
+            ctx.storage(&format!("{label}.saved.s"), s_bytes)?,
+        ];
+        Ok(Self { conv, s, saved })
+    }
+
+    /// Copies that save the state (`save`) or bring the saved one back.
+    pub fn copies(&self, save: bool) -> [CopyAfter<'_>; 2] {
+        fn copy<'a>(save: bool, live: &'a wgpu::Buffer, saved: &'a wgpu::Buffer) -> CopyAfter<'a> {
+            let (src, dst) = if save { (live, saved) } else { (saved, live) };
+            CopyAfter { src, src_offset: 0, dst, dst_offset: 0, bytes: live.size() }
+        }
+        [copy(save, &self.conv, &self.saved[0]), copy(save, &self.s, &self.saved[1])]
     }
 
     fn state_elems(shape: &DeltaNetShape) -> u64 {
@@ -76,8 +94,8 @@ impl DeltaState {
     }
 
     /// Its GPU buffers.
-    pub fn buffers(&self) -> [&wgpu::Buffer; 2] {
-        [&self.conv, &self.s]
+    pub fn buffers(&self) -> [&wgpu::Buffer; 4] {
+        [&self.conv, &self.s, &self.saved[0], &self.saved[1]]
     }
 
     /// Bytes one decoded token reads and writes: the delta-rule state in and out, the conv state in and out.
