@@ -675,7 +675,6 @@ pub fn resolve_context(ctx: &Context, config: &crate::model::Config, opts: &Open
     }
 }
 
-/// Bytes of the KV cache (K and V, every layer) for `context` positions.
 /// The state (KV cache, activations) an engine with `opts` gets: its context resolved as above.
 pub fn state_options(
     ctx: &Context,
@@ -696,9 +695,14 @@ pub fn probe_state(ctx: &Context, config: &crate::model::Config, opts: &OpenOpti
     Ok(kv_cache_bytes(config, so.context, so.kv_dtype))
 }
 
+/// Bytes of the sequence memory for `context` positions: K and V of every attention layer, and
+/// (Qwen3.5) each Gated DeltaNet layer's recurrent state with its saved copy, whatever the length.
 pub fn kv_cache_bytes(config: &crate::model::Config, context: u32, kv_dtype: KvDtype) -> u64 {
     let per = if kv_dtype == KvDtype::F16 { 2 } else { 4 };
-    2 * config.n_layers as u64 * context as u64 * config.kv_dim() as u64 * per
+    let linear = config.linear.iter().filter(|&&l| l).count() as u64;
+    let attention = config.n_layers as u64 - linear;
+    let recurrent = config.delta.map_or(0, |d| crate::ops::delta_net::DeltaState::bytes(&d));
+    2 * attention * context as u64 * config.kv_dim() as u64 * per + linear * recurrent
 }
 
 fn config_error(e: crate::model::ConfigError) -> EngineError {

@@ -428,7 +428,7 @@ BENCH
         let decode_tok_s = decoded / (total - ttft).max(1e-9);
         let prefill_tok_s = prompt_tokens as f64 / ttft.max(1e-9);
         let w = &engine.model.weights;
-        let (weight_bytes, per_token) = (w.bytes(), w.bytes_per_token());
+        let (weight_bytes, per_token) = (w.bytes(), engine.model.bytes_per_token());
         let per = summary.steady.ok_or("no steady state: too few tokens")?.per_token();
         let copy_gb_s = copy_bandwidth(&ctx)?;
         let roofline = decode_tok_s * per_token as f64 / 1e9 / copy_gb_s;

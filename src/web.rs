@@ -419,7 +419,7 @@ struct ModelInfo {
     has_chat_template: bool,
     eos_token_ids: Vec<u32>,
     weight_bytes: f64,
-    /// Weight bytes a decoded token reads (`Weights::bytes_per_token`).
+    /// Bytes a decoded token reads: weights, and a Gated DeltaNet's state (`Model::bytes_per_token`).
     weight_bytes_per_token: f64,
     kv_cache_bytes: f64,
     /// The kernel variants chosen for this adapter (`Context::variants`).
@@ -547,7 +547,7 @@ fn model_info(ctx: &Context, engine: &Engine, weight_bytes: u64) -> ModelInfo {
         has_chat_template: engine.template.is_some(),
         eos_token_ids: engine.stop_ids.clone(),
         weight_bytes: weight_bytes as f64,
-        weight_bytes_per_token: engine.model.weights.bytes_per_token() as f64,
+        weight_bytes_per_token: engine.model.bytes_per_token() as f64,
         kv_cache_bytes: kv_cache_bytes(c, st.context, st.kv_dtype) as f64,
         kernels: ctx.variants(),
     }

@@ -251,6 +251,7 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
     }
     if skipped > 0 {
         notes.push(format!("{skipped} vision tensors skipped: only the text model runs"));
+        // (the count includes Qwen3.5's multi-token-prediction head, which generation does not use)
     }
     if tensors.is_empty() {
         return Err(ConvertError::NoTensors);
@@ -298,12 +299,20 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
     })
 }
 
-/// The text model's name for a checkpoint tensor, `None` for a vision tower's: multimodal
-/// checkpoints (Gemma 3 4B+) keep the language model under `language_model.model.` (or
+/// The text model's name for a checkpoint tensor, `None` for a vision tower's (or Qwen3.5's MTP
+/// head): multimodal checkpoints (Gemma 3 4B+, Qwen3.5) keep the language model under `language_model.model.` (or
 /// `model.language_model.` as transformers 4.52+ saves them) next to `vision_tower` and
 /// `multi_modal_projector`.
 pub fn text_model_name(name: &str) -> Option<String> {
-    for vision in ["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."] {
+    // (Qwen3.5: model.visual and the multi-token-prediction head mtp are not run either)
+    for vision in [
+        "vision_tower.",
+        "multi_modal_projector.",
+        "model.vision_tower.",
+        "model.multi_modal_projector.",
+        "model.visual.",
+        "mtp.",
+    ] {
         if name.starts_with(vision) {
             return None;
         }

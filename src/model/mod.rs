@@ -172,6 +172,14 @@ impl Model {
         }
     }
 
+    /// Bytes a decoded token reads from weights (`Weights::bytes_per_token`) plus, for Gated
+    /// DeltaNet layers, its recurrent state read and written back: the traffic the roofline counts.
+    pub fn bytes_per_token(&self) -> u64 {
+        let linear = self.config.linear.iter().filter(|&&l| l).count() as u64;
+        let state = self.config.delta.map_or(0, |d| crate::ops::delta_net::DeltaState::traffic_per_token(&d));
+        self.weights.bytes_per_token() + linear * state
+    }
+
     /// Submit one decode step at position `pos`: its token is `token`, or with `None` the id the
     /// previous step chose on the GPU (it never comes to the CPU first). In steady state this
     /// writes 16 bytes (20 with a token), records the prebuilt plan and submits once: no buffer,

@@ -98,6 +98,11 @@ impl DeltaState {
         [&self.conv, &self.s, &self.saved[0], &self.saved[1]]
     }
 
+    /// Bytes one layer's state takes on the GPU, its saved copy included.
+    pub fn bytes(shape: &DeltaNetShape) -> u64 {
+        2 * 4 * (Self::state_elems(shape) + shape.conv_dim() as u64 * (shape.conv_k - 1) as u64)
+    }
+
     /// Bytes one decoded token reads and writes: the delta-rule state in and out, the conv state in and out.
     pub fn traffic_per_token(shape: &DeltaNetShape) -> u64 {
         2 * 4 * (Self::state_elems(shape) + shape.conv_dim() as u64 * (shape.conv_k - 1) as u64)
