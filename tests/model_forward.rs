@@ -13,6 +13,7 @@ use common::reference::transformer;
 use common::*;
 use serde_json::json;
 use std::collections::HashMap;
+use webgpu_llm::model::weights::Mixer;
 use webgpu_llm::model::{Config, CpuTensors, Logits, Model, QuantPolicy, Readback, StateOptions};
 use webgpu_llm::ops::attention::KvDtype;
 use webgpu_llm::quant::{dequantize, quantize, WeightFormat};
@@ -406,7 +407,8 @@ fn mixed_format_qkv_stacks_what_it_can() {
     let opts = StateOptions { context: CONTEXT, max_batch: 8, kv_dtype: KvDtype::F32 };
     let mut src = VInQ8(CpuTensors { tensors, policy: QuantPolicy::Q4 });
     let mut model = Model::new(ctx, cfg.clone(), &mut src, opts).unwrap();
-    let cols: Vec<u32> = model.weights.layers[0].qkv.parts.iter().map(|(_, c)| *c).collect();
+    let Mixer::Attention(a) = &model.weights.layers[0].mixer else { panic!("an attention layer") };
+    let cols: Vec<u32> = a.qkv.parts.iter().map(|(_, c)| *c).collect();
     assert_eq!(cols, vec![0, cfg.q_dim() + cfg.kv_dim()], "q|k stacked, v apart");
 
     let tokens: Vec<u32> = (0..7).map(|_| rng.below(cfg.vocab as u64) as u32).collect();

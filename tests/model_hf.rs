@@ -231,10 +231,10 @@ fn qwen35_resumes_only_a_prompt_it_extends() {
     engine.stop_ids.clear();
     let long = ids(&exp["prompts"][2]["ids"]);
     let gen = GenerateOptions { max_tokens: 6, ..Default::default() };
-    let mut run = |engine: &mut Engine, prompt: &[u32]| {
+    let run = |engine: &mut Engine, prompt: &[u32]| {
         pollster::block_on(engine.generate(ctx(), prompt, &gen, &mut |_| true)).unwrap()
     };
-    let mut fresh = |prompt: &[u32]| {
+    let fresh = |prompt: &[u32]| {
         let mut e = open(&f, Quant::F16);
         e.stop_ids.clear();
         run(&mut e, prompt).generated

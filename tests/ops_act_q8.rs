@@ -35,7 +35,7 @@ fn run(ctx: &webgpu_llm::Context, name: &str, rng: &mut Rng, c: &Case) {
     let xb = upload_f32(ctx, &x);
     let wb = upload_f32(ctx, &w);
     let out = ActQ8::new(ctx, "xq", rows as u32 + 1, k as u32).unwrap();
-    let nw = norm.then(|| Norm { weight: &wb, eps });
+    let nw = norm.then_some(Norm { weight: &wb, eps });
     let kern = act_q8(ctx, &xb, &out, rows as u32, x_row0 as u32, nw).unwrap();
     ctx.run(&[&kern]);
     let words = read_u32(ctx, &out.q, rows * k / 4);
