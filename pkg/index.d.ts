@@ -350,7 +350,11 @@ export declare class Engine {
   /** The prompt text the model's chat template makes of `messages` (assistant turn opened). */
   applyChatTemplate(
     messages: ChatCompletionMessageParam[],
-    options?: { tools?: ChatCompletionTool[]; tool_choice?: ChatCompletionToolChoice },
+    options?: {
+      tools?: ChatCompletionTool[];
+      tool_choice?: ChatCompletionToolChoice;
+      chat_template_kwargs?: Record<string, unknown>;
+    },
   ): Promise<string>;
   /** Bytes of the wasm linear memory where this engine runs (the page, or its worker): the peak so far. */
   wasmMemoryBytes(): Promise<number>;
@@ -426,6 +430,12 @@ export interface ChatCompletionRequestBase {
   tool_choice?: ChatCompletionToolChoice | null;
   /** Default true (Llama 3 templates take one call per turn). */
   parallel_tool_calls?: boolean | null;
+  /**
+   * Extra chat template variables, as Hugging Face's `apply_chat_template(**kwargs)` and vLLM's
+   * field: `{enable_thinking: false}` turns Qwen3 / Qwen3.5 thinking off. `messages`, `tools`,
+   * `documents` and `add_generation_prompt` are the request's own (BAD_REQUEST).
+   */
+  chat_template_kwargs?: Record<string, unknown> | null;
   /** Accepted and ignored: usage is always on the final chunk. */
   stream_options?: { include_usage?: boolean } | null;
   /** Alternative to `options.signal`. */

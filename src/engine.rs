@@ -281,24 +281,37 @@ impl Engine {
 
     /// The model's chat template applied to `messages`, with the assistant prompt appended.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
-        self.render_chat_with(messages, None)
+        self.render_chat_with(messages, None, &serde_json::Map::new())
     }
 
-    /// [`Engine::render_chat`] with OpenAI tool entries for the template (see [`Engine::tool_request`]).
-    pub fn render_chat_with(&self, messages: &[Message], tools: Option<&[serde_json::Value]>) -> Result<String> {
+    /// [`Engine::render_chat`] with OpenAI tool entries for the template (see [`Engine::tool_request`])
+    /// and extra template variables (`chat_template_kwargs`, as HF's `apply_chat_template(**kwargs)`:
+    /// `{"enable_thinking": false}` for Qwen3 / Qwen3.5).
+    pub fn render_chat_with(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
         let t = self.template.as_ref().ok_or(EngineError::NoChatTemplate)?;
         crate::chat::check_messages(messages)?;
-        Ok(t.render_with(messages, tools, true, &serde_json::Map::new())?)
+        check_template_kwargs(kwargs)?;
+        Ok(t.render_with(messages, tools, true, kwargs)?)
     }
 
     /// Token ids of a chat: the rendered template already holds the special tokens (BOS too), so
     /// it is tokenized without adding more, as `apply_chat_template(tokenize=True)` does.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        self.encode_chat_with(messages, None)
+        self.encode_chat_with(messages, None, &serde_json::Map::new())
     }
 
-    pub fn encode_chat_with(&self, messages: &[Message], tools: Option<&[serde_json::Value]>) -> Result<Vec<u32>> {
-        let text = self.render_chat_with(messages, tools)?;
+    pub fn encode_chat_with(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u32>> {
+        let text = self.render_chat_with(messages, tools, kwargs)?;
         self.encode(&text, false)
     }
 
@@ -703,6 +716,19 @@ pub fn kv_cache_bytes(config: &crate::model::Config, context: u32, kv_dtype: KvD
     let attention = config.n_layers as u64 - linear;
     let recurrent = config.delta.map_or(0, |d| crate::ops::delta_net::DeltaState::bytes(&d));
     2 * attention * context as u64 * config.kv_dim() as u64 * per + linear * recurrent
+}
+
+/// Template variables a request may set (`chat_template_kwargs`): anything but what the engine
+/// itself passes (the conversation, the tools, the generation prompt).
+fn check_template_kwargs(kwargs: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    const RESERVED: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
+    match kwargs.keys().find(|k| RESERVED.contains(&k.as_str())) {
+        Some(k) => Err(EngineError::InvalidOption {
+            option: "chat_template_kwargs",
+            message: format!("`{k}` is set by the request itself, not by a template variable"),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn config_error(e: crate::model::ConfigError) -> EngineError {

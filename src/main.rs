@@ -57,6 +57,8 @@ RUN OPTIONS
   --tools FILE         an OpenAI `tools` array (JSON) for --chat: the template shows them, calls are parsed
   --tool-choice C      auto (default) | required | none | a function's name: required and a name
                        constrain the reply to valid calls, auto constrains a call once the model opens one
+  --template-arg K=V   a chat template variable, V as JSON else text (repeatable), e.g.
+                       enable_thinking=false (Qwen3, Qwen3.5: no thinking block)
   --context N          KV cache length (default: the model's, capped at 4096)
   --kv f16|f32         KV cache precision (default f16)
   --json               one JSON object per line: prompt ids, each token, a summary
@@ -281,9 +283,20 @@ BENCH
             None => None,
         };
         let tool_choice = args.take("--tool-choice")?;
+        // --template-arg KEY=VALUE: a chat template variable (VALUE as JSON, else a string), e.g.
+        // enable_thinking=false
+        let mut kwargs = serde_json::Map::new();
+        for kv in args.take_all("--template-arg")? {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("--template-arg {kv}: expected KEY=VALUE"))?;
+            let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+            kwargs.insert(k.to_string(), value);
+        }
         let context = args.parse("--context")?;
         let kv = kv_arg(&mut args)?;
         args.finish()?;
+        if !kwargs.is_empty() && chat.is_none() {
+            return Err("--template-arg needs --chat TEXT".into());
+        }
         if tools.is_none() && tool_choice.is_some() {
             return Err("--tool-choice needs --tools FILE".into());
         }
@@ -314,7 +327,7 @@ BENCH
                 }
                 messages.push(Message::user(c));
                 let tools = request.as_ref().and_then(|r| r.template_tools());
-                engine.encode_chat_with(&messages, tools.as_deref())?
+                engine.encode_chat_with(&messages, tools.as_deref(), &kwargs)?
             }
             _ => return Err("run needs exactly one of --prompt TEXT or --chat TEXT".into()),
         };

@@ -324,6 +324,19 @@ struct JsGenerateOptions {
 /// `tools`, `toolChoice`, `parallelToolCalls` as given.
 type JsTools = (Option<serde_json::Value>, Option<serde_json::Value>, Option<bool>);
 
+/// `chat_template_kwargs` from JS: an object (absent: none), else BAD_REQUEST naming it.
+fn template_kwargs(kwargs: JsValue) -> Result<serde_json::Map<String, serde_json::Value>, JsValue> {
+    match json_arg(kwargs, "chat_template_kwargs")? {
+        None => Ok(serde_json::Map::new()),
+        Some(serde_json::Value::Object(m)) => Ok(m),
+        Some(other) => Err(js_error(
+            "BAD_REQUEST",
+            &format!("chat_template_kwargs must be an object of template variables, not {other}"),
+            &[("option", "chat_template_kwargs".into())],
+        )),
+    }
+}
+
 /// encodeChat's / generate's tool fields → the engine's request (`None` without tools).
 fn tool_request(
     engine: &Engine,
@@ -905,32 +918,42 @@ impl WasmEngine {
     }
 
     /// The model's chat template over `[{role, content, tool_calls?, tool_call_id?}]`, with the
-    /// assistant prompt appended; `tools` / `tool_choice` (OpenAI's, optional) as generate takes them.
+    /// assistant prompt appended; `tools` / `tool_choice` (OpenAI's, optional) as generate takes them,
+    /// `kwargs` extra template variables (`chat_template_kwargs`, e.g. `{enable_thinking: false}`).
     #[wasm_bindgen(js_name = applyChatTemplate)]
     pub fn apply_chat_template(
         &self,
         messages: JsValue,
         tools: JsValue,
         tool_choice: JsValue,
+        kwargs: JsValue,
     ) -> Result<String, JsValue> {
         let messages = parse_messages(messages)?;
         let (tools, choice) = (json_arg(tools, "tools")?, json_arg(tool_choice, "tool_choice")?);
+        let kwargs = template_kwargs(kwargs)?;
         self.with_engine(|e| {
             let request = tool_request(e, tools.as_ref(), choice.as_ref(), None)?;
             let shown = request.as_ref().and_then(|r| r.template_tools());
-            e.render_chat_with(&messages, shown.as_deref()).map_err(engine_error)
+            e.render_chat_with(&messages, shown.as_deref(), &kwargs).map_err(engine_error)
         })
     }
 
     /// Token ids of a chat (`Engine::encode_chat`: the template, tokenized without added specials).
     #[wasm_bindgen(js_name = encodeChat)]
-    pub fn encode_chat(&self, messages: JsValue, tools: JsValue, tool_choice: JsValue) -> Result<Uint32Array, JsValue> {
+    pub fn encode_chat(
+        &self,
+        messages: JsValue,
+        tools: JsValue,
+        tool_choice: JsValue,
+        kwargs: JsValue,
+    ) -> Result<Uint32Array, JsValue> {
         let messages = parse_messages(messages)?;
         let (tools, choice) = (json_arg(tools, "tools")?, json_arg(tool_choice, "tool_choice")?);
+        let kwargs = template_kwargs(kwargs)?;
         self.with_engine(|e| {
             let request = tool_request(e, tools.as_ref(), choice.as_ref(), None)?;
             let shown = request.as_ref().and_then(|r| r.template_tools());
-            let ids = e.encode_chat_with(&messages, shown.as_deref()).map_err(engine_error)?;
+            let ids = e.encode_chat_with(&messages, shown.as_deref(), &kwargs).map_err(engine_error)?;
             Ok(Uint32Array::from(&ids[..]))
         })
     }

@@ -20,7 +20,7 @@ use common::fixture::Fixture;
 use common::*;
 use serde_json::Value;
 use webgpu_llm::chat::Message;
-use webgpu_llm::engine::{open_package, Engine, GenerateOptions, OpenOptions};
+use webgpu_llm::engine::{open_package, Engine, EngineError, GenerateOptions, OpenOptions};
 use webgpu_llm::loader::convert::{convert, ConvertOptions};
 use webgpu_llm::loader::manifest::Quant;
 use webgpu_llm::model::{Logits, State, StateOptions};
@@ -109,10 +109,19 @@ fn check_fixture(name: &str) {
         let text = case["text"].as_str().unwrap();
         assert_eq!(engine.encode(text, false).unwrap(), ids(&case["ids"]), "{name}: tokenize {text:?}");
     }
-    // (d) chat templates
+    // (d) chat templates (and Qwen's enable_thinking=false, a template variable)
     for conv in exp["chat"]["conversations"].as_array().unwrap() {
         let messages: Vec<Message> = serde_json::from_value(conv["messages"].clone()).unwrap();
         assert_eq!(engine.render_chat(&messages).unwrap(), conv["text"].as_str().unwrap(), "{name}: chat");
+    }
+    if let Some(conv) = exp["chat"].get("enable_thinking_false") {
+        let messages: Vec<Message> = serde_json::from_value(conv["messages"].clone()).unwrap();
+        let kwargs = serde_json::json!({"enable_thinking": false}).as_object().unwrap().clone();
+        let text = engine.render_chat_with(&messages, None, &kwargs).unwrap();
+        assert_eq!(text, conv["text"].as_str().unwrap(), "{name}: chat with enable_thinking=false");
+        let reserved = serde_json::json!({"messages": []}).as_object().unwrap().clone();
+        let err = engine.render_chat_with(&messages, None, &reserved).unwrap_err();
+        assert!(matches!(err, EngineError::InvalidOption { option: "chat_template_kwargs", .. }), "{err}");
     }
 
     // (b) q4 package vs transformers on the dequantized weights, teacher-forced

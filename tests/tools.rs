@@ -224,7 +224,7 @@ fn turn_with(
 ) -> (webgpu_llm::engine::Summary, webgpu_llm::tools::Parsed, Option<usize>) {
     let mut request = engine.tool_request(tools, Some(&choice)).unwrap();
     request.parallel = parallel;
-    let prompt = engine.encode_chat_with(messages, request.template_tools().as_deref()).unwrap();
+    let prompt = engine.encode_chat_with(messages, request.template_tools().as_deref(), &Default::default()).unwrap();
     let mut opts = GenerateOptions { max_tokens, sampling, ..Default::default() };
     request.apply(&mut opts).unwrap();
     let mut triggered_at = None;
@@ -273,7 +273,10 @@ fn a_random_model_calls_tools_validly_when_required_or_named() {
         // "none" hides the tools: the prompt is the plain chat's.
         let plain = engine.encode_chat(&user).unwrap();
         let request = engine.tool_request(&tools, Some(&json!("none"))).unwrap();
-        assert_eq!(engine.encode_chat_with(&user, request.template_tools().as_deref()).unwrap(), plain);
+        assert_eq!(
+            engine.encode_chat_with(&user, request.template_tools().as_deref(), &Default::default()).unwrap(),
+            plain
+        );
         assert_eq!(request.constraints().0.is_none() && request.constraints().1.is_none(), true);
     }
 }
@@ -340,7 +343,8 @@ fn a_round_trip_renders_the_call_and_the_result_for_the_next_turn() {
         messages.push(Message::tool_calls(parsed.content.clone(), vec![call.clone()]));
         messages.push(Message::tool(call.id.clone(), "{\"temperature\": 18}"));
         let request = engine.tool_request(&tools, Some(&json!("auto"))).unwrap();
-        let text = engine.render_chat_with(&messages, request.template_tools().as_deref()).unwrap();
+        let text =
+            engine.render_chat_with(&messages, request.template_tools().as_deref(), &Default::default()).unwrap();
         // The call as the model wrote it (the template's own layout) and the result are in the prompt.
         let args: Value = serde_json::from_str(&call.function.arguments).unwrap();
         let written = match tokenizer {

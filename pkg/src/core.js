@@ -104,7 +104,7 @@ export class LocalCore {
 
   tokenize(input) {
     try {
-      if (input.messages) return this.wasm.encodeChat(input.messages, input.tools, input.toolChoice);
+      if (input.messages) return this.wasm.encodeChat(input.messages, input.tools, input.toolChoice, input.chatTemplateKwargs);
       if (input.tokens) return tokenIds(input.tokens);
       if (String(input.prompt) === "") throw new BadRequestError("the prompt is empty");
       return this.wasm.encode(String(input.prompt), true);
@@ -130,9 +130,9 @@ export class LocalCore {
     }
   }
 
-  applyChatTemplate(messages, tools, toolChoice) {
+  applyChatTemplate(messages, tools, toolChoice, kwargs) {
     try {
-      return this.wasm.applyChatTemplate(messages, tools, toolChoice);
+      return this.wasm.applyChatTemplate(messages, tools, toolChoice, kwargs);
     } catch (err) {
       throw toLlmError(err);
     }

@@ -146,11 +146,11 @@ export class Engine {
 
   /**
    * The prompt text the chat template makes of `messages` (with the assistant prefix appended);
-   * `{tools, tool_choice}` (OpenAI's) as chat.completions.create renders them.
+   * `{tools, tool_choice, chat_template_kwargs}` as chat.completions.create renders them.
    */
-  async applyChatTemplate(messages, { tools, tool_choice } = {}) {
+  async applyChatTemplate(messages, { tools, tool_choice, chat_template_kwargs } = {}) {
     this.#checkLoaded();
-    return await this.#core.applyChatTemplate(messages, tools, tool_choice);
+    return await this.#core.applyChatTemplate(messages, tools, tool_choice, chat_template_kwargs);
   }
 
   /** Bytes of the wasm linear memory where this engine runs (this page, or its worker); the peak so far. */

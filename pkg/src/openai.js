@@ -31,6 +31,7 @@ const ACCEPTED = new Set([
   "tools",
   "tool_choice",
   "parallel_tool_calls",
+  "chat_template_kwargs",
   "signal",
   "logit_bias",
   ...Object.keys(SAMPLING_FIELDS),
@@ -143,6 +144,10 @@ export function parseRequest(request) {
   // Tools: the engine checks them against the model's template (BAD_REQUEST naming the field)
   // and renders them; "none" hides them.
   const input = { messages };
+  // Template variables (vLLM's name), e.g. {enable_thinking: false}: the engine renders and checks them.
+  if (request.chat_template_kwargs !== undefined && request.chat_template_kwargs !== null) {
+    input.chatTemplateKwargs = request.chat_template_kwargs;
+  }
   const hasTools = request.tools !== undefined && request.tools !== null;
   if (hasTools) {
     if (!Array.isArray(request.tools)) throw new BadRequestError("tools must be an array of {type: \"function\", function}");

@@ -94,8 +94,8 @@ export class WorkerCore {
     return this.#method("decode", ids);
   }
 
-  applyChatTemplate(messages, tools, toolChoice) {
-    return this.#method("applyChatTemplate", messages, tools, toolChoice);
+  applyChatTemplate(messages, tools, toolChoice, kwargs) {
+    return this.#method("applyChatTemplate", messages, tools, toolChoice, kwargs);
   }
 
   wasmMemoryBytes() {

@@ -6,13 +6,18 @@
 //!
 //! Memory: the header (a vocabulary, a few MiB), one piece of rows per matrix in flight (at most
 //! [`super::gguf::PIECE_BYTES`] raw plus its repacked words), the 1-D tensors (norms, rope factors:
-//! kilobytes), and the caller's chunk.
+//! kilobytes), and the caller's chunk. A matrix whose rows llama.cpp's converter reordered
+//! (Qwen3.5's DeltaNet projections with value heads: [`Fix::Rows`]) is gathered whole first, to put
+//! its rows back in the checkpoint's order.
+//!
+//! Every tensor goes through [`TensorMap::target`]: its checkpoint name and the [`Fix`] that gives
+//! the checkpoint's values back (applied here as the bytes pass).
 
 use std::collections::{HashMap, HashSet};
 
 use super::gguf::{
-    hf_name, parse_header, piece_rows, repack_rows, vector_of, GgufError, GgufFile, GgufSource, Header, TensorInfo,
-    MAX_HEADER_BYTES,
+    fix_cols, fix_rows, fix_vector, parse_header, piece_rows, repack_rows, values_of, Fix, GgufError, GgufFile,
+    GgufSource, Header, TensorInfo, TensorMap, MAX_HEADER_BYTES,
 };
 use super::manifest::Layout;
 use super::{GpuTensor, FLUSH_BYTES};
@@ -28,11 +33,12 @@ const FIRST_HEADER_TRY: usize = 256 << 10;
 enum Target {
     /// Not used by the model (and not 1-D).
     Skip,
-    /// A 1-D tensor, kept whole: uploaded under `name` if the model takes it, and kept for the
-    /// config (rope factor tables).
-    Vector { name: Option<String>, bytes: Vec<u8> },
-    /// A matrix: rows gathered into `pending` and repacked a piece at a time into `m`.
-    Matrix { name: String, m: QuantMatrix, row0: u64, pending: Vec<u8>, step: u64 },
+    /// A 1-D tensor (or one the model takes flat), kept whole: uploaded under `name` if the model
+    /// takes it, and, when 1-D (`keep`), kept for the config (rope factor tables).
+    Vector { name: Option<String>, fix: Fix, keep: bool, bytes: Vec<u8> },
+    /// A matrix: rows gathered into `pending` and repacked a piece at a time into `m` (all at
+    /// once when its rows are reordered).
+    Matrix { name: String, m: QuantMatrix, row0: u64, pending: Vec<u8>, step: u64, fix: Fix },
 }
 
 struct Planned {
@@ -51,7 +57,8 @@ pub struct GgufStream<'a> {
     head: Vec<u8>,
     next_try: usize,
     headers: Vec<Header>,
-    arch: String,
+    /// From the first part's header.
+    map: Option<TensorMap>,
     /// The current part's tensors in file order, and the first one not yet complete.
     plan: Vec<Planned>,
     next: usize,
@@ -75,7 +82,7 @@ impl<'a> GgufStream<'a> {
             head: Vec::new(),
             next_try: FIRST_HEADER_TRY,
             headers: Vec::new(),
-            arch: String::new(),
+            map: None,
             plan: Vec::new(),
             next: 0,
             names: HashSet::new(),
@@ -114,6 +121,15 @@ impl<'a> GgufStream<'a> {
     /// The first part's header, once parsed (the model's metadata).
     pub fn header(&self) -> Option<&Header> {
         self.headers.first()
+    }
+
+    fn map(&self) -> Result<&TensorMap> {
+        self.map.as_ref().ok_or_else(|| GgufError::Read {
+            part: self.current,
+            offset: 0,
+            len: 0,
+            message: "tensors before the first part's header".into(),
+        })
     }
 
     fn read_error(&self, part: usize, message: String) -> GgufError {
@@ -160,7 +176,7 @@ impl<'a> GgufStream<'a> {
         let part = self.current;
         let size = self.part_bytes[part];
         if part == 0 {
-            self.arch = h.metadata.str("general.architecture")?.to_string();
+            self.map = Some(TensorMap::new(&h.metadata)?);
             let count = h.metadata.opt_u32("split.count")?.unwrap_or(1).max(1) as usize;
             if count != self.part_bytes.len() {
                 let given = self.part_bytes.len();
@@ -187,18 +203,25 @@ impl<'a> GgufStream<'a> {
             if !self.names.insert(t.name.clone()) {
                 return Err(GgufError::DuplicateTensor { name: t.name });
             }
-            let name = hf_name(&self.arch, &t.name);
+            let wanted = self.map()?.target(&t)?;
             // Tensors the model does not take may have any shape; those it takes must load.
-            let layout = match (t.layout(), &name) {
+            let layout = match (t.layout(), &wanted) {
                 (Ok(l), _) => Some(l),
                 (Err(_), None) => None,
                 (Err(e), Some(_)) => return Err(e),
             };
-            let target = match (layout, name) {
-                (Some(Layout::Vector { .. }), name) => Target::Vector { name, bytes: Vec::new() },
-                (Some(Layout::Matrix { n, k }), Some(name)) => {
-                    let m = alloc_matrix(self.ctx, &t, &name, n, k)?;
-                    Target::Matrix { name, m, row0: 0, pending: Vec::new(), step: piece_rows(&t) }
+            let target = match (layout, wanted) {
+                (Some(Layout::Vector { .. }), w) => {
+                    let (name, fix) = w.map_or((None, Fix::None), |w| (Some(w.name), w.fix));
+                    Target::Vector { name, fix, keep: true, bytes: Vec::new() }
+                }
+                (Some(Layout::Matrix { .. }), Some(w)) if matches!(w.fix, Fix::Vector { .. }) => {
+                    Target::Vector { name: Some(w.name), fix: w.fix, keep: false, bytes: Vec::new() }
+                }
+                (Some(Layout::Matrix { n, k }), Some(w)) => {
+                    let m = alloc_matrix(self.ctx, &t, &w.name, n, k)?;
+                    let step = piece_rows(&t);
+                    Target::Matrix { name: w.name, m, row0: 0, pending: Vec::new(), step, fix: w.fix }
                 }
                 _ => Target::Skip,
             };
@@ -228,11 +251,13 @@ impl<'a> GgufStream<'a> {
                 match &mut p.target {
                     Target::Skip => {}
                     Target::Vector { bytes, .. } => bytes.extend_from_slice(slice),
-                    Target::Matrix { m, row0, pending, step, .. } => {
+                    Target::Matrix { m, row0, pending, step, fix, .. } => {
                         pending.extend_from_slice(slice);
                         let piece = (*step * p.info.row_bytes()) as usize;
-                        while pending.len() >= piece {
-                            self.unflushed += write_rows(self.ctx, &p.info, m, *row0, &pending[..piece])?;
+                        // Reordered rows wait for the whole matrix.
+                        while pending.len() >= piece && !matches!(fix, Fix::Rows(_)) {
+                            let raw = fix_cols(&p.info, fix, &pending[..piece])?;
+                            self.unflushed += write_rows(self.ctx, &p.info, m, *row0, &raw)?;
                             pending.drain(..piece);
                             *row0 += *step;
                         }
@@ -257,21 +282,27 @@ impl<'a> GgufStream<'a> {
         self.next += 1;
         match std::mem::replace(&mut p.target, Target::Skip) {
             Target::Skip => {}
-            Target::Vector { name, bytes } => {
+            Target::Vector { name, fix, keep, bytes } => {
                 if let Some(name) = name {
                     let at_zero = TensorInfo { part: 0, offset: 0, ..p.info.clone() };
-                    let v = vector_of(&at_zero, &mut super::gguf::SliceSource::new(vec![&bytes]))?;
+                    let v = values_of(&at_zero, &mut super::gguf::SliceSource::new(vec![&bytes]))?;
+                    let v = fix_vector(&p.info, &fix, v)?;
                     self.unflushed += v.len() as u64 * 4;
                     self.tensors.insert(
                         name,
                         GpuTensor::Vector(self.ctx.storage_init(&p.info.name, bytemuck::cast_slice(&v))?),
                     );
                 }
-                self.captured.push((p.info.part, p.info.offset, bytes));
+                if keep {
+                    self.captured.push((p.info.part, p.info.offset, bytes));
+                }
             }
-            Target::Matrix { name, m, row0, pending, .. } => {
-                if !pending.is_empty() {
-                    self.unflushed += write_rows(self.ctx, &p.info, &m, row0, &pending)?;
+            Target::Matrix { name, m, mut row0, pending, step, fix } => {
+                let rows = fix_rows(&p.info, &fix, &pending)?;
+                let piece = (step * p.info.row_bytes()).max(1) as usize;
+                for raw in rows.chunks(piece) {
+                    self.unflushed += write_rows(self.ctx, &p.info, &m, row0, &fix_cols(&p.info, &fix, raw)?)?;
+                    row0 += step;
                 }
                 self.tensors.insert(name, GpuTensor::Matrix(m));
             }
@@ -305,11 +336,14 @@ impl<'a> GgufStream<'a> {
         }
         if self.headers.len() > part {
             self.headers.truncate(part);
-            for p in self.plan.drain(..) {
+            for p in std::mem::take(&mut self.plan) {
                 self.names.remove(&p.info.name);
-                if let Some(name) = hf_name(&self.arch, &p.info.name) {
-                    self.tensors.remove(&name);
+                if let Some(t) = self.map()?.target(&p.info)? {
+                    self.tensors.remove(&t.name);
                 }
+            }
+            if part == 0 {
+                self.map = None;
             }
             self.captured.retain(|c| c.0 != part);
         }

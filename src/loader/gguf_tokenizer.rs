@@ -33,15 +33,18 @@ const USER_DEFINED: i64 = 4;
 const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 /// Llama 3's tokenizer.json regex (digits in runs of up to 3).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// Qwen2's tokenizer.json regex (single digits).
 /// o200k's split (llama.cpp's LLAMA_VOCAB_PRE_TYPE_GPT4O, as GPT-4o's and Phi-4-mini's tokenizer.json have it).
 const GPT4O_REGEX: &str = concat!(
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
     r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
     r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 );
+/// Qwen2's tokenizer.json regex (single digits).
 const QWEN2_REGEX: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen3.5's tokenizer.json regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_QWEN35): Qwen2's with combining
+/// marks (`\p{M}`) inside letter runs and out of the punctuation runs.
+const QWEN35_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEFAULT: four regexes applied in turn.
 const DEFAULT_REGEXES: [&str; 4] = [r"[\p{P}\$\+<=>\^~\|]+", GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]"];
 
@@ -54,7 +57,7 @@ pub enum TokenizerError {
     UnsupportedModel(String),
 
     #[error(
-        "tokenizer.ggml.pre {0:?} is not supported (default, gpt2, llama3/llama-bpe, qwen2, gpt-4o, smollm, starcoder, …)"
+        "tokenizer.ggml.pre {0:?} is not supported (default, gpt2, llama3/llama-bpe, qwen2, qwen35, gpt-4o, smollm, starcoder, …)"
     )]
     UnsupportedPre(String),
 
@@ -80,6 +83,8 @@ enum Pre {
     DigitsGpt2,
     Llama3,
     Qwen2,
+    /// Qwen2's with combining marks in words (Qwen3.5's new vocabulary).
+    Qwen35,
     /// o200k (GPT-4o's regex): Phi-4-mini, Llama 4.
     Gpt4o,
 }
@@ -91,6 +96,7 @@ fn pre_type(name: &str) -> Option<Pre> {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => Pre::Llama3,
         "gpt-2" | "gpt2" | "phi-2" | "mpt" | "olmo" | "jais" => Pre::Gpt2,
         "qwen2" | "deepseek-r1-qwen" | "stablelm2" => Pre::Qwen2,
+        "qwen35" => Pre::Qwen35,
         "gpt-4o" | "llama4" => Pre::Gpt4o,
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => Pre::DigitsGpt2,
         _ => return None,
@@ -172,6 +178,7 @@ impl GgufTokenizer {
                     Pre::DigitsGpt2 => vec![json!({ "type": "Digits", "individual_digits": true }), byte_level(true)],
                     Pre::Llama3 => vec![split(LLAMA3_REGEX), byte_level(false)],
                     Pre::Qwen2 => vec![split(QWEN2_REGEX), byte_level(false)],
+                    Pre::Qwen35 => vec![split(QWEN35_REGEX), byte_level(false)],
                     Pre::Gpt4o => vec![split(GPT4O_REGEX), byte_level(false)],
                     Pre::Default => DEFAULT_REGEXES.iter().map(|r| split(r)).chain([byte_level(false)]).collect(),
                 };
@@ -183,7 +190,8 @@ impl GgufTokenizer {
                     "vocab": Value::Object(vocab), "merges": merges,
                 });
                 // Qwen's tokenizer.json normalizes to NFC first.
-                let normalizer = if pre == Pre::Qwen2 { json!({ "type": "NFC" }) } else { Value::Null };
+                let normalizer =
+                    if matches!(pre, Pre::Qwen2 | Pre::Qwen35) { json!({ "type": "NFC" }) } else { Value::Null };
                 let decoder =
                     json!({ "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true });
                 (

@@ -3,8 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::header::{GgufFile, GgufSource};
+use super::header::{GgufFile, GgufSource, TensorInfo};
 use super::repack::vector_of;
+use super::value::{MetaArray, MetaValue, Metadata};
 use super::{GgufError, Result};
 
 /// The checkpoint (Hugging Face) name of GGUF tensor `name` in a model of architecture `arch`
@@ -25,12 +26,32 @@ pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    // Qwen3.5's DeltaNet parameters are bare in the checkpoint; llama.cpp names A as ssm_a (no
+    // suffix) and dt_bias as the bias of ssm_dt.
+    if arch == "qwen35" {
+        match rest {
+            "ssm_a" => return Some(format!("model.layers.{layer}.linear_attn.A_log")),
+            "ssm_dt.bias" => return Some(format!("model.layers.{layer}.linear_attn.dt_bias")),
+            _ => {}
+        }
+    }
     let (base, suffix) = rest.rsplit_once('.')?;
     if suffix != "weight" && suffix != "bias" {
         return None;
     }
+    let qwen35 = arch == "qwen35";
     let hf = match base {
         "attn_norm" => "input_layernorm",
+        // Qwen3.5: the MLP's input norm is post_attention_norm; the Gated DeltaNet's projections
+        // are attn_qkv (q, k, v), attn_gate (z), ssm_beta (b) and ssm_alpha (a).
+        "post_attention_norm" if qwen35 => "post_attention_layernorm",
+        "attn_qkv" if qwen35 => "linear_attn.in_proj_qkv",
+        "attn_gate" if qwen35 => "linear_attn.in_proj_z",
+        "ssm_beta" if qwen35 => "linear_attn.in_proj_b",
+        "ssm_alpha" if qwen35 => "linear_attn.in_proj_a",
+        "ssm_conv1d" if qwen35 => "linear_attn.conv1d",
+        "ssm_norm" if qwen35 => "linear_attn.norm",
+        "ssm_out" if qwen35 => "linear_attn.out_proj",
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
@@ -63,7 +84,7 @@ fn is_gemma(arch: &str) -> bool {
 pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
     let md = &file.metadata;
     let arch = file.architecture()?;
-    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "gemma2" | "gemma3") {
+    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "gemma2" | "gemma3" | "qwen35") {
         return Err(GgufError::UnsupportedArch { arch: arch.to_string() });
     }
     let key = |k: &str| format!("{arch}.{k}");
@@ -91,11 +112,16 @@ pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
             "smollm3" => "SmolLM3ForCausalLM",
             "gemma2" => "Gemma2ForCausalLM",
             "gemma3" => "Gemma3ForCausalLM",
+            "qwen35" => "Qwen3_5ForCausalLM",
             _ => "Phi3ForCausalLM",
         }],
-        "model_type": if arch == "gemma3" { "gemma3_text" } else { arch },
+        "model_type": match arch {
+            "gemma3" => "gemma3_text",
+            "qwen35" => "qwen3_5_text",
+            _ => arch,
+        },
         "hidden_size": hidden,
-        "num_hidden_layers": md.u32(&key("block_count"))?,
+        "num_hidden_layers": n_layers(md, arch)?,
         "intermediate_size": md.u32(&key("feed_forward_length"))?,
         "num_attention_heads": n_heads,
         "num_key_value_heads": n_kv_heads,
@@ -120,6 +146,9 @@ pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
     }
     if is_gemma(arch) {
         gemma_config(file, arch, obj, hidden, n_heads, head_dim)?;
+    }
+    if arch == "qwen35" {
+        qwen35_config(md, arch, obj)?;
     }
     if rope_dims != head_dim {
         // from_hf takes rotary_dim = trunc(head_dim · factor) & !1; check that gives rope_dims back.
@@ -229,5 +258,240 @@ fn rope_scaling(file: &GgufFile, src: &mut dyn GgufSource, arch: &str, context: 
             Ok(Some(json!({ "rope_type": "linear", "factor": factor })))
         }
         Some(other) => Err(GgufError::Unsupported { what: key("type"), detail: format!("{other:?} scaling") }),
+    }
+}
+
+/// The model's layers: `<arch>.block_count` less the multi-token-prediction blocks llama.cpp's
+/// converter appends after them (`<arch>.nextn_predict_layers`, Qwen3.5's MTP head), which the
+/// model does not run.
+fn n_layers(md: &Metadata, arch: &str) -> Result<u32> {
+    let key = format!("{arch}.block_count");
+    let blocks = md.u32(&key)?;
+    let nextn = md.opt_u32(&format!("{arch}.nextn_predict_layers"))?.unwrap_or(0);
+    if nextn >= blocks {
+        return Err(GgufError::Unsupported { what: key, detail: format!("{blocks} blocks with {nextn} MTP blocks") });
+    }
+    Ok(blocks - nextn)
+}
+
+/// Qwen3.5 as llama.cpp's `llama_model_qwen35::load_arch_hparams` reads it: the layer kinds
+/// (`attention.recurrent_layers`, else every `full_attention_interval`-th layer full, default 4),
+/// the DeltaNet sizes from the `ssm.*` keys (below), and norms that hold 1 + w already (the
+/// converter adds 1 to every `*norm.weight` but the gated `linear_attn.norm`). Its interleaved
+/// M-RoPE (`rope.dimension_sections`) rotates text exactly as plain partial RoPE (every token's
+/// three positions are equal), and `rope.dimension_count` gives the partial factor.
+fn qwen35_config(md: &Metadata, arch: &str, obj: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let n = n_layers(md, arch)? as usize;
+    let key = format!("{arch}.attention.recurrent_layers");
+    let linear: Vec<bool> = match md.get(&key) {
+        Some(MetaValue::Array(MetaArray::Bool(v))) => v.clone(),
+        Some(MetaValue::Array(a)) => match a.to_i64() {
+            Some(v) => v.into_iter().map(|x| x != 0).collect(),
+            None => return Err(GgufError::Unsupported { what: key, detail: format!("an array of {}", a.type_name()) }),
+        },
+        Some(MetaValue::Bool(b)) => vec![*b; n],
+        Some(v) => match v.as_u64() {
+            Some(x) => vec![x != 0; n],
+            None => return Err(GgufError::Unsupported { what: key, detail: v.type_name() }),
+        },
+        None => {
+            let every = md.opt_u32(&format!("{arch}.full_attention_interval"))?.unwrap_or(4);
+            if every == 0 {
+                return Err(GgufError::Unsupported {
+                    what: format!("{arch}.full_attention_interval"),
+                    detail: "0".into(),
+                });
+            }
+            (0..n as u32).map(|i| (i + 1) % every != 0).collect()
+        }
+    };
+    if linear.len() < n {
+        return Err(GgufError::Unsupported { what: key, detail: format!("{} entries for {n} layers", linear.len()) });
+    }
+    let kinds: Vec<&str> = linear[..n].iter().map(|&l| if l { "linear_attention" } else { "full_attention" }).collect();
+    let d = Delta::from_metadata(md, arch)?;
+    obj.insert("layer_types".into(), json!(kinds));
+    obj.insert("linear_num_key_heads".into(), json!(d.nk));
+    obj.insert("linear_num_value_heads".into(), json!(d.nv));
+    obj.insert("linear_key_head_dim".into(), json!(d.dk));
+    obj.insert("linear_value_head_dim".into(), json!(d.dv));
+    obj.insert("linear_conv_kernel_dim".into(), json!(d.conv_k));
+    obj.insert("norm_weights_include_one".into(), Value::Bool(true));
+    obj.insert("attention_bias".into(), Value::Bool(false));
+    Ok(())
+}
+
+/// Qwen3.5's Gated DeltaNet sizes from llama.cpp's `ssm.*` keys (Qwen3NextModel's
+/// `set_gguf_parameters`): group_count = key heads, time_step_rank = value heads, state_size =
+/// key head dim, inner_size = value heads × value head dim, conv_kernel = the conv width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Delta {
+    nk: u64,
+    nv: u64,
+    dk: u64,
+    dv: u64,
+    conv_k: u64,
+}
+
+impl Delta {
+    fn from_metadata(md: &Metadata, arch: &str) -> Result<Self> {
+        let get = |k: &str| -> Result<u64> { Ok(md.u32(&format!("{arch}.ssm.{k}"))? as u64) };
+        let (nk, nv, dk, inner, conv_k) =
+            (get("group_count")?, get("time_step_rank")?, get("state_size")?, get("inner_size")?, get("conv_kernel")?);
+        if nk == 0 || nv == 0 || nv % nk != 0 || inner % nv != 0 {
+            return Err(GgufError::Unsupported {
+                what: format!("{arch}.ssm.*"),
+                detail: format!("{nk} key heads, {nv} value heads, inner size {inner}"),
+            });
+        }
+        Ok(Self { nk, nv, dk, dv: inner / nv, conv_k })
+    }
+
+    fn key_dim(&self) -> u64 {
+        self.nk * self.dk
+    }
+
+    fn value_dim(&self) -> u64 {
+        self.nv * self.dv
+    }
+
+    fn conv_dim(&self) -> u64 {
+        2 * self.key_dim() + self.value_dim()
+    }
+
+    /// Value head h of the checkpoint as a run of `unit` file rows/columns/elements after
+    /// `first`, for h in order. The checkpoint groups value heads by key head (head g·r + j is the
+    /// j-th of key head g, r = nv / nk); llama.cpp's converter (`_LinearAttentionVReorderBase`)
+    /// tiles them (that head at j·nk + g) so ggml broadcasts key heads by repeating.
+    fn heads(&self, first: u64, unit: u64) -> Vec<(u64, u64)> {
+        let r = self.nv / self.nk;
+        (0..self.nv).map(|h| (first + ((h % r) * self.nk + h / r) * unit, unit)).collect()
+    }
+
+    /// How checkpoint tensor `hf` (of the linear-attention layers) differs from GGUF tensor `t`.
+    fn fix(&self, hf: &str, t: &TensorInfo) -> Result<Fix> {
+        let Some(what) = hf.rsplit_once(".linear_attn.").map(|(_, w)| w) else {
+            return Ok(Fix::None);
+        };
+        let reordered = self.nk != self.nv;
+        let (k, n) = (t.dims.first().copied().unwrap_or(0), t.dims.get(1..).map_or(1, |d| d.iter().product()));
+        let expect = |ok: bool, want: String| if ok { Ok(()) } else { Err(t.shape_error(format!("expected {want}"))) };
+        let vector = |runs: Vec<(u64, u64)>, neg_log| Fix::Vector { runs: reordered.then_some(runs), neg_log };
+        let rows = |runs| if reordered { Fix::Rows(runs) } else { Fix::None };
+        Ok(match what {
+            // The converter stores ssm_a = −exp(A_log) (Qwen3NextModel.modify_tensors).
+            "A_log" | "dt_bias" => {
+                expect(t.elems() == self.nv, format!("{} values (value heads)", self.nv))?;
+                vector(self.heads(0, 1), what == "A_log")
+            }
+            // [conv_dim, 1, K] squeezed to [conv_dim, K]: each channel's K taps, as the model takes
+            // them flat. The value channels are reordered by head.
+            "conv1d.weight" => {
+                expect(k == self.conv_k && n == self.conv_dim(), format!("[{}, {}]", self.conv_k, self.conv_dim()))?;
+                let qk = 2 * self.key_dim() * self.conv_k;
+                let mut runs = vec![(0, qk)];
+                runs.extend(self.heads(qk, self.dv * self.conv_k));
+                vector(runs, false)
+            }
+            "in_proj_qkv.weight" => {
+                expect(n == self.conv_dim(), format!("{} rows", self.conv_dim()))?;
+                let qk = 2 * self.key_dim();
+                let mut runs = vec![(0, qk)];
+                runs.extend(self.heads(qk, self.dv));
+                rows(runs)
+            }
+            "in_proj_z.weight" => {
+                expect(n == self.value_dim(), format!("{} rows", self.value_dim()))?;
+                rows(self.heads(0, self.dv))
+            }
+            "in_proj_a.weight" | "in_proj_b.weight" => {
+                expect(n == self.nv, format!("{} rows", self.nv))?;
+                rows(self.heads(0, 1))
+            }
+            "out_proj.weight" => {
+                expect(k == self.value_dim(), format!("{} columns", self.value_dim()))?;
+                if !reordered {
+                    Fix::None
+                } else if self.dv % t.ty.block_elems() != 0 {
+                    // Moving a head's columns would split the type's blocks.
+                    return Err(GgufError::Unsupported {
+                        what: format!("tensor {}", t.name),
+                        detail: format!(
+                            "{:?}: its value heads of {} columns, which llama.cpp reordered, split its {}-element \
+                             blocks (requantize ssm_out with a 32-element type such as Q8_0)",
+                            t.ty,
+                            self.dv,
+                            t.ty.block_elems()
+                        ),
+                    });
+                } else {
+                    Fix::Cols(self.heads(0, self.dv))
+                }
+            }
+            _ => Fix::None,
+        })
+    }
+}
+
+/// How a GGUF tensor's values differ from the checkpoint's, beyond its name: llama.cpp's converter
+/// reorders and transforms a few (Qwen3.5's DeltaNet). Runs are `(first, count)` of the file's
+/// rows, columns or elements, listed in the checkpoint's order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fix {
+    /// The values as they are.
+    None,
+    /// A matrix whose rows were reordered: the checkpoint's rows are the file's row runs.
+    Rows(Vec<(u64, u64)>),
+    /// A matrix whose columns were reordered: each checkpoint row is the file row's column runs
+    /// (whole blocks of its type).
+    Cols(Vec<(u64, u64)>),
+    /// Taken as one f32 vector whatever its rank (row-major): the file's element runs (`None`: in
+    /// order), then `ln(−x)` of each when `neg_log` (A_log from llama.cpp's `−exp(A_log)`).
+    Vector { runs: Option<Vec<(u64, u64)>>, neg_log: bool },
+}
+
+/// What the model takes from one GGUF tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// Its checkpoint (Hugging Face) name.
+    pub name: String,
+    pub fix: Fix,
+}
+
+/// The checkpoint tensors of a GGUF model, per GGUF tensor ([`TensorMap::target`]): [`hf_name`]
+/// with what the `<arch>.*` keys add — the value fixes llama.cpp's converter calls for (Qwen3.5),
+/// and the MTP blocks past the model's layers left out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorMap {
+    arch: String,
+    n_layers: u64,
+    delta: Option<Delta>,
+}
+
+impl TensorMap {
+    pub fn new(md: &Metadata) -> Result<Self> {
+        let arch = md.str("general.architecture")?.to_string();
+        let n_layers = match md.opt_u32(&format!("{arch}.block_count"))? {
+            Some(_) => n_layers(md, &arch)? as u64,
+            None => u64::MAX,
+        };
+        let delta = if arch == "qwen35" { Some(Delta::from_metadata(md, &arch)?) } else { None };
+        Ok(Self { arch, n_layers, delta })
+    }
+
+    /// The model's use of tensor `t`, `None` for tensors it does not take; an error if a tensor it
+    /// takes has a shape or type the fix cannot handle.
+    pub fn target(&self, t: &TensorInfo) -> Result<Option<Target>> {
+        let Some(name) = hf_name(&self.arch, &t.name) else { return Ok(None) };
+        let layer =
+            t.name.strip_prefix("blk.").and_then(|r| r.split_once('.')).and_then(|(l, _)| l.parse::<u64>().ok());
+        if layer.is_some_and(|l| l >= self.n_layers) {
+            return Ok(None);
+        }
+        let fix = match &self.delta {
+            Some(d) => d.fix(&name, t)?,
+            None => Fix::None,
+        };
+        Ok(Some(Target { name, fix }))
     }
 }

@@ -42,14 +42,14 @@ mod package;
 mod repack;
 mod value;
 
-pub use config::{hf_config, hf_name};
+pub use config::{hf_config, hf_name, Fix, Target, TensorMap};
 #[cfg(not(target_arch = "wasm32"))]
 pub use files::{open, read_header_file, FileSource};
 pub use header::{parse_header, GgmlType, GgufFile, GgufSource, Header, SliceSource, TensorInfo};
 #[cfg(not(target_arch = "wasm32"))]
 pub use package::gguf_to_package;
-pub(crate) use repack::{piece_rows, vector_of};
-pub use repack::{read_matrix, read_vector, repack_rows, PIECE_BYTES};
+pub(crate) use repack::{fix_cols, fix_rows, fix_vector, piece_rows, values_of};
+pub use repack::{read_fixed, read_matrix, read_vector, repack_rows, TensorData, PIECE_BYTES};
 pub use value::{MetaArray, MetaValue, Metadata, ValueType};
 
 use crate::gpu::GpuError;
@@ -119,7 +119,7 @@ pub enum GgufError {
     #[error("tensor {name} is not in the file")]
     MissingTensor { name: String },
 
-    #[error("architecture {arch:?} is not supported (llama, qwen2, qwen3, phi3)")]
+    #[error("architecture {arch:?} is not supported (llama, qwen2, qwen3, phi3, smollm3, gemma2, gemma3, qwen35)")]
     UnsupportedArch { arch: String },
 
     #[error("{what} is not supported: {detail}")]
