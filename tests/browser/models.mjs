@@ -8,9 +8,11 @@
 //   node tests/browser/models.mjs [--only name,name] [--full] [--keep] [--verbose]
 //
 // SwiftShader decodes these 262k-vocabulary models at ~2.5 tokens/s on 2 cores (lavapipe natively:
-// ~7), so by default only the models marked `default` run, the worker checks the first WORKER_STEPS
-// tokens and the chat reply CHAT_STEPS (~50 s); --full runs every model and whole continuations
-// everywhere (~3 min). --only runs the named scenarios (with --full's lengths only if given).
+// ~7; Qwen3.5's 152k vocabulary ~4), so by default only the models marked `default` run (gemma3,
+// qwen35), the worker checks the first WORKER_STEPS tokens and the chat reply CHAT_STEPS (~75 s on an
+// idle machine with the packages cached: gemma3 ~47 s, qwen35 ~27 s; ~95 s with cargo building
+// alongside); --full runs every model and whole continuations everywhere (~2.5 min). --only runs the
+// named scenarios (with --full's lengths only if given).
 //
 // Scenarios (names for --only), per model in MODELS:
 //   <model>         createEngine: every prompt's greedy continuation (maxTokens = its length; an
@@ -19,13 +21,16 @@
 //                   conversation's template text (and the ones the template refuses); the chat prompt
 //                   through chat.completions.create (messages → template → ids in wasm): its prompt ids
 //                   are expected.json's (same count, and the next generate on them reuses all but the
-//                   last from the KV cache the chat left), its greedy reply is the continuation's text
+//                   last from the KV cache the chat left; hybrid models reuse nothing: chat's
+//                   cached_tokens and generate's reusedTokens are 0), its greedy reply is the
+//                   continuation's text
 //   <model>-worker  createWorkerEngine: one prompt's greedy continuation (models with `worker`)
 //
 // The package's public API has no call returning the ids of a chat prompt (wasm's encodeChat is
 // internal: pkg/src/wasm-api.md), hence the KV-cache check above; applyChatTemplate + encode (what
 // encodeChat does) is compared with the ids too. Generation cannot ignore end-of-turn tokens (no
-// option for it); none of the fixtures' continuations holds one today.
+// option for it); none of the fixtures' continuations holds one today. Nor can applyChatTemplate pass
+// template kwargs, so qwen35's chat.enable_thinking_false case is checked natively only.
 //
 // Prints PASS/FAIL per scenario with its time and figures. Needs pkg/wasm (scripts/build-pkg.sh), the
 // CLI (cargo build --bin webgpu-llm), cargo (to build the example), the tokenizers
@@ -47,12 +52,18 @@ const CACHE = path.join(REPO, "target/browser-models");
 
 /**
  * The fixtures: `name` (tests/fixtures/<name>), `default` (run without --full/--only), `worker` (also
- * run one prompt in a worker engine), `context` (KV length: the longest prompt + continuation fits).
+ * run one prompt in a worker engine), `context` (KV length: the longest prompt + continuation fits),
+ * `maxBatch` (createEngine's prefill chunk; the package's default is 128), `hybrid` (recurrent layers:
+ * every request prefills from position 0, nothing is reused from the previous one).
  */
 const MODELS = [
   { name: "gemma3", default: true, worker: true, context: 128 },
   // +57 s on 2 cores (same size as gemma3; soft-capping is its difference): --full or --only gemma2.
   { name: "gemma2", default: false, worker: false, context: 128 },
+  // Qwen3.5: 3 Gated DeltaNet layers + 1 gated full-attention layer (shaders/delta_net.wgsl in
+  // Chromium). maxBatch 32 as in tests/model_hf.rs: the 77-token prompt prefills in 3 chunks (32 + 32
+  // + 13), so the conv and delta-rule states are carried across chunks.
+  { name: "qwen35", default: true, worker: true, context: 128, maxBatch: 32, hybrid: true },
 ];
 const FULL = flag("--full");
 /** Without --full: tokens of the continuation checked in the worker (the page checks all 16) … */
@@ -103,12 +114,12 @@ const M = (page, fn, ...args) => page.evaluate(([fn, args]) => window.M[fn](...a
 async function openEngine(S, model, worker) {
   const label = `${model.name}${worker ? "-worker" : ""}`;
   const page = await openHarness(S, label, `${S.server.origin}/pages/models.html`, { workers: worker });
-  const r = await M(page, "create", { worker, options: { model: `/m/${model.name}/manifest.json`, context: model.context, cache: false } });
+  const r = await M(page, "create", { worker, options: { model: `/m/${model.name}/manifest.json`, context: model.context, maxBatch: model.maxBatch, cache: false } });
   check(r.ok, `loading ${model.name} (${worker ? "worker" : "page"}) failed: ${errText(r.error)}`);
   const cfg = S.models[model.name].config;
   check(r.modelInfo.vocab === cfg.vocab_size && r.modelInfo.layers === cfg.num_hidden_layers,
     `${label}: modelInfo vocab ${r.modelInfo.vocab}, layers ${r.modelInfo.layers}; config.json has ${cfg.vocab_size}, ${cfg.num_hidden_layers}`);
-  return { page, id: r.id, loadMs: r.ms, info: r.modelInfo };
+  return { page, id: r.id, loadMs: r.ms, info: r.modelInfo, hybrid: !!model.hybrid };
 }
 
 /** The continuation the engine can give: up to and with the first stop token (it ends generation). */
@@ -168,7 +179,8 @@ async function checkTemplates(E, expected, name) {
  * The chat prompt `p` ({messages, text, ids, continuation}) through the package's chat path:
  * applyChatTemplate + encode give transformers' text and ids; chat.completions.create's prompt has
  * as many tokens and its greedy reply (CHAT_STEPS tokens, all with --full) is the continuation's
- * text; the KV cache it leaves holds those ids (the next generate on them reuses all but the last).
+ * text; the KV cache it leaves holds those ids (the next generate on them reuses all but the last;
+ * hybrid models prefill every request from position 0, so both report 0 reused tokens instead).
  * Then the greedy ids on them (checkGreedy).
  */
 async function checkChat(E, p, name) {
@@ -189,9 +201,17 @@ async function checkChat(E, p, name) {
     `${name} chat: reply ${JSON.stringify(choice.message.content)} (${u.completion_tokens} tokens) ≠ the continuation's ${JSON.stringify(wantText)} (${want.ids.length})`);
   check(choice.finish_reason === (want.stopped ? "stop" : "length"), `${name} chat: finish_reason ${choice.finish_reason}`);
   const g = await checkGreedy(E, p, name);
-  check(g.result.reusedTokens === p.ids.length - 1,
-    `${name} chat: generate on transformers' chat ids reused ${g.result.reusedTokens} of ${p.ids.length} tokens from the chat's KV cache ` +
-      `(all but the last if chat.completions encoded the same ids)`);
+  if (E.hybrid) {
+    // The recurrent state cannot be rewound: every request prefills from position 0 (no reuse), so
+    // the ids are only checked through prompt_tokens and the template + encode above.
+    check(u.prompt_tokens_details?.cached_tokens === 0 && g.result.reusedTokens === 0,
+      `${name} chat: a hybrid model reused tokens (chat cached_tokens ${u.prompt_tokens_details?.cached_tokens}, ` +
+        `then generate ${g.result.reusedTokens} of ${p.ids.length}); it must prefill from position 0`);
+  } else {
+    check(g.result.reusedTokens === p.ids.length - 1,
+      `${name} chat: generate on transformers' chat ids reused ${g.result.reusedTokens} of ${p.ids.length} tokens from the chat's KV cache ` +
+        `(all but the last if chat.completions encoded the same ids)`);
+  }
   return c.ms + g.ms;
 }
 
