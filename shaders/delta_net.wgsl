@@ -8,7 +8,7 @@
 //   keeps the step's last K − 1 inputs.
 // `recurrence`: one workgroup of WG invocations per (value head h, tile of WG value columns); each
 //   invocation owns one column j of the head's state S [dk, dv] (in registers for the whole step)
-//   and, per token: q, k of key head h / (nv / nk) L2-normalised (eps 1e-6 inside the sqrt, q then
+//   and, per token: q, k of key head h / (nv / nk) (h % nk with `tiled`) L2-normalised (eps 1e-6 inside the sqrt, q then
 //   times dk^-1/2), beta = sigmoid(b), decay = exp(-exp(A_log) softplus(a + dt_bias)),
 //   u = beta (v − decay Sᵀk), S = decay S + k uᵀ, o = Sᵀq, into `o` [t, nv·dv]. Tokens run in order
 //   inside the kernel: a prefill of t rows is one dispatch and equals t single-token steps.
@@ -29,9 +29,9 @@ struct Params {
     dk: u32,
     dv: u32,
     eps: f32,       // gated_norm's RMSNorm epsilon
+    tiled: u32,     // 1: value head h reads q/k head h % nk (GGUF order); 0: h / (nv / nk) (HF order)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 struct Step {
@@ -112,7 +112,7 @@ fn recurrence(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let h = lin / tiles;
     let j = (lin % tiles) * WG + tid;
     let live = j < p.dv;
-    let kh = h / (p.nv / p.nk);
+    let kh = select(h / (p.nv / p.nk), h % p.nk, p.tiled != 0u);
     let key_dim = p.nk * p.dk;
     let sbase = h * p.dk * p.dv + j;
 

@@ -70,13 +70,15 @@ fn run(ctx: &Context, c: &Case, calls: &[usize]) -> Vec<f32> {
     got
 }
 
-const SHAPES: [DeltaNetShape; 3] = [
+const SHAPES: [DeltaNetShape; 4] = [
     // the qwen35 fixture's layer: 2 key heads of 32, 4 value heads of 64
-    DeltaNetShape { nk: 2, nv: 4, dk: 32, dv: 64, conv_k: 4 },
+    DeltaNetShape { nk: 2, nv: 4, dk: 32, dv: 64, conv_k: 4, tiled: false },
+    // the same in llama.cpp's GGUF order (value head h reads key head h mod nk)
+    DeltaNetShape { nk: 2, nv: 4, dk: 32, dv: 64, conv_k: 4, tiled: true },
     // Qwen3.5's real head dims (fewer heads): dk = dv = 128, two value heads per key head, dv over 2 tiles
-    DeltaNetShape { nk: 1, nv: 2, dk: 128, dv: 128, conv_k: 4 },
+    DeltaNetShape { nk: 1, nv: 2, dk: 128, dv: 128, conv_k: 4, tiled: false },
     // odd sizes: dv not a multiple of the workgroup, conv width 2, one value head per key head
-    DeltaNetShape { nk: 3, nv: 3, dk: 40, dv: 70, conv_k: 2 },
+    DeltaNetShape { nk: 3, nv: 3, dk: 40, dv: 70, conv_k: 2, tiled: false },
 ];
 
 #[test]
@@ -88,7 +90,14 @@ fn delta_net_matches_reference() {
             let want = reference(
                 &c.proj,
                 c.t,
-                (shape.nk as usize, shape.nv as usize, shape.dk as usize, shape.dv as usize, shape.conv_k as usize),
+                (
+                    shape.nk as usize,
+                    shape.nv as usize,
+                    shape.dk as usize,
+                    shape.dv as usize,
+                    shape.conv_k as usize,
+                    shape.tiled,
+                ),
                 &c.conv_w,
                 &c.a_log,
                 &c.dt_bias,
@@ -110,7 +119,7 @@ fn delta_net_matches_reference() {
 #[test]
 fn delta_net_rejects_bad_shapes() {
     let ctx = ctx();
-    let shape = DeltaNetShape { nk: 2, nv: 4, dk: 32, dv: 64, conv_k: 4 };
+    let shape = DeltaNetShape { nk: 2, nv: 4, dk: 32, dv: 64, conv_k: 4, tiled: false };
     let state = DeltaState::new(ctx, "dn", &shape).unwrap();
     let b = |n: u32| ctx.storage("b", n as u64 * 4).unwrap();
     let (conv, v4, n64) = (b(shape.conv_dim() * 4), b(4), b(64));

@@ -299,8 +299,10 @@ fn delta_layers(c: &Value, n_layers: u32) -> Result<(Vec<bool>, Option<DeltaNetS
         dk: get_u32(c, "linear_key_head_dim").unwrap_or(128),
         dv: get_u32(c, "linear_value_head_dim").unwrap_or(128),
         conv_k: get_u32(c, "linear_conv_kernel_dim").unwrap_or(4),
+        // set by loader::gguf::hf_config: llama.cpp's converter tiles the value heads
+        tiled: c.get("linear_value_heads_tiled").and_then(Value::as_bool) == Some(true),
     };
-    let DeltaNetShape { nk, nv, dk, dv, conv_k } = shape;
+    let DeltaNetShape { nk, nv, dk, dv, conv_k, .. } = shape;
     if nk == 0 || nv % nk != 0 || dk == 0 || dv == 0 || !(2..=8).contains(&conv_k) {
         return Err(ConfigError::Invalid(format!(
             "linear attention: {nv} value heads must be a multiple of {nk} key heads, head dims {dk}/{dv} \

@@ -25,6 +25,9 @@ pub struct DeltaNetShape {
     pub dv: u32,
     /// The causal depthwise conv's width.
     pub conv_k: u32,
+    /// Value head h reads q/k head h mod nk (llama.cpp's GGUF order, value heads tiled), not
+    /// h / (nv / nk) (Hugging Face's, grouped).
+    pub tiled: bool,
 }
 
 impl DeltaNetShape {
@@ -54,7 +57,8 @@ struct Params {
     dk: u32,
     dv: u32,
     eps: f32,
-    _pad: [u32; 3],
+    tiled: u32,
+    _pad: [u32; 2],
 }
 
 /// One layer's recurrent state: the conv's last `k − 1` inputs `[conv_dim, k − 1]` and the
@@ -135,7 +139,7 @@ pub fn delta_net<'a>(
     pos: impl Into<Pos<'a>>,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "delta_net";
-    let DeltaNetShape { nk, nv, dk, dv, conv_k } = *shape;
+    let DeltaNetShape { nk, nv, dk, dv, conv_k, tiled } = *shape;
     ensure(t > 0, OP, || "t = 0".into())?;
     ensure(nk > 0 && nv % nk == 0 && dk > 0 && dv > 0, OP, || format!("heads {nk}/{nv}, dims {dk}/{dv}"))?;
     ensure(dk <= MAX_DK, OP, || format!("key head dim {dk} > {MAX_DK}"))?;
@@ -151,7 +155,7 @@ pub fn delta_net<'a>(
     check_len(OP, "state", &state.s, DeltaState::state_elems(shape))?;
     check_len(OP, "c", c, t as u64 * conv_dim as u64)?;
     check_len(OP, "out", out, t as u64 * vd as u64)?;
-    let params = Params { t, in_w, conv_dim, k: conv_k, nk, nv, dk, dv, eps: w.eps, _pad: [0; 3] };
+    let params = Params { t, in_w, conv_dim, k: conv_k, nk, nv, dk, dv, eps: w.eps, tiled: tiled as u32, _pad: [0; 2] };
     let uniform = ctx.uniform("delta_net.params", &params);
     let step = pos.into().buffer(ctx);
     let key = |entry| PipelineKey::new(Shader::DeltaNet, entry);

@@ -250,12 +250,13 @@ pub fn transformer(
 
 /// Gated DeltaNet in f64 (docs/qwen35.md §5) over a whole sequence from zero state: `proj`
 /// rows `[T, qkv | z | b | a]` (f32), conv weights `[conv_dim, k]`, `A_log`, `dt_bias` `[nv]`, the
-/// gated norm's weight `[dv]`. Returns the mixer output `[T, nv·dv]` (before out_proj).
+/// gated norm's weight `[dv]`; `tiled`: value head h reads q/k head h mod nk (else h / (nv/nk)).
+/// Returns the mixer output `[T, nv·dv]` (before out_proj).
 #[allow(clippy::too_many_arguments)]
 pub fn delta_net(
     proj: &[f32],
     t_len: usize,
-    (nk, nv, dk, dv, kw): (usize, usize, usize, usize, usize),
+    (nk, nv, dk, dv, kw, tiled): (usize, usize, usize, usize, usize, bool),
     conv_w: &[f32],
     a_log: &[f32],
     dt_bias: &[f32],
@@ -287,7 +288,7 @@ pub fn delta_net(
             })
             .collect();
         for h in 0..nv {
-            let kh = h / (nv / nk);
+            let kh = if tiled { h % nk } else { h / (nv / nk) };
             let l2 = |v: &[f64]| {
                 let n = (v.iter().map(|a| a * a).sum::<f64>() + 1e-6).sqrt();
                 v.iter().map(|a| a / n).collect::<Vec<f64>>()
