@@ -155,6 +155,13 @@ fn phi3_matches_transformers() {
     check_fixture("phi3");
 }
 
+/// Phi-4-mini's shape: phi3 with partial rotary 0.75 (24 of 32 dims, 12 LongRoPE factors), tied
+/// embeddings, GPT-4o's o200k tokenizer (no chat template offline).
+#[test]
+fn phi4mini_matches_transformers() {
+    check_fixture("phi4mini");
+}
+
 /// SmolLM3: layer 3 of the fixture's four skips RoPE (`no_rope_layers` [1, 1, 1, 0]).
 #[test]
 fn smollm3_matches_transformers() {

