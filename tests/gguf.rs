@@ -655,9 +655,10 @@ fn gpu_upload_matches_the_cpu_repack_across_chunks_and_pieces() {
     }
 }
 
-/// The `qwen35.*` keys of a one-layer Qwen3.5 with `nk` key heads of 32 and 4 value heads of `dv`.
+/// The `qwen35.*` keys of a one-layer Qwen3.5 with an MTP block after it: `nk` key heads of 32 and
+/// 4 value heads of `dv`.
 fn qwen35_keys(w: &mut Writer, nk: u32, dv: u32) {
-    w.str("general.architecture", "qwen35").u32("qwen35.block_count", 1);
+    w.str("general.architecture", "qwen35").u32("qwen35.block_count", 2).u32("qwen35.nextn_predict_layers", 1);
     qwen35_ssm(w, nk, dv);
 }
 
@@ -670,76 +671,68 @@ fn qwen35_ssm(w: &mut Writer, nk: u32, dv: u32) {
         .u32("qwen35.ssm.inner_size", 4 * dv);
 }
 
-/// Qwen3.5's value heads, which llama.cpp's converter tiles, are put back in the checkpoint's
-/// order in any block type whose blocks a head's columns do not split: rows of Q8_0 / Q4_0 / Q4_1
-/// projections, Q8_0 columns of ssm_out, conv channels, ssm_a (→ A_log) and ssm_dt. The check
-/// applies the converter's tiling (`tile_v_heads`) to what `read_fixed` gives and gets the file's
-/// values back, and the GPU holds exactly `read_fixed`'s buffers. A K-quant ssm_out whose
-/// 256-element blocks span two 128-column heads is refused before any data.
+/// Qwen3.5's tensors load in the file's order, value heads tiled as llama.cpp's converter leaves
+/// them (the config says `linear_value_heads_tiled`, and `qwen35_gguf_matches_transformers` checks
+/// the model reads them so): a Q4_K ssm_out whose 256-element blocks span two 128-column value
+/// heads, Q4_K attn_qkv and Q6_K attn_gate hold on the GPU exactly the file's blocks repacked in
+/// order (`read_matrix`, which `every_supported_type_repacks_to_gguf_py_values` checks against
+/// gguf-py); the conv weights are the file's [K, channels] values flat, A_log is ln(−ssm_a), the
+/// other vectors are as stored, and the MTP block is left out. A conv of the wrong shape is refused.
 #[test]
-fn qwen35_value_heads_are_put_back_in_quantized_blocks() {
-    let (nk, nv, dk, dv, h, conv_k) = (2usize, 4usize, 32usize, 32usize, 64usize, 4usize);
+fn qwen35_tensors_load_in_the_files_order() {
+    let (nk, nv, dk, dv, h, conv_k) = (2usize, 4usize, 32usize, 128usize, 256usize, 4usize);
     let (cd, vd) = (2 * nk * dk + nv * dv, nv * dv);
-    let mut rng = Rng::new(seed("gguf qwen35 fixes"));
+    let mut rng = Rng::new(seed("gguf qwen35 tensors"));
     let mut w = Writer::new();
     qwen35_keys(&mut w, nk as u32, dv as u32);
-    let q = |rng: &mut Rng, ty, n: usize, k: usize| random_blocks(rng, ty, n as u64, k as u64);
     let t = [
-        ("blk.0.attn_qkv.weight", GgmlType::Q8_0, cd, h),
-        ("blk.0.attn_gate.weight", GgmlType::Q4_0, vd, h),
+        ("blk.0.attn_qkv.weight", GgmlType::Q4_K, cd, h),
+        ("blk.0.attn_gate.weight", GgmlType::Q6_K, vd, h),
         ("blk.0.ssm_alpha.weight", GgmlType::Q8_0, nv, h),
         ("blk.0.ssm_beta.weight", GgmlType::Q4_1, nv, h),
-        ("blk.0.ssm_out.weight", GgmlType::Q8_0, h, vd),
+        ("blk.0.ssm_out.weight", GgmlType::Q4_K, h, vd),
+        ("blk.1.attn_qkv.weight", GgmlType::Q8_0, cd, h),
     ];
     for (name, ty, n, k) in t {
-        w.tensor(name, &[k as u64, n as u64], ty, q(&mut rng, ty, n, k));
+        w.tensor(name, &[k as u64, n as u64], ty, random_blocks(&mut rng, ty, n as u64, k as u64));
     }
-    w.f32_tensor("blk.0.ssm_a", &[nv as u64], &[-0.5, -1.0, -2.0, -4.0]);
+    let ssm_a = [-0.5f32, -1.0, -2.0, -4.0];
+    w.f32_tensor("blk.0.ssm_a", &[nv as u64], &ssm_a);
     w.f32_tensor("blk.0.ssm_dt.bias", &[nv as u64], &[1.0, 2.0, 3.0, 4.0]);
     w.f32_tensor("blk.0.ssm_conv1d.weight", &[conv_k as u64, cd as u64], &rng.vec(cd * conv_k, 1.0));
     w.f32_tensor("blk.0.ssm_norm.weight", &[dv as u64], &rng.vec(dv, 1.0));
+    w.f32_tensor("blk.1.ssm_a", &[nv as u64], &ssm_a);
     let bytes = w.finish();
     let file = parse(&bytes).unwrap();
     let mut src = SliceSource::new(vec![&bytes]);
     let map = TensorMap::new(&file.metadata).unwrap();
     let mut loaded = load_streamed(ctx(), &bytes);
     for g in &file.tensors {
-        let target = map.target(g).unwrap().unwrap();
-        let fixed = read_fixed(&mut src, g, &target.fix).unwrap();
-        // The converter's tiling of the fixed values gives the file's back.
-        let (file_values, ours, cols) = match &fixed {
-            TensorData::Matrix(m) => {
-                let file_values = dequantize(&read_matrix(&file, &mut src, &g.name).unwrap()).unwrap();
-                (file_values, dequantize(m).unwrap(), m.k)
-            }
+        let Some(target) = map.target(g).unwrap() else {
+            assert!(g.name.starts_with("blk.1."), "{} left out", g.name);
+            continue;
+        };
+        let want_fix = match g.name.as_str() {
+            "blk.0.ssm_a" => Fix::NegLog,
+            "blk.0.ssm_conv1d.weight" => Fix::Flat,
+            _ => Fix::None,
+        };
+        assert_eq!(target.fix, want_fix, "{}", g.name);
+        // read_fixed: the file's values in the file's order.
+        let data = read_fixed(&mut src, g, target.fix).unwrap();
+        match &data {
+            TensorData::Matrix(m) => assert!(*m == read_matrix(&file, &mut src, &g.name).unwrap(), "{}", g.name),
             TensorData::Vector(v) => {
-                let file_values = read_raw_f32(&file, &mut src, &g.name);
-                let ours = if g.name.ends_with("ssm_a") { v.iter().map(|x| -x.exp()).collect() } else { v.clone() };
-                (file_values, ours, g.dims[0] as usize)
+                let raw = read_raw_f32(&file, &mut src, &g.name);
+                let want = match target.fix {
+                    Fix::NegLog => [0.5f64, 1.0, 2.0, 4.0].iter().map(|x| x.ln() as f32).collect(),
+                    _ => raw,
+                };
+                assert_eq!(*v, want, "{}", g.name);
             }
-        };
-        let (along_cols, first, unit) = match g.name.as_str() {
-            "blk.0.attn_qkv.weight" => (false, 2 * nk * dk, dv),
-            "blk.0.ssm_conv1d.weight" => (false, 2 * nk * dk, dv),
-            "blk.0.attn_gate.weight" => (false, 0, dv),
-            "blk.0.ssm_out.weight" => (true, 0, dv),
-            "blk.0.ssm_norm.weight" => (false, 0, 0),
-            _ => (false, 0, 1),
-        };
-        let cols = if g.dims.len() == 1 { 1 } else { cols };
-        let tiled = if unit == 0 { ours.clone() } else { tile_v_heads(&ours, cols, along_cols, first, unit, nk, nv) };
-        assert_close(
-            &format!("{} ({})", g.name, target.name),
-            &tiled,
-            &file_values.iter().map(|&x| x as f64).collect::<Vec<_>>(),
-            0.0,
-            1e-6,
-        );
-        if unit > 0 {
-            assert_ne!(ours, file_values, "{}: the fix moved something", g.name);
         }
         // The GPU holds read_fixed's buffers.
-        match (loaded.remove(&target.name).unwrap_or_else(|| panic!("{} not loaded", target.name)), fixed) {
+        match (loaded.remove(&target.name).unwrap_or_else(|| panic!("{} not loaded", target.name)), data) {
             (GpuTensor::Vector(b), TensorData::Vector(v)) => {
                 assert_eq!(pollster::block_on(ctx().read_f32(&b, v.len())).unwrap(), v, "{}", target.name);
             }
@@ -758,26 +751,18 @@ fn qwen35_value_heads_are_put_back_in_quantized_blocks() {
             _ => panic!("{}: a matrix for a vector or back", target.name),
         }
     }
-    assert!(loaded.is_empty());
+    assert!(loaded.is_empty(), "{:?}", loaded.keys().collect::<Vec<_>>());
 
-    // Q4_K ssm_out with 128-column heads: refused at the header, naming the tensor.
+    // A conv stored as [channels, K] is refused at the header, naming the tensor.
     let mut w = Writer::new();
-    qwen35_keys(&mut w, 2, 128);
-    w.tensor("blk.0.ssm_out.weight", &[512, 64], GgmlType::Q4_K, vec![0; 64 * 2 * 144]);
+    qwen35_keys(&mut w, nk as u32, dv as u32);
+    w.f32_tensor("blk.0.ssm_conv1d.weight", &[cd as u64, conv_k as u64], &vec![0.0; cd * conv_k]);
     let bytes = w.finish();
     let mut stream = GgufStream::new(ctx(), vec![bytes.len() as u64]).unwrap();
     match stream.write(0, &bytes) {
-        Err(e @ GgufError::Unsupported { .. }) => assert!(e.to_string().contains("blk.0.ssm_out.weight"), "{e}"),
+        Err(e @ GgufError::Shape { .. }) => assert!(e.to_string().contains("blk.0.ssm_conv1d.weight"), "{e}"),
         other => panic!("{:?}", other.err()),
     }
-    // With as many value heads as key heads nothing is reordered (the converter leaves them).
-    let mut w = Writer::new();
-    qwen35_keys(&mut w, 4, 128);
-    w.tensor("blk.0.ssm_out.weight", &[512, 64], GgmlType::Q4_K, vec![0; 64 * 2 * 144]);
-    let bytes = w.finish();
-    let file = parse(&bytes).unwrap();
-    let target = TensorMap::new(&file.metadata).unwrap().target(&file.tensors[0]).unwrap().unwrap();
-    assert_eq!((target.name.as_str(), target.fix), ("model.layers.0.linear_attn.out_proj.weight", Fix::None));
 }
 
 /// A tensor's F32 values as stored (any rank).
@@ -1161,9 +1146,14 @@ fn check_fixture_as_gguf(name: &str) {
         (reference.rope.rotary_dim, reference.rope.theta),
         "{name}"
     );
+    // The same DeltaNet, its value heads in llama.cpp's tiled order.
+    let tiled = reference.delta.map(|mut d| {
+        d.tiled = true;
+        d
+    });
     assert_eq!(
         (&config.linear, config.delta, config.attn_output_gate),
-        (&reference.linear, reference.delta, reference.attn_output_gate),
+        (&reference.linear, tiled, reference.attn_output_gate),
         "{name}"
     );
     // GGUF norms hold 1 + w already.
@@ -1244,10 +1234,25 @@ fn llama_gguf_matches_transformers() {
 /// same packed streams and, through `open_package`, transformers' logits.
 #[test]
 fn llama_gguf_converts_to_an_equal_package() {
-    let f = Fixture::load("llama");
+    check_gguf_to_package("llama");
+}
+
+/// Qwen3.5 through `gguf_to_package`: the tensors `TensorMap` takes (conv1d flat, A_log from
+/// ssm_a, value heads in the file's tiled order, no MTP block) and a config with
+/// `linear_value_heads_tiled`, so the package gives transformers' logits.
+#[test]
+fn qwen35_gguf_converts_to_an_equal_package() {
+    check_gguf_to_package("qwen35");
+}
+
+/// Fixture `name` as a GGUF with tokenizer keys (GPT-2-style, padded to the model's vocabulary
+/// with [PAD<i>] as convert_hf_to_gguf.py pads), converted to a package with 1 MiB shards: each
+/// tensor `TensorMap` takes is in the manifest with `read_fixed`'s bytes (and nothing else is),
+/// and the package, through `open_package`, gives transformers' logits.
+fn check_gguf_to_package(name: &str) {
+    let f = Fixture::load(name);
     let mut w = Writer::new();
     let tok = parse_header(&std::fs::read(fixtures().join("tok-gpt2-smollm.gguf")).unwrap()).unwrap().metadata;
-    // Padded to the model's vocabulary with [PAD<i>] (UNUSED) as convert_hf_to_gguf.py pads.
     let vocab = f.config["vocab_size"].as_u64().unwrap() as usize;
     for (key, value) in tok.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
         match value {
@@ -1263,15 +1268,16 @@ fn llama_gguf_converts_to_an_equal_package() {
         };
     }
     let bytes = fixture_gguf_with(&f, w);
-    let dir = std::env::temp_dir().join(format!("webgpu-llm-gguf-pkg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-gguf-pkg-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("llama.gguf");
+    let path = dir.join(format!("{name}.gguf"));
     std::fs::write(&path, &bytes).unwrap();
     let out = dir.join("pkg");
     let manifest = gguf_to_package(&path, &out, 1).unwrap();
-    assert!(manifest.shards.len() > 20, "{} shards", manifest.shards.len());
+    assert!(manifest.shards.len() > 20, "{name}: {} shards", manifest.shards.len());
     let file = parse(&bytes).unwrap();
     let mut src = SliceSource::new(vec![&bytes]);
+    let map = TensorMap::new(&file.metadata).unwrap();
     let package = Package::open(&out).unwrap();
     package.verify().unwrap();
     let read_part = |t: &webgpu_llm::loader::Tensor, kind: PartKind| -> Vec<u8> {
@@ -1282,22 +1288,34 @@ fn llama_gguf_converts_to_an_equal_package() {
         }
         out
     };
+    let mut taken = 0;
     for g in &file.tensors {
-        let Some(name) = hf_name("llama", &g.name) else { continue };
-        let t = manifest.tensor(&name).unwrap_or_else(|| panic!("{name} not in the manifest"));
-        if t.shape.len() == 1 {
-            let v = read_vector(&file, &mut src, &g.name).unwrap();
-            assert_eq!(read_part(t, PartKind::Weights), bytemuck::cast_slice::<f32, u8>(&v), "{name}");
-        } else {
-            let m = read_matrix(&file, &mut src, &g.name).unwrap();
-            assert_eq!(t.format, m.format, "{name}");
-            assert!(read_part(t, PartKind::Weights) == m.weight_bytes(), "{name}: weights");
-            assert!(read_part(t, PartKind::Scales) == m.scale_bytes(), "{name}: scales");
+        let Some(target) = map.target(g).unwrap() else { continue };
+        taken += 1;
+        let tname = &target.name;
+        let t = manifest.tensor(tname).unwrap_or_else(|| panic!("{tname} not in the manifest"));
+        match read_fixed(&mut src, g, target.fix).unwrap() {
+            TensorData::Vector(v) => {
+                assert_eq!((t.format, &t.shape[..]), (WeightFormat::F32, &[v.len() as u64][..]), "{tname}");
+                assert_eq!(read_part(t, PartKind::Weights), bytemuck::cast_slice::<f32, u8>(&v), "{tname}");
+            }
+            TensorData::Matrix(m) => {
+                assert_eq!((t.format, &t.shape[..]), (m.format, &[m.n as u64, m.k as u64][..]), "{tname}");
+                assert!(read_part(t, PartKind::Weights) == m.weight_bytes(), "{tname}: weights");
+                assert!(read_part(t, PartKind::Scales) == m.scale_bytes(), "{tname}: scales");
+            }
         }
     }
+    assert_eq!(manifest.tensors.len(), taken, "{name}: tensors the model does not take");
+    let hf = hf_config(&file, &mut src).unwrap();
+    assert_eq!(manifest.architecture, hf, "{name}: config");
     let opts = OpenOptions { context: Some(8), kv_dtype: KvDtype::F32, max_batch: 32 };
     let mut engine = open_package(ctx(), &out, opts).unwrap();
-    assert_eq!(engine.model.config.rope.pairing, RopePairing::Interleaved);
+    let pairing = if name == "llama" { RopePairing::Interleaved } else { RopePairing::Half };
+    assert_eq!(engine.model.config.rope.pairing, pairing, "{name}");
+    if name == "qwen35" {
+        assert!(engine.model.config.delta.is_some_and(|d| d.tiled), "{name}: tiled value heads");
+    }
     compare_with_transformers(&f, &mut engine.model, "package from gguf");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -1334,9 +1352,9 @@ fn gemma2_gguf_matches_transformers() {
 }
 
 /// Qwen3.5 (llama.cpp's `qwen35`): Gated DeltaNet layers from the ssm_* / attn_qkv / attn_gate
-/// tensors, with the value heads llama.cpp tiles (2 key heads, 4 value heads here) put back in the
-/// checkpoint's grouped order, A_log from ssm_a = −exp(A_log), conv1d taken flat; gated full
-/// attention with q_proj's interleaved gate rows as they are; layer kinds from
+/// tensors, with the value heads llama.cpp tiles (2 key heads, 4 value heads here) read in the
+/// file's order (`linear_value_heads_tiled`), A_log from ssm_a = −exp(A_log), conv1d taken flat;
+/// gated full attention with q_proj's interleaved gate rows as they are; layer kinds from
 /// full_attention_interval; the MTP block left out.
 #[test]
 fn qwen35_gguf_matches_transformers() {

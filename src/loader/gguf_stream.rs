@@ -5,19 +5,17 @@
 //! is downloaded), and tensor bytes are repacked a piece of rows at a time as they pass.
 //!
 //! Memory: the header (a vocabulary, a few MiB), one piece of rows per matrix in flight (at most
-//! [`super::gguf::PIECE_BYTES`] raw plus its repacked words), the 1-D tensors (norms, rope factors:
-//! kilobytes), and the caller's chunk. A matrix whose rows llama.cpp's converter reordered
-//! (Qwen3.5's DeltaNet projections with value heads: [`Fix::Rows`]) is gathered whole first, to put
-//! its rows back in the checkpoint's order.
+//! [`super::gguf::PIECE_BYTES`] raw plus its repacked words), the vectors (norms, rope factors,
+//! Qwen3.5's conv weights, which the model takes flat: kilobytes), and the caller's chunk.
 //!
-//! Every tensor goes through [`TensorMap::target`]: its checkpoint name and the [`Fix`] that gives
-//! the checkpoint's values back (applied here as the bytes pass).
+//! Every tensor goes through [`TensorMap::target`]: its checkpoint name and its [`Fix`] (applied
+//! here to the tensors the model takes as vectors; matrices are only repacked).
 
 use std::collections::{HashMap, HashSet};
 
 use super::gguf::{
-    fix_cols, fix_rows, fix_vector, parse_header, piece_rows, repack_rows, values_of, Fix, GgufError, GgufFile,
-    GgufSource, Header, TensorInfo, TensorMap, MAX_HEADER_BYTES,
+    fix_vector, parse_header, piece_rows, repack_rows, values_of, Fix, GgufError, GgufFile, GgufSource, Header,
+    TensorInfo, TensorMap, MAX_HEADER_BYTES,
 };
 use super::manifest::Layout;
 use super::{GpuTensor, FLUSH_BYTES};
@@ -36,9 +34,8 @@ enum Target {
     /// A 1-D tensor (or one the model takes flat), kept whole: uploaded under `name` if the model
     /// takes it, and, when 1-D (`keep`), kept for the config (rope factor tables).
     Vector { name: Option<String>, fix: Fix, keep: bool, bytes: Vec<u8> },
-    /// A matrix: rows gathered into `pending` and repacked a piece at a time into `m` (all at
-    /// once when its rows are reordered).
-    Matrix { name: String, m: QuantMatrix, row0: u64, pending: Vec<u8>, step: u64, fix: Fix },
+    /// A matrix: rows gathered into `pending` and repacked a piece at a time into `m`.
+    Matrix { name: String, m: QuantMatrix, row0: u64, pending: Vec<u8>, step: u64 },
 }
 
 struct Planned {
@@ -215,13 +212,13 @@ impl<'a> GgufStream<'a> {
                     let (name, fix) = w.map_or((None, Fix::None), |w| (Some(w.name), w.fix));
                     Target::Vector { name, fix, keep: true, bytes: Vec::new() }
                 }
-                (Some(Layout::Matrix { .. }), Some(w)) if matches!(w.fix, Fix::Vector { .. }) => {
+                (Some(Layout::Matrix { .. }), Some(w)) if w.fix.flattens() => {
                     Target::Vector { name: Some(w.name), fix: w.fix, keep: false, bytes: Vec::new() }
                 }
                 (Some(Layout::Matrix { n, k }), Some(w)) => {
                     let m = alloc_matrix(self.ctx, &t, &w.name, n, k)?;
                     let step = piece_rows(&t);
-                    Target::Matrix { name: w.name, m, row0: 0, pending: Vec::new(), step, fix: w.fix }
+                    Target::Matrix { name: w.name, m, row0: 0, pending: Vec::new(), step }
                 }
                 _ => Target::Skip,
             };
@@ -251,13 +248,11 @@ impl<'a> GgufStream<'a> {
                 match &mut p.target {
                     Target::Skip => {}
                     Target::Vector { bytes, .. } => bytes.extend_from_slice(slice),
-                    Target::Matrix { m, row0, pending, step, fix, .. } => {
+                    Target::Matrix { m, row0, pending, step, .. } => {
                         pending.extend_from_slice(slice);
                         let piece = (*step * p.info.row_bytes()) as usize;
-                        // Reordered rows wait for the whole matrix.
-                        while pending.len() >= piece && !matches!(fix, Fix::Rows(_)) {
-                            let raw = fix_cols(&p.info, fix, &pending[..piece])?;
-                            self.unflushed += write_rows(self.ctx, &p.info, m, *row0, &raw)?;
+                        while pending.len() >= piece {
+                            self.unflushed += write_rows(self.ctx, &p.info, m, *row0, &pending[..piece])?;
                             pending.drain(..piece);
                             *row0 += *step;
                         }
@@ -286,7 +281,7 @@ impl<'a> GgufStream<'a> {
                 if let Some(name) = name {
                     let at_zero = TensorInfo { part: 0, offset: 0, ..p.info.clone() };
                     let v = values_of(&at_zero, &mut super::gguf::SliceSource::new(vec![&bytes]))?;
-                    let v = fix_vector(&p.info, &fix, v)?;
+                    let v = fix_vector(&p.info, fix, v)?;
                     self.unflushed += v.len() as u64 * 4;
                     self.tensors.insert(
                         name,
@@ -297,12 +292,10 @@ impl<'a> GgufStream<'a> {
                     self.captured.push((p.info.part, p.info.offset, bytes));
                 }
             }
-            Target::Matrix { name, m, mut row0, pending, step, fix } => {
-                let rows = fix_rows(&p.info, &fix, &pending)?;
-                let piece = (step * p.info.row_bytes()).max(1) as usize;
-                for raw in rows.chunks(piece) {
-                    self.unflushed += write_rows(self.ctx, &p.info, &m, row0, &fix_cols(&p.info, &fix, raw)?)?;
-                    row0 += step;
+            Target::Matrix { name, m, row0, pending, .. } => {
+                // The last piece: fewer rows than a step.
+                if !pending.is_empty() {
+                    self.unflushed += write_rows(self.ctx, &p.info, &m, row0, &pending)?;
                 }
                 self.tensors.insert(name, GpuTensor::Matrix(m));
             }

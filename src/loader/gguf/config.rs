@@ -1,6 +1,7 @@
 //! The model as Hugging Face describes it: checkpoint tensor names for GGUF ones ([`hf_name`]),
-//! what the model takes from each tensor with the fixes that give the checkpoint's values back
-//! ([`TensorMap`], [`Fix`]), and a config.json from the `<arch>.*` metadata ([`hf_config`]).
+//! what the model takes from each tensor and how ([`TensorMap`], [`Fix`]: the one place that says
+//! which tensors need more than repacking), and a config.json from the `<arch>.*` metadata
+//! ([`hf_config`]).
 
 use serde_json::{json, Value};
 
@@ -12,7 +13,7 @@ use super::{GgufError, Result};
 /// The checkpoint (Hugging Face) name of GGUF tensor `name` in a model of architecture `arch`
 /// (llama.cpp's `LLM_TENSOR_NAMES` read backwards), or `None` for tensors the model does not take
 /// (rope factor tables are read into the config instead). The name only: [`TensorMap::target`]
-/// also leaves out MTP blocks and says where the values differ from the checkpoint's.
+/// also leaves out MTP blocks and says which tensors the model takes otherwise than as they are.
 pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     let global = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
@@ -281,7 +282,11 @@ fn n_layers(md: &Metadata, arch: &str) -> Result<u32> {
 /// the DeltaNet sizes from the `ssm.*` keys (below), and norms that hold 1 + w already (the
 /// converter adds 1 to every `*norm.weight` but the gated `linear_attn.norm`). Its interleaved
 /// M-RoPE (`rope.dimension_sections`) rotates text exactly as plain partial RoPE (every token's
-/// three positions are equal), and `rope.dimension_count` gives the partial factor.
+/// three positions are equal), and `rope.dimension_count` gives the partial factor. The converter
+/// (`_LinearAttentionVReorderBase`) tiles the value heads (the checkpoint's head g·r + j, the j-th
+/// of key head g with r = nv / nk, is at j·nk + g) in every per-value-head row, column, channel and
+/// value, so ggml broadcasts key heads by repeating them; `linear_value_heads_tiled` has the model
+/// read them in that order, so no tensor is reordered (a K-quant ssm_out's blocks span heads).
 fn qwen35_config(md: &Metadata, arch: &str, obj: &mut serde_json::Map<String, Value>) -> Result<()> {
     let n = n_layers(md, arch)? as usize;
     let key = format!("{arch}.attention.recurrent_layers");
@@ -318,6 +323,8 @@ fn qwen35_config(md: &Metadata, arch: &str, obj: &mut serde_json::Map<String, Va
     obj.insert("linear_key_head_dim".into(), json!(d.dk));
     obj.insert("linear_value_head_dim".into(), json!(d.dv));
     obj.insert("linear_conv_kernel_dim".into(), json!(d.conv_k));
+    // The converter tiles the value heads (below); the model reads them in that order.
+    obj.insert("linear_value_heads_tiled".into(), Value::Bool(true));
     obj.insert("norm_weights_include_one".into(), Value::Bool(true));
     obj.insert("attention_bias".into(), Value::Bool(false));
     Ok(())
@@ -349,107 +356,47 @@ impl Delta {
         Ok(Self { nk, nv, dk, dv: inner / nv, conv_k })
     }
 
-    fn key_dim(&self) -> u64 {
-        self.nk * self.dk
-    }
-
-    fn value_dim(&self) -> u64 {
-        self.nv * self.dv
-    }
-
     fn conv_dim(&self) -> u64 {
-        2 * self.key_dim() + self.value_dim()
+        2 * self.nk * self.dk + self.nv * self.dv
     }
 
-    /// Value head h of the checkpoint as a run of `unit` file rows/columns/elements after
-    /// `first`, for h in order. The checkpoint groups value heads by key head (head g·r + j is the
-    /// j-th of key head g, r = nv / nk); llama.cpp's converter (`_LinearAttentionVReorderBase`)
-    /// tiles them (that head at j·nk + g) so ggml broadcasts key heads by repeating.
-    fn heads(&self, first: u64, unit: u64) -> Vec<(u64, u64)> {
-        let r = self.nv / self.nk;
-        (0..self.nv).map(|h| (first + ((h % r) * self.nk + h / r) * unit, unit)).collect()
-    }
-
-    /// How checkpoint tensor `hf` (of the linear-attention layers) differs from GGUF tensor `t`.
+    /// How checkpoint tensor `hf` (of the linear-attention layers) is taken from GGUF tensor `t`.
+    /// The value heads stay in the file's (tiled) order, which `linear_value_heads_tiled` tells the
+    /// model, so only the conv's shape and A_log differ from the checkpoint.
     fn fix(&self, hf: &str, t: &TensorInfo) -> Result<Fix> {
-        let Some(what) = hf.rsplit_once(".linear_attn.").map(|(_, w)| w) else {
-            return Ok(Fix::None);
-        };
-        let reordered = self.nk != self.nv;
-        let (k, n) = (t.dims.first().copied().unwrap_or(0), t.dims.get(1..).map_or(1, |d| d.iter().product()));
-        let expect = |ok: bool, want: String| if ok { Ok(()) } else { Err(t.shape_error(format!("expected {want}"))) };
-        let vector = |runs: Vec<(u64, u64)>, neg_log| Fix::Vector { runs: reordered.then_some(runs), neg_log };
-        let rows = |runs| if reordered { Fix::Rows(runs) } else { Fix::None };
-        Ok(match what {
+        Ok(match hf.rsplit_once(".linear_attn.").map(|(_, w)| w) {
             // The converter stores ssm_a = −exp(A_log) (Qwen3NextModel.modify_tensors).
-            "A_log" | "dt_bias" => {
-                expect(t.elems() == self.nv, format!("{} values (value heads)", self.nv))?;
-                vector(self.heads(0, 1), what == "A_log")
-            }
-            // [conv_dim, 1, K] squeezed to [conv_dim, K]: each channel's K taps, as the model takes
-            // them flat. The value channels are reordered by head.
-            "conv1d.weight" => {
-                expect(k == self.conv_k && n == self.conv_dim(), format!("[{}, {}]", self.conv_k, self.conv_dim()))?;
-                let qk = 2 * self.key_dim() * self.conv_k;
-                let mut runs = vec![(0, qk)];
-                runs.extend(self.heads(qk, self.dv * self.conv_k));
-                vector(runs, false)
-            }
-            "in_proj_qkv.weight" => {
-                expect(n == self.conv_dim(), format!("{} rows", self.conv_dim()))?;
-                let qk = 2 * self.key_dim();
-                let mut runs = vec![(0, qk)];
-                runs.extend(self.heads(qk, self.dv));
-                rows(runs)
-            }
-            "in_proj_z.weight" => {
-                expect(n == self.value_dim(), format!("{} rows", self.value_dim()))?;
-                rows(self.heads(0, self.dv))
-            }
-            "in_proj_a.weight" | "in_proj_b.weight" => {
-                expect(n == self.nv, format!("{} rows", self.nv))?;
-                rows(self.heads(0, 1))
-            }
-            "out_proj.weight" => {
-                expect(k == self.value_dim(), format!("{} columns", self.value_dim()))?;
-                if !reordered {
-                    Fix::None
-                } else if self.dv % t.ty.block_elems() != 0 {
-                    // Moving a head's columns would split the type's blocks.
-                    return Err(GgufError::Unsupported {
-                        what: format!("tensor {}", t.name),
-                        detail: format!(
-                            "{:?}: its value heads of {} columns, which llama.cpp reordered, split its {}-element \
-                             blocks (requantize ssm_out with a 32-element type such as Q8_0)",
-                            t.ty,
-                            self.dv,
-                            t.ty.block_elems()
-                        ),
-                    });
-                } else {
-                    Fix::Cols(self.heads(0, self.dv))
+            Some("A_log") => Fix::NegLog,
+            // [conv_dim, 1, K] squeezed to [conv_dim, K] (GGUF dims [K, conv_dim]): each channel's K
+            // taps, the last for the current token, which is the model's flat [conv_dim · K].
+            Some("conv1d.weight") => {
+                if t.dims != [self.conv_k, self.conv_dim()] {
+                    return Err(t.shape_error(format!("expected [{}, {}]", self.conv_k, self.conv_dim())));
                 }
+                Fix::Flat
             }
             _ => Fix::None,
         })
     }
 }
 
-/// How a GGUF tensor's values differ from the checkpoint's, beyond its name: llama.cpp's converter
-/// reorders and transforms a few (Qwen3.5's DeltaNet). Runs are `(first, count)` of the file's
-/// rows, columns or elements, listed in the checkpoint's order.
-#[derive(Clone, Debug, PartialEq)]
+/// How the model takes a GGUF tensor's values, beyond its name: as they are, or one of the few
+/// changes llama.cpp's converter calls for (Qwen3.5's DeltaNet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fix {
-    /// The values as they are.
+    /// The values as they are: a matrix in our layout, or a 1-D vector.
     None,
-    /// A matrix whose rows were reordered: the checkpoint's rows are the file's row runs.
-    Rows(Vec<(u64, u64)>),
-    /// A matrix whose columns were reordered: each checkpoint row is the file row's column runs
-    /// (whole blocks of its type).
-    Cols(Vec<(u64, u64)>),
-    /// Taken as one f32 vector whatever its rank (row-major): the file's element runs (`None`: in
-    /// order), then `ln(−x)` of each when `neg_log` (A_log from llama.cpp's `−exp(A_log)`).
-    Vector { runs: Option<Vec<(u64, u64)>>, neg_log: bool },
+    /// Taken as one f32 vector whatever its rank, in row-major order (Qwen3.5's conv1d).
+    Flat,
+    /// Taken as an f32 vector of `ln(−x)` for each value x (A_log from llama.cpp's `−exp(A_log)`).
+    NegLog,
+}
+
+impl Fix {
+    /// Whether the model takes the tensor as a vector even when the file holds a matrix.
+    pub fn flattens(self) -> bool {
+        self != Fix::None
+    }
 }
 
 /// What the model takes from one GGUF tensor.
@@ -461,8 +408,10 @@ pub struct Target {
 }
 
 /// The checkpoint tensors of a GGUF model, per GGUF tensor ([`TensorMap::target`]): [`hf_name`]
-/// with what the `<arch>.*` keys add — the value fixes llama.cpp's converter calls for (Qwen3.5),
-/// and the MTP blocks past the model's layers left out.
+/// with what the `<arch>.*` keys add — the [`Fix`] of the few tensors llama.cpp's converter changed
+/// (Qwen3.5's conv1d and ssm_a), and the MTP blocks past the model's layers left out. The GPU
+/// loader ([`GgufStream`](crate::loader::gguf_stream::GgufStream)), the CPU reader
+/// ([`read_fixed`](super::read_fixed)) and the package converter all take tensors through it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorMap {
     arch: String,
@@ -482,7 +431,7 @@ impl TensorMap {
     }
 
     /// The model's use of tensor `t`, `None` for tensors it does not take; an error if a tensor it
-    /// takes has a shape or type the fix cannot handle.
+    /// takes has a shape the fix cannot handle.
     pub fn target(&self, t: &TensorInfo) -> Result<Option<Target>> {
         let Some(name) = hf_name(&self.arch, &t.name) else { return Ok(None) };
         let layer =

@@ -26,15 +26,16 @@
 //! config built here says so with `"rope_interleaved": true`. qwen2, qwen3 and phi3 are converted
 //! unpermuted and run with ggml's NEOX mode, i.e. halves, as in Hugging Face.
 //!
-//! Values the converter changed (`config.rs`'s [`TensorMap`] says which, as a [`Fix`];
-//! `repack.rs` undoes them as the bytes pass). Qwen3.5 (`qwen35`, convert_hf_to_gguf.py's
+//! Tensors the model takes otherwise than as they are: `config.rs`'s [`TensorMap`] says which, as a
+//! [`Fix`], and `repack.rs` applies it as the bytes pass. Qwen3.5 (`qwen35`, convert_hf_to_gguf.py's
 //! `Qwen3_5TextModel`): the DeltaNet tensors are `attn_qkv`, `attn_gate` (z), `ssm_beta`,
-//! `ssm_alpha`, `ssm_conv1d` ([K, channels], taken flat), `ssm_a` (stored as −exp(A_log), so A_log =
-//! ln(−ssm_a)), `ssm_dt.bias`, `ssm_norm` and `ssm_out`; with fewer key heads than value heads the
-//! converter tiles the value heads (checkpoint head g·r + j, the j-th of key head g, at j·nk + g)
-//! in the rows of attn_qkv's v part, attn_gate, ssm_beta/alpha, the conv's v channels, ssm_a,
-//! ssm_dt and the columns of ssm_out, which are put back in the checkpoint's grouped order (ssm_out's
-//! columns move in whole blocks, so a K-quant ssm_out whose blocks span two heads is refused). Norms
+//! `ssm_alpha`, `ssm_conv1d` (dims [K, channels]: each channel's K taps, taken flat), `ssm_a`
+//! (stored as −exp(A_log), so A_log = ln(−ssm_a)), `ssm_dt.bias`, `ssm_norm` and `ssm_out`. With
+//! fewer key heads than value heads the converter tiles the value heads (checkpoint head g·r + j,
+//! the j-th of key head g, at j·nk + g) in the rows of attn_qkv's v part, attn_gate, ssm_beta/alpha,
+//! the conv's v channels, ssm_a, ssm_dt and the columns of ssm_out; the config says
+//! `linear_value_heads_tiled` and the model reads value head h with key head h mod nk, so every
+//! tensor loads in the file's order (a K-quant ssm_out too, whose blocks span two heads). Norms
 //! hold 1 + w except `ssm_norm`; the MTP block after the layers (`nextn_predict_layers`) is left out.
 //!
 //! Files: `value.rs` (metadata value types and the key-value table), `header.rs` (ggml tensor
@@ -59,7 +60,7 @@ pub use files::{open, read_header_file, FileSource};
 pub use header::{parse_header, GgmlType, GgufFile, GgufSource, Header, SliceSource, TensorInfo};
 #[cfg(not(target_arch = "wasm32"))]
 pub use package::gguf_to_package;
-pub(crate) use repack::{fix_cols, fix_rows, fix_vector, piece_rows, values_of};
+pub(crate) use repack::{fix_vector, piece_rows, values_of};
 pub use repack::{read_fixed, read_matrix, read_vector, repack_rows, TensorData, PIECE_BYTES};
 pub use value::{MetaArray, MetaValue, Metadata, ValueType};
 

@@ -1,11 +1,12 @@
-//! GGUF → package conversion (native only): the same repacked streams the GGUF loads as, written
-//! into shards with a manifest and tokenizer files.
+//! GGUF → package conversion (native only): the same repacked streams and vectors the GGUF loads
+//! as ([`TensorMap`] names each tensor and says how the model takes it), written into shards with a
+//! manifest and tokenizer files.
 
 use std::path::Path;
 
-use super::config::{hf_config, hf_name};
+use super::config::{hf_config, TensorMap};
 use super::files::{io, open};
-use super::repack::{piece_rows, read, repack_rows, vector_of};
+use super::repack::{piece_rows, read, read_fixed, repack_rows, TensorData};
 use super::{GgufError, Result};
 use crate::loader::gguf_tokenizer::GgufTokenizer;
 use crate::loader::manifest::{Manifest, Part, PartKind, Quant, Tensor, TokenizerFiles, FORMAT, MANIFEST_FILE};
@@ -14,8 +15,10 @@ use crate::quant::WeightFormat;
 
 /// Convert a GGUF model (given any part of a split one) into a package directory: shards,
 /// `manifest.json` with the config [`hf_config`] builds, and tokenizer.json /
-/// tokenizer_config.json from the vocabulary. Tensors are repacked exactly as
-/// [`GgufStream`](crate::loader::gguf_stream::GgufStream) does, a piece at a time, so a package loads the same buffers as the GGUF; nothing is requantized.
+/// tokenizer_config.json from the vocabulary. Tensors are taken through [`TensorMap`] and
+/// repacked exactly as [`GgufStream`](crate::loader::gguf_stream::GgufStream) does, a piece at a
+/// time, so a package loads the same buffers as the GGUF; nothing is requantized. Tensors the model
+/// takes as vectors (norms, Qwen3.5's flat conv weights and A_log) are stored as F32 `[len]`.
 /// `shard_mb`: largest shard in MiB (1..=4096).
 pub fn gguf_to_package(path: &Path, out: &Path, shard_mb: u64) -> Result<Manifest> {
     if !(1..=4096).contains(&shard_mb) {
@@ -27,22 +30,17 @@ pub fn gguf_to_package(path: &Path, out: &Path, shard_mb: u64) -> Result<Manifes
         GgufTokenizer::from_metadata(&file.metadata).map_err(|e| GgufError::Tokenizer { message: e.to_string() })?;
     let tok_json = tok.tokenizer_json().map_err(|e| GgufError::Tokenizer { message: e.to_string() })?;
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let arch = file.architecture()?;
+    let map = TensorMap::new(&file.metadata)?;
     let mut sink = crate::loader::convert::ShardSink::new(out, shard_mb << 20);
     let mut tensors = Vec::new();
     let mut raw = Vec::new();
     for t in &file.tensors {
-        let Some(name) = hf_name(arch, &t.name) else {
+        let Some(target) = map.target(t)? else {
             continue;
         };
         let mut weights = Vec::new();
         let (format, shape, scales) = match t.layout()? {
-            Layout::Vector { len } => {
-                let v = vector_of(t, &mut src)?;
-                sink.append(bytemuck::cast_slice(&v), &mut weights)?;
-                (WeightFormat::F32, vec![len as u64], Vec::new())
-            }
-            Layout::Matrix { n, k } => {
+            Layout::Matrix { n, k } if !target.fix.flattens() => {
                 let mut scales: Vec<u32> = Vec::new();
                 let mut format = WeightFormat::F32;
                 let mut row0 = 0u64;
@@ -57,6 +55,13 @@ pub fn gguf_to_package(path: &Path, out: &Path, shard_mb: u64) -> Result<Manifes
                 }
                 (format, vec![n as u64, k as u64], scales)
             }
+            _ => {
+                let TensorData::Vector(v) = read_fixed(&mut src, t, target.fix)? else {
+                    return Err(t.shape_error("is not a vector"));
+                };
+                sink.append(bytemuck::cast_slice(&v), &mut weights)?;
+                (WeightFormat::F32, vec![v.len() as u64], Vec::new())
+            }
         };
         let mut parts = vec![Part { kind: PartKind::Weights, ranges: weights }];
         if !scales.is_empty() {
@@ -64,7 +69,7 @@ pub fn gguf_to_package(path: &Path, out: &Path, shard_mb: u64) -> Result<Manifes
             sink.append(bytemuck::cast_slice(&scales), &mut ranges)?;
             parts.push(Part { kind: PartKind::Scales, ranges });
         }
-        tensors.push(Tensor { name, format, shape, parts });
+        tensors.push(Tensor { name: target.name, format, shape, parts });
     }
     let shards = sink.finish()?;
     let files = [("tokenizer.json", tok_json), ("tokenizer_config.json", tok.tokenizer_config_json().into_bytes())];

@@ -1,9 +1,6 @@
 //! Tensor data into our layout: GGUF blocks read as `#[repr(C)]` structs and repacked a piece of
-//! rows at a time ([`repack_rows`]), 1-D tensors widened to f32, the checkpoint's values where
-//! llama.cpp's converter changed them ([`Fix`]: rows, columns or elements reordered, A_log), and
-//! the CPU readers tests and the package converter use.
-
-use std::borrow::Cow;
+//! rows at a time ([`repack_rows`]), 1-D tensors widened to f32, the few tensors the model takes
+//! otherwise ([`Fix`]: flat, A_log), and the CPU readers tests and the package converter use.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -117,7 +114,10 @@ pub(crate) fn piece_rows(t: &TensorInfo) -> u64 {
 
 /// Matrix `name` in our layout on the CPU, read a piece at a time (tests, conversion).
 pub fn read_matrix(file: &GgufFile, src: &mut dyn GgufSource, name: &str) -> Result<PackedMatrix> {
-    let t = file.require(name)?;
+    matrix_of(file.require(name)?, src)
+}
+
+fn matrix_of(t: &TensorInfo, src: &mut dyn GgufSource) -> Result<PackedMatrix> {
     let Layout::Matrix { n, k } = t.layout()? else {
         return Err(t.shape_error("is not a matrix"));
     };
@@ -167,35 +167,11 @@ pub(crate) fn values_of(t: &TensorInfo, src: &mut dyn GgufSource) -> Result<Vec<
     })
 }
 
-// ---- the checkpoint's values ([`Fix`]) -----------------------------------------------------------
+// ---- [`Fix`] --------------------------------------------------------------------------------
 
-/// `runs` (units of `unit` bytes) of `raw` gathered in order.
-fn gather(t: &TensorInfo, raw: &[u8], unit: u64, runs: &[(u64, u64)]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    for &(first, count) in runs {
-        let range = first.checked_mul(unit).zip(first.checked_add(count).and_then(|e| e.checked_mul(unit)));
-        match range.and_then(|(a, b)| raw.get(a as usize..b as usize)) {
-            Some(bytes) => out.extend_from_slice(bytes),
-            None => return Err(t.shape_error(format!("run ({first}, {count}) of {unit}-byte units is out of range"))),
-        }
-    }
-    if out.len() != raw.len() {
-        return Err(t.shape_error(format!("reordered to {} of its {} bytes", out.len(), raw.len())));
-    }
-    Ok(out)
-}
-
-/// A tensor taken as a vector ([`Fix::Vector`]): `v` (its values in file order) reordered and
-/// transformed into the checkpoint's; other fixes leave it as it is.
-pub(crate) fn fix_vector(t: &TensorInfo, fix: &Fix, v: Vec<f32>) -> Result<Vec<f32>> {
-    let Fix::Vector { runs, neg_log } = fix else { return Ok(v) };
-    let mut v = match runs {
-        Some(runs) => {
-            gather(t, bytemuck::cast_slice(&v), 4, runs)?.chunks_exact(4).map(|b| f32::from_bits(le_u32(b))).collect()
-        }
-        None => v,
-    };
-    if *neg_log {
+/// A tensor the model takes as a vector: `v` (its values in file order) as the model takes them.
+pub(crate) fn fix_vector(t: &TensorInfo, fix: Fix, mut v: Vec<f32>) -> Result<Vec<f32>> {
+    if fix == Fix::NegLog {
         for x in &mut v {
             // ssm_a = −exp(A_log) ≤ 0; 0 (A_log = −∞) is a head that never decays.
             if x.is_nan() || *x > 0.0 {
@@ -207,30 +183,6 @@ pub(crate) fn fix_vector(t: &TensorInfo, fix: &Fix, v: Vec<f32>) -> Result<Vec<f
     Ok(v)
 }
 
-/// The whole matrix `t`'s raw rows (as in the file) in the checkpoint's row order ([`Fix::Rows`]).
-pub(crate) fn fix_rows<'a>(t: &TensorInfo, fix: &Fix, raw: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-    match fix {
-        Fix::Rows(runs) => Ok(Cow::Owned(gather(t, raw, t.row_bytes(), runs)?)),
-        _ => Ok(Cow::Borrowed(raw)),
-    }
-}
-
-/// Whole raw rows of matrix `t` with their columns in the checkpoint's order ([`Fix::Cols`]; the
-/// runs are whole blocks of the type, which [`TensorMap`](super::TensorMap) checked).
-pub(crate) fn fix_cols<'a>(t: &TensorInfo, fix: &Fix, raw: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-    let Fix::Cols(runs) = fix else { return Ok(Cow::Borrowed(raw)) };
-    let (block, row_bytes) = (t.ty.block_elems(), t.row_bytes() as usize);
-    if runs.iter().any(|&(first, count)| first % block != 0 || count % block != 0) {
-        return Err(t.shape_error("column runs split its blocks"));
-    }
-    let blocks: Vec<(u64, u64)> = runs.iter().map(|&(first, count)| (first / block, count / block)).collect();
-    let mut out = Vec::with_capacity(raw.len());
-    for row in raw.chunks(row_bytes.max(1)) {
-        out.extend(gather(t, row, t.ty.block_bytes(), &blocks)?);
-    }
-    Ok(Cow::Owned(out))
-}
-
 /// A tensor as the model takes it: a matrix in our layout, or a vector.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
@@ -238,40 +190,11 @@ pub enum TensorData {
     Vector(Vec<f32>),
 }
 
-/// Tensor `t` with `fix` applied, on the CPU (tests, conversion): what
+/// Tensor `t` as the model takes it ([`Fix`]), on the CPU (tests, conversion): what
 /// [`GgufStream`](crate::loader::gguf_stream::GgufStream) uploads for it.
-pub fn read_fixed(src: &mut dyn GgufSource, t: &TensorInfo, fix: &Fix) -> Result<TensorData> {
-    if matches!(fix, Fix::Vector { .. }) || matches!(t.layout()?, Layout::Vector { .. }) {
+pub fn read_fixed(src: &mut dyn GgufSource, t: &TensorInfo, fix: Fix) -> Result<TensorData> {
+    if fix.flattens() || matches!(t.layout()?, Layout::Vector { .. }) {
         return Ok(TensorData::Vector(fix_vector(t, fix, values_of(t, src)?)?));
     }
-    let Layout::Matrix { n, k } = t.layout()? else {
-        return Err(t.shape_error("is not a matrix"));
-    };
-    let format = t.ty.target_format().ok_or_else(|| GgufError::UnsupportedType { tensor: t.name.clone(), ty: t.ty })?;
-    let mut out = PackedMatrix { format, n, k, weights: Vec::new(), scales: Vec::new() };
-    let step = piece_rows(t);
-    let mut raw = Vec::new();
-    let whole = if matches!(fix, Fix::Rows(_)) {
-        read(src, t, 0, &mut raw, t.bytes)?;
-        Some(fix_rows(t, fix, &raw)?.into_owned())
-    } else {
-        None
-    };
-    let mut row0 = 0u64;
-    while row0 < n as u64 {
-        let rows = step.min(n as u64 - row0);
-        let (start, len) = (row0 * t.row_bytes(), rows * t.row_bytes());
-        let piece = match &whole {
-            Some(w) => repack_rows(t, &w[start as usize..(start + len) as usize])?,
-            None => {
-                read(src, t, start, &mut raw, len)?;
-                repack_rows(t, &fix_cols(t, fix, &raw)?)?
-            }
-        };
-        out.weights.extend_from_slice(&piece.weights);
-        out.scales.extend_from_slice(&piece.scales);
-        row0 += rows;
-    }
-    out.validate().map_err(|source| GgufError::Quant { tensor: t.name.clone(), source })?;
-    Ok(TensorData::Matrix(out))
+    Ok(TensorData::Matrix(matrix_of(t, src)?))
 }
