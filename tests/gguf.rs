@@ -889,9 +889,13 @@ fn fixture_gguf_with(f: &Fixture, mut w: Writer) -> Vec<u8> {
     let head_dim = c["head_dim"].as_u64().map_or(hidden / heads, |v| v as u32);
     // transformers 5 configs keep these in rope_parameters.
     let rope = |key: &str| c["rope_parameters"][key].as_f64().or(c[key].as_f64());
-    // Qwen3NextModel: int(head_dim · partial_rotary_factor), 0.25 by default.
-    let rope_dims =
-        if qwen35 { (head_dim as f64 * rope("partial_rotary_factor").unwrap_or(0.25)) as u32 } else { head_dim };
+    // Qwen3NextModel: int(head_dim · partial_rotary_factor), 0.25 by default; Phi3MiniModel (Phi-4-mini):
+    // int(head_dim · partial_rotary_factor) as well, all dims without one.
+    let rope_dims = match rope("partial_rotary_factor") {
+        Some(f) => (head_dim as f64 * f) as u32,
+        None if qwen35 => (head_dim as f64 * 0.25) as u32,
+        None => head_dim,
+    };
     // Qwen3.5's converter appends the MTP block after the layers (one, as the released models have).
     let (n_layers, mtp) = (u("num_hidden_layers"), qwen35 as u32);
     w.str("general.architecture", arch);
@@ -1333,6 +1337,13 @@ fn qwen3_gguf_matches_transformers() {
 #[test]
 fn phi3_gguf_matches_transformers() {
     check_fixture_as_gguf("phi3");
+}
+
+/// Phi-4-mini's shape as llama.cpp writes it (arch phi3): rope.dimension_count 24 of 32 (partial
+/// rotary 0.75), 12-entry LongRoPE factor tables, no output.weight (tied).
+#[test]
+fn phi4mini_gguf_matches_transformers() {
+    check_fixture_as_gguf("phi4mini");
 }
 
 /// SmolLM3's NoPE layers come from llama.cpp's fixed step of 4 (no GGUF key): layer 3 of 4.
