@@ -177,6 +177,8 @@ async fn attention(ctx: &Context) {
             pos0,
             t,
             shape.scale as f64,
+            0,
+            0.0,
         );
         assert_close(&format!("attention pos0={pos0} t={t} (browser)"), &got, &want, 3e-5, 3e-5);
     }
