@@ -1,9 +1,11 @@
 // RMSNorm (Llama, Qwen, Phi-3): y[r, i] = x[r, i] / sqrt(mean(x[r, :]^2) + eps) * w[i].
 // Also the per-head q/k norm of Qwen3: rows = tokens * heads, dim = head_dim.
-// rmsnorm_add: y[r, i] += the same (Gemma's norms after attention and the MLP, into the residual).
+// With ACCUMULATE: y[r, i] += the same (Gemma's norms after attention and the MLP, into the residual).
 // Dispatch: one workgroup of WG invocations per row; rows folded into (x, y) by Context::grid.
 
 const WG: u32 = 256u;
+
+override ACCUMULATE: bool = false;
 
 struct Params {
     rows: u32,
@@ -31,7 +33,9 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     for (var i = tid; i < p.dim; i += WG) { ss += x[base + i] * x[base + i]; }
     let r = inv_rms(ss, tid);
     for (var i = tid; i < p.dim; i += WG) {
-        y[base + i] = x[base + i] * r * w[i];
+        var out = x[base + i] * r * w[i];
+        if (ACCUMULATE) { out += y[base + i]; }
+        y[base + i] = out;
     }
 }
 
@@ -46,19 +50,5 @@ fn rmsnorm_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let r = inv_rms(ss, tid);
     for (var i = tid; i < p.dim; i += WG) {
         y[base + i] = y[base + i] * r * w[i];
-    }
-}
-
-@compute @workgroup_size(WG)
-fn rmsnorm_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) tid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= p.rows) { return; }
-    let base = row * p.dim;
-    var ss = 0.0;
-    for (var i = tid; i < p.dim; i += WG) { ss += x[base + i] * x[base + i]; }
-    let r = inv_rms(ss, tid);
-    for (var i = tid; i < p.dim; i += WG) {
-        y[base + i] += x[base + i] * r * w[i];
     }
 }

@@ -22,11 +22,7 @@ pub fn rms_norm(
     dim: u32,
     eps: f32,
 ) -> Result<Kernel> {
-    check(x, w, rows, dim)?;
-    check_len("rms_norm", "y", y, rows as u64 * dim as u64)?;
-    let params = ctx.uniform("rmsnorm.params", &Params { rows, dim, eps, _pad: 0 });
-    let key = PipelineKey::new(Shader::RmsNorm, "rmsnorm");
-    Kernel::new(ctx, &key, &[(1, w), (2, x), (3, y)], Some(params), ctx.grid(rows))
+    norm_into(ctx, x, w, y, (rows, dim, eps), false)
 }
 
 /// Into a residual: `y[rows, dim] += rmsnorm(x[rows, dim]) * w[dim]` (Gemma's post-norms).
@@ -39,11 +35,23 @@ pub fn rms_norm_add(
     dim: u32,
     eps: f32,
 ) -> Result<Kernel> {
+    ensure(x != y && w != y, "rms_norm", || "y must differ from x and w".into())?;
+    norm_into(ctx, x, w, y, (rows, dim, eps), true)
+}
+
+/// The `rmsnorm` entry: y = (y +) rmsnorm(x) * w, the sum per the `ACCUMULATE` constant.
+fn norm_into(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    (rows, dim, eps): (u32, u32, f32),
+    accumulate: bool,
+) -> Result<Kernel> {
     check(x, w, rows, dim)?;
     check_len("rms_norm", "y", y, rows as u64 * dim as u64)?;
-    ensure(x != y && w != y, "rms_norm", || "y must differ from x and w".into())?;
     let params = ctx.uniform("rmsnorm.params", &Params { rows, dim, eps, _pad: 0 });
-    let key = PipelineKey::new(Shader::RmsNorm, "rmsnorm_add");
+    let key = PipelineKey::new(Shader::RmsNorm, "rmsnorm").constant("ACCUMULATE", accumulate as u32);
     Kernel::new(ctx, &key, &[(1, w), (2, x), (3, y)], Some(params), ctx.grid(rows))
 }
 
