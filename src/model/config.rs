@@ -272,27 +272,13 @@ impl Config {
 /// Qwen3.5's layer kinds (`layer_types`: "linear_attention" / "full_attention", else every
 /// `full_attention_interval`-th layer full, default 4) and its DeltaNet sizes.
 fn delta_layers(c: &Value, n_layers: u32) -> Result<(Vec<bool>, Option<DeltaNetShape>), ConfigError> {
-    let linear = match c.get("layer_types").filter(|v| !v.is_null()) {
-        Some(list) => list
-            .as_array()
-            .ok_or(ConfigError::Missing("layer_types"))?
-            .iter()
-            .map(|v| match v.as_str() {
-                Some("linear_attention") => Ok(true),
-                Some("full_attention") => Ok(false),
-                _ => Err(ConfigError::Invalid(format!(
-                    "layer_types: {v} is not supported for qwen3_5 (linear_attention, full_attention)"
-                ))),
-            })
-            .collect::<Result<Vec<bool>, _>>()?,
+    let linear = match layer_flags(c, n_layers, "linear_attention")? {
+        Some(flags) => flags,
         None => {
             let every = get_u32(c, "full_attention_interval").unwrap_or(4).max(1);
             (0..n_layers).map(|i| (i + 1) % every != 0).collect()
         }
     };
-    if linear.len() != n_layers as usize {
-        return Err(ConfigError::Invalid(format!("layer_types has {} entries for {n_layers} layers", linear.len())));
-    }
     let shape = DeltaNetShape {
         nk: get_u32(c, "linear_num_key_heads").unwrap_or(16),
         nv: get_u32(c, "linear_num_value_heads").unwrap_or(32),
@@ -315,6 +301,26 @@ fn delta_layers(c: &Value, n_layers: u32) -> Result<(Vec<bool>, Option<DeltaNetS
     Ok((linear, Some(shape)))
 }
 
+/// `layer_types` as per-layer flags, true for `special` ("sliding_attention", "linear_attention")
+/// and false for "full_attention"; `None` without the key. One entry per layer.
+fn layer_flags(c: &Value, n_layers: u32, special: &str) -> Result<Option<Vec<bool>>, ConfigError> {
+    let Some(list) = c.get("layer_types").filter(|v| !v.is_null()) else { return Ok(None) };
+    let flags = list
+        .as_array()
+        .ok_or(ConfigError::Missing("layer_types"))?
+        .iter()
+        .map(|v| match v.as_str() {
+            Some(k) if k == special => Ok(true),
+            Some("full_attention") => Ok(false),
+            _ => Err(ConfigError::Invalid(format!("layer_types: {v} is not supported ({special}, full_attention)"))),
+        })
+        .collect::<Result<Vec<bool>, _>>()?;
+    if flags.len() != n_layers as usize {
+        return Err(ConfigError::Invalid(format!("layer_types has {} entries for {n_layers} layers", flags.len())));
+    }
+    Ok(Some(flags))
+}
+
 /// The MLP activation from `hidden_activation` (Gemma) or `hidden_act`; absent, the family's.
 fn activation(c: &Value, arch: Arch) -> Result<Act, ConfigError> {
     let name = c.get("hidden_activation").or_else(|| c.get("hidden_act")).filter(|v| !v.is_null());
@@ -334,22 +340,7 @@ fn activation(c: &Value, arch: Arch) -> Result<Act, ConfigError> {
 /// "full_attention"), else the family's pattern (Gemma 2: every other layer from the first; Gemma 3:
 /// all but every `sliding_window_pattern`-th, default 6); none for the other families.
 fn layer_types(c: &Value, arch: Arch, n_layers: u32) -> Result<Vec<bool>, ConfigError> {
-    if let Some(list) = c.get("layer_types").filter(|v| !v.is_null()) {
-        let kinds = list
-            .as_array()
-            .ok_or(ConfigError::Missing("layer_types"))?
-            .iter()
-            .map(|v| match v.as_str() {
-                Some("sliding_attention") => Ok(true),
-                Some("full_attention") => Ok(false),
-                _ => Err(ConfigError::Invalid(format!(
-                    "layer_types: {v} is not supported (sliding_attention, full_attention)"
-                ))),
-            })
-            .collect::<Result<Vec<bool>, _>>()?;
-        if kinds.len() != n_layers as usize {
-            return Err(ConfigError::Invalid(format!("layer_types has {} entries for {n_layers} layers", kinds.len())));
-        }
+    if let Some(kinds) = layer_flags(c, n_layers, "sliding_attention")? {
         if !kinds.iter().any(|&s| s) {
             return Ok(Vec::new()); // all full, as without the key (transformers writes it for every model now)
         }
