@@ -5,6 +5,8 @@
 // scaled score s becomes c * tanh(s / c) (Gemma 2). Split s of n_splits covers keys
 // [lo_0 + s * chunk, lo_0 + (s + 1) * chunk), chunk = ceil((pos0 + t - lo_0) / n_splits).
 // Cache words are f32 (bitcast) or, with KV_F16, two f16 (unpack2x16float); see kv_write.wgsl.
+// With RING the cache is a ring: key position j is in slot j mod capacity, and the caller keeps
+// every key a query reads in the ring (window + t - 1 <= capacity).
 //
 // `attend`: one workgroup of WG invocations per (row, head, split), linear id
 //   (row * n_heads + h) * n_splits + s, folded into (x, y) by Context::grid. Per tile of WG keys,
@@ -23,6 +25,7 @@ const NEG: f32 = -3.0e38;       // "no key yet": finite, so no inf arithmetic is
 const NEG_LIMIT: f32 = -1.0e38; // a running max below this is still NEG
 
 override KV_F16: bool = false;
+override RING: bool = false;
 
 struct Params {
     t: u32,
@@ -75,9 +78,15 @@ fn first_key(qpos: u32) -> u32 {
     return qpos + 1u - p.window;
 }
 
+// First cache word of key position `pos` of kv head `kvh`.
+fn key_base(kvh: u32, pos: u32) -> u32 {
+    let slot = select(pos, pos % p.capacity, RING);
+    return (kvh * p.capacity + slot) * p.row_words;
+}
+
 // Score of the query against cached key `pos` of kv head `kvh` (base-2 logits).
 fn score(kvh: u32, pos: u32) -> f32 {
-    let base = (kvh * p.capacity + pos) * p.row_words;
+    let base = key_base(kvh, pos);
     var s = 0.0;
     if (KV_F16) {
         for (var w = 0u; w < p.row_words; w++) {
@@ -94,7 +103,7 @@ fn score(kvh: u32, pos: u32) -> f32 {
 
 // V[pos, d], V[pos, d + 1] of kv head `kvh`; d is even and < head_dim (d + 1 may be past it for f32).
 fn v_pair(kvh: u32, pos: u32, d: u32) -> vec2<f32> {
-    let base = (kvh * p.capacity + pos) * p.row_words;
+    let base = key_base(kvh, pos);
     if (KV_F16) {
         return unpack2x16float(cache_v[base + d / 2u]);
     }
@@ -104,7 +113,7 @@ fn v_pair(kvh: u32, pos: u32, d: u32) -> vec2<f32> {
 }
 
 // The (row, head, split) of linear id (row * n_heads + h) * n_splits + split: its kv head and
-// key range (causal limit pos0 + row, clamped to the cache for safety; from its window's start).
+// key range (causal limit pos0 + row, clamped to a linear cache for safety; from its window's start).
 // Splits divide row 0's range onward; a split before this row's window start is empty.
 struct Slot {
     row: u32,
@@ -119,7 +128,7 @@ fn slot_of(id: u32) -> Slot {
     let rh = id / p.n_splits; // row * n_heads + h
     let h = rh % p.n_heads;
     let row = rh / p.n_heads;
-    let n_keys = min(step.pos0 + row + 1u, p.capacity);
+    let n_keys = select(min(step.pos0 + row + 1u, p.capacity), step.pos0 + row + 1u, RING);
     let lo0 = first_key(step.pos0);
     let chunk = (step.pos0 + p.t - lo0 + p.n_splits - 1u) / p.n_splits;
     let k_end = min(lo0 + (split + 1u) * chunk, n_keys);
@@ -226,7 +235,7 @@ fn attend_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         var pt = array<f32, WG>(); // scores, then exp2(score - max)
         var m_tile = NEG;
         for (var i = 0u; i < n; i++) {
-            let base = (kvh * p.capacity + k0 + i) * p.row_words;
+            let base = key_base(kvh, k0 + i);
             var sc = 0.0;
             if (KV_F16) {
                 for (var w = 0u; w < p.row_words; w++) {

@@ -1,5 +1,6 @@
 // KV-cache write: rows i < t of k_new / v_new (already RoPE'd) go to cache position pos0 + i of
-// every kv head: cache[h, pos0 + i, :] = new[i, h * head_dim : (h + 1) * head_dim].
+// every kv head: cache[h, (pos0 + i) mod capacity, :] = new[i, h * head_dim : (h + 1) * head_dim]
+// (the mod is the identity for a linear cache, and wraps a ring; see src/ops/kv_write.rs).
 // Cache layout [n_kv_heads, capacity, head_dim] in u32 words: one f32 per word, or with KV_F16 two
 // f16 per word (pack2x16float, even dim in the low half), so no `enable f16;` is needed.
 // Dispatch: one invocation per cache word to write (t * n_kv_heads * row_words), K and V together;
@@ -43,7 +44,7 @@ fn kv_write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let w = g % p.row_words;
     let h = (g / p.row_words) % p.n_kv_heads;
     let i = g / (p.row_words * p.n_kv_heads);
-    let dst = (h * p.capacity + step.pos0 + i) * p.row_words + w;
+    let dst = (h * p.capacity + (step.pos0 + i) % p.capacity) * p.row_words + w;
     let src = i * p.n_kv_heads * p.head_dim + h * p.head_dim;
     if (KV_F16) {
         let d = src + 2u * w;

@@ -168,7 +168,7 @@ fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         for (var d = tid; d < hd; d += WG) { q_out[row * q_dim + slot * hd + d] = head_sh[d]; }
         return;
     }
-    let dst = (kvh * p.capacity + pos) * p.row_words;
+    let dst = (kvh * p.capacity + pos % p.capacity) * p.row_words; // a ring wraps (kv_write.rs)
     let vsrc = row * stride + q_dim + kv_dim + kvh * hd;
     for (var w = tid; w < p.row_words; w += WG) {
         if (KV_F16) {
@@ -233,7 +233,7 @@ fn rope_kv_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let vsrc = src + kv_dim;
     let k0 = rotated_dim(src, d, pos);
     let k1 = select(0.0, rotated_dim(src, d + 1u, pos), has_hi);
-    let base = (kvh * p.capacity + pos) * p.row_words;
+    let base = (kvh * p.capacity + pos % p.capacity) * p.row_words;
     if (KV_F16) { // head_dim is even with an f16 cache
         cache_k[base + w] = pack2x16float(vec2<f32>(k0, k1));
         cache_v[base + w] = pack2x16float(vec2<f32>(qkv[vsrc + d], qkv[vsrc + d + 1u]));

@@ -420,6 +420,11 @@ impl Engine {
                 _ => 0,
             };
         }
+        // Ring KV caches (Gemma's sliding layers) keep the last window + max_batch − 1 positions:
+        // a prefix is reusable only while nothing written since overwrote the keys it needs.
+        if !self.model.state.can_resume_at(common as u32) {
+            common = 0;
+        }
         self.cached.truncate(common);
         self.model.submit_prompt(ctx, &prompt[common..], common as u32, Readback::Id)?;
         self.saved_prompt = Some(prompt.len());
@@ -705,17 +710,21 @@ pub fn probe_state(ctx: &Context, config: &crate::model::Config, opts: &OpenOpti
     let so = state_options(ctx, config, opts)?;
     let state = crate::model::State::new(ctx, config, so)?;
     ctx.release_all(state.buffers());
-    Ok(kv_cache_bytes(config, so.context, so.kv_dtype))
+    Ok(kv_cache_bytes(config, &so))
 }
 
-/// Bytes of the sequence memory for `context` positions: K and V of every attention layer, and
-/// (Qwen3.5) each Gated DeltaNet layer's recurrent state with its saved copy, whatever the length.
-pub fn kv_cache_bytes(config: &crate::model::Config, context: u32, kv_dtype: KvDtype) -> u64 {
-    let per = if kv_dtype == KvDtype::F16 { 2 } else { 4 };
-    let linear = config.linear.iter().filter(|&&l| l).count() as u64;
-    let attention = config.n_layers as u64 - linear;
+/// Bytes of the sequence memory of a state with `opts`: K and V of every attention layer (a ring
+/// of the window's size for Gemma's sliding layers, `model::kv_shapes`), and (Qwen3.5) each Gated
+/// DeltaNet layer's recurrent state with its saved copy, whatever the length.
+pub fn kv_cache_bytes(config: &crate::model::Config, opts: &crate::model::StateOptions) -> u64 {
+    let (full, local) = crate::model::kv_shapes(config, opts);
     let recurrent = config.delta.map_or(0, |d| crate::ops::delta_net::DeltaState::bytes(&d));
-    2 * attention * context as u64 * config.kv_dim() as u64 * per + linear * recurrent
+    (0..config.n_layers as usize)
+        .map(|l| match config.linear.get(l).copied().unwrap_or(false) {
+            true => recurrent,
+            false => 2 * crate::model::layer_kv_shape(config, l, full, local).bytes(),
+        })
+        .sum()
 }
 
 /// Template variables a request may set (`chat_template_kwargs`): anything but what the engine

@@ -22,8 +22,8 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::chat::Message;
 use crate::engine::{
-    engine_from_gguf, engine_from_package, kv_cache_bytes, probe_state, resolve_context, Engine, EngineError, Event,
-    Finish, GenerateOptions, OpenOptions,
+    engine_from_gguf, engine_from_package, kv_cache_bytes, probe_state, resolve_context, state_options, Engine,
+    EngineError, Event, Finish, GenerateOptions, OpenOptions,
 };
 use crate::gpu::{Context, ContextOptions, GpuError};
 use crate::guide::{Constraint, GuideError};
@@ -502,8 +502,8 @@ impl Drop for Running {
 /// KV cache bytes for `config` with `opts`: the context the engine will resolve (its checks
 /// too, so a bad option or a device too small fails before any download).
 fn kv_bytes(ctx: &Context, config: &Config, opts: &OpenOptions) -> Result<u64, JsValue> {
-    let context = resolve_context(ctx, config, opts).map_err(engine_error)?;
-    Ok(kv_cache_bytes(config, context, opts.kv_dtype))
+    let so = state_options(ctx, config, opts).map_err(engine_error)?;
+    Ok(kv_cache_bytes(config, &so))
 }
 
 /// The model's config from the first GGUF header alone, to size its state before the data arrives.
@@ -561,7 +561,7 @@ fn model_info(ctx: &Context, engine: &Engine, weight_bytes: u64) -> ModelInfo {
         eos_token_ids: engine.stop_ids.clone(),
         weight_bytes: weight_bytes as f64,
         weight_bytes_per_token: engine.model.bytes_per_token() as f64,
-        kv_cache_bytes: kv_cache_bytes(c, st.context, st.kv_dtype) as f64,
+        kv_cache_bytes: kv_cache_bytes(c, st) as f64,
         kernels: ctx.variants(),
     }
 }

@@ -140,8 +140,13 @@ async fn attention(ctx: &Context) {
     let (n_heads, n_kv, hd) = (9usize, 3usize, 64usize);
     for (pos0, t, splits) in [(299usize, 1usize, Some(3u32)), (2, 5, None)] {
         let n_pos = pos0 + t;
-        let kv =
-            KvCacheShape { n_kv_heads: n_kv as u32, head_dim: hd as u32, capacity: n_pos as u32, dtype: KvDtype::F16 };
+        let kv = KvCacheShape {
+            n_kv_heads: n_kv as u32,
+            head_dim: hd as u32,
+            capacity: n_pos as u32,
+            dtype: KvDtype::F16,
+            ring: false,
+        };
         let k_rows = rng.vec(n_pos * n_kv * hd, 1.0);
         let v_rows = rng.vec(n_pos * n_kv * hd, 1.0);
         let q = rng.vec(t * n_heads * hd, 2.5);

@@ -70,7 +70,7 @@ fn probe_state_allocates_what_the_state_will_and_frees_it() {
     let before = ctx.counters();
     let kv = probe_state(&ctx, &engine.model.config, &opts).unwrap();
     let after = ctx.counters();
-    assert_eq!(kv, kv_cache_bytes(&engine.model.config, 96, KvDtype::F32));
+    assert_eq!(kv, kv_cache_bytes(&engine.model.config, &engine.model.state.opts));
     assert_eq!(after.buffer_bytes_live, before.buffer_bytes_live, "the probe freed what it allocated");
     assert_eq!(after.buffer_bytes_created - before.buffer_bytes_created, state_bytes, "the probe allocated the state");
     assert!(state_bytes > kv, "the state holds the KV cache and the activations");

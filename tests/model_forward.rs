@@ -181,13 +181,18 @@ fn check_arch(arch: &str, policy: QuantPolicy, kv_dtype: KvDtype) {
     let mut src = CpuTensors { tensors, policy };
     let model = Model::new(ctx, cfg.clone(), &mut src, opts).unwrap();
 
-    let tokens: Vec<u32> = (0..11).map(|_| rng.below(cfg.vocab as u64) as u32).collect();
+    // Sliding layers keep a ring of window + max_batch − 1 = 11 slots (model::kv_shapes): 30
+    // tokens wrap it twice, in prefill chunks and in decode steps.
+    let n = if cfg.sliding.iter().any(|&s| s) { 30 } else { 11 };
+    let ring = webgpu_llm::model::kv_shapes(&cfg, &opts).1.map(|r| r.capacity);
+    assert_eq!(ring, cfg.sliding.iter().any(|&s| s).then_some(11), "{arch}: the sliding layers' ring");
+    let tokens: Vec<u32> = (0..n).map(|_| rng.below(cfg.vocab as u64) as u32).collect();
     let inv = cfg.rope.inv_freq(CONTEXT).unwrap();
     let want = transformer(&cfg, &held, &tokens, &inv, cfg.rope.attention_factor());
     let vocab = cfg.vocab as usize;
     let what = format!("{arch} {policy:?} {kv_dtype:?}");
 
-    // prefill 11 tokens in chunks of 8 with every row's logits
+    // prefill the tokens in chunks of 8 with every row's logits
     let got = pollster::block_on(model.logits(ctx, &tokens, 0, Logits::All)).unwrap();
     // An f16 cache rounds K and V by up to 2^-11 relative; through two layers that moves logits
     // by ~1e-3, so that case gets 5× the tolerance.

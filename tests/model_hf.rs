@@ -271,3 +271,40 @@ fn qwen35_resumes_only_a_prompt_it_extends() {
     assert_eq!(fourth.reused_tokens, 0);
     assert_eq!(fourth.generated, third.generated);
 }
+
+/// Gemma's sliding layers keep a ring of window + max_batch − 1 = 39 slots here (8 keys, steps of
+/// 32 rows). A cached prefix is reused only while nothing written since overwrote the keys its
+/// next query reads; otherwise the prompt runs from position 0. Either way the tokens equal a
+/// fresh engine's.
+#[test]
+fn gemma3_reuses_a_prefix_only_while_its_ring_holds_it() {
+    let f = Fixture::load("gemma3");
+    let exp = &f.expected;
+    let mut engine = open(&f, Quant::F16);
+    assert_eq!(engine.model.state.kv_local.map(|r| r.capacity), Some(39));
+    engine.stop_ids.clear();
+    let long = ids(&exp["prompts"][2]["ids"]);
+    assert!(long.len() >= 60, "the long prompt has {} tokens", long.len());
+    let gen = GenerateOptions { max_tokens: 6, ..Default::default() };
+    let run = |engine: &mut Engine, prompt: &[u32]| {
+        pollster::block_on(engine.generate(ctx(), prompt, &gen, &mut |_| true)).unwrap()
+    };
+    let fresh = |prompt: &[u32]| {
+        let mut e = open(&f, Quant::F16);
+        e.stop_ids.clear();
+        run(&mut e, prompt).generated
+    };
+    run(&mut engine, &long[..40]);
+    // written up to ~50 (with pipelined steps), within 40 + 32: the keys before 40 are intact
+    let second = run(&mut engine, &long[..60]);
+    assert_eq!(second.reused_tokens, 40);
+    assert_eq!(second.generated, fresh(&long[..60]), "a reused prefix gives a fresh engine's tokens");
+    // back to 30: positions up to ~70 were written since, over the slots of 23..=29 it reads
+    let third = run(&mut engine, &long[..30]);
+    assert_eq!(third.reused_tokens, 0, "the ring no longer holds the prefix");
+    assert_eq!(third.generated, fresh(&long[..30]));
+    // the same prompt again: nothing since overwrote it (all but the last token reused)
+    let fourth = run(&mut engine, &long[..30]);
+    assert_eq!(fourth.reused_tokens, 29);
+    assert_eq!(fourth.generated, third.generated);
+}

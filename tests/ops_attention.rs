@@ -73,7 +73,7 @@ struct Case {
 /// Run one case; returns the worst |got - want|.
 fn run_case(ctx: &Context, name: &str, rng: &mut Rng, c: &Case, scratch: &AttentionScratch) -> f64 {
     let capacity = c.pos0 + c.t + 3; // room beyond the last key, poisoned
-    let kv = KvCacheShape { n_kv_heads: c.n_kv, head_dim: c.head_dim, capacity, dtype: c.dtype };
+    let kv = KvCacheShape { n_kv_heads: c.n_kv, head_dim: c.head_dim, capacity, dtype: c.dtype, ring: false };
     let mut shape = AttentionShape::new(c.n_heads, kv);
     if let Some(s) = c.scale {
         shape.scale = s;
@@ -269,7 +269,7 @@ fn attention_sliding_window_and_softcap() {
 #[test]
 fn attention_auto_splits_long_decode() {
     let ctx = ctx();
-    let kv = KvCacheShape { n_kv_heads: 8, head_dim: 128, capacity: 4096, dtype: KvDtype::F16 };
+    let kv = KvCacheShape { n_kv_heads: 8, head_dim: 128, capacity: 4096, dtype: KvDtype::F16, ring: false };
     let shape = AttentionShape::new(32, kv);
     let scratch = AttentionScratch::new(ctx, 1, 32, 128, 16).unwrap();
     use webgpu_llm::ops::attention::auto_splits;
@@ -282,7 +282,7 @@ fn attention_auto_splits_long_decode() {
 #[test]
 fn attention_rejects_bad_arguments() {
     let ctx = ctx();
-    let kv = KvCacheShape { n_kv_heads: 3, head_dim: 64, capacity: 16, dtype: KvDtype::F16 };
+    let kv = KvCacheShape { n_kv_heads: 3, head_dim: 64, capacity: 16, dtype: KvDtype::F16, ring: false };
     let buf = |elems: u64| ctx.storage("buf", elems * 4).unwrap();
     let (q, out) = (buf(4 * 12 * 64), buf(4 * 12 * 64));
     let (ck, cv) = (ctx.storage("ck", kv.bytes()).unwrap(), ctx.storage("cv", kv.bytes()).unwrap());
@@ -323,7 +323,7 @@ fn attend_row_gives_attends_bits() {
     for dtype in [KvDtype::F32, KvDtype::F16] {
         for (pos0, t, splits) in [(299u32, 1u32, Some(1u32)), (299, 1, Some(3)), (40, 5, None)] {
             let (n_heads, n_kv, head_dim) = (8u32, 2u32, 128u32);
-            let kv = KvCacheShape { n_kv_heads: n_kv, head_dim, capacity: pos0 + t, dtype };
+            let kv = KvCacheShape { n_kv_heads: n_kv, head_dim, capacity: pos0 + t, dtype, ring: false };
             let shape = AttentionShape::new(n_heads, kv);
             let q: Vec<f32> = (0..(t * n_heads * head_dim) as usize).map(|_| rng.normal(2.5)).collect();
             let rows_kv: Vec<f32> = (0..((pos0 + t) * kv.kv_dim()) as usize).map(|_| rng.normal(1.0)).collect();
@@ -340,4 +340,91 @@ fn attend_row_gives_attends_bits() {
             assert_eq!(outs[0], outs[1], "{dtype:?} pos0={pos0} t={t} splits={splits:?}: attend_row vs attend");
         }
     }
+}
+
+/// A ring cache (Gemma's sliding layers: slot = position mod capacity) written as a model writes
+/// it — the sequence in steps of at most `t` rows, wrapping the ring several times — gives the
+/// windowed attention of a full cache, with the smallest ring that serves the step (window + t − 1
+/// slots) and a larger one, one pass and split, f32 and f16, on both kernel variants.
+#[test]
+fn ring_cache_attends_like_a_full_one() {
+    let mut rng = Rng::new(seed("attention ring"));
+    let opts = |row| webgpu_llm::ContextOptions { row_gemv: Some(row), ..Default::default() };
+    for row in [true, false] {
+        let ctx = &Context::new_blocking(opts(row)).unwrap();
+        let scratch = AttentionScratch::new(ctx, 8, 8, 64, 4).unwrap();
+        for (dtype, window, t, extra, pos0, splits) in [
+            (KvDtype::F32, 5u32, 1u32, 0u32, 40u32, None),
+            (KvDtype::F16, 7, 4, 0, 53, Some(3u32)),
+            (KvDtype::F32, 16, 8, 3, 70, None),
+            (KvDtype::F16, 3, 8, 0, 29, Some(2)),
+        ] {
+            let (n_heads, n_kv, head_dim) = (8u32, 2u32, 64u32);
+            let capacity = window + t - 1 + extra;
+            let kv = KvCacheShape { n_kv_heads: n_kv, head_dim, capacity, dtype, ring: true };
+            let shape = AttentionShape { window, ..AttentionShape::new(n_heads, kv) };
+            let (kv_dim, n_pos) = (kv.kv_dim() as usize, (pos0 + t) as usize);
+            let q: Vec<f32> = (0..(t * n_heads * head_dim) as usize).map(|_| rng.normal(2.5)).collect();
+            let k_rows: Vec<f32> = (0..n_pos * kv_dim).map(|_| rng.normal(1.0)).collect();
+            let v_rows: Vec<f32> = (0..n_pos * kv_dim).map(|_| rng.normal(1.0)).collect();
+            let poison = vec![POISON; (kv.bytes() / 4) as usize];
+            let (ck, cv) = (upload_u32(ctx, &poison), upload_u32(ctx, &poison));
+            // the prefix in steps of t rows (the last one short), then this step's rows
+            let mut p0 = 0;
+            while p0 < n_pos as u32 {
+                let n = if p0 < pos0 { t.min(pos0 - p0) } else { t };
+                let r = p0 as usize * kv_dim..(p0 + n) as usize * kv_dim;
+                let (kb, vb) = (upload_f32(ctx, &k_rows[r.clone()]), upload_f32(ctx, &v_rows[r]));
+                ctx.run(&[&kv_write(ctx, &kb, &vb, &ck, &cv, &kv, p0, n).unwrap()]);
+                p0 += n;
+            }
+            let qb = upload_f32(ctx, &q);
+            let out = upload_u32(ctx, &vec![POISON; q.len()]);
+            let k = attention(ctx, &qb, &ck, &cv, &out, &shape, pos0, t, &scratch, splits).unwrap();
+            ctx.run(&k.iter().collect::<Vec<_>>());
+            let got = read_f32(ctx, &out, q.len());
+            let k_held: Vec<f64> = k_rows.iter().map(|&x| held(x, dtype)).collect();
+            let v_held: Vec<f64> = v_rows.iter().map(|&x| held(x, dtype)).collect();
+            let q64: Vec<f64> = q.iter().map(|&x| x as f64).collect();
+            let (nh, nkv, hd) = (n_heads as usize, n_kv as usize, head_dim as usize);
+            let want = reference(
+                &q64,
+                &k_held,
+                &v_held,
+                nh,
+                nkv,
+                hd,
+                pos0 as usize,
+                t as usize,
+                shape.scale as f64,
+                window as usize,
+                0.0,
+            );
+            let what = format!(
+                "ring {dtype:?} window={window} t={t} slots={capacity} pos0={pos0} splits={splits:?} row={row}"
+            );
+            assert_close(&what, &got, &want, ATOL, RTOL);
+        }
+    }
+}
+
+/// A ring must be told a window that fits it, and takes at most its size in one write.
+#[test]
+fn ring_cache_rejects_what_it_cannot_hold() {
+    let ctx = ctx();
+    let kv = KvCacheShape { n_kv_heads: 2, head_dim: 64, capacity: 10, dtype: KvDtype::F16, ring: true };
+    let buf = |elems: u64| ctx.storage("buf", elems * 4).unwrap();
+    let (q, out) = (buf(8 * 8 * 64), buf(8 * 8 * 64));
+    let (ck, cv) = (ctx.storage("ck", kv.bytes()).unwrap(), ctx.storage("cv", kv.bytes()).unwrap());
+    let scratch = AttentionScratch::new(ctx, 8, 8, 64, 4).unwrap();
+    let shape = |window| AttentionShape { window, ..AttentionShape::new(8, kv) };
+    let run = |window, pos0, t| attention(ctx, &q, &ck, &cv, &out, &shape(window), pos0, t, &scratch, None);
+    run(7, 1000, 4).expect("7 + 4 - 1 = 10 slots, far past the ring's size");
+    let err = run(8, 1000, 4).err().expect("8 + 4 - 1 > 10 slots");
+    assert!(err.to_string().contains("ring of 10 slots"), "{err}");
+    let err = run(0, 5, 1).err().expect("a ring without a window");
+    assert!(err.to_string().contains("window of 0"), "{err}");
+    let (kb, vb) = (buf(11 * 128), buf(11 * 128));
+    let err = kv_write(ctx, &kb, &vb, &ck, &cv, &kv, 3, 11).err().expect("11 rows into 10 slots");
+    assert!(err.to_string().contains("ring of 10 slots"), "{err}");
 }

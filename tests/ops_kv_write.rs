@@ -50,7 +50,7 @@ fn kv_write_matches_reference() {
             for &(n_kv, head_dim, capacity, pos0, t) in
                 &[(3u32, 64u32, 20u32, 5u32, 1u32), (3, 64, 20, 5, 7), (2, 6, 9, 2, 7), (8, 128, 40, 39, 1)]
             {
-                let shape = KvCacheShape { n_kv_heads: n_kv, head_dim, capacity, dtype };
+                let shape = KvCacheShape { n_kv_heads: n_kv, head_dim, capacity, dtype, ring: false };
                 let kv_dim = (n_kv * head_dim) as usize;
                 let k_new = rows(&mut rng, t as usize * kv_dim);
                 let v_new = rows(&mut rng, t as usize * kv_dim);
@@ -97,7 +97,7 @@ fn kv_write_matches_reference() {
 #[test]
 fn kv_write_rejects_bad_arguments() {
     let ctx = ctx();
-    let shape = KvCacheShape { n_kv_heads: 2, head_dim: 8, capacity: 10, dtype: KvDtype::F16 };
+    let shape = KvCacheShape { n_kv_heads: 2, head_dim: 8, capacity: 10, dtype: KvDtype::F16, ring: false };
     let new = ctx.storage("new", 4 * 3 * 16).unwrap();
     let ck = ctx.storage("ck", shape.bytes()).unwrap();
     let cv = ctx.storage("cv", shape.bytes()).unwrap();

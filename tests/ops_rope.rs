@@ -242,7 +242,8 @@ fn rope_kv_matches_reference() {
                     let inv = ref_inv_freq(&cfg, 4096);
                     let qkv = rng.vec(t * stride, 2.0);
                     let (qn, kn) = (rng.vec(hd, 0.2), rng.vec(hd, 0.2));
-                    let shape = KvCacheShape { n_kv_heads: n_kv as u32, head_dim: hd as u32, capacity, dtype };
+                    let shape =
+                        KvCacheShape { n_kv_heads: n_kv as u32, head_dim: hd as u32, capacity, dtype, ring: false };
                     let words = (shape.bytes() / 4) as usize;
                     let old: Vec<u32> = (0..2 * words).map(|_| rng.next_u64() as u32).collect();
                     let (ck, cv) = (upload_u32(ctx, &old[..words]), upload_u32(ctx, &old[words..]));

@@ -386,7 +386,7 @@ mod native {
 
         // Attention at Llama-3.2-3B's shape (24 heads, 8 KV heads, head_dim 128), f16 KV cache.
         say(format!("\n{:<32} {:>10} {:>12}", "attention (24/8 heads, d=128, f16 KV)", "time", "KV GB/s"));
-        let kv = KvCacheShape { n_kv_heads: 8, head_dim: 128, capacity: 4096, dtype: KvDtype::F16 };
+        let kv = KvCacheShape { n_kv_heads: 8, head_dim: 128, capacity: 4096, dtype: KvDtype::F16, ring: false };
         let shape = AttentionShape::new(24, kv);
         let cache_k = ctx.storage("bench.k", kv.bytes()).map_err(err)?;
         let cache_v = ctx.storage("bench.v", kv.bytes()).map_err(err)?;

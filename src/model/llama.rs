@@ -59,6 +59,11 @@ pub struct State {
     pub logits: wgpu::Buffer,  // (max_batch, vocab)
     pub next_id: wgpu::Buffer, // (max_batch) u32 chosen token per logits row
     kv_shape: KvCacheShape,
+    /// The sliding layers' ring cache, where it is shorter than the context (`kv_shapes`).
+    pub kv_local: Option<KvCacheShape>,
+    /// One past the highest position written since the last step at position 0 (pipelined
+    /// surplus steps included): what a ring may have overwritten (`can_resume_at`).
+    kv_end: std::cell::Cell<u32>,
     /// Per layer: (K, V) `(n_kv_heads, context, head_dim)` for attention, the recurrent state for
     /// a Gated DeltaNet layer.
     cache: Vec<LayerCache>,
@@ -90,21 +95,17 @@ impl State {
         ensure(opts.context > 0 && opts.max_batch > 0, "State", || format!("empty state {opts:?}"))?;
         let t = opts.max_batch as u64;
         let f32s = |label: &str, elems: u64| ctx.storage(label, elems * 4);
-        let kv_shape = KvCacheShape {
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: cfg.head_dim,
-            capacity: opts.context,
-            dtype: opts.kv_dtype,
-        };
+        let (kv_shape, kv_local) = kv_shapes(cfg, &opts);
         let mut cache = Vec::with_capacity(cfg.n_layers as usize);
         for l in 0..cfg.n_layers {
+            let layer_kv = layer_kv_shape(cfg, l as usize, kv_shape, kv_local);
             cache.push(match cfg.delta {
                 Some(dn) if cfg.linear.get(l as usize).copied().unwrap_or(false) => {
                     LayerCache::Delta(DeltaState::new(ctx, &format!("delta.{l}"), &dn)?)
                 }
                 _ => LayerCache::Kv(
-                    ctx.storage(&format!("cache.k.{l}"), kv_shape.bytes())?,
-                    ctx.storage(&format!("cache.v.{l}"), kv_shape.bytes())?,
+                    ctx.storage(&format!("cache.k.{l}"), layer_kv.bytes())?,
+                    ctx.storage(&format!("cache.v.{l}"), layer_kv.bytes())?,
                 ),
             });
         }
@@ -140,6 +141,8 @@ impl State {
             logits: f32s("logits", t * cfg.vocab as u64)?,
             next_id: ctx.storage("next_id", t * 4)?,
             kv_shape,
+            kv_local,
+            kv_end: std::cell::Cell::new(0),
             cache,
             att_gate: if cfg.attn_output_gate { Some(f32s("att_gate", t * cfg.q_dim() as u64)?) } else { None },
             dn,
@@ -154,6 +157,32 @@ impl State {
             logits_back: ReadbackRing::new(ctx, "logits_back", 1, cfg.vocab as u64 * 4)?,
             plans: HashMap::new(),
         })
+    }
+}
+
+/// The K/V cache shapes: the attention layers' (`context` positions) and, where it is shorter,
+/// the sliding-window layers' ring (Gemma's local layers): `window + max_batch − 1` slots, the
+/// fewest with which a step of up to `max_batch` rows never overwrites a key one of its rows
+/// reads. Gemma-3-4B at 4k: 5 of every 6 layers keep 1151 positions instead of 4096.
+pub fn kv_shapes(cfg: &Config, opts: &StateOptions) -> (KvCacheShape, Option<KvCacheShape>) {
+    let full = KvCacheShape {
+        n_kv_heads: cfg.n_kv_heads,
+        head_dim: cfg.head_dim,
+        capacity: opts.context,
+        dtype: opts.kv_dtype,
+        ring: false,
+    };
+    let ring = cfg.sliding_window as u64 + opts.max_batch as u64 - 1;
+    let local = (cfg.sliding.iter().any(|&s| s) && cfg.sliding_window > 0 && ring < opts.context as u64)
+        .then(|| KvCacheShape { capacity: ring as u32, ring: true, ..full });
+    (full, local)
+}
+
+/// Layer `l`'s K/V cache shape (of `kv_shapes`' two).
+pub fn layer_kv_shape(cfg: &Config, l: usize, full: KvCacheShape, local: Option<KvCacheShape>) -> KvCacheShape {
+    match local {
+        Some(ring) if cfg.sliding.get(l).copied().unwrap_or(false) => ring,
+        _ => full,
     }
 }
 
@@ -241,6 +270,20 @@ impl State {
     /// Set the position of the next step's row 0.
     pub fn set_pos(&self, ctx: &Context, pos0: u32) {
         self.step.set(ctx, pos0);
+    }
+
+    /// Note a step that writes K/V at positions `pos0..pos0 + t`.
+    pub(crate) fn wrote(&self, pos0: u32, t: u32) {
+        let end = pos0.saturating_add(t);
+        self.kv_end.set(if pos0 == 0 { end } else { self.kv_end.get().max(end) });
+    }
+
+    /// Whether a step at `pos` can use the K/V cached before it. Always, unless ring caches may
+    /// have overwritten a key it reads: position x ≥ pos + 1 − window lives while nothing at
+    /// x + capacity was written, and with `kv_shapes`' capacity (window + max_batch − 1) that
+    /// is everything written so far ending at or before pos + max_batch.
+    pub fn can_resume_at(&self, pos: u32) -> bool {
+        self.kv_local.is_none() || self.kv_end.get() as u64 <= pos as u64 + self.opts.max_batch as u64
     }
 
     /// The decode plan a step at `pos` uses: its attention split count.
@@ -400,7 +443,10 @@ pub fn forward(
             (Mixer::Attention(a), LayerCache::Kv(cache_k, cache_v)) => {
                 // Gemma's local layers: a sliding window, and (Gemma 3) their own RoPE base
                 let sliding = cfg.sliding.get(l).copied().unwrap_or(false);
-                let att_shape = if sliding { AttentionShape { window: cfg.sliding_window, ..global } } else { global };
+                let kv = layer_kv_shape(cfg, l, s.kv_shape, s.kv_local);
+                let att_shape = AttentionShape { kv, ..global };
+                let att_shape =
+                    if sliding { AttentionShape { window: cfg.sliding_window, ..att_shape } } else { att_shape };
                 let rope_table = match &s.rope_local {
                     Some(local) if sliding => local,
                     _ => &s.rope,
@@ -439,7 +485,7 @@ pub fn forward(
                     rope_table,
                     rotate,
                     cfg.n_heads,
-                    &s.kv_shape,
+                    &kv,
                     t,
                     pos,
                     qk_norm,

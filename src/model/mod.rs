@@ -8,7 +8,7 @@ pub mod weights;
 
 pub use config::{Arch, Config, ConfigError};
 pub use error::{check_ids, ModelError};
-pub use llama::{forward, Choose, Input, Logits, State, StateOptions, PIPELINE};
+pub use llama::{forward, kv_shapes, layer_kv_shape, Choose, Input, Logits, State, StateOptions, PIPELINE};
 pub use weights::{CpuTensors, QuantPolicy, TensorSource, Weights};
 
 use crate::gpu::{ensure, Context, CopyAfter};
@@ -123,6 +123,7 @@ impl Model {
         for (i, part) in chunks.enumerate() {
             self.state.write_ids(ctx, part, self.config.vocab)?;
             self.state.set_pos(ctx, pos);
+            self.state.wrote(pos, part.len() as u32);
             let input = Input::Ids(part.len() as u32);
             // Only the last chunk's choice is wanted; the sampler would also append an id to its
             // history over the next chunk's first token.
@@ -207,6 +208,7 @@ impl Model {
             ctx.write(&s.next_id, 0, bytemuck::bytes_of(&id));
         }
         s.set_pos(ctx, pos);
+        s.wrote(pos, 1);
         let key = (s.plan_key(cfg, pos), self.choose);
         let steady = s.plans.contains_key(&key);
         if !steady {

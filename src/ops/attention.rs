@@ -94,7 +94,9 @@ struct Params {
 /// The number of splits chosen when none is forced: one per `KEYS_PER_SPLIT` keys, as long as the
 /// rows and heads alone do not already give `BUSY_WORKGROUPS` workgroups, and within `scratch`.
 pub fn auto_splits(shape: &AttentionShape, pos0: u32, t: u32, scratch: &AttentionScratch) -> u32 {
-    let keys = pos0.saturating_add(t);
+    // the keys the rows read together: all earlier ones, or a window's worth plus the rows
+    let all = pos0.saturating_add(t);
+    let keys = if shape.window > 0 { all.min(shape.window.saturating_add(t - 1)) } else { all };
     if t > scratch.max_rows || t.saturating_mul(shape.n_heads) >= BUSY_WORKGROUPS {
         return 1;
     }
@@ -105,7 +107,8 @@ pub fn auto_splits(shape: &AttentionShape, pos0: u32, t: u32, scratch: &Attentio
 /// `i < t` at absolute positions `pos0 + i` (keys from `pos0 + i + 1 − window` on with a window,
 /// scores soft-capped with `softcap`), query head `h` reading kv head
 /// `h / (n_heads / n_kv_heads)`. `q`, `out`: f32 `[t, n_heads * head_dim]`; `cache_k`,
-/// `cache_v`: layout `shape.kv`, already holding positions `0..pos0 + t`. `splits` forces the
+/// `cache_v`: layout `shape.kv`, already holding positions `0..pos0 + t` (a ring: the last
+/// `window + t − 1` of them, so `shape.window` must be set). `splits` forces the
 /// number of key splits (`None`: [`auto_splits`]); more than one adds a combine pass.
 #[allow(clippy::too_many_arguments)]
 pub fn attention<'a>(
@@ -134,6 +137,11 @@ pub fn attention<'a>(
     ensure(shape.scale.is_finite(), OP, || format!("scale {} is not finite", shape.scale))?;
     ensure(shape.softcap.is_finite() && shape.softcap >= 0.0, OP, || {
         format!("softcap {} must be finite and ≥ 0", shape.softcap)
+    })?;
+    // A ring overwrites slot p mod capacity: row 0's oldest key (pos0 + 1 − window) must survive
+    // the step's newest write (pos0 + t − 1).
+    ensure(!kv.ring || (shape.window > 0 && shape.window as u64 + t as u64 - 1 <= kv.capacity as u64), OP, || {
+        format!("a ring of {} slots cannot serve a window of {} keys to {t} rows", kv.capacity, shape.window)
     })?;
     let q_elems = t as u64 * n_heads as u64 * kv.head_dim as u64;
     check_len(OP, "q", q, q_elems)?;
@@ -180,7 +188,7 @@ pub fn attention<'a>(
     // CPU-emulated GPUs take the barrier-free variant (one invocation per (row, head, split)).
     let (entry, groups) =
         if ctx.caps.row_gemv { ("attend_row", (n_wg as u32).div_ceil(ROW_WG)) } else { ("attend", n_wg as u32) };
-    let key = PipelineKey::new(Shader::Attention, entry).constant("KV_F16", kv.f16());
+    let key = PipelineKey::new(Shader::Attention, entry).constant("KV_F16", kv.f16()).constant("RING", kv.ring as u32);
     let step = pos.buffer(ctx);
     let buffers =
         [(1, q), (2, cache_k), (3, cache_v), (4, out), (5, &scratch.part_o), (6, &scratch.part_ml), (7, &step)];

@@ -3,6 +3,10 @@
 //! One cache per layer for K and one for V, each `[n_kv_heads, capacity, head_dim]`, stored as u32
 //! words: f32 (one element per word) or f16 (two per word, `pack2x16float`, even dim in the low
 //! half). Shaders decode the words themselves, so f16 storage needs no `shader-f16` feature.
+//!
+//! A ring cache (`ring`, Gemma's sliding-window layers) keeps position p in slot p mod capacity,
+//! so it holds the last `capacity` positions whatever the sequence's length. Every kernel indexes
+//! slots that way; for a linear cache p < capacity, so the slot is p.
 
 use super::{check_len, Pos};
 use crate::gpu::{ensure, Context, GpuError, Kernel, PipelineKey, Result, Shader};
@@ -20,9 +24,12 @@ pub enum KvDtype {
 pub struct KvCacheShape {
     pub n_kv_heads: u32,
     pub head_dim: u32,
-    /// Positions the cache holds (the maximum context length).
+    /// Positions the cache holds (the maximum context length, or a ring's size).
     pub capacity: u32,
     pub dtype: KvDtype,
+    /// Slots are positions mod `capacity`: positions may run past it (attention then needs a
+    /// window short enough that a step's writes never overwrite a key one of its queries reads).
+    pub ring: bool,
 }
 
 impl KvCacheShape {
@@ -57,9 +64,15 @@ impl KvCacheShape {
         })
     }
 
-    /// Check `[pos0, pos0 + t)` is a non-empty range inside the cache.
+    /// Check `[pos0, pos0 + t)` is a non-empty range the cache can take in one step: inside a
+    /// linear cache, at most `capacity` rows for a ring.
     pub(crate) fn check_range(&self, op: &'static str, pos0: u32, t: u32) -> Result<()> {
         ensure(t > 0, op, || "t = 0 rows".to_string())?;
+        if self.ring {
+            return ensure(t <= self.capacity && pos0.checked_add(t).is_some(), op, || {
+                format!("{t} rows at position {pos0} in a ring of {} slots", self.capacity)
+            });
+        }
         ensure(pos0 as u64 + t as u64 <= self.capacity as u64, op, || {
             format!("positions {pos0}..{} exceed the cache capacity {}", pos0 as u64 + t as u64, self.capacity)
         })
