@@ -132,6 +132,7 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::DeltaNet, "WG", ops::delta_net::WG),
         (Shader::DeltaNet, "MAX_DK", ops::delta_net::MAX_DK),
         (Shader::DeltaNet, "MAX_K", ops::delta_net::MAX_K),
+        (Shader::DeltaNet, "CHUNK", ops::delta_net::CHUNK),
     ];
     for &(shader, name, rust) in pairs {
         assert_eq!(shader_const(shader, name), rust, "{}::{name} differs between WGSL and Rust", shader.name());

@@ -1,8 +1,15 @@
 //! Gated DeltaNet, Qwen3.5's linear-attention mixer (`shaders/delta_net.wgsl`; formulas in
 //! docs/qwen35.md §5): the causal depthwise conv with its rolling state, the gated delta-rule
 //! recurrence over a per-head state `S [dk, dv]` (f32), and the gated RMSNorm of its output.
-//! A prefill runs the recurrence token by token inside one dispatch (each invocation keeps its
-//! state column in registers), so it equals single-token steps exactly; see ARCHITECTURE.md.
+//!
+//! Two forms of the recurrence, the same function up to f32 rounding:
+//! - decode and steps under [`CHUNK_MIN_ROWS`] rows run it token by token inside one dispatch
+//!   (`recurrence`: each invocation keeps its state column in registers; two workgroup reductions
+//!   and their barriers per token);
+//! - longer prefill steps take the chunked WY/UT form of docs/qwen35.md §6 (transformers'
+//!   `torch_chunk_gated_delta_rule`, FLA's `chunk_gated_delta_rule`) with chunks of [`CHUNK`] rows:
+//!   `l2norm` and `chunk` are parallel over rows / (chunk, head) and write W, U, (QKᵀ)⊙D and G to
+//!   a scratch buffer; `scan` is sequential over chunks only, with no barriers. See ARCHITECTURE.md.
 
 use super::{check_len, Pos};
 use crate::gpu::{ensure, Context, CopyAfter, Kernel, PipelineKey, Result, Shader};
@@ -13,6 +20,17 @@ pub const WG: u32 = 64;
 pub const MAX_DK: u32 = 128;
 /// Widest conv.
 pub const MAX_K: u32 = 8;
+/// Rows per chunk of the chunked prefill; equals `CHUNK` in the shader. 32, not transformers' 64:
+/// the `chunk` kernel keeps A and T = (I + A)⁻¹ (C × C f32 each) in workgroup memory, which is
+/// 2 × 4 KiB at 32 but would be 2 × 16 KiB at 64, over WebGPU's 16 KiB limit; and W, U are then
+/// C-term sums per entry. The sequential `scan` takes ⌈t / 32⌉ steps (4 for a 128-row prefill).
+pub const CHUNK: u32 = 32;
+/// Steps of at least this many rows take the chunked form; shorter ones (decode, t = 1) the
+/// token-by-token `recurrence`. Below it the per-token barrier chain is short, while the chunked
+/// form adds two dispatches and writes W, U, P (t·nv·(dk + dv + CHUNK) floats) that `scan` reads
+/// back; from half a chunk on its sequential scan is a fraction of the token chain. The engine
+/// prefills in calls of up to max_batch rows, so a long prompt's tail call may fall either side.
+pub const CHUNK_MIN_ROWS: u32 = 16;
 
 /// A Gated DeltaNet layer's sizes (Qwen3.5's `linear_*` keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +60,11 @@ impl DeltaNetShape {
     /// The projection row: qkv | z | b | a.
     pub fn in_width(&self) -> u32 {
         self.conv_dim() + self.value_dim() + 2 * self.nv
+    }
+    /// Bytes of the chunked prefill's scratch for steps of up to `max_t` rows: per row and value
+    /// head, W (dk) | U (dv) | P (CHUNK) | G (1), f32.
+    pub fn scratch_bytes(&self, max_t: u32) -> u64 {
+        4 * max_t as u64 * self.nv as u64 * (self.dk + self.dv + CHUNK + 1) as u64
     }
 }
 
@@ -125,7 +148,9 @@ pub struct DeltaWeights<'a> {
 
 /// `out[t, nv·dv]` = the Gated DeltaNet mixer before out_proj, for rows of `proj [t, qkv | z | b | a]`
 /// at positions `pos`…: conv + SiLU into `c [t, conv_dim]`, the recurrence into `out`, then the
-/// gated RMSNorm in place. Three dispatches.
+/// gated RMSNorm in place. Three dispatches below [`CHUNK_MIN_ROWS`] rows; five from there (the
+/// chunked form: q, k normalised in place in `c`, `scratch` of at least
+/// [`DeltaNetShape::scratch_bytes`]`(t)`; shorter steps do not touch it).
 #[allow(clippy::too_many_arguments)]
 pub fn delta_net<'a>(
     ctx: &Context,
@@ -135,6 +160,7 @@ pub fn delta_net<'a>(
     state: &DeltaState,
     c: &wgpu::Buffer,
     out: &wgpu::Buffer,
+    scratch: &wgpu::Buffer,
     t: u32,
     pos: impl Into<Pos<'a>>,
 ) -> Result<Vec<Kernel>> {
@@ -155,6 +181,12 @@ pub fn delta_net<'a>(
     check_len(OP, "state", &state.s, DeltaState::state_elems(shape))?;
     check_len(OP, "c", c, t as u64 * conv_dim as u64)?;
     check_len(OP, "out", out, t as u64 * vd as u64)?;
+    let chunked = t >= CHUNK_MIN_ROWS;
+    if chunked {
+        let bytes = shape.scratch_bytes(t);
+        ensure(bytes / 4 <= u32::MAX as u64, OP, || format!("scratch of {t} rows exceeds u32 indexing"))?;
+        check_len(OP, "scratch", scratch, bytes / 4)?;
+    }
     let params = Params { t, in_w, conv_dim, k: conv_k, nk, nv, dk, dv, eps: w.eps, tiled: tiled as u32, _pad: [0; 2] };
     let uniform = ctx.uniform("delta_net.params", &params);
     let step = pos.into().buffer(ctx);
@@ -167,14 +199,39 @@ pub fn delta_net<'a>(
         ctx.grid(conv_dim.div_ceil(WG)),
     )?;
     let tiles = dv.div_ceil(WG);
-    let rec = Kernel::new(
+    let mut kernels = vec![conv];
+    if chunked {
+        let u = || Some(uniform.clone());
+        kernels.push(Kernel::new(ctx, &key("l2norm"), &[(4, c)], u(), ctx.grid(t * nk))?);
+        kernels.push(Kernel::new(
+            ctx,
+            &key("chunk"),
+            &[(1, proj), (4, c), (5, w.a_log), (6, w.dt_bias), (11, scratch)],
+            u(),
+            ctx.grid(t.div_ceil(CHUNK) * nv),
+        )?);
+        kernels.push(Kernel::new(
+            ctx,
+            &key("scan"),
+            &[(4, c), (7, &state.s), (8, out), (10, &step), (11, scratch)],
+            u(),
+            ctx.grid(nv * tiles),
+        )?);
+    } else {
+        kernels.push(Kernel::new(
+            ctx,
+            &key("recurrence"),
+            &[(1, proj), (4, c), (5, w.a_log), (6, w.dt_bias), (7, &state.s), (8, out), (10, &step)],
+            Some(uniform.clone()),
+            ctx.grid(nv * tiles),
+        )?);
+    }
+    kernels.push(Kernel::new(
         ctx,
-        &key("recurrence"),
-        &[(1, proj), (4, c), (5, w.a_log), (6, w.dt_bias), (7, &state.s), (8, out), (10, &step)],
-        Some(uniform.clone()),
-        ctx.grid(nv * tiles),
-    )?;
-    let norm =
-        Kernel::new(ctx, &key("gated_norm"), &[(1, proj), (8, out), (9, w.norm)], Some(uniform), ctx.grid(t * nv))?;
-    Ok(vec![conv, rec, norm])
+        &key("gated_norm"),
+        &[(1, proj), (8, out), (9, w.norm)],
+        Some(uniform),
+        ctx.grid(t * nv),
+    )?);
+    Ok(kernels)
 }
