@@ -700,7 +700,7 @@ pub fn state_options(
     opts: &OpenOptions,
 ) -> Result<crate::model::StateOptions> {
     let context = resolve_context(ctx, config, opts)?;
-    Ok(crate::model::StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype })
+    Ok(crate::model::StateOptions { context, max_batch: opts.max_batch, kv_dtype: opts.kv_dtype, all_logits: false })
 }
 
 /// Allocate the state an engine with `opts` would (KV cache, activations) and free it again, so a

@@ -1173,7 +1173,7 @@ fn check_fixture_as_gguf_with(name: &str, stream: bool) {
     // Blocks past the model's layers (Qwen3.5's MTP block) are not loaded.
     let past = format!("model.layers.{}.", config.n_layers);
     assert!(!tensors.keys().any(|t| t.starts_with(&past)), "{name}: {:?}", tensors.keys().collect::<Vec<_>>());
-    let state = StateOptions { context: 8, max_batch: 32, kv_dtype: KvDtype::F32 };
+    let state = StateOptions { context: 8, max_batch: 32, kv_dtype: KvDtype::F32, all_logits: false };
     let mut model = Model::new(ctx(), config, &mut tensors, state).unwrap();
     compare_with_transformers(&f, &mut model, "gguf");
 
@@ -1211,7 +1211,8 @@ fn compare_with_transformers(f: &Fixture, model: &mut Model, what: &str) {
         let (prompt, cont) = (json_ids(&p["ids"]), json_ids(&p["continuation"]));
         let tokens: Vec<u32> = prompt.iter().chain(&cont[..cont.len() - 1]).copied().collect();
         // Sized to the sequence: Phi-3's LongRoPE picks its table from it, as transformers does.
-        let opts = StateOptions { context: tokens.len() as u32, max_batch: 32, kv_dtype: KvDtype::F32 };
+        let opts =
+            StateOptions { context: tokens.len() as u32, max_batch: 32, kv_dtype: KvDtype::F32, all_logits: true };
         model.state = webgpu_llm::model::State::new(ctx(), &model.config, opts).unwrap();
         let got = pollster::block_on(model.logits(ctx(), &tokens, 0, Logits::All)).unwrap();
         for (r, top) in p["top_ids"].as_array().unwrap().iter().enumerate() {

@@ -103,6 +103,9 @@ fn check_model(file: &str) {
     std::fs::create_dir_all("/tmp/webgpu-llm-xdg").ok();
     let opts = OpenOptions { context: Some(128), kv_dtype: KvDtype::F32, max_batch: 128 };
     let mut engine = open_gguf(ctx, &dir().join(file), opts).unwrap_or_else(|e| panic!("{file}: {e}"));
+    // every row's logits (an engine's state holds the last row's only)
+    let all = webgpu_llm::model::StateOptions { all_logits: true, ..engine.model.state.opts };
+    engine.model.state = webgpu_llm::model::State::new(ctx, &engine.model.config, all).unwrap();
     assert_eq!(engine.model.config.tied_embeddings, m["tied"].as_bool().unwrap(), "{file}: tied");
     let vocab = engine.model.config.vocab as usize;
     let mut worst_exact = 0.0f64;

@@ -177,7 +177,7 @@ fn check_arch(arch: &str, policy: QuantPolicy, kv_dtype: KvDtype) {
     let cfg = Config::from_hf(&config(arch)).unwrap();
     let tensors = random_tensors(&cfg, &mut rng);
     let held = as_held(&tensors, policy);
-    let opts = StateOptions { context: CONTEXT, max_batch: 8, kv_dtype };
+    let opts = StateOptions { context: CONTEXT, max_batch: 8, kv_dtype, all_logits: true };
     let mut src = CpuTensors { tensors, policy };
     let model = Model::new(ctx, cfg.clone(), &mut src, opts).unwrap();
 
@@ -281,18 +281,32 @@ fn bad_inputs_are_errors() {
     let cfg = Config::from_hf(&config("llama")).unwrap();
     let mut rng = Rng::new(1);
     let mut src = CpuTensors { tensors: random_tensors(&cfg, &mut rng), policy: QuantPolicy::F32 };
-    let model =
-        Model::new(ctx, cfg.clone(), &mut src, StateOptions { context: 8, max_batch: 4, kv_dtype: KvDtype::F32 })
-            .unwrap();
+    let model = Model::new(
+        ctx,
+        cfg.clone(),
+        &mut src,
+        StateOptions { context: 8, max_batch: 4, kv_dtype: KvDtype::F32, all_logits: false },
+    )
+    .unwrap();
     let err = pollster::block_on(model.logits(ctx, &[1, 2, 3, 4, 5, 6, 7, 8, 9], 0, Logits::Last)).unwrap_err();
     assert!(err.to_string().contains("context"), "{err}");
     let err = pollster::block_on(model.logits(ctx, &[400], 0, Logits::Last)).unwrap_err();
     assert!(err.to_string().contains("vocab"), "{err}");
+    // a generation state keeps one logits row
+    let err = pollster::block_on(model.logits(ctx, &[1, 2], 0, Logits::All)).unwrap_err();
+    assert!(err.to_string().contains("all_logits"), "{err}");
+    assert_eq!(model.state.logits.size(), cfg.vocab as u64 * 4, "one row");
+    pollster::block_on(model.logits(ctx, &[1, 2], 0, Logits::Last)).expect("the last row still works");
     let mut missing = CpuTensors { tensors: random_tensors(&cfg, &mut rng), policy: QuantPolicy::F32 };
     missing.tensors.remove("model.layers.1.mlp.down_proj.weight");
-    let err = Model::new(ctx, cfg, &mut missing, StateOptions { context: 8, max_batch: 4, kv_dtype: KvDtype::F32 })
-        .err()
-        .expect("a missing tensor");
+    let err = Model::new(
+        ctx,
+        cfg,
+        &mut missing,
+        StateOptions { context: 8, max_batch: 4, kv_dtype: KvDtype::F32, all_logits: false },
+    )
+    .err()
+    .expect("a missing tensor");
     assert!(err.to_string().contains("down_proj"), "{err}");
     assert!(Config::from_hf(&json!({"model_type": "gpt2"})).is_err());
 }
@@ -324,7 +338,7 @@ fn check_decode_plan(ctx: &webgpu_llm::Context) {
     let mut rng = Rng::new(seed("decode plan"));
     let cfg = Config::from_hf(&config("qwen2")).unwrap();
     let mut src = CpuTensors { tensors: random_tensors(&cfg, &mut rng), policy: QuantPolicy::Q4 };
-    let opts = StateOptions { context: 300, max_batch: 64, kv_dtype: KvDtype::F16 };
+    let opts = StateOptions { context: 300, max_batch: 64, kv_dtype: KvDtype::F16, all_logits: false };
     let mut model = Model::new(ctx, cfg.clone(), &mut src, opts).unwrap();
     let prompt: Vec<u32> = (0..250).map(|_| rng.below(cfg.vocab as u64) as u32).collect();
     let steps = 11u32;
@@ -428,7 +442,7 @@ fn mixed_format_qkv_stacks_what_it_can() {
     let tensors = random_tensors(&cfg, &mut rng);
     let format = |name: &str| if name.contains("v_proj") { WeightFormat::Q8 } else { QuantPolicy::Q4.format_for(name) };
     let held = as_held_by(&tensors, format);
-    let opts = StateOptions { context: CONTEXT, max_batch: 8, kv_dtype: KvDtype::F32 };
+    let opts = StateOptions { context: CONTEXT, max_batch: 8, kv_dtype: KvDtype::F32, all_logits: true };
     let mut src = VInQ8(CpuTensors { tensors, policy: QuantPolicy::Q4 });
     let mut model = Model::new(ctx, cfg.clone(), &mut src, opts).unwrap();
     let Mixer::Attention(a) = &model.weights.layers[0].mixer else { panic!("an attention layer") };

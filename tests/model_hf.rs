@@ -55,7 +55,7 @@ fn open(f: &Fixture, quant: Quant) -> Engine {
 /// activations on quantized weights are checked with their own tolerance in model_forward).
 fn all_logits(engine: &mut Engine, tokens: &[u32]) -> Vec<f32> {
     let max_batch = if tokens.len() % 32 == 1 { 31 } else { 32 };
-    let opts = StateOptions { context: tokens.len() as u32, max_batch, kv_dtype: KvDtype::F32 };
+    let opts = StateOptions { context: tokens.len() as u32, max_batch, kv_dtype: KvDtype::F32, all_logits: true };
     engine.model.state = State::new(ctx(), &engine.model.config, opts).unwrap();
     pollster::block_on(engine.model.logits(ctx(), tokens, 0, Logits::All)).unwrap()
 }
@@ -96,7 +96,12 @@ fn check_fixture(name: &str) {
         let got = all_logits(&mut engine, &tokens);
         compare_rows(&format!("{name}/{pname} f16"), &got, vocab, p, &probe_ids, None);
         // (a) free-running greedy
-        let opts = StateOptions { context: (prompt.len() + cont.len()) as u32, max_batch: 32, kv_dtype: KvDtype::F32 };
+        let opts = StateOptions {
+            context: (prompt.len() + cont.len()) as u32,
+            max_batch: 32,
+            kv_dtype: KvDtype::F32,
+            all_logits: false,
+        };
         engine.model.state = State::new(ctx(), &engine.model.config, opts).unwrap();
         engine.reset();
         engine.stop_ids.clear();

@@ -36,8 +36,11 @@ fn setup() -> (Context, Engine, Value) {
     let fixture = std::fs::read_to_string(root().join("tests/fixtures/smollm2/llamacpp.json")).unwrap();
     std::fs::create_dir_all("/tmp/webgpu-llm-xdg").ok();
     let ctx = Context::new_blocking(ContextOptions::default()).unwrap();
-    let engine =
+    let mut engine =
         open_gguf(&ctx, &model, OpenOptions { context: Some(160), kv_dtype: KvDtype::F32, max_batch: 128 }).unwrap();
+    // every row's logits (an engine's state holds the last row's only)
+    let opts = webgpu_llm::model::StateOptions { all_logits: true, ..engine.model.state.opts };
+    engine.model.state = webgpu_llm::model::State::new(&ctx, &engine.model.config, opts).unwrap();
     (ctx, engine, serde_json::from_str(&fixture).unwrap())
 }
 

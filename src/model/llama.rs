@@ -35,6 +35,21 @@ pub struct StateOptions {
     /// Most tokens one forward call processes (a prompt longer than this is prefilled in chunks).
     pub max_batch: u32,
     pub kv_dtype: KvDtype,
+    /// Room for every row's logits (`Logits::All`: max_batch × vocab floats, for tests and
+    /// scoring); otherwise one row, all generation needs (1 MiB instead of 128 at Gemma's 262k
+    /// vocabulary and the default max_batch).
+    pub all_logits: bool,
+}
+
+impl StateOptions {
+    /// Rows of the logits buffer.
+    pub fn logit_rows(&self) -> u32 {
+        if self.all_logits {
+            self.max_batch
+        } else {
+            1
+        }
+    }
 }
 
 /// Activations, the KV cache, per-step values and the decode plans, allocated once. Shapes:
@@ -56,8 +71,8 @@ pub struct State {
     xq_hidden: Option<ActQ8>,
     xq_att: Option<ActQ8>,
     xq_ffn: Option<ActQ8>,
-    pub logits: wgpu::Buffer,  // (max_batch, vocab)
-    pub next_id: wgpu::Buffer, // (max_batch) u32 chosen token per logits row
+    pub logits: wgpu::Buffer,  // (logit_rows, vocab)
+    pub next_id: wgpu::Buffer, // (logit_rows) u32 chosen token per logits row
     kv_shape: KvCacheShape,
     /// The sliding layers' ring cache, where it is shorter than the context (`kv_shapes`).
     pub kv_local: Option<KvCacheShape>,
@@ -70,8 +85,8 @@ pub struct State {
     /// Qwen3.5: the attention output gate `(t, q_dim)`.
     att_gate: Option<wgpu::Buffer>,
     /// Gated DeltaNet scratch: projections `(t, qkv | z | b | a)`, conv output `(t, conv_dim)`,
-    /// mixer output `(t, nv·dv)`.
-    dn: Option<[wgpu::Buffer; 3]>,
+    /// mixer output `(t, nv·dv)`, the chunked prefill's W | U | P | G (`DeltaNetShape::scratch_bytes`).
+    dn: Option<[wgpu::Buffer; 4]>,
     scratch: AttentionScratch,
     rope: RopeTable,
     /// The sliding layers' RoPE where it differs (Gemma 3).
@@ -114,6 +129,7 @@ impl State {
                 f32s("dn.proj", t * dn.in_width() as u64)?,
                 f32s("dn.c", t * dn.conv_dim() as u64)?,
                 f32s("dn.out", t * dn.value_dim() as u64)?,
+                ctx.storage("dn.scratch", dn.scratch_bytes(opts.max_batch))?,
             ]),
             None => None,
         };
@@ -138,8 +154,8 @@ impl State {
             xq_hidden: xq("xq.hidden", cfg.hidden)?,
             xq_att: xq("xq.att", cfg.q_dim())?,
             xq_ffn: xq("xq.ffn", cfg.ffn)?,
-            logits: f32s("logits", t * cfg.vocab as u64)?,
-            next_id: ctx.storage("next_id", t * 4)?,
+            logits: f32s("logits", opts.logit_rows() as u64 * cfg.vocab as u64)?,
+            next_id: ctx.storage("next_id", opts.logit_rows() as u64 * 4)?,
             kv_shape,
             kv_local,
             kv_end: std::cell::Cell::new(0),
@@ -150,7 +166,7 @@ impl State {
             rope: RopeTable::new(ctx, &cfg.rope, opts.context)?,
             rope_local: cfg.rope_local.as_ref().map(|r| RopeTable::new(ctx, r, opts.context)).transpose()?,
             step: StepBuffer::new(ctx),
-            argmax: ArgmaxScratch::new(ctx, opts.max_batch, cfg.vocab)?,
+            argmax: ArgmaxScratch::new(ctx, opts.logit_rows(), cfg.vocab)?,
             // the history holds the context and the id chosen after its last position
             sampler: SampleState::new(ctx, 1, cfg.vocab, opts.context + 1)?,
             ids_back: ReadbackRing::new(ctx, "ids_back", PIPELINE, 4)?,
@@ -507,7 +523,7 @@ pub fn forward(
             (Mixer::DeltaNet(d), LayerCache::Delta(state)) => {
                 // Gated DeltaNet: qkv | z | b | a = rmsnorm(x)·W, side by side; conv, the delta
                 // rule over the layer's state, the gated norm; x += that·W_out
-                let (Some([proj, c, out]), Some(shape)) = (&s.dn, &cfg.delta) else {
+                let (Some([proj, c, out, scratch]), Some(shape)) = (&s.dn, &cfg.delta) else {
                     return Err(crate::gpu::GpuError::Validation("a DeltaNet layer without its state".into()));
                 };
                 let parts: Vec<&QuantMatrix> = d.proj.parts.iter().map(|(l, _)| &l.w).collect();
@@ -517,7 +533,7 @@ pub fn forward(
                     k.extend(project(ctx, xn, &s.xq_hidden, &lin.w, proj, t, at)?);
                 }
                 let dw = DeltaWeights { conv: &d.conv, a_log: &d.a_log, dt_bias: &d.dt_bias, norm: &d.norm, eps };
-                k.extend(delta_net(ctx, shape, proj, &dw, state, c, out, t, pos)?);
+                k.extend(delta_net(ctx, shape, proj, &dw, state, c, out, scratch, t, pos)?);
                 residual(&mut k, &d.out, out, &None, None)?;
             }
             _ => return Err(crate::gpu::GpuError::Validation(format!("layer {l}: weights and state disagree"))),
@@ -566,6 +582,9 @@ pub fn forward(
         Logits::All => t,
         Logits::Last => 1,
     };
+    ensure(rows <= s.opts.logit_rows(), "forward", || {
+        format!("logits for {rows} rows, but the state holds {} (StateOptions::all_logits)", s.opts.logit_rows())
+    })?;
     // Logits::Last: only the last row, normed in the lm_head GEMV itself where it fits (or by
     // act_q8 into int8 blocks)
     if let Some(q) = int8_input(&s.xq_hidden, rows, lm_head) {

@@ -91,7 +91,8 @@ pub fn tiny_engine(fixture: &str, tokenizer: Option<&str>, context: u32) -> webg
         .map(|(name, shape, v)| (name, (shape, v.iter().map(|x| x.to_f32()).collect())))
         .collect();
     let mut src = CpuTensors { tensors, policy: QuantPolicy::F16 };
-    let opts = StateOptions { context, max_batch: 64, kv_dtype: webgpu_llm::ops::attention::KvDtype::F16 };
+    let opts =
+        StateOptions { context, max_batch: 64, kv_dtype: webgpu_llm::ops::attention::KvDtype::F16, all_logits: false };
     let model = Model::new(ctx(), cfg, &mut src, opts).unwrap();
     let dir = match tokenizer {
         Some(t) => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tokenizers").join(t),
