@@ -133,6 +133,8 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::DeltaNet, "MAX_DK", ops::delta_net::MAX_DK),
         (Shader::DeltaNet, "MAX_K", ops::delta_net::MAX_K),
         (Shader::DeltaNet, "CHUNK", ops::delta_net::CHUNK),
+        (Shader::Pool, "WG", ops::pool::WG),
+        (Shader::Pool, "MAX_PER", ops::pool::MAX_PER),
     ];
     for &(shader, name, rust) in pairs {
         assert_eq!(shader_const(shader, name), rust, "{}::{name} differs between WGSL and Rust", shader.name());

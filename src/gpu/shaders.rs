@@ -22,6 +22,7 @@ pub enum Shader {
     ActQ8,
     Softcap,
     DeltaNet,
+    Pool,
 }
 
 impl Shader {
@@ -40,6 +41,7 @@ impl Shader {
         Shader::ActQ8,
         Shader::Softcap,
         Shader::DeltaNet,
+        Shader::Pool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Shader {
             Shader::ActQ8 => "act_q8",
             Shader::Softcap => "softcap",
             Shader::DeltaNet => "delta_net",
+            Shader::Pool => "pool",
         }
     }
 
@@ -78,6 +81,7 @@ impl Shader {
             Shader::ActQ8 => include_str!("../../shaders/act_q8.wgsl"),
             Shader::Softcap => include_str!("../../shaders/softcap.wgsl"),
             Shader::DeltaNet => include_str!("../../shaders/delta_net.wgsl"),
+            Shader::Pool => include_str!("../../shaders/pool.wgsl"),
         }
     }
 

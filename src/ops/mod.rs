@@ -10,6 +10,7 @@ pub mod delta_net;
 pub mod embedding;
 pub mod kv_write;
 pub mod matmul;
+pub mod pool;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sample;
