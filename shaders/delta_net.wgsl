@@ -29,7 +29,7 @@
 const WG: u32 = 64u;
 const MAX_DK: u32 = 128u;
 const MAX_K: u32 = 8u;
-const CHUNK: u32 = 32u;
+const CHUNK: u32 = 16u;
 
 struct Params {
     t: u32,

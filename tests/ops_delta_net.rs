@@ -7,27 +7,31 @@
 //! Tolerance: the state is a sum of up to T rank-1 terms of normalised k (|k| = 1) times u
 //! (|u| ≲ |v|), so its entries stay O(1) and each f32 update adds ~2⁻²⁴ relative; over 100 tokens
 //! and dk ≤ 128 terms per dot the outputs (O(1) after the gated norm) carry ~1e-5. The chunked
-//! form adds T = (I + A)⁻¹ (|A_ij| ≤ β_i |k_i||k_j| ≤ 1, C = 32 rows) and sums of up to C terms
-//! in W, U and the intra-chunk output, whose rounding stays at the same level: measured worst
-//! 5e-6 from the f64 answer over these shapes and lengths, either form, lavapipe. 2e-4 absolute +
+//! form adds T = (I + A)⁻¹ (|A_ij| ≤ β_i |k_i||k_j| ≤ 1, C = 16 rows) and sums of up to C terms
+//! in W, U and the intra-chunk output. Their rounding stays at the same level. Measured worst
+//! distance from the f64 answer over these shapes and lengths, on lavapipe, over a few seeds:
+//! 5e-6 for the chunked form and 9e-6 for the token form (at |want| ≈ 3.6). 2e-4 absolute +
 //! 2e-4 relative leaves margin, while a transposed state, a missing decay, a wrong head group, an
 //! off-by-one conv tap or a wrong chunk boundary moves outputs by 0.1 and more.
 //!
 //! Also: a chunked prefill equals single-token steps within STEPS_TOL (no longer bit-equal: the
-//! two forms sum in different orders; measured worst 6.4e-6), and a prefill split across calls
-//! (state and conv state carried, pos0 > 0, calls of either form) equals one call.
+//! two forms sum in different orders; measured worst 7e-6), a whole prefill in the token-by-token
+//! form gives the same bits as single-token steps, and a prefill split across calls (state and
+//! conv state carried, pos0 > 0, calls of either form) equals one call.
 
 mod common;
 use common::reference::delta_net as reference;
 use common::*;
-use webgpu_llm::ops::delta_net::{delta_net, DeltaNetShape, DeltaState, DeltaWeights, CHUNK, CHUNK_MIN_ROWS};
+use webgpu_llm::ops::delta_net::{
+    delta_net, delta_net_form, DeltaNetShape, DeltaState, DeltaWeights, Form, CHUNK, CHUNK_MIN_ROWS,
+};
 use webgpu_llm::ops::Pos;
 use webgpu_llm::Context;
 
 const ATOL: f64 = 2e-4;
 const RTOL: f64 = 2e-4;
 /// Chunked prefill vs token-by-token steps, both f32, absolute on outputs of O(1): each form is
-/// ≲ 5e-6 from the f64 answer (see the header), so ≲ 1e-5 apart; 5e-5 leaves margin.
+/// ≲ 1e-5 from the f64 answer (see the header), so ≲ 2e-5 apart (measured 7e-6); 5e-5 leaves margin.
 const STEPS_TOL: f64 = 5e-5;
 
 struct Case {
@@ -55,6 +59,11 @@ fn case(rng: &mut Rng, shape: DeltaNetShape, t: usize) -> Case {
 
 /// Run `c` on the GPU in calls of the given row counts; the mixer output rows.
 fn run(ctx: &Context, c: &Case, calls: &[usize]) -> Vec<f32> {
+    run_as(ctx, c, calls, None)
+}
+
+/// `run`, every call in `form` where given (else the form `delta_net` picks by row count).
+fn run_as(ctx: &Context, c: &Case, calls: &[usize], form: Option<Form>) -> Vec<f32> {
     let s = &c.shape;
     let (in_w, vd) = (s.in_width() as usize, s.value_dim() as usize);
     let state = DeltaState::new(ctx, "dn", s).unwrap();
@@ -71,7 +80,12 @@ fn run(ctx: &Context, c: &Case, calls: &[usize]) -> Vec<f32> {
         let cbuf = ctx.storage("c", (n * s.conv_dim() as usize * 4) as u64).unwrap();
         let out = upload_f32(ctx, &vec![f32::NAN; n * vd]);
         let scratch = upload_f32(ctx, &vec![f32::NAN; (s.scratch_bytes(n as u32) / 4) as usize]);
-        let k = delta_net(ctx, s, &proj, &w, &state, &cbuf, &out, &scratch, n as u32, Pos::At(pos as u32)).unwrap();
+        let (t, at) = (n as u32, Pos::At(pos as u32));
+        let k = match form {
+            Some(f) => delta_net_form(ctx, s, &proj, &w, &state, &cbuf, &out, &scratch, t, at, f),
+            None => delta_net(ctx, s, &proj, &w, &state, &cbuf, &out, &scratch, t, at),
+        }
+        .unwrap();
         ctx.run(&k.iter().collect::<Vec<_>>());
         got.extend(read_f32(ctx, &out, n * vd));
         pos += n;
@@ -117,8 +131,9 @@ fn delta_net_matches_reference() {
         for shape in SHAPES {
             let c = case(&mut rng, shape, 70);
             let want = want(&c);
-            // one chunked call (32 + 32 + 6 rows); uneven calls with the state carried, both forms
-            // (1 and 2 rows token by token, 30 and 37 chunked at pos0 > 0); then token by token
+            // one chunked call (4 × 16 + 6 rows); uneven calls with the state carried, both forms
+            // (1 and 2 rows token by token, 30 and 37 chunked at pos0 > 0); token by token (steps
+            // of one row, and one call in the token-by-token form: the same bits)
             let whole = run(ctx, &c, &[c.t]);
             assert_close(&format!("{name} {shape:?} one call"), &whole, &want, ATOL, RTOL);
             let calls = run(ctx, &c, &[1, 30, 2, 37]);
@@ -127,6 +142,10 @@ fn delta_net_matches_reference() {
             assert_close(&format!("{name} {shape:?} steps"), &steps, &want, ATOL, RTOL);
             let d = max_diff(&steps, &whole);
             assert!(d <= STEPS_TOL, "{name} {shape:?}: single-token steps differ from one prefill by {d:.2e}");
+            // the token-by-token form over a whole prefill runs the steps' arithmetic in their order
+            let tokens = run_as(ctx, &c, &[c.t], Some(Form::Tokens));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&steps) == bits(&tokens), "{name} {shape:?}: single-token steps differ from `recurrence`");
         }
     }
 }

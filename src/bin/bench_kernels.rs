@@ -1,6 +1,8 @@
 //! Kernel benchmark at Llama-3.2-3B shapes: time per call, GB/s of weights read (GEMV, M = 1) and
 //! GFLOP/s (GEMM, M = 128), plus each GEMV's bandwidth as a fraction of a plain copy kernel's
 //! measured in the same run (the number that carries over between devices).
+//! Then attention, and one Gated DeltaNet layer's mixer at Qwen3.5-9B's sizes in both forms of its
+//! recurrence (token by token, chunked), each kernel also timed alone.
 //! Timing uses GPU timestamps when the device has `timestamp-query`, wall clock otherwise.
 //!
 //! `cargo run --release --bin bench-kernels -- [--formats q4,q8,...|all] [--m 1,128] [--shapes NAME,..]
@@ -36,6 +38,7 @@ mod native {
     use webgpu_llm::ops::act_q8::{act_q8, ActQ8};
     use webgpu_llm::ops::attention::{attention, AttentionScratch, AttentionShape, KvCacheShape, KvDtype};
     use webgpu_llm::ops::copy::copy;
+    use webgpu_llm::ops::delta_net::{delta_net_form, DeltaNetShape, DeltaState, DeltaWeights, Form};
     use webgpu_llm::ops::matmul::{gemv_loop_bytes, matmul, matmul_q8, q8_format, Epilogue, QuantMatrix};
     use webgpu_llm::quant::{PackedMatrix, WeightFormat};
 
@@ -400,6 +403,39 @@ mod native {
             let keys = (pos0 + t_rows) as f64;
             let kv_bytes = 2.0 * keys * 8.0 * 128.0 * 2.0;
             say(format!("{:<32} {:>8.3}ms {:>12.1}", label, t * 1e3, kv_bytes / t / 1e9));
+        }
+
+        // One Gated DeltaNet layer's mixer (conv, recurrence, gated norm; no projections) at
+        // Qwen3.5-9B's sizes, continuing from a carried state (pos0 > 0), in both forms.
+        let dn = DeltaNetShape { nk: 16, nv: 32, dk: 128, dv: 128, conv_k: 4, tiled: false };
+        say(format!("\n{:<40} {:>10} {:>12}", "delta_net (nk 16, nv 32, dk = dv = 128)", "time", "per token"));
+        let state = DeltaState::new(&ctx, "bench.dn", &dn).map_err(err)?;
+        let f32s = |label: &str, n: u32| ctx.storage(label, n as u64 * 4).map_err(err);
+        let (conv, a_log, dt_bias, norm) =
+            (f32s("conv", dn.conv_dim() * 4)?, f32s("a", 32)?, f32s("dt", 32)?, f32s("n", 128)?);
+        let w = DeltaWeights { conv: &conv, a_log: &a_log, dt_bias: &dt_bias, norm: &norm, eps: 1e-6 };
+        for &(t_rows, form) in &[
+            (1u32, Form::Tokens),
+            (8, Form::Tokens),
+            (8, Form::Chunked),
+            (16, Form::Tokens),
+            (16, Form::Chunked),
+            (128, Form::Tokens),
+            (128, Form::Chunked),
+        ] {
+            let proj = f32s("bench.dn.proj", t_rows * dn.in_width())?;
+            let c = f32s("bench.dn.c", t_rows * dn.conv_dim())?;
+            let out = f32s("bench.dn.out", t_rows * dn.value_dim())?;
+            let scratch = ctx.storage("bench.dn.scratch", dn.scratch_bytes(t_rows)).map_err(err)?;
+            let kernels =
+                delta_net_form(&ctx, &dn, &proj, &w, &state, &c, &out, &scratch, t_rows, 128, form).map_err(err)?;
+            let t = timer.seconds_per_call(&ctx, &kernels).map_err(err)?;
+            let label = format!("{t_rows} rows, {form:?} ({} dispatches)", kernels.len());
+            say(format!("{:<40} {:>8.3}ms {:>10.3}ms", label, t * 1e3, t * 1e3 / t_rows as f64));
+            for k in kernels.chunks(1) {
+                let t = timer.seconds_per_call(&ctx, k).map_err(err)?;
+                say(format!("  {:<38} {:>8.3}ms", k[0].key().entry, t * 1e3));
+            }
         }
         Ok(())
     }

@@ -20,17 +20,43 @@ pub const WG: u32 = 64;
 pub const MAX_DK: u32 = 128;
 /// Widest conv.
 pub const MAX_K: u32 = 8;
-/// Rows per chunk of the chunked prefill; equals `CHUNK` in the shader. 32, not transformers' 64:
-/// the `chunk` kernel keeps A and T = (I + A)⁻¹ (C × C f32 each) in workgroup memory, which is
-/// 2 × 4 KiB at 32 but would be 2 × 16 KiB at 64, over WebGPU's 16 KiB limit; and W, U are then
-/// C-term sums per entry. The sequential `scan` takes ⌈t / 32⌉ steps (4 for a 128-row prefill).
-pub const CHUNK: u32 = 32;
+/// Rows per chunk of the chunked prefill; equals `CHUNK` in the shader. 16, not transformers' 64:
+/// - 64 cannot work here: the `chunk` kernel keeps A and T = (I + A)⁻¹ (C × C f32 each) in
+///   workgroup memory, which at 64 is 2 × 16 KiB, over WebGPU's 16 KiB limit (2 KiB at 16).
+/// - `scan` gives each invocation one state column for every row, so its serial work per row
+///   (3·dk + C/2 multiply-adds) barely depends on C. The `chunk` kernel's work per row (A, P, W
+///   and U) grows with C. Measured on lavapipe at Qwen3.5-9B's sizes, C = 32 made `chunk` twice
+///   as slow as C = 16 did, and the whole chunked step slower than the token form
+///   (BENCHMARKS.md, "Chunked Gated DeltaNet prefill").
+/// - `scan` takes ⌈t / 16⌉ sequential steps (8 for a 128-row prefill), none with a barrier.
+pub const CHUNK: u32 = 16;
 /// Steps of at least this many rows take the chunked form; shorter ones (decode, t = 1) the
 /// token-by-token `recurrence`. Below it the per-token barrier chain is short, while the chunked
 /// form adds two dispatches and writes W, U, P (t·nv·(dk + dv + CHUNK) floats) that `scan` reads
-/// back; from half a chunk on its sequential scan is a fraction of the token chain. The engine
-/// prefills in calls of up to max_batch rows, so a long prompt's tail call may fall either side.
-pub const CHUNK_MIN_ROWS: u32 = 16;
+/// back. From half a chunk on, the chunked form's critical path is a fraction of the token chain
+/// (on lavapipe the chunked form is already ~1.2× faster at 8 rows; BENCHMARKS.md). The engine
+/// prefills in calls of up to max_batch rows, so a long prompt's tail call may fall on either side.
+pub const CHUNK_MIN_ROWS: u32 = 8;
+
+/// The two forms of the recurrence (same function, different f32 rounding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Token by token in one dispatch (`recurrence`).
+    Tokens,
+    /// The chunked WY/UT form (`l2norm`, `chunk`, `scan`); needs the scratch.
+    Chunked,
+}
+
+impl Form {
+    /// The form [`delta_net`] takes for a step of `t` rows: chunked from [`CHUNK_MIN_ROWS`].
+    pub fn for_rows(t: u32) -> Self {
+        if t >= CHUNK_MIN_ROWS {
+            Form::Chunked
+        } else {
+            Form::Tokens
+        }
+    }
+}
 
 /// A Gated DeltaNet layer's sizes (Qwen3.5's `linear_*` keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,7 +176,7 @@ pub struct DeltaWeights<'a> {
 /// at positions `pos`…: conv + SiLU into `c [t, conv_dim]`, the recurrence into `out`, then the
 /// gated RMSNorm in place. Three dispatches below [`CHUNK_MIN_ROWS`] rows; five from there (the
 /// chunked form: q, k normalised in place in `c`, `scratch` of at least
-/// [`DeltaNetShape::scratch_bytes`]`(t)`; shorter steps do not touch it).
+/// [`DeltaNetShape::scratch_bytes`]`(t)`; shorter steps do not touch it, so any buffer will do).
 #[allow(clippy::too_many_arguments)]
 pub fn delta_net<'a>(
     ctx: &Context,
@@ -163,6 +189,24 @@ pub fn delta_net<'a>(
     scratch: &wgpu::Buffer,
     t: u32,
     pos: impl Into<Pos<'a>>,
+) -> Result<Vec<Kernel>> {
+    delta_net_form(ctx, shape, proj, w, state, c, out, scratch, t, pos, Form::for_rows(t))
+}
+
+/// [`delta_net`] in the given form, whatever the row count (benchmarks and tests compare them).
+#[allow(clippy::too_many_arguments)]
+pub fn delta_net_form<'a>(
+    ctx: &Context,
+    shape: &DeltaNetShape,
+    proj: &wgpu::Buffer,
+    w: &DeltaWeights,
+    state: &DeltaState,
+    c: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    scratch: &wgpu::Buffer,
+    t: u32,
+    pos: impl Into<Pos<'a>>,
+    form: Form,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "delta_net";
     let DeltaNetShape { nk, nv, dk, dv, conv_k, tiled } = *shape;
@@ -181,7 +225,7 @@ pub fn delta_net<'a>(
     check_len(OP, "state", &state.s, DeltaState::state_elems(shape))?;
     check_len(OP, "c", c, t as u64 * conv_dim as u64)?;
     check_len(OP, "out", out, t as u64 * vd as u64)?;
-    let chunked = t >= CHUNK_MIN_ROWS;
+    let chunked = form == Form::Chunked;
     if chunked {
         let bytes = shape.scratch_bytes(t);
         ensure(bytes / 4 <= u32::MAX as u64, OP, || format!("scratch of {t} rows exceeds u32 indexing"))?;
