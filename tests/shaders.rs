@@ -133,6 +133,11 @@ fn rust_geometry_constants_match_the_shaders() {
         (Shader::DeltaNet, "MAX_DK", ops::delta_net::MAX_DK),
         (Shader::DeltaNet, "MAX_K", ops::delta_net::MAX_K),
         (Shader::DeltaNet, "CHUNK", ops::delta_net::CHUNK),
+        (Shader::LayerNorm, "WG", ops::layer_norm::WG),
+        (Shader::LayerNorm, "MAX_DIM", ops::layer_norm::MAX_DIM),
+        (Shader::Gelu, "WG", ops::gelu::WG),
+        (Shader::EncoderAttention, "WG", ops::encoder_attention::WG),
+        (Shader::EncoderAttention, "MAX_HEAD_DIM", ops::encoder_attention::MAX_HEAD_DIM),
         (Shader::Pool, "WG", ops::pool::WG),
         (Shader::Pool, "MAX_PER", ops::pool::MAX_PER),
     ];

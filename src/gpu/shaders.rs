@@ -23,6 +23,9 @@ pub enum Shader {
     Softcap,
     DeltaNet,
     Pool,
+    LayerNorm,
+    Gelu,
+    EncoderAttention,
 }
 
 impl Shader {
@@ -42,6 +45,9 @@ impl Shader {
         Shader::Softcap,
         Shader::DeltaNet,
         Shader::Pool,
+        Shader::LayerNorm,
+        Shader::Gelu,
+        Shader::EncoderAttention,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +66,9 @@ impl Shader {
             Shader::ActQ8 => "act_q8",
             Shader::Softcap => "softcap",
             Shader::DeltaNet => "delta_net",
+            Shader::LayerNorm => "layer_norm",
+            Shader::Gelu => "gelu",
+            Shader::EncoderAttention => "encoder_attention",
             Shader::Pool => "pool",
         }
     }
@@ -81,6 +90,9 @@ impl Shader {
             Shader::ActQ8 => include_str!("../../shaders/act_q8.wgsl"),
             Shader::Softcap => include_str!("../../shaders/softcap.wgsl"),
             Shader::DeltaNet => include_str!("../../shaders/delta_net.wgsl"),
+            Shader::LayerNorm => include_str!("../../shaders/layer_norm.wgsl"),
+            Shader::Gelu => include_str!("../../shaders/gelu.wgsl"),
+            Shader::EncoderAttention => include_str!("../../shaders/encoder_attention.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
         }
     }

@@ -320,3 +320,91 @@ pub fn delta_net(
     }
     out
 }
+
+/// LayerNorm of each row of `y` (torch.nn.LayerNorm: biased variance), in f64 from the f32 values
+/// given: `(y − mean) / sqrt(var + eps) · w + b`.
+pub fn layer_norm(y: &[f32], w: &[f32], b: &[f32], rows: usize, dim: usize, eps: f64) -> Vec<f64> {
+    let mut out = vec![0.0; rows * dim];
+    for r in 0..rows {
+        let row = &y[r * dim..(r + 1) * dim];
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        for i in 0..dim {
+            out[r * dim + i] = (row[i] as f64 - mean) * inv * w[i] as f64 + b[i] as f64;
+        }
+    }
+    out
+}
+
+/// erfc in f64, relative error ≲ 1e-13 for every z: 1 − erf from the all-positive series
+/// erf(z) = 2/√π · e^{−z²} · Σ 2ⁿ z^{2n+1} / (1·3···(2n+1)) (A&S 7.1.6) below 2 (no cancellation;
+/// 1 − erf loses at most 1/erfc(2) ≈ 200× of f64's precision), the continued fraction
+/// erfc(z) = e^{−z²}/√π · 1/(z + ½/(z + 1/(z + 3/2/(z + …)))) (A&S 7.1.14), 100 levels, from 2 on.
+pub fn erfc(z: f64) -> f64 {
+    if z < 0.0 {
+        return 2.0 - erfc(-z);
+    }
+    let e = (-z * z).exp();
+    if z < 2.0 {
+        let (mut term, mut sum) = (z, z);
+        for n in 1..200 {
+            term *= 2.0 * z * z / (2 * n + 1) as f64;
+            sum += term;
+            if term <= 1e-17 * sum {
+                break;
+            }
+        }
+        1.0 - std::f64::consts::FRAC_2_SQRT_PI * e * sum
+    } else {
+        let mut f = z;
+        for n in (1..=100).rev() {
+            f = z + (n as f64 / 2.0) / f;
+        }
+        e / std::f64::consts::PI.sqrt() / f
+    }
+}
+
+/// Exact GELU, x · ½ (1 + erf(x / √2)), written as ½ x · erfc(−x / √2) (accurate in the tails too).
+pub fn gelu(x: f64) -> f64 {
+    0.5 * x * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// f64 bidirectional attention over a padded batch: `qkv` rows `[batch·seq, (n_heads + 2·n_kv)·hd]`
+/// (q | k | v), row i < lens[b] of sequence b attends to its keys 0..lens[b]; padded rows are 0.
+/// Returns `[batch·seq, n_heads·hd]`.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_attention(
+    qkv: &[f32],
+    lens: &[u32],
+    n_heads: usize,
+    n_kv: usize,
+    hd: usize,
+    batch: usize,
+    seq: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let (q_dim, kv_dim) = (n_heads * hd, n_kv * hd);
+    let row_elems = q_dim + 2 * kv_dim;
+    let group = n_heads / n_kv;
+    let mut out = vec![0.0; batch * seq * q_dim];
+    for b in 0..batch {
+        let n = lens[b] as usize;
+        let at = |j: usize, col: usize| qkv[(b * seq + j) * row_elems + col] as f64;
+        for i in 0..n {
+            for h in 0..n_heads {
+                let (qc, kc) = (h * hd, q_dim + (h / group) * hd);
+                let vc = kc + kv_dim;
+                let scores: Vec<f64> =
+                    (0..n).map(|j| (0..hd).map(|d| at(i, qc + d) * at(j, kc + d)).sum::<f64>() * scale).collect();
+                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let l: f64 = w.iter().sum();
+                for d in 0..hd {
+                    out[(b * seq + i) * q_dim + qc + d] = (0..n).map(|j| w[j] * at(j, vc + d)).sum::<f64>() / l;
+                }
+            }
+        }
+    }
+    out
+}
