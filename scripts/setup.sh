@@ -34,5 +34,6 @@ if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "
 fi
 bash scripts/fetch-tokenizers.sh
 bash scripts/fetch-model.sh >/dev/null
+bash scripts/fetch-embedder.sh >/dev/null
 # wgpu/Mesa warn without a runtime dir on headless machines.
 mkdir -p "${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"

@@ -46,6 +46,11 @@ pub enum EngineError {
     ContextOverflow { prompt: usize, context: u32 },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    /// Embeddings: no inputs (`index` None) or an empty one.
+    #[error("{}", match index { Some(i) => format!("input {i} is empty"), None => "no inputs to embed".to_string() })]
+    EmptyInput { index: Option<usize> },
+    #[error("input {index} is {tokens} tokens; the model takes at most {max} (truncate: \"end\" cuts it there)")]
+    InputTooLong { index: usize, tokens: usize, max: usize },
     #[error("the model has no chat template (tokenizer_config.json has no `chat_template`)")]
     NoChatTemplate,
 }

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod detok;
+pub mod embed;
 pub mod engine;
 pub mod gpu;
 pub mod guide;

@@ -39,6 +39,9 @@ USAGE
   webgpu-llm run --model <dir | model.gguf> (--prompt TEXT | --chat TEXT) [options]
   webgpu-llm bench --model <dir | model.gguf> [--prompt-tokens 128] [--gen-tokens 64] [--context N]
                    [--json] [run's sampling and --json-schema/--regex/--grammar options]
+  webgpu-llm embed --model <dir> --text T [--text T …] [--pooling cls|mean|last] [--no-normalize]
+                   [--dimensions N] [--truncate] [--max-rows 4096] [--json]
+  webgpu-llm embed --model <dir> --bench [--bench-tokens 128] [--json]
 
 A GGUF keeps its own quantization (--quant is ignored for it).
 
@@ -62,6 +65,14 @@ RUN OPTIONS
   --context N          KV cache length (default: the model's, capped at 4096)
   --kv f16|f32         KV cache precision (default f16)
   --json               one JSON object per line: prompt ids, each token, a summary
+
+EMBED
+  Sentence embeddings from a converted BERT-family package (e.g. all-MiniLM-L6-v2, bge): pooling,
+  normalisation and length as the checkpoint's sentence-transformers files say, overridable.
+  --truncate cuts inputs longer than max_seq_length at the end (else they are an error). --json
+  prints {dims, pooling, ids, embeddings} as one JSON object (ids: each input's tokens as fed to the model).
+  --bench times inputs of --bench-tokens tokens in batches of 1 and 32: texts/s and tokens/s (median
+  of 5 after a warm-up), GPU passes, peak GPU bytes.
 
 BENCH
   Prints load, prefill and decode speed and, per decoded token in steady state, dispatches,
@@ -124,7 +135,8 @@ BENCH
             "convert" => cmd_convert(args),
             "run" => cmd_run(args),
             "bench" => cmd_bench(args),
-            other => Err(format!("unknown command `{other}` (convert, run, bench; see --help)").into()),
+            "embed" => cmd_embed(args),
+            other => Err(format!("unknown command `{other}` (convert, run, bench, embed; see --help)").into()),
         }
     }
 
@@ -397,6 +409,114 @@ BENCH
                 summary.prompt_tokens,
                 summary.generated.len()
             );
+        }
+        Ok(())
+    }
+
+    fn cmd_embed(mut args: Args) -> Result<(), Error> {
+        use webgpu_llm::embed::{open_embedder, EmbedOptions, Pooling, DEFAULT_MAX_ROWS};
+        let dir: PathBuf = args.take("--model")?.ok_or("embed needs --model <dir>")?.into();
+        let texts = args.take_all("--text")?;
+        if texts.is_empty() && !args.0.iter().any(|a| a == "--bench") {
+            return Err("embed needs at least one --text (or --bench)".into());
+        }
+        let pooling = match args.take("--pooling")?.as_deref() {
+            None => None,
+            Some("cls") => Some(Pooling::Cls),
+            Some("mean") => Some(Pooling::Mean),
+            Some("last") => Some(Pooling::Last),
+            Some(other) => return Err(format!("--pooling: `{other}` is not cls, mean or last").into()),
+        };
+        let normalize = if args.flag("--no-normalize") { Some(false) } else { None };
+        let dimensions = args.parse("--dimensions")?;
+        let truncate = args.flag("--truncate");
+        let max_rows = args.parse("--max-rows")?.unwrap_or(DEFAULT_MAX_ROWS);
+        let json = args.flag("--json");
+        let bench = args.flag("--bench");
+        let bench_tokens: usize = args.parse("--bench-tokens")?.unwrap_or(128);
+        args.finish()?;
+        if bench {
+            return embed_bench(&dir, max_rows, bench_tokens, json);
+        }
+        check_model_path(&dir)?;
+        let ctx = Context::new_blocking(ContextOptions::default())?;
+        let embedder = open_embedder(&ctx, &dir, max_rows)?;
+        let opts = EmbedOptions { dimensions, truncate, pooling, normalize };
+        let out = pollster::block_on(embedder.embed(&ctx, &texts, &opts))?;
+        if json {
+            let doc = serde_json::json!({
+                "dims": out.dims, "pooling": out.pooling.name(), "ids": out.ids, "embeddings": out.embeddings,
+            });
+            println!("{doc}");
+            return Ok(());
+        }
+        for (i, v) in out.embeddings.iter().enumerate() {
+            let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.5}")).collect();
+            println!("{i}: {} tokens, [{}, …] ({} dims)", out.ids[i].len(), head.join(", "), out.dims);
+        }
+        let norm = if out.normalize { "normalised" } else { "not normalised" };
+        eprintln!("{} pooling, {norm}; {} tokens in {} GPU pass(es)", out.pooling.name(), out.tokens, out.passes);
+        Ok(())
+    }
+
+    /// Embedding throughput on inputs of exactly `tokens` tokens ("the" repeated: one token each in
+    /// WordPiece and BPE vocabularies), batches of 1 and 32.
+    fn embed_bench(dir: &Path, max_rows: u32, tokens: usize, json: bool) -> Result<(), Error> {
+        use webgpu_llm::embed::{open_embedder, EmbedOptions};
+        check_model_path(dir)?;
+        let ctx = Context::new_blocking(ContextOptions::default())?;
+        let embedder = open_embedder(&ctx, dir, max_rows)?;
+        let mut words = 1;
+        let text = loop {
+            let t = vec!["the"; words].join(" ");
+            let n = embedder.tokenize(std::slice::from_ref(&t), false)?[0].len();
+            if n >= tokens || words > 4 * tokens {
+                if n != tokens {
+                    return Err(format!("cannot make an input of exactly {tokens} tokens (got {n})").into());
+                }
+                break t;
+            }
+            words += 1;
+        };
+        let mut rows = Vec::new();
+        for batch in [1usize, 32] {
+            let inputs = vec![text.clone(); batch];
+            let run = || -> Result<(f64, usize), Error> {
+                let start = Instant::now();
+                let out = pollster::block_on(embedder.embed(&ctx, &inputs, &EmbedOptions::default()))?;
+                Ok((start.elapsed().as_secs_f64(), out.passes))
+            };
+            run()?; // warm-up: pipelines
+            let mut times = Vec::new();
+            let mut passes = 0;
+            for _ in 0..5 {
+                let (t, p) = run()?;
+                times.push(t);
+                passes = p;
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[2];
+            rows.push(serde_json::json!({
+                "batch": batch, "tokens_per_input": tokens, "seconds": median, "passes": passes,
+                "texts_per_s": batch as f64 / median, "tokens_per_s": (batch * tokens) as f64 / median,
+            }));
+        }
+        let peak = ctx.counters().peak_buffer_bytes;
+        if json {
+            println!("{}", serde_json::json!({ "adapter": ctx.describe(), "peak_gpu_bytes": peak, "runs": rows }));
+        } else {
+            for r in &rows {
+                println!(
+                    "batch {:>2} × {} tokens: {:.3} s, {:.1} texts/s, {:.0} tokens/s ({} pass(es))",
+                    r["batch"],
+                    r["tokens_per_input"],
+                    r["seconds"].as_f64().unwrap_or(0.0),
+                    r["texts_per_s"].as_f64().unwrap_or(0.0),
+                    r["tokens_per_s"].as_f64().unwrap_or(0.0),
+                    r["passes"]
+                );
+            }
+            println!("peak GPU bytes: {peak}");
         }
         Ok(())
     }

@@ -157,6 +157,12 @@ fn engine_error(e: EngineError) -> JsValue {
         EngineError::EmptyPrompt | EngineError::NoChatTemplate | EngineError::Sampling(_) | EngineError::Chat(_) => {
             js_error("BAD_REQUEST", &msg, &[])
         }
+        EngineError::EmptyInput { .. } => js_error("BAD_REQUEST", &msg, &[("option", "input".into())]),
+        EngineError::InputTooLong { index, tokens, max } => js_error(
+            "INPUT_TOO_LONG",
+            &msg,
+            &[("index", (index as u32).into()), ("tokens", (tokens as u32).into()), ("max", (max as u32).into())],
+        ),
         EngineError::Tokenizer(_) => js_error("BAD_MODEL", &msg, &[]),
         EngineError::Detok(_) => js_error("INTERNAL", &msg, &[]),
         // The option as generate() names it.

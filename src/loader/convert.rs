@@ -233,6 +233,11 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
             }
         };
         for t in entries {
+            // integer tensors are buffers saved with the weights (BERT's position_ids), not weights
+            if is_integer(t.dtype) {
+                notes.push(format!("{}: {:?} buffer skipped", t.name, t.dtype));
+                continue;
+            }
             let Some(name) = text_model_name(&t.name) else {
                 skipped += 1;
                 continue;
@@ -259,6 +264,15 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
     let shards = sink.finish()?;
 
     let mut files = Vec::new();
+    // Embedding models: sentence-transformers' pooling, normalisation and length, as one file.
+    let settings = crate::embed::EmbedSettings::from_sentence_transformers(from)
+        .map_err(|message| ConvertError::Json { path: from.display().to_string(), message })?;
+    if let Some(settings) = settings {
+        let dst = out.join(crate::embed::SETTINGS_FILE);
+        let json = serde_json::to_string_pretty(&settings).expect("settings serialize");
+        std::fs::write(&dst, json).map_err(io(&dst))?;
+        files.push(crate::embed::SETTINGS_FILE.to_string());
+    }
     for name in TOKENIZER_FILES {
         let src = from.join(name);
         if src.is_file() {
@@ -324,6 +338,11 @@ pub fn text_model_name(name: &str) -> Option<String> {
         return Some(format!("model.{rest}"));
     }
     Some(name.to_string())
+}
+
+fn is_integer(dtype: safetensors::Dtype) -> bool {
+    use safetensors::Dtype::*;
+    matches!(dtype, BOOL | U8 | I8 | I16 | U16 | I32 | U32 | I64 | U64)
 }
 
 /// A weight file and the tensor names the index assigns to it (`None`: no index, take every tensor).

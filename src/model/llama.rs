@@ -190,7 +190,7 @@ pub fn kv_shapes(cfg: &Config, opts: &StateOptions) -> (KvCacheShape, Option<KvC
     };
     let ring = cfg.sliding_window as u64 + opts.max_batch as u64 - 1;
     let local = (cfg.sliding.iter().any(|&s| s) && cfg.sliding_window > 0 && ring < opts.context as u64)
-        .then(|| KvCacheShape { capacity: ring as u32, ring: true, ..full });
+        .then_some(KvCacheShape { capacity: ring as u32, ring: true, ..full });
     (full, local)
 }
 

@@ -2,6 +2,7 @@
 //! KV cache, preallocated). `llama::forward` builds one step's kernels.
 
 pub mod config;
+pub mod encoder;
 pub mod error;
 pub mod llama;
 pub mod weights;

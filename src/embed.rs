@@ -1,0 +1,255 @@
+//! Text in, embeddings out: an encoder model (`model::encoder`), its tokenizer, and the
+//! sentence-transformers settings it was trained with (pooling, normalisation, maximum length).
+//! Behaves as sentence-transformers does: the tokenizer's post-processor adds [CLS]/[SEP], its own
+//! padding and truncation settings in tokenizer.json are ignored, inputs are cut at
+//! `max_seq_length` only when asked (`truncate`), vectors are L2-normalised by default. Many inputs
+//! go through the GPU together: sorted by length, padded per batch, as many per pass as fit.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::engine::{EngineError, Result};
+use crate::gpu::Context;
+use crate::loader::GpuTensor;
+use crate::model::encoder::{encode, EncoderConfig, EncoderState, EncoderWeights};
+use crate::model::ModelError;
+pub use crate::ops::pool::Pooling;
+
+/// The package file holding [`EmbedSettings`] (written by `convert` from sentence-transformers' files).
+pub const SETTINGS_FILE: &str = "embedding.json";
+/// Token rows per GPU pass (sequences × padded length) unless opened with another.
+pub const DEFAULT_MAX_ROWS: u32 = 4096;
+
+/// How a model's hidden states become one embedding, as its checkpoint says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedSettings {
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// Tokens per input (sentence_bert_config.json's `max_seq_length`), `None`: the model's positions.
+    pub max_seq_length: Option<u32>,
+}
+
+impl EmbedSettings {
+    /// Without sentence-transformers files: mean pooling, normalised (what a BERT checkpoint
+    /// trained for similarity almost always uses), the model's full length.
+    pub const DEFAULT: EmbedSettings = EmbedSettings { pooling: Pooling::Mean, normalize: true, max_seq_length: None };
+
+    /// Read a checkpoint directory's sentence-transformers files (`modules.json`, the pooling
+    /// module's `config.json`, `sentence_bert_config.json`); `Ok(None)` when it has none.
+    pub fn from_sentence_transformers(dir: &Path) -> std::result::Result<Option<Self>, String> {
+        let modules_path = dir.join("modules.json");
+        if !modules_path.is_file() {
+            return Ok(None);
+        }
+        let read = |p: &Path| -> std::result::Result<serde_json::Value, String> {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let modules = read(&modules_path)?;
+        let modules = modules.as_array().ok_or_else(|| format!("{}: not a list", modules_path.display()))?;
+        let kind =
+            |m: &serde_json::Value| m["type"].as_str().unwrap_or("").rsplit('.').next().unwrap_or("").to_string();
+        let mut settings = EmbedSettings { normalize: false, ..Self::DEFAULT };
+        for m in modules {
+            match kind(m).as_str() {
+                "Pooling" => {
+                    let path = dir.join(m["path"].as_str().unwrap_or("")).join("config.json");
+                    settings.pooling =
+                        pooling_from_config(&read(&path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                "Normalize" => settings.normalize = true,
+                "Transformer" => {}
+                other => return Err(format!("{}: module `{other}` is not supported", modules_path.display())),
+            }
+        }
+        let st = dir.join("sentence_bert_config.json");
+        if st.is_file() {
+            settings.max_seq_length = read(&st)?["max_seq_length"].as_u64().map(|v| v.min(u32::MAX as u64) as u32);
+        }
+        Ok(Some(settings))
+    }
+}
+
+/// sentence-transformers' Pooling config: exactly one of CLS, mean or last-token.
+fn pooling_from_config(c: &serde_json::Value) -> std::result::Result<Pooling, String> {
+    let on = |k: &str| c[k].as_bool().unwrap_or(false);
+    let modes = [
+        (on("pooling_mode_cls_token"), Pooling::Cls),
+        (on("pooling_mode_mean_tokens"), Pooling::Mean),
+        (on("pooling_mode_lasttoken"), Pooling::Last),
+    ];
+    if on("pooling_mode_max_tokens")
+        || on("pooling_mode_mean_sqrt_len_tokens")
+        || on("pooling_mode_weightedmean_tokens")
+    {
+        return Err("max, sqrt-length and weighted-mean pooling are not supported".into());
+    }
+    let chosen: Vec<Pooling> = modes.iter().filter(|(b, _)| *b).map(|&(_, p)| p).collect();
+    match chosen[..] {
+        [p] => Ok(p),
+        [] => Err("no pooling mode is set".into()),
+        _ => Err("several pooling modes at once (concatenated) are not supported".into()),
+    }
+}
+
+/// A request's choices; `None` fields take the model's settings.
+#[derive(Clone, Debug, Default)]
+pub struct EmbedOptions {
+    /// Keep the first `dimensions` values (Matryoshka models), normalised after the cut.
+    pub dimensions: Option<u32>,
+    /// Cut inputs longer than the model's maximum at the end instead of failing.
+    pub truncate: bool,
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+}
+
+/// What one request gave: one vector per input, in input order.
+#[derive(Clone, Debug, Serialize)]
+pub struct Embeddings {
+    pub dims: u32,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// Each input's token ids as fed to the model.
+    pub ids: Vec<Vec<u32>>,
+    pub embeddings: Vec<Vec<f32>>,
+    /// Tokens over all inputs (OpenAI's `usage.prompt_tokens`).
+    pub tokens: usize,
+    /// GPU passes the inputs took.
+    pub passes: usize,
+}
+
+pub struct Embedder {
+    pub config: EncoderConfig,
+    pub weights: EncoderWeights,
+    pub state: EncoderState,
+    pub settings: EmbedSettings,
+    tokenizer: Tokenizer,
+    /// The same, cutting at `max_tokens` (its post-processor's special tokens kept).
+    truncating: Tokenizer,
+}
+
+impl Embedder {
+    /// An embedder over loaded package tensors (HF BertModel names, with or without `bert.`).
+    pub fn new(
+        ctx: &Context,
+        architecture: &serde_json::Value,
+        tensors: &mut HashMap<String, GpuTensor>,
+        tokenizer_json: &[u8],
+        settings: EmbedSettings,
+        max_rows: u32,
+    ) -> Result<Self> {
+        let config = EncoderConfig::from_hf(architecture).map_err(|e| EngineError::from(ModelError::Config(e)))?;
+        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+        let weights = EncoderWeights::load(ctx, &config, tensors, prefix)?;
+        let state = EncoderState::new(ctx, &config, max_rows)?;
+        let mut tokenizer = Tokenizer::from_bytes(tokenizer_json).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        // tokenizer.json may pad or cut (all-MiniLM's pads to 128): sentence-transformers does neither
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let mut embedder = Embedder { config, weights, state, settings, truncating: tokenizer.clone(), tokenizer };
+        let cut = TruncationParams {
+            max_length: embedder.max_tokens() as usize,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        };
+        embedder.truncating.with_truncation(Some(cut)).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        Ok(embedder)
+    }
+
+    /// The most tokens an input may have: `max_seq_length`, within the model's positions.
+    pub fn max_tokens(&self) -> u32 {
+        self.settings.max_seq_length.unwrap_or(u32::MAX).min(self.config.max_position).min(self.state.max_rows)
+    }
+
+    /// Token ids of each input as the model will see them (special tokens added; cut at
+    /// `max_tokens` with `truncate`, else an input too long is an error).
+    pub fn tokenize(&self, inputs: &[String], truncate: bool) -> Result<Vec<Vec<u32>>> {
+        if inputs.is_empty() {
+            return Err(EngineError::EmptyInput { index: None });
+        }
+        let tok = if truncate { &self.truncating } else { &self.tokenizer };
+        let max = self.max_tokens() as usize;
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                if text.is_empty() {
+                    return Err(EngineError::EmptyInput { index: Some(index) });
+                }
+                let enc = tok.encode(text.as_str(), true).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+                let ids = enc.get_ids().to_vec();
+                if ids.len() > max {
+                    return Err(EngineError::InputTooLong { index, tokens: ids.len(), max });
+                }
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    /// One embedding per input.
+    pub async fn embed(&self, ctx: &Context, inputs: &[String], opts: &EmbedOptions) -> Result<Embeddings> {
+        let pooling = opts.pooling.unwrap_or(self.settings.pooling);
+        let normalize = opts.normalize.unwrap_or(self.settings.normalize);
+        let hidden = self.config.hidden;
+        let dims = opts.dimensions.unwrap_or(hidden);
+        if dims == 0 || dims > hidden {
+            return Err(EngineError::InvalidOption {
+                option: "dimensions",
+                message: format!("{dims}: must be 1..={hidden} (the model's width)"),
+            });
+        }
+        let ids = self.tokenize(inputs, opts.truncate)?;
+        // Longest first, so each pass pads to a length close to its inputs'.
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut embeddings = vec![Vec::new(); ids.len()];
+        let mut passes = 0;
+        let mut start = 0;
+        while start < order.len() {
+            let seq = ids[order[start]].len() as u32;
+            let fit = (self.state.max_rows / seq).max(1) as usize;
+            let group = &order[start..(start + fit).min(order.len())];
+            let seqs: Vec<Vec<u32>> = group.iter().map(|&i| ids[i].clone()).collect();
+            let shape = self.state.write_batch(ctx, &self.config, &seqs)?;
+            let kernels = encode(ctx, &self.config, &self.weights, &self.state, shape, pooling, dims, normalize)?;
+            ctx.run(&kernels.iter().collect::<Vec<_>>());
+            let out = ctx.read_f32(&self.state.out, group.len() * dims as usize).await?;
+            for (j, &i) in group.iter().enumerate() {
+                embeddings[i] = out[j * dims as usize..(j + 1) * dims as usize].to_vec();
+            }
+            passes += 1;
+            start += group.len();
+        }
+        let tokens = ids.iter().map(|v| v.len()).sum();
+        Ok(Embeddings { dims, pooling, normalize, ids, embeddings, tokens, passes })
+    }
+
+    /// Every GPU buffer (for `Context::release_all`).
+    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        self.state.buffers()
+    }
+}
+
+/// Open a package written by `convert` from a BERT-family checkpoint.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_embedder(ctx: &Context, dir: &Path, max_rows: u32) -> Result<Embedder> {
+    use crate::loader::LoadError;
+    let package = crate::loader::Package::open(dir)?;
+    let mut tensors = package.load(ctx)?;
+    let read = |f: &str| {
+        let path = package.path(f);
+        std::fs::read(&path)
+            .map_err(|e| EngineError::Load(LoadError::Io { path: path.display().to_string(), source: e }))
+    };
+    let tokenizer = read("tokenizer.json")?;
+    let settings = match read(SETTINGS_FILE) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| EngineError::InvalidOption { option: "embedding.json", message: e.to_string() })?,
+        Err(_) => EmbedSettings::DEFAULT,
+    };
+    Embedder::new(ctx, &package.manifest.architecture, &mut tensors, &tokenizer, settings, max_rows)
+}
