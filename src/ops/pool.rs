@@ -73,8 +73,7 @@ pub fn pool(
     ensure(lens.size() >= batch as u64 * 4, OP, || format!("lens holds {} of {batch} lengths", lens.size() / 4))?;
     check_len(OP, "out", out, batch as u64 * dims as u64)?;
     let params = ctx.uniform("pool.params", &Params { batch, seq, dim, dims });
-    let key = PipelineKey::new(Shader::Pool, "pool")
-        .constant("MODE", pooling.mode())
-        .constant("NORMALIZE", normalize as u32);
+    let key =
+        PipelineKey::new(Shader::Pool, "pool").constant("MODE", pooling.mode()).constant("NORMALIZE", normalize as u32);
     Kernel::new(ctx, &key, &[(1, x), (2, lens), (3, out)], Some(params), ctx.grid(batch))
 }
