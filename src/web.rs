@@ -22,8 +22,8 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::chat::Message;
 use crate::engine::{
-    engine_from_gguf, engine_from_package, kv_cache_bytes, probe_state, resolve_context, state_options, Engine,
-    EngineError, Event, Finish, GenerateOptions, OpenOptions,
+    engine_from_gguf, engine_from_package, kv_cache_bytes, probe_state, state_options, Engine, EngineError, Event,
+    Finish, GenerateOptions, OpenOptions,
 };
 use crate::gpu::{Context, ContextOptions, GpuError};
 use crate::guide::{Constraint, GuideError};
