@@ -27,13 +27,20 @@ fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-fn open(quant: Quant, max_rows: u32) -> Embedder {
-    let out = std::env::temp_dir().join(format!("webgpu-llm-minilm-{}-{quant:?}-{max_rows}", std::process::id()));
-    let report = convert(&model_dir(), &out, ConvertOptions { quant, shard_mb: 32 }).unwrap();
-    assert!(report.notes.iter().any(|n| n.contains("position_ids")), "{:?}", report.notes);
-    let e = open_embedder(ctx(), &out, max_rows).unwrap();
-    std::fs::remove_dir_all(&out).ok();
-    e
+/// The package, converted once per test process (f16).
+fn package() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        // under target/tmp, replaced by each run (no copy piles up)
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minilm-f16");
+        let report = convert(&model_dir(), &out, ConvertOptions { quant: Quant::F16, shard_mb: 32 }).unwrap();
+        assert!(report.notes.iter().any(|n| n.contains("position_ids")), "{:?}", report.notes);
+        out
+    })
+}
+
+fn open(max_rows: u32) -> Embedder {
+    open_embedder(ctx(), package(), max_rows).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -71,7 +78,7 @@ fn check(e: &Embedder, exp: &Value, min_cos: f64, what: &str) {
 fn minilm_matches_sentence_transformers() {
     let exp = expected();
     assert_eq!(exp["max_seq_length"], 256);
-    check(&open(Quant::F16, 4096), &exp, 0.9999, "f16");
+    check(&open(4096), &exp, 0.9999, "f16");
 }
 
 /// One embedder, many requests: batching, overrides, truncation, errors.
@@ -80,7 +87,7 @@ fn minilm_requests() {
     let exp = expected();
     let cases = exp["cases"].as_array().unwrap();
     // 300 rows per pass: the 256-token input goes alone, the others share passes
-    let e = open(Quant::F16, 300);
+    let e = open(300);
     let all = texts(&exp);
     let run = |inputs: &[String], opts: &EmbedOptions| pollster::block_on(e.embed(ctx(), inputs, opts));
     let trunc = EmbedOptions { truncate: true, ..Default::default() };

@@ -233,8 +233,9 @@ pub fn convert(from: &Path, out: &Path, opts: ConvertOptions) -> Result<ConvertR
             }
         };
         for t in entries {
-            // integer tensors are buffers saved with the weights (BERT's position_ids), not weights
-            if is_integer(t.dtype) {
+            // BERT's position_ids: an integer buffer saved with the weights, not a weight
+            // (any other integer tensor is still refused)
+            if is_integer(t.dtype) && t.name.ends_with("position_ids") {
                 notes.push(format!("{}: {:?} buffer skipped", t.name, t.dtype));
                 continue;
             }
