@@ -559,6 +559,7 @@ export type ErrorCode =
   | "ABORTED"
   | "BUSY"
   | "CONTEXT_OVERFLOW"
+  | "INPUT_TOO_LONG"
   | "DEVICE_LOST"
   | "BAD_REQUEST"
   | "INTERNAL";
@@ -648,6 +649,15 @@ export declare class ContextOverflowError extends WebGpuLlmError {
   readonly code: "CONTEXT_OVERFLOW";
   promptTokens?: number;
   context?: number;
+}
+/** An input to embed has more tokens (`tokens`) than the model takes (`max`), and `truncate` was not asked for. */
+export declare class InputTooLongError extends WebGpuLlmError {
+  constructor(message: string, details?: Record<string, unknown>, options?: { cause?: unknown });
+  readonly code: "INPUT_TOO_LONG";
+  /** Which input (0-based). */
+  index?: number;
+  tokens?: number;
+  max?: number;
 }
 /** The GPU device was lost (driver reset, memory pressure): create a new engine. */
 export declare class DeviceLostError extends WebGpuLlmError {

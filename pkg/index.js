@@ -19,6 +19,7 @@ export {
   AbortedError,
   BusyError,
   ContextOverflowError,
+  InputTooLongError,
   DeviceLostError,
   BadRequestError,
   InternalError,

@@ -15,6 +15,7 @@ export const ErrorCode = Object.freeze({
   ABORTED: "ABORTED",
   BUSY: "BUSY",
   CONTEXT_OVERFLOW: "CONTEXT_OVERFLOW",
+  INPUT_TOO_LONG: "INPUT_TOO_LONG",
   DEVICE_LOST: "DEVICE_LOST",
   BAD_REQUEST: "BAD_REQUEST",
   INTERNAL: "INTERNAL",
@@ -61,6 +62,7 @@ export const QuotaError = subclass("QuotaError", ErrorCode.QUOTA);
 export const AbortedError = subclass("AbortedError", ErrorCode.ABORTED);
 export const BusyError = subclass("BusyError", ErrorCode.BUSY);
 export const ContextOverflowError = subclass("ContextOverflowError", ErrorCode.CONTEXT_OVERFLOW);
+export const InputTooLongError = subclass("InputTooLongError", ErrorCode.INPUT_TOO_LONG);
 export const DeviceLostError = subclass("DeviceLostError", ErrorCode.DEVICE_LOST);
 export const BadRequestError = subclass("BadRequestError", ErrorCode.BAD_REQUEST);
 export const InternalError = subclass("InternalError", ErrorCode.INTERNAL);
@@ -76,6 +78,7 @@ const CLASSES = {
   ABORTED: AbortedError,
   BUSY: BusyError,
   CONTEXT_OVERFLOW: ContextOverflowError,
+  INPUT_TOO_LONG: InputTooLongError,
   DEVICE_LOST: DeviceLostError,
   BAD_REQUEST: BadRequestError,
   INTERNAL: InternalError,
