@@ -144,13 +144,15 @@ export interface CacheWarning {
 // The engine
 
 export interface ModelInfo {
+  /** `"generate"`: a chat/completion model (generate, chat.completions); `"embed"`: an embedding model (embeddings.create). */
+  task: "generate" | "embed";
   architecture: string;
   layers: number;
   hidden: number;
   heads: number;
   kvHeads: number;
   vocab: number;
-  /** KV-cache length in tokens (prompt + generation must fit). */
+  /** KV-cache length in tokens (prompt + generation must fit); for an embedding model, the most tokens an input may have. */
   context: number;
   hasChatTemplate: boolean;
   eosTokenIds: number[];
@@ -167,6 +169,50 @@ export interface ModelInfo {
   kernels: { gemv: "row" | "reduce"; int8Dot: boolean; gemm: "row" | "tiled" | "tiled-f16" };
   /** Only when this load could not cache the model (it loaded from the network anyway). */
   cacheWarning?: CacheWarning;
+  /** Embedding models: values per embedding (the model's width; `dimensions` keeps fewer). */
+  dims?: number;
+  /** Embedding models: how token states become one vector, and whether it is L2-normalised (the checkpoint's sentence-transformers settings). */
+  pooling?: "cls" | "mean" | "last";
+  normalize?: boolean;
+  /** Embedding models: token rows one GPU pass takes (inputs × their padded length; the `maxBatch` load option). */
+  batchTokens?: number;
+  /** Embedding models: GPU bytes of the batch buffers. */
+  stateBytes?: number;
+}
+
+/** `engine.embeddings.create`'s request (OpenAI's EmbeddingCreateParams, plus `truncate`, `pooling`, `normalize`). */
+export interface EmbeddingCreateParams {
+  /** One text or several (all go to the GPU together, in padded batches). Token-id inputs are not supported. */
+  input: string | string[];
+  /** Informational: the engine embeds with the model it loaded. */
+  model?: string;
+  /** Keep the first `dimensions` values (Matryoshka-trained models), re-normalised after the cut. */
+  dimensions?: number;
+  /** `"float"` (default): number arrays; `"base64"`: the float32 values' little-endian bytes, base64. */
+  encoding_format?: "float" | "base64";
+  user?: string;
+  /** `"end"`: cut an input longer than the model takes (`modelInfo.context`) at the end; `"none"` (default): reject it with INPUT_TOO_LONG. */
+  truncate?: "end" | "none";
+  /** Override the model's pooling. */
+  pooling?: "cls" | "mean" | "last";
+  /** Override the model's normalisation. */
+  normalize?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface Embedding {
+  object: "embedding";
+  index: number;
+  embedding: number[] | string;
+}
+
+/** OpenAI's CreateEmbeddingResponse, plus `timings`. */
+export interface CreateEmbeddingResponse {
+  object: "list";
+  data: Embedding[];
+  model: string;
+  usage: { prompt_tokens: number; total_tokens: number };
+  timings: { total_ms: number; tokens_per_second: number; gpu_passes: number };
 }
 
 export interface GpuInfo {
@@ -335,6 +381,16 @@ export declare class Engine {
       create(request: ChatCompletionRequestNonStreaming, options?: RequestOptions): Promise<ChatCompletion>;
       create(request: ChatCompletionRequest, options?: RequestOptions): Promise<AsyncIterableIterator<ChatCompletionChunk> | ChatCompletion>;
     };
+  };
+
+  readonly embeddings: {
+    /**
+     * OpenAI-shaped embeddings, for an embedding model (`modelInfo.task === "embed"`; a generating model
+     * rejects with BAD_REQUEST). Concurrent calls queue. Errors: BAD_REQUEST (empty list or string, bad
+     * option: `option` names it), INPUT_TOO_LONG (an input over `modelInfo.context` tokens without
+     * `truncate: "end"`), ABORTED (`signal`).
+     */
+    create(request: EmbeddingCreateParams, options?: RequestOptions): Promise<CreateEmbeddingResponse>;
   };
 
   /** Stop the running generation after its current token; it ends normally with finishReason "abort". No-op when idle. */

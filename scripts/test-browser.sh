@@ -20,6 +20,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/webgpu-llm-xdg}"
 mkdir -p "$XDG_RUNTIME_DIR"
 node tests/browser/run.mjs "$@"
 node tests/browser/models.mjs  # tiny Gemma 3 and Qwen3.5 fixtures (f16 packages) give transformers' greedy ids, tokens and chat prompt, page and worker (~75-95 s)
+node tests/browser/embeddings.mjs  # all-MiniLM-L6-v2 (f16) against sentence-transformers through embeddings.create, page and worker (~55 s)
 node tests/browser/structured.mjs  # JSON Schema / regex / grammar output on the tiny random Qwen3, page and worker (~2 min)
 node tests/browser/faults.mjs  # network and cache faults: 500s, a 30 s stall, changed files, quota, damaged cache, CORS (~1 min)
 # The apps on the package (screenshots in target/screenshots/).

@@ -21,6 +21,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::chat::Message;
+use crate::embed::{EmbedOptions, EmbedSettings, Embedder, Pooling, DEFAULT_MAX_ROWS, SETTINGS_FILE};
 use crate::engine::{
     engine_from_gguf, engine_from_package, kv_cache_bytes, probe_state, state_options, Engine, EngineError, Event,
     Finish, GenerateOptions, OpenOptions,
@@ -30,6 +31,7 @@ use crate::guide::{Constraint, GuideError};
 use crate::loader::gguf::GgufError;
 use crate::loader::gguf_stream::GgufStream;
 use crate::loader::{GpuTensor, LoadError, Manifest, ShardWriter};
+use crate::model::encoder::{EncoderConfig, EncoderState};
 use crate::model::{Config, ModelError};
 use crate::ops::attention::KvDtype;
 use crate::sampling::SamplingParams;
@@ -157,7 +159,10 @@ fn engine_error(e: EngineError) -> JsValue {
         EngineError::EmptyPrompt | EngineError::NoChatTemplate | EngineError::Sampling(_) | EngineError::Chat(_) => {
             js_error("BAD_REQUEST", &msg, &[])
         }
-        EngineError::EmptyInput { .. } => js_error("BAD_REQUEST", &msg, &[("option", "input".into())]),
+        EngineError::EmptyInput { index } => {
+            let index = index.map_or(JsValue::UNDEFINED, |i| (i as u32).into());
+            js_error("BAD_REQUEST", &msg, &[("option", "input".into()), ("index", index)])
+        }
         EngineError::InputTooLong { index, tokens, max } => js_error(
             "INPUT_TOO_LONG",
             &msg,
@@ -208,6 +213,23 @@ fn no_model() -> JsValue {
     js_error("BAD_REQUEST", "no model is loaded; load one first", &[])
 }
 
+fn embedding_model() -> JsValue {
+    js_error(
+        "BAD_REQUEST",
+        "the loaded model makes embeddings, not text: use engine.embeddings.create (a chat or completion model generates)",
+        &[],
+    )
+}
+
+fn generating_model() -> JsValue {
+    js_error(
+        "BAD_REQUEST",
+        "the loaded model generates text; embeddings.create needs an embedding model (a package converted from a \
+         sentence-transformers or BERT checkpoint)",
+        &[],
+    )
+}
+
 fn bad_request(msg: impl std::fmt::Display) -> JsValue {
     js_error("BAD_REQUEST", &msg.to_string(), &[])
 }
@@ -239,6 +261,11 @@ enum OneOrMany {
 impl LoadOptions {
     /// The engine's options (its defaults where none is given; it checks them) and the GGUF hashes.
     fn parse(v: JsValue) -> Result<(OpenOptions, Vec<String>), JsValue> {
+        Self::parse_all(v).map(|(opts, hashes, _)| (opts, hashes))
+    }
+
+    /// As `parse`, with `maxBatch` as given (an embedding model takes it as its token rows per pass).
+    fn parse_all(v: JsValue) -> Result<(OpenOptions, Vec<String>, Option<u32>), JsValue> {
         let o: LoadOptions = if v.is_undefined() || v.is_null() {
             Self::default()
         } else {
@@ -260,7 +287,28 @@ impl LoadOptions {
         if let Some(h) = hashes.iter().find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(bad_request(format!("sha256 {h:?} is not 64 hex digits")));
         }
-        Ok((opts, hashes))
+        Ok((opts, hashes, o.max_batch))
+    }
+}
+
+/// `embed()`'s options (the JS layer maps OpenAI's names onto these).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct JsEmbedOptions {
+    dimensions: Option<u32>,
+    truncate: bool,
+    pooling: Option<Pooling>,
+    normalize: Option<bool>,
+}
+
+impl JsEmbedOptions {
+    fn parse(v: JsValue) -> Result<EmbedOptions, JsValue> {
+        let o: Self = if v.is_undefined() || v.is_null() {
+            Self::default()
+        } else {
+            serde_wasm_bindgen::from_value(v).map_err(bad_request)?
+        };
+        Ok(EmbedOptions { dimensions: o.dimensions, truncate: o.truncate, pooling: o.pooling, normalize: o.normalize })
     }
 }
 
@@ -428,6 +476,8 @@ impl JsGenerateOptions {
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
 struct ModelInfo {
+    /// "generate" (chat and completion models) or "embed" (embedding models).
+    task: &'static str,
     architecture: String,
     layers: u32,
     hidden: u32,
@@ -443,6 +493,44 @@ struct ModelInfo {
     kv_cache_bytes: f64,
     /// The kernel variants chosen for this adapter (`Context::variants`).
     kernels: crate::gpu::KernelVariants,
+}
+
+/// What an embedding model is (`modelInfo` for it).
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct EmbedderInfo {
+    task: &'static str,
+    architecture: String,
+    layers: u32,
+    hidden: u32,
+    heads: u32,
+    kv_heads: u32,
+    vocab: u32,
+    /// The most tokens an input may have (`max_seq_length`, within the model's positions).
+    context: u32,
+    /// None: an embedding model does not generate (the fields make `modelInfo` one shape for both).
+    eos_token_ids: Vec<u32>,
+    kv_cache_bytes: f64,
+    /// An input's tokens read every weight once per pass.
+    weight_bytes_per_token: f64,
+    /// Values per embedding (the model's width; `dimensions` keeps fewer).
+    dims: u32,
+    pooling: Pooling,
+    normalize: bool,
+    /// Token rows one GPU pass takes (inputs × their padded length).
+    batch_tokens: u32,
+    has_chat_template: bool,
+    weight_bytes: f64,
+    /// GPU bytes of the batch buffers (activations of `batchTokens` rows).
+    state_bytes: f64,
+    kernels: crate::gpu::KernelVariants,
+}
+
+#[derive(Serialize, Clone)]
+#[serde(untagged)]
+enum Info {
+    Generate(ModelInfo),
+    Embed(EmbedderInfo),
 }
 
 #[derive(Serialize)]
@@ -470,14 +558,76 @@ struct LoadPlan {
 
 enum Loading {
     Idle,
-    Package { writer: ShardWriter<'static>, opts: OpenOptions },
-    Gguf { stream: GgufStream<'static>, opts: OpenOptions, hashes: Vec<PartHash> },
+    /// `embed`: an embedding package, with its token rows per pass.
+    Package {
+        writer: ShardWriter<'static>,
+        opts: OpenOptions,
+        embed: Option<u32>,
+    },
+    Gguf {
+        stream: GgufStream<'static>,
+        opts: OpenOptions,
+        hashes: Vec<PartHash>,
+    },
 }
 
 struct Inner {
     loading: Loading,
+    /// At most one of `engine` (a generating model) and `embedder` is loaded.
     engine: Option<Engine>,
-    info: Option<ModelInfo>,
+    embedder: Option<LoadedEmbedder>,
+    info: Option<Info>,
+}
+
+/// An embedding model and every GPU buffer it holds (its weights too), freed together on unload.
+struct LoadedEmbedder {
+    embedder: Embedder,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+impl Inner {
+    /// Drop whatever model is loaded, freeing its GPU buffers now (not when the GC runs).
+    fn drop_model(&mut self, ctx: &Context) {
+        if let Some(e) = self.engine.take() {
+            e.release(ctx);
+        }
+        if let Some(e) = self.embedder.take() {
+            ctx.release_all(e.buffers.iter().chain(e.embedder.buffers()));
+        }
+        self.info = None;
+    }
+}
+
+/// Whether a package is an embedding model: `convert` wrote sentence-transformers' settings for it,
+/// or its architecture is an encoder (which cannot generate).
+fn is_embedding_package(manifest: &Manifest) -> bool {
+    manifest.tokenizer.files.iter().any(|f| f == SETTINGS_FILE)
+        || EncoderConfig::from_hf(&manifest.architecture).is_ok()
+}
+
+/// Allocate an encoder's batch buffers for `max_rows` token rows and free them: a model whose
+/// activations do not fit fails before its download.
+fn probe_encoder_state(ctx: &Context, cfg: &EncoderConfig, max_rows: u32) -> Result<(), JsValue> {
+    let state = EncoderState::new(ctx, cfg, max_rows).map_err(|e| engine_error(EngineError::Model(e)))?;
+    ctx.release_all(state.buffers());
+    Ok(())
+}
+
+/// Every buffer of loaded tensors (an embedder's weights, to free on unload).
+fn tensor_buffers(tensors: &HashMap<String, GpuTensor>) -> Vec<wgpu::Buffer> {
+    let mut out = Vec::new();
+    for t in tensors.values() {
+        match t {
+            GpuTensor::Vector(b) => out.push(b.clone()),
+            GpuTensor::Matrix(m) => {
+                for c in &m.chunks {
+                    out.push(c.weights.clone());
+                    out.extend(c.scales.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 #[wasm_bindgen]
@@ -556,6 +706,7 @@ fn model_info(ctx: &Context, engine: &Engine, weight_bytes: u64) -> ModelInfo {
     let c = &engine.model.config;
     let st = &engine.model.state.opts;
     ModelInfo {
+        task: "generate",
         architecture: format!("{:?}", c.arch).to_lowercase(),
         layers: c.n_layers,
         hidden: c.hidden,
@@ -609,7 +760,7 @@ impl WasmEngine {
     /// has no WebGPU or no adapter.
     pub async fn create() -> Result<WasmEngine, JsValue> {
         let ctx = context().await?;
-        let inner = Inner { loading: Loading::Idle, engine: None, info: None };
+        let inner = Inner { loading: Loading::Idle, engine: None, embedder: None, info: None };
         Ok(WasmEngine { ctx, inner: Rc::new(RefCell::new(inner)), run: Rc::default() })
     }
 
@@ -627,26 +778,35 @@ impl WasmEngine {
     /// model that does not fit fails before any download. Resolves with the shards to stream.
     #[wasm_bindgen(js_name = beginPackage)]
     pub async fn begin_package(&self, manifest_json: String, options: JsValue) -> Result<JsValue, JsValue> {
-        let (opts, _) = LoadOptions::parse(options)?; // a package's hashes are in its manifest
+        // A package's hashes are in its manifest.
+        let (opts, _, max_batch) = LoadOptions::parse_all(options)?;
         let manifest = Manifest::from_json(manifest_json.as_bytes()).map_err(|e| load_error(e.into(), None))?;
-        let config = Config::from_hf(&manifest.architecture).map_err(|e| js_error("BAD_MODEL", &e.to_string(), &[]))?;
-        {
-            let mut inner = self.inner()?;
-            inner.loading = Loading::Idle;
-            if let Some(e) = inner.engine.take() {
-                e.release(self.ctx);
-            }
-            inner.info = None;
-        }
-        let kv = kv_bytes(self.ctx, &config, &opts)?;
-        let weights = manifest.total_bytes();
+        let bad_model = |e: crate::model::ConfigError| js_error("BAD_MODEL", &e.to_string(), &[]);
+        // An embedding model's batch is its token rows per pass (`maxBatch` when given).
+        let embed = is_embedding_package(&manifest).then(|| max_batch.unwrap_or(DEFAULT_MAX_ROWS));
+        let config = match embed {
+            None => Some(Config::from_hf(&manifest.architecture).map_err(bad_model)?),
+            Some(_) => None,
+        };
+        self.inner()?.loading = Loading::Idle;
+        self.inner()?.drop_model(self.ctx);
         let ctx = self.ctx;
+        let kv = match &config {
+            Some(config) => kv_bytes(ctx, config, &opts)?,
+            None => 0,
+        };
+        let weights = manifest.total_bytes();
         let what = format!("the model's weights ({} tensors)", manifest.tensors.len());
         let m = manifest.clone();
         let writer =
             checked(ctx, &what, weights, move || ShardWriter::new(ctx, m).map_err(|e| load_error(e, None))).await?;
-        let probe = || probe_state(ctx, &config, &opts).map(drop).map_err(engine_error);
-        checked(ctx, "the KV cache and activations", kv, probe).await?;
+        if let Some(config) = &config {
+            let probe = || probe_state(ctx, config, &opts).map(drop).map_err(engine_error);
+            checked(ctx, "the KV cache and activations", kv, probe).await?;
+        } else if let (Some(rows), Ok(enc)) = (embed, EncoderConfig::from_hf(&manifest.architecture)) {
+            let what = format!("the embedding batch buffers ({rows} token rows)");
+            checked(ctx, &what, EncoderState::bytes(&enc, rows), || probe_encoder_state(ctx, &enc, rows)).await?;
+        }
         let plan = LoadPlan {
             kind: "package",
             shards: manifest
@@ -659,7 +819,7 @@ impl WasmEngine {
             kv_cache_bytes: kv as f64,
             tokenizer_files: manifest.tokenizer.files.clone(),
         };
-        self.inner()?.loading = Loading::Package { writer, opts };
+        self.inner()?.loading = Loading::Package { writer, opts, embed };
         to_js(&plan)
     }
 
@@ -683,10 +843,7 @@ impl WasmEngine {
         let stream = GgufStream::new(self.ctx, sizes.clone()).map_err(gguf_error)?;
         let total = stream.total_bytes();
         let mut inner = self.inner()?;
-        if let Some(e) = inner.engine.take() {
-            e.release(self.ctx);
-        }
-        inner.info = None;
+        inner.drop_model(self.ctx);
         inner.loading = Loading::Gguf { stream, opts, hashes };
         let n = sizes.len();
         let plan = LoadPlan {
@@ -827,18 +984,67 @@ impl WasmEngine {
     }
 
     /// Every shard finished: build the model (KV cache, tokenizer, chat template). Packages pass
-    /// tokenizer.json's and tokenizer_config.json's text; GGUF carries its own.
+    /// tokenizer.json's and tokenizer_config.json's text, and an embedding package its
+    /// embedding.json (when its manifest lists one); GGUF carries its own.
     #[wasm_bindgen(js_name = finishLoad)]
     pub async fn finish_load(
         &self,
         tokenizer_json: Option<String>,
         tokenizer_config_json: Option<String>,
+        embedding_json: Option<String>,
     ) -> Result<JsValue, JsValue> {
         let loading = std::mem::replace(&mut self.inner()?.loading, Loading::Idle);
         let ctx = self.ctx;
         let engine = match loading {
             Loading::Idle => return Err(bad_request("finishLoad() with no load in progress")),
-            Loading::Package { writer, opts } => {
+            Loading::Package { writer, embed: Some(rows), .. } => {
+                let manifest = writer.manifest().clone();
+                let mut tensors = writer.finish().map_err(|e| load_error(e, Some(&manifest)))?;
+                let weight_bytes = tensor_bytes(&tensors);
+                let buffers = tensor_buffers(&tensors);
+                let tok = tokenizer_json
+                    .ok_or_else(|| js_error("BAD_MODEL", "the package's tokenizer.json is needed", &[]))?;
+                let settings = match embedding_json {
+                    Some(text) => serde_json::from_str::<EmbedSettings>(&text).map_err(|e| {
+                        js_error("BAD_MODEL", &format!("{SETTINGS_FILE}: {e}"), &[("file", SETTINGS_FILE.into())])
+                    })?,
+                    None => EmbedSettings::DEFAULT,
+                };
+                let arch = &manifest.architecture;
+                let what = format!("the embedding batch buffers ({rows} token rows)");
+                let embedder = checked(ctx, &what, 0, || {
+                    Embedder::new(ctx, arch, &mut tensors, tok.as_bytes(), settings, rows).map_err(engine_error)
+                })
+                .await
+                .inspect_err(|_| ctx.release_all(&buffers))?;
+                let state_bytes: u64 = embedder.buffers().iter().map(|b| b.size()).sum();
+                let info = EmbedderInfo {
+                    task: "embed",
+                    architecture: arch["model_type"].as_str().unwrap_or("").to_string(),
+                    layers: embedder.config.n_layers,
+                    hidden: embedder.config.hidden,
+                    heads: embedder.config.n_heads,
+                    kv_heads: embedder.config.n_heads,
+                    vocab: embedder.config.vocab,
+                    context: embedder.max_tokens(),
+                    eos_token_ids: Vec::new(),
+                    kv_cache_bytes: 0.0,
+                    weight_bytes_per_token: weight_bytes as f64,
+                    dims: embedder.config.hidden,
+                    pooling: embedder.settings.pooling,
+                    normalize: embedder.settings.normalize,
+                    batch_tokens: rows,
+                    has_chat_template: false,
+                    weight_bytes: weight_bytes as f64,
+                    state_bytes: state_bytes as f64,
+                    kernels: ctx.variants(),
+                };
+                let mut inner = self.inner()?;
+                inner.embedder = Some(LoadedEmbedder { embedder, buffers });
+                inner.info = Some(Info::Embed(info.clone()));
+                return to_js(&info);
+            }
+            Loading::Package { writer, opts, embed: None } => {
                 let manifest = writer.manifest().clone();
                 let mut tensors = writer.finish().map_err(|e| load_error(e, Some(&manifest)))?;
                 let weight_bytes = tensor_bytes(&tensors);
@@ -873,7 +1079,7 @@ impl WasmEngine {
         let info = model_info(self.ctx, &engine, weight_bytes);
         let mut inner = self.inner()?;
         inner.engine = Some(engine);
-        inner.info = Some(info.clone());
+        inner.info = Some(Info::Generate(info.clone()));
         to_js(&info)
     }
 
@@ -888,10 +1094,7 @@ impl WasmEngine {
     pub fn unload(&self) -> Result<(), JsValue> {
         let mut inner = self.inner()?;
         inner.loading = Loading::Idle;
-        if let Some(e) = inner.engine.take() {
-            e.release(self.ctx);
-        }
-        inner.info = None;
+        inner.drop_model(self.ctx);
         Ok(())
     }
 
@@ -907,6 +1110,9 @@ impl WasmEngine {
 
     fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> Result<T, JsValue>) -> Result<T, JsValue> {
         let inner = self.inner.try_borrow().map_err(|_| busy())?;
+        if inner.embedder.is_some() {
+            return Err(embedding_model());
+        }
         f(inner.engine.as_ref().ok_or_else(no_model)?)
     }
 
@@ -982,6 +1188,9 @@ impl WasmEngine {
             let abort = &running.0.abort;
             let (mut opts, (tools, choice, parallel)) = JsGenerateOptions::parse(options)?;
             let mut guard = inner.try_borrow_mut().map_err(|_| busy())?;
+            if guard.embedder.is_some() {
+                return Err(embedding_model());
+            }
             let engine = guard.engine.as_mut().ok_or_else(no_model)?;
             let request = tool_request(engine, tools.as_ref(), choice.as_ref(), parallel)?;
             if let Some(r) = &request {
@@ -1072,6 +1281,37 @@ impl WasmEngine {
             }
             Ok(o.into())
         })
+    }
+
+    /// Embed `inputs` (an array of strings) with the loaded embedding model: resolves with `{dims,
+    /// pooling, normalize, embeddings: Float32Array (inputs × dims, in input order), tokens:
+    /// Uint32Array (each input's token count), promptTokens, passes}`. `options`: `{dimensions,
+    /// truncate, pooling, normalize}`. One call at a time (BUSY otherwise): the JS layer queues them.
+    // The state stays borrowed across the await on purpose, as in `generate`: another call is BUSY.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub async fn embed(&self, inputs: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+        let opts = JsEmbedOptions::parse(options)?;
+        let inputs: Vec<String> = serde_wasm_bindgen::from_value(inputs)
+            .map_err(|e| js_error("BAD_REQUEST", &format!("input: {e}"), &[("option", "input".into())]))?;
+        if self.run.generating.get() {
+            return Err(busy());
+        }
+        let guard = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let Some(loaded) = &guard.embedder else {
+            return Err(if guard.engine.is_some() { generating_model() } else { no_model() });
+        };
+        let r = loaded.embedder.embed(self.ctx, &inputs, &opts).await.map_err(engine_error)?;
+        let flat: Vec<f32> = r.embeddings.concat();
+        let counts: Vec<u32> = r.ids.iter().map(|v| v.len() as u32).collect();
+        let o = Object::new();
+        set(&o, "dims", r.dims.into());
+        set(&o, "pooling", to_js(&r.pooling)?);
+        set(&o, "normalize", r.normalize.into());
+        set(&o, "embeddings", js_sys::Float32Array::from(&flat[..]).into());
+        set(&o, "tokens", Uint32Array::from(&counts[..]).into());
+        set(&o, "promptTokens", (r.tokens as f64).into());
+        set(&o, "passes", (r.passes as u32).into());
+        Ok(o.into())
     }
 
     /// Stop the running `generate` after its current step (it resolves with finishReason "abort");

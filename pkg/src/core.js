@@ -113,6 +113,20 @@ export class LocalCore {
     }
   }
 
+  /**
+   * Embed `inputs` (strings) with the loaded embedding model: `{dims, pooling, normalize, embeddings:
+   * Float32Array (inputs × dims), tokens: Uint32Array (per input), promptTokens, passes}`. `options`:
+   * `{dimensions, truncate, pooling, normalize}`. One at a time (Engine queues them).
+   */
+  async embed(inputs, options = {}) {
+    if (!this.wasm) throw new BadRequestError("the engine was unloaded; create a new one");
+    try {
+      return await this.wasm.embed(inputs, options);
+    } catch (err) {
+      throw toLlmError(err);
+    }
+  }
+
   /** Token ids of `text` (`addSpecialTokens` lets the tokenizer add BOS etc.). */
   encode(text, addSpecialTokens = true) {
     try {

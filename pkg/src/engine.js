@@ -5,7 +5,8 @@
 import { LocalCore } from "./core.js";
 import { GenerationStream } from "./stream.js";
 import { createChatCompletion } from "./openai.js";
-import { BadRequestError, toLlmError } from "./errors.js";
+import { createEmbedding } from "./embeddings.js";
+import { BadRequestError, abortError, throwIfAborted, toLlmError } from "./errors.js";
 
 /**
  * Load a model and return an Engine running on this thread.
@@ -43,6 +44,8 @@ export class Engine {
   // one may start (BUSY) and aborting are the wasm engine's: it owns the generation state.
   #inflight = new Set();
   #unloaded = false;
+  // Embedding requests run one after another (the wasm engine takes one at a time): the last one's settle.
+  #embedQueue = Promise.resolve();
 
   /** @internal use createEngine / createWorkerEngine */
   constructor(core, info) {
@@ -58,6 +61,8 @@ export class Engine {
     const create = (request, requestOptions) => createChatCompletion(this, request, requestOptions);
     /** OpenAI-shaped chat: `engine.chat.completions.create({messages, stream, ...})`. */
     this.chat = Object.freeze({ completions: Object.freeze({ create }) });
+    /** OpenAI-shaped embeddings (embedding models): `engine.embeddings.create({input, dimensions, encoding_format})`. */
+    this.embeddings = Object.freeze({ create: (request, requestOptions) => createEmbedding(this, request, requestOptions) });
   }
 
   /** True while a generation runs (a new one would be rejected with BUSY). */
@@ -111,6 +116,28 @@ export class Engine {
   }
 
   /**
+   * @internal Embed `inputs` after the requests before it (concurrent calls queue, as a server
+   * would serve them). `signal` rejects with ABORTED; a GPU pass already started finishes first.
+   */
+  _embed(inputs, options, signal) {
+    this.#checkLoaded();
+    throwIfAborted(signal);
+    const run = () => {
+      throwIfAborted(signal);
+      this.#checkLoaded();
+      return this.#core.embed(inputs, options);
+    };
+    const done = this.#embedQueue.then(run, run);
+    this.#embedQueue = done.catch(() => {});
+    if (!signal) return done;
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(abortError(signal));
+      signal.addEventListener("abort", onAbort, { once: true });
+      done.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  }
+
+  /**
    * Stop the running generation after its current token. Its stream ends normally and its result
    * has finishReason "abort". No effect when nothing runs.
    */
@@ -129,6 +156,7 @@ export class Engine {
     if (this.#unloaded) return;
     await this.#stopRunning();
     this.#unloaded = true;
+    await this.#embedQueue;
     await this.#core.unload();
   }
 

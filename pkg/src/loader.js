@@ -40,6 +40,8 @@ const MAX_WRITE_BYTES = 4 << 20;
 const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46]; // "GGUF"
 const TOKENIZER_JSON = "tokenizer.json";
 const TOKENIZER_CONFIG_JSON = "tokenizer_config.json";
+// An embedding package's pooling and normalisation (written by `convert` from sentence-transformers' files).
+const EMBEDDING_JSON = "embedding.json";
 
 /**
  * Check a `model` option and make its URLs absolute (against `base`, the page's URL), so it can be
@@ -252,13 +254,13 @@ async function loadPackage(ctx, manifestUrl, knownText) {
   progress.setPhase("tokenizer", { file: TOKENIZER_JSON });
   const files = plan.tokenizerFiles ?? [TOKENIZER_JSON, TOKENIZER_CONFIG_JSON];
   const texts = {};
-  for (const f of [TOKENIZER_JSON, TOKENIZER_CONFIG_JSON]) {
+  for (const f of [TOKENIZER_JSON, TOKENIZER_CONFIG_JSON, EMBEDDING_JSON]) {
     if (files.includes(f)) texts[f] = await getText(ctx, new URL(f, manifestUrl).href, f);
   }
   progress.setPhase("finalize", { file: undefined });
   let info;
   try {
-    info = await wasm.finishLoad(texts[TOKENIZER_JSON]?.text, texts[TOKENIZER_CONFIG_JSON]?.text);
+    info = await wasm.finishLoad(texts[TOKENIZER_JSON]?.text, texts[TOKENIZER_CONFIG_JSON]?.text, texts[EMBEDDING_JSON]?.text);
   } catch (err) {
     throw decorate(toLlmError(err), manifestUrl);
   }
@@ -306,7 +308,7 @@ async function loadGguf(ctx, parts) {
   for (let i = 0; i < shards.length; i++) await loadShard(ctx, i, shards[i]);
   progress.setPhase("finalize", { file: undefined });
   try {
-    return await wasm.finishLoad(undefined, undefined);
+    return await wasm.finishLoad(undefined, undefined, undefined);
   } catch (err) {
     throw decorate(toLlmError(err), parts[0].url ?? parts[0].name);
   }

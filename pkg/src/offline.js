@@ -27,8 +27,8 @@ async function cachedFiles(store, model) {
       if (typeof s?.file === "string") files.push({ url: new URL(s.file, manifestUrl).href, kind: "binary", bytes: s.bytes });
     }
     for (const f of Array.isArray(manifest.tokenizer?.files) ? manifest.tokenizer.files : []) {
-      // The loader fetches (and caches) only these two; others (generation_config.json) never.
-      const required = f === "tokenizer.json" || f === "tokenizer_config.json";
+      // The loader fetches (and caches) only these; others (generation_config.json) never.
+      const required = f === "tokenizer.json" || f === "tokenizer_config.json" || f === "embedding.json";
       if (typeof f === "string") files.push({ url: new URL(f, manifestUrl).href, kind: "text", optional: !required });
     }
   }

@@ -86,6 +86,10 @@ export class WorkerCore {
     }
   }
 
+  embed(inputs, options) {
+    return this.#method("embed", inputs, options);
+  }
+
   encode(text, addSpecialTokens) {
     return this.#method("encode", text, addSpecialTokens);
   }

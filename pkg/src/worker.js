@@ -12,7 +12,7 @@
 import { LocalCore } from "./core.js";
 import { BadRequestError, errorToJSON } from "./errors.js";
 
-const CALLS = new Set(["resetChat", "unload", "encode", "decode", "applyChatTemplate", "wasmMemoryBytes"]);
+const CALLS = new Set(["resetChat", "unload", "encode", "decode", "applyChatTemplate", "wasmMemoryBytes", "embed"]);
 
 let core = null;
 const controllers = new Map(); // request id → AbortController

@@ -183,6 +183,12 @@ pub struct EncoderState {
 }
 
 impl EncoderState {
+    /// GPU bytes `new` allocates: four u32 rows, seven f32 rows of `hidden` (x, tmp, q|k|v, att,
+    /// out) and one of `ffn`, per token row.
+    pub fn bytes(cfg: &EncoderConfig, max_rows: u32) -> u64 {
+        max_rows as u64 * 4 * (4 + 7 * cfg.hidden as u64 + cfg.ffn as u64)
+    }
+
     pub fn new(ctx: &Context, cfg: &EncoderConfig, max_rows: u32) -> Result<Self> {
         ensure(max_rows > 0, "EncoderState", || "max_rows = 0".into())?;
         let r = max_rows as u64;

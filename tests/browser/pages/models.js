@@ -92,6 +92,37 @@ const M = {
     return out;
   },
 
+  /** engine.embeddings.create: the response, or the error. */
+  async embed(id, request) {
+    const t0 = performance.now();
+    try {
+      return { ok: true, response: await engines.get(id).embeddings.create(request), ms: performance.now() - t0 };
+    } catch (e) {
+      return { ok: false, error: errJson(e), ms: performance.now() - t0 };
+    }
+  },
+
+  /** Several embeddings.create calls started at once (they queue): each response or error. */
+  async embedConcurrently(id, requests) {
+    const engine = engines.get(id);
+    const settled = await Promise.allSettled(requests.map((r) => engine.embeddings.create(r)));
+    return settled.map((s) => (s.status === "fulfilled" ? { ok: true, response: s.value } : { ok: false, error: errJson(s.reason) }));
+  },
+
+  /** An embeddings.create whose signal is aborted while it waits behind another request. */
+  async embedAborted(id, first, second) {
+    const engine = engines.get(id);
+    const ac = new AbortController();
+    const a = engine.embeddings.create(first);
+    const b = engine.embeddings.create(second, { signal: ac.signal });
+    ac.abort();
+    const [ra, rb] = await Promise.allSettled([a, b]);
+    return {
+      first: ra.status === "fulfilled" ? { ok: true } : { ok: false, error: errJson(ra.reason) },
+      second: rb.status === "fulfilled" ? { ok: true } : { ok: false, error: errJson(rb.reason) },
+    };
+  },
+
   async unload(id) {
     const engine = engines.get(id);
     engines.delete(id);
