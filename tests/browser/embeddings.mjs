@@ -24,19 +24,17 @@
 // webgpu-llm), models/all-MiniLM-L6-v2 and Chromium; scripts/test-browser.sh runs it. The package is
 // cached in target/browser-models/minilm/ while its inputs are unchanged.
 
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { MINILM, minilmPackage } from "./minilm.mjs";
 import { startServer } from "./server.mjs";
 import { CHROMIUM, KEEP, ONLY, VERBOSE, check, errText, launch, log, openHarness, runScenarios, secs, t0, wantedScenarios } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
 const CLI = process.env.WEBGPU_LLM_CLI ?? path.join(REPO, "target/debug/webgpu-llm");
-const MODEL = path.join(REPO, "models/all-MiniLM-L6-v2");
-const CACHE = path.join(REPO, "target/browser-models/minilm");
 const EXPECTED = JSON.parse(fs.readFileSync(path.join(REPO, "tests/fixtures/minilm/expected.json"), "utf8"));
 const MIN_COS = 0.9999;
 /** Float32 batch vs one-at-a-time: the same kernels on the same rows, only reduction order may differ. */
@@ -44,24 +42,6 @@ const SAME = 1e-5;
 
 const SHORT = EXPECTED.cases.filter((c) => c.ids.length < EXPECTED.max_seq_length);
 const LONG = EXPECTED.cases.find((c) => c.ids.length === EXPECTED.max_seq_length);
-
-// ---------------------------------------------------------------------------------------------
-// The package: the CLI converts the checkpoint (f16), cached
-
-function packageDir() {
-  const out = path.join(CACHE, "pkg");
-  const inputs = ["model.safetensors", "config.json", "tokenizer.json", "modules.json"].map((f) => path.join(MODEL, f)).concat([CLI]);
-  const stamp = JSON.stringify(inputs.map((f) => [path.relative(REPO, f), fs.statSync(f).size, fs.statSync(f).mtimeMs]));
-  const stampFile = path.join(CACHE, "inputs.json");
-  if (fs.existsSync(stampFile) && fs.readFileSync(stampFile, "utf8") === stamp) return { pkgDir: out, cached: true };
-  const t = Date.now();
-  fs.rmSync(CACHE, { recursive: true, force: true });
-  const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp/webgpu-llm-xdg" };
-  const r = spawnSync(CLI, ["convert", "--from", MODEL, "--out", out, "--quant", "f16"], { cwd: REPO, env, encoding: "utf8", timeout: 600_000 });
-  if (r.status !== 0) throw new Error(`convert failed (${r.status ?? r.signal}):\n${r.stderr}\n${r.stdout}`);
-  fs.writeFileSync(stampFile, stamp);
-  return { pkgDir: out, cached: false, seconds: (Date.now() - t) / 1000 };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Checks
@@ -210,7 +190,7 @@ const SCENARIOS = [
 
 async function main() {
   const problems = [];
-  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the CLI (cargo build --bin webgpu-llm)", CLI], ["all-MiniLM-L6-v2 (bash scripts/fetch-embedder.sh)", path.join(MODEL, "model.safetensors")], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
+  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the CLI (cargo build --bin webgpu-llm)", CLI], ["all-MiniLM-L6-v2 (bash scripts/fetch-embedder.sh)", path.join(MINILM, "model.safetensors")], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
     if (!fs.existsSync(path.resolve(REPO, p))) problems.push(`missing ${what}: ${p}`);
   }
   if (problems.length) {
@@ -222,7 +202,7 @@ async function main() {
   const S = { tmp };
   let results = [];
   try {
-    const p = packageDir();
+    const p = minilmPackage(CLI);
     log(`setup: MiniLM f16 package ${path.relative(REPO, p.pkgDir)} ${p.cached ? "(cached)" : `(converted in ${p.seconds.toFixed(1)} s)`}`);
     const mounts = { "/pkg/": path.join(REPO, "pkg"), "/pages/": path.join(HERE, "pages"), "/m/minilm/": p.pkgDir };
     S.server = await startServer({ mounts, quiet: !VERBOSE });

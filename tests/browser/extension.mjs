@@ -42,6 +42,12 @@
 //     JSON that parses and validates (ajv), a table with a row per item, and Copy puts it on the
 //     clipboard; the built-in "Events" schema gives valid JSON too; "Key facts" with room for 8 tokens
 //     is cut, and the panel says so (finish "length") instead of showing a table.
+//  6d. Find by meaning, with the real all-MiniLM-L6-v2 (an f16 package the CLI converts, served by this
+//     test): two questions whose answers are in one paragraph each ("why are they in danger" → the
+//     endangered paragraph, "where does the name come from" → the Nahuatl one) list that paragraph's
+//     passage first; the article tab shows it in the strongest highlight (CSS Custom Highlight API) and
+//     the others in the second; the second question embeds only itself (no new model request, the page's
+//     vectors are kept); clicking the third result makes it the strongest highlight.
 //  7. Requests: to the test server only the article (opened by the test) and the model file, the
 //     model in step 4 only; to other hosts only what the bare browser also contacted (all refused);
 //     and Playwright's request events (pages, their workers, the service worker) show no request from
@@ -56,6 +62,7 @@ import { fileURLToPath } from "node:url";
 import Ajv from "ajv";
 import addFormats from "ajv-formats";
 import { chromium } from "playwright-core";
+import { minilmPackage } from "./minilm.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
@@ -73,6 +80,9 @@ const BASELINE_MS = 4000;
 const SCREENSHOT = process.env.EXTENSION_SCREENSHOT ?? path.join(REPO, "target/screenshots/extension-sidepanel.png");
 let browserOwnHosts = new Set();
 const hostname = (host) => host.replace(/:\d+$/, "");
+/** The embedding package is served at /EMBED_DIR/<file> (from target/browser-models, see minilm.mjs). */
+const EMBED_DIR = "all-MiniLM-L6-v2";
+let embedPkgDir = null;
 
 const argv = process.argv.slice(2);
 const KEEP = argv.includes("--keep");
@@ -127,9 +137,11 @@ function serveFile(req, res, urlPath) {
     res.writeHead(204, { ...cors, "Access-Control-Allow-Methods": "GET, HEAD" }).end();
     return 204;
   }
-  const dir = fs.existsSync(path.join(PAGES_DIR, name)) ? PAGES_DIR : MODELS_DIR;
-  const file = path.join(dir, name);
-  if (!name || name.includes("/") || name.startsWith(".") || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+  const embedFile = embedPkgDir && name.startsWith(`${EMBED_DIR}/`) ? name.slice(EMBED_DIR.length + 1) : null;
+  const dir = embedFile !== null ? embedPkgDir : fs.existsSync(path.join(PAGES_DIR, name)) ? PAGES_DIR : MODELS_DIR;
+  const file = path.join(dir, embedFile ?? name);
+  const flat = embedFile ?? name;
+  if (!flat || flat.includes("/") || flat.startsWith(".") || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
     res.writeHead(404, cors).end();
     return 404;
   }
@@ -158,9 +170,11 @@ function serveFile(req, res, urlPath) {
 
 if (argv.includes("--serve")) {
   const port = Number(argv[argv.indexOf("--serve") + 1]) || 8080;
+  embedPkgDir = minilmPackage().pkgDir;
   const { port: p } = await startServer(port);
   console.log(`serving ${MODELS_DIR} and ${PAGES_DIR} with CORS and Range:`);
   console.log(`  model:   http://127.0.0.1:${p}/${MODEL_NAME}`);
+  console.log(`  embedding model: http://127.0.0.1:${p}/${EMBED_DIR}/manifest.json`);
   console.log(`  article: http://127.0.0.1:${p}/article.html`);
   await new Promise(() => {});
 }
@@ -171,9 +185,11 @@ async function main() {
   check(fs.existsSync(path.join(REPO, "pkg/wasm/webgpu_llm.js")), "pkg/wasm/ is missing: run bash scripts/build-pkg.sh");
   check(fs.existsSync(path.join(MODELS_DIR, MODEL_NAME)), `models/${MODEL_NAME} is missing: run bash scripts/fetch-model.sh`);
   const tmp = fs.mkdtempSync(path.join(process.env.BROWSER_TEST_TMP ?? os.tmpdir(), "webgpu-llm-ext-"));
+  embedPkgDir = minilmPackage().pkgDir;
   const srv = await startServer();
   const base = `http://127.0.0.1:${srv.port}`;
   const modelUrl = `${base}/${MODEL_NAME}`;
+  const embedModelUrl = `${base}/${EMBED_DIR}/manifest.json`;
   const articleUrl = `${base}/article.html`;
   let context;
   const results = [];
@@ -195,12 +211,13 @@ async function main() {
     const extDir = path.join(tmp, "extension");
     const zip = path.join(tmp, "extension.zip");
     await step("build", () => {
-      const r = spawnSync("bash", [path.join(REPO, "scripts/build-extension.sh"), "--model-url", modelUrl, "--page-access", "http://127.0.0.1/*", "--out", extDir, "--zip", zip], { encoding: "utf8" });
+      const r = spawnSync("bash", [path.join(REPO, "scripts/build-extension.sh"), "--model-url", modelUrl, "--embed-model-url", embedModelUrl, "--page-access", "http://127.0.0.1/*", "--out", extDir, "--zip", zip], { encoding: "utf8" });
       check(r.status === 0, `build-extension.sh failed (${r.status}): ${r.stderr}${r.stdout}`);
       const manifest = JSON.parse(fs.readFileSync(path.join(extDir, "manifest.json"), "utf8"));
       check(manifest.manifest_version === 3, "manifest_version is not 3");
       check(manifest.content_security_policy?.extension_pages === CSP, `CSP is ${JSON.stringify(manifest.content_security_policy)}`);
-      check(fs.readFileSync(path.join(extDir, "config.js"), "utf8").includes(JSON.stringify(modelUrl)), "config.js lacks the model URL");
+      const config = fs.readFileSync(path.join(extDir, "config.js"), "utf8");
+      check(config.includes(JSON.stringify(modelUrl)) && config.includes(JSON.stringify(embedModelUrl)), "config.js lacks the model URLs");
       for (const f of ["pkg/index.js", "pkg/src/worker.js", "pkg/wasm/webgpu_llm_bg.wasm", "sidepanel.html", "background.js"]) {
         check(fs.existsSync(path.join(extDir, f)), `${f} missing from the built extension`);
       }
@@ -498,6 +515,49 @@ async function main() {
       return seen.join("; ");
     });
 
+    // 6d. Find by meaning (a second engine: the embedding model, in its own worker).
+    let embedRequests = 0;
+    await step("find", async () => {
+      const findState = () =>
+        panel.evaluate(() => ({
+          find: document.body.dataset.find,
+          status: document.getElementById("find-status").textContent,
+          results: [...document.querySelectorAll("#find-results li")].map((li) => ({ score: Number(li.dataset.score), text: li.querySelector(".passage").textContent })),
+        }));
+      const marked = () =>
+        article.evaluate(() => ({
+          best: [...(CSS.highlights.get("webgpu-llm-find-best") ?? [])].map((r) => r.toString().replace(/\s+/g, " ").trim()),
+          others: [...(CSS.highlights.get("webgpu-llm-find") ?? [])].map((r) => r.toString().replace(/\s+/g, " ").trim()),
+        }));
+      const ask = async (query) => {
+        await panel.fill("#find-query", query);
+        await panel.click("#find-button");
+        await panel.waitForFunction(() => ["done", "error"].includes(document.body.dataset.find), null, { timeout: 180000, polling: 100 });
+        const r = await findState();
+        check(r.find === "done", `find ${JSON.stringify(query)} ended in ${r.find}: ${r.status}`);
+        check(r.results.length >= 3 && r.results.every((x, i) => i === 0 || x.score <= r.results[i - 1].score), `find ${JSON.stringify(query)}: results ${JSON.stringify(r.results)}`);
+        return r;
+      };
+      const figures = [];
+      for (const [query, want] of [["Why are they in danger of dying out?", /critically endangered/], ["Where does the name come from?", /Nahuatl/]]) {
+        const before = srv.log.length;
+        const r = await ask(query);
+        check(want.test(r.results[0].text), `find ${JSON.stringify(query)}: the first result is ${JSON.stringify(r.results[0])}, not the passage with ${want}`);
+        const m = await marked();
+        check(m.best.length === 1 && m.best[0] === r.results[0].text && m.others.length === r.results.length - 1, `find ${JSON.stringify(query)}: the page's highlights ${JSON.stringify(m)}`);
+        if (figures.length) check(srv.log.length === before, `the second question made requests: ${JSON.stringify(srv.log.slice(before))}`);
+        figures.push(`${JSON.stringify(query)} → ${r.results[0].score.toFixed(3)} ${JSON.stringify(r.results[0].text.slice(0, 40))}…`);
+        figures.push(r.status);
+      }
+      // A click on a result makes it the strongest highlight.
+      const third = (await findState()).results[2].text;
+      await panel.click("#find-results li:nth-child(3)");
+      await article.waitForFunction((t) => [...(CSS.highlights.get("webgpu-llm-find-best") ?? [])].some((r) => r.toString().replace(/\s+/g, " ").trim() === t), third, { timeout: 10000 });
+      embedRequests = srv.log.filter((e) => e.path.startsWith(`/${EMBED_DIR}/`)).length;
+      check(embedRequests > 0, "the embedding model was not requested");
+      return figures.join("; ");
+    });
+
     // 7. Every request the browser made.
     await step("network", async () => {
       const ours = (e) => e.host === `127.0.0.1:${srv.port}`;
@@ -506,15 +566,16 @@ async function main() {
       const other = foreign.filter((e) => !browserOwnHosts.has(hostname(e.host)));
       check(other.length === 0, `requests to other hosts: ${JSON.stringify(other)}`);
       check(browserOwn.every((e) => e.status === 502), "a request of the browser's own was not refused");
-      const unexpected = srv.log.filter(ours).filter((e) => !(e.path === "/article.html" || e.path === `/${MODEL_NAME}`));
+      const unexpected = srv.log.filter(ours).filter((e) => !(e.path === "/article.html" || e.path === `/${MODEL_NAME}` || e.path.startsWith(`/${EMBED_DIR}/`)));
       check(unexpected.length === 0, `unexpected requests: ${JSON.stringify(unexpected)}`);
       const articleReqs = srv.log.filter((e) => e.path === "/article.html").length;
       check(articleReqs === 1, `the article was requested ${articleReqs} times (once expected: the test's navigation)`);
       check(srv.log.every((e) => e.proxied), "a request bypassed the logging proxy");
       check(modelReqs() === modelRequestsAfterFirst, "the model was fetched again after the first load");
+      check(srv.log.filter((e) => e.path.startsWith(`/${EMBED_DIR}/`)).length === embedRequests, "the embedding model was fetched again");
       // Playwright's view (pages and their workers): extension pages requested nothing but their own files and the model.
       const fromExt = pwRequests.filter((r) => r.from.startsWith("chrome-extension://") || r.url.startsWith("chrome-extension://"));
-      const extNetwork = fromExt.filter((r) => !r.url.startsWith("chrome-extension://") && r.url !== modelUrl);
+      const extNetwork = fromExt.filter((r) => !r.url.startsWith("chrome-extension://") && r.url !== modelUrl && !r.url.startsWith(`${base}/${EMBED_DIR}/`));
       check(extNetwork.length === 0, `extension pages requested ${JSON.stringify(extNetwork)}`);
       const byPath = srv.log.filter(ours).map((e) => `${e.method} ${e.path}${e.range ? ` (${e.range})` : ""} ${e.status}`);
       const pwModel = pwRequests.filter((r) => r.url === modelUrl).length;

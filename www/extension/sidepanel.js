@@ -1,6 +1,8 @@
 // The side panel: "Ask about this page". Reads the active tab's text (page.js), builds a prompt that
 // fits the model (prompt.js) and streams the local model's answer. "Extract" asks for JSON constrained
-// to a schema (schemas.js: built-in ones, or one the user pastes) and shows it as tables.
+// to a schema (schemas.js: built-in ones, or one the user pastes) and shows it as tables. "Find by
+// meaning" embeds the page's passages and the query with a second, small embedding model (in its own
+// worker) and highlights the passages closest in meaning.
 //
 // Where the engine runs — the panel itself, with the wasm engine in a dedicated Web Worker
 // (createWorkerEngine). Measured in Chromium 156 (headless, SwiftShader WebGPU) with this package and
@@ -21,17 +23,19 @@
 //   once in the extension origin's Cache API, so reopening the panel loads from disk with no request.
 
 import { createWorkerEngine, deleteCachedModel, isModelCached } from "./pkg/index.js";
-import { DEFAULT_MODEL_URL } from "./config.js";
-import { readTab } from "./page.js";
+import { DEFAULT_EMBED_MODEL_URL, DEFAULT_MODEL_URL } from "./config.js";
+import { findInTab, readTab } from "./page.js";
 import { buildMessages, fitToBudget } from "./prompt.js";
 import { CUSTOM, SCHEMAS, SchemaError, describeSchema, parseCustomSchema, toTables } from "./schemas.js";
 
 // extractTokens: a list of ten contacts is ~300 tokens, more than a brief answer needs.
-const DEFAULTS = { modelUrl: DEFAULT_MODEL_URL, pageBudget: 1024, maxTokens: 256, extractTokens: 512, schema: "facts", customSchema: "" };
+const DEFAULTS = { modelUrl: DEFAULT_MODEL_URL, embedModelUrl: DEFAULT_EMBED_MODEL_URL, pageBudget: 1024, maxTokens: 256, extractTokens: 512, schema: "facts", customSchema: "" };
 /** Tokens of a selection sent with "Explain selection" at most (on top of the page budget). */
 const SELECTION_BUDGET = 256;
 /** Tokens kept free for the system prompt, the template and the request when clamping the budget. */
 const PROMPT_OVERHEAD = 160;
+/** Passages "Find by meaning" lists and highlights. */
+const FIND_RESULTS = 5;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -62,6 +66,12 @@ const ui = {
   prompt: $("prompt"),
   optionsForm: $("options-form"),
   modelUrl: $("model-url"),
+  embedModelUrl: $("embed-model-url"),
+  findForm: $("find-form"),
+  findQuery: $("find-query"),
+  findButton: $("find-button"),
+  findStatus: $("find-status"),
+  findResults: $("find-results"),
   modelFile: $("model-file"),
   pageBudget: $("page-budget"),
   maxTokens: $("max-tokens"),
@@ -78,6 +88,10 @@ let loading = null; // {key, promise}: the load in progress
 let running = null; // the engine generating now (for Stop)
 let busy = false;
 let extractedJson = null; // the last extraction, pretty-printed (what Copy copies)
+let embedder = null; // {url, engine}: the loaded embedding model
+let embedLoading = null; // {url, promise}
+let pageVectors = null; // {key, vectors, tokens, ms}: the last page's passages, embedded
+let finding = false;
 
 // A tab id in the URL (sidepanel.html?tab=N) pins the panel to that tab. Automation uses it, as the
 // real side panel cannot be opened without a user gesture; without it the active tab of this window
@@ -301,6 +315,127 @@ async function ask(task, { question = "", selection = "", tabId } = {}) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Find by meaning
+
+/** The embedding engine for the Options URL: the loaded one, the one loading, or a new load. */
+async function getEmbedder() {
+  const url = settings.embedModelUrl;
+  if (!url) throw new UserError("No embedding model is set: enter its URL under Options (a package converted from a sentence-transformers model such as all-MiniLM-L6-v2).");
+  if (embedder?.url === url) return embedder.engine;
+  if (embedLoading?.url === url) return embedLoading.promise;
+  if (embedder) {
+    const old = embedder.engine;
+    embedder = null;
+    pageVectors = null;
+    await old.unload().catch(() => {});
+  }
+  const name = sourceName(url);
+  const promise = (async () => {
+    let engine;
+    try {
+      engine = await createWorkerEngine({
+        model: url,
+        onProgress: (p) => {
+          const total = p.totalBytes ? ` ${(p.loadedBytes / MB).toFixed(1)} / ${(p.totalBytes / MB).toFixed(1)} MB` : "";
+          ui.findStatus.textContent = `Loading the embedding model ${name}:${total}${p.fromCache ? " (from this computer's cache)" : ""}`;
+        },
+      });
+    } catch (err) {
+      throw new UserError(`The embedding model did not load: ${describeError(err)}`);
+    }
+    if (engine.modelInfo.task !== "embed") {
+      await engine.unload().catch(() => {});
+      throw new UserError(`${name} is a text-generating model, not an embedding model: set an embedding model's URL under Options.`);
+    }
+    return engine;
+  })();
+  embedLoading = { url, promise };
+  try {
+    const engine = await promise;
+    embedder = { url, engine };
+    return engine;
+  } finally {
+    if (embedLoading?.url === url) embedLoading = null;
+  }
+}
+
+function cosine(a, b) {
+  let ab = 0, aa = 0, bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i] * b[i];
+    aa += a[i] * a[i];
+    bb += b[i] * b[i];
+  }
+  return ab / Math.sqrt(aa * bb || 1);
+}
+
+/** Embed the page's passages (once per page text) and the query; list and highlight the closest. */
+async function find(query, { tabId } = {}) {
+  if (finding) return;
+  finding = true;
+  setFind("reading");
+  ui.findResults.replaceChildren();
+  delete ui.findStatus.dataset.kind;
+  ui.findStatus.textContent = "Reading the page…";
+  try {
+    tabId ??= await targetTabId();
+    const page = await findInTab(tabId);
+    if (page.passages.length === 0) throw new UserError("There is no text on this page to search.");
+    const engine = await getEmbedder();
+    setFind("embedding");
+    const key = `${page.url}\n${page.passages.map((p) => p.text).join("\n")}`;
+    if (pageVectors?.key !== key) {
+      ui.findStatus.textContent = `Reading ${page.passages.length} passages with ${engine.modelId}…`;
+      // Passages are cut to what the model takes (truncate): a long one still gets a vector.
+      const r = await engine.embeddings.create({ input: page.passages.map((p) => p.text), truncate: "end" });
+      pageVectors = { key, vectors: r.data.map((d) => d.embedding), tokens: r.usage.prompt_tokens, ms: r.timings.total_ms };
+    }
+    const t0 = performance.now();
+    const q = (await engine.embeddings.create({ input: query, truncate: "end" })).data[0].embedding;
+    const queryMs = performance.now() - t0;
+    const hits = pageVectors.vectors
+      .map((v, i) => ({ ...page.passages[i], score: cosine(q, v) }))
+      .sort((a, b) => b.score - a.score)
+      .slice(0, FIND_RESULTS);
+    const shown = await findInTab(tabId, hits);
+    ui.findResults.replaceChildren(
+      ...hits.map((hit, i) => {
+        const li = document.createElement("li");
+        li.tabIndex = 0;
+        li.dataset.score = hit.score.toFixed(4);
+        li.append(Object.assign(document.createElement("span"), { className: "score", textContent: hit.score.toFixed(2) }));
+        li.append(Object.assign(document.createElement("span"), { className: "passage", textContent: hit.text }));
+        // Clicking a result makes it the one marked strongest and scrolls to it.
+        const focus = () => findInTab(tabId, [hit, ...hits.filter((_, j) => j !== i)]).catch((err) => showFindError(err));
+        li.addEventListener("click", focus);
+        li.addEventListener("keydown", (ev) => ev.key === "Enter" && focus());
+        return li;
+      }),
+    );
+    const embedded = `${page.passages.length} passages (${pageVectors.tokens} tokens) read in ${(pageVectors.ms / 1000).toFixed(1)} s`;
+    ui.findStatus.textContent = `The ${hits.length} passages closest in meaning, highlighted on the page (${shown.highlighted}). ${embedded}; the query took ${queryMs.toFixed(0)} ms.`;
+    setFind("done");
+  } catch (err) {
+    showFindError(err);
+    if (err?.code === "DEVICE_LOST") embedder = null;
+    setFind("error");
+  } finally {
+    finding = false;
+    updateButtons();
+  }
+}
+
+function showFindError(err) {
+  ui.findStatus.dataset.kind = "error";
+  ui.findStatus.textContent = err instanceof UserError ? err.message : describeError(err);
+}
+
+function setFind(state) {
+  document.body.dataset.find = state;
+  updateButtons();
+}
+
+// ------------------------------------------------------------------------------------------------
 // Extract
 
 /** The schema chosen in the menu: {name, schema, what}; a pasted one is parsed (SchemaError if bad). */
@@ -394,6 +529,7 @@ function setRun(state) {
 function updateButtons() {
   const loadingNow = document.body.dataset.model === "loading";
   for (const b of [ui.summarize, ui.explain, ui.ask, ui.extractButton]) b.disabled = busy || loadingNow;
+  ui.findButton.disabled = finding;
   ui.stop.disabled = document.body.dataset.run !== "generating";
 }
 
@@ -433,6 +569,7 @@ async function loadSettings() {
   const stored = await chrome.storage.local.get(Object.keys(DEFAULTS));
   settings = { ...DEFAULTS, ...stored };
   ui.modelUrl.value = settings.modelUrl;
+  ui.embedModelUrl.value = settings.embedModelUrl;
   ui.pageBudget.value = settings.pageBudget;
   ui.maxTokens.value = settings.maxTokens;
   ui.extractTokens.value = settings.extractTokens;
@@ -444,16 +581,18 @@ async function loadSettings() {
 async function saveSettings() {
   const next = {
     modelUrl: ui.modelUrl.value.trim(),
+    embedModelUrl: ui.embedModelUrl.value.trim(),
     pageBudget: clampInt(ui.pageBudget.value, 32, 32768, DEFAULTS.pageBudget),
     maxTokens: clampInt(ui.maxTokens.value, 1, 4096, DEFAULTS.maxTokens),
     extractTokens: clampInt(ui.extractTokens.value, 1, 4096, DEFAULTS.extractTokens),
   };
-  if (next.modelUrl) {
+  for (const [url, what] of [[next.modelUrl, "model URL"], [next.embedModelUrl, "embedding model URL"]]) {
+    if (!url) continue;
     try {
-      const u = new URL(next.modelUrl);
+      const u = new URL(url);
       if (!/^https?:$/.test(u.protocol)) throw new Error();
     } catch {
-      ui.optionsStatus.textContent = "The model URL must be an http(s):// URL.";
+      ui.optionsStatus.textContent = `The ${what} must be an http(s):// URL.`;
       return;
     }
   }
@@ -489,6 +628,11 @@ ui.question.addEventListener("keydown", (ev) => {
   }
 });
 ui.stop.addEventListener("click", () => running?.abort());
+ui.findForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const query = ui.findQuery.value.trim();
+  if (query) find(query);
+});
 for (const [key, { label }] of [...Object.entries(SCHEMAS), [CUSTOM, { label: "My own JSON Schema\u2026" }]]) {
   ui.schema.append(new Option(label, key));
 }
@@ -556,6 +700,7 @@ async function start() {
   await loadSettings();
   setModelState("none");
   setRun("idle");
+  setFind("idle");
   const src = modelSource();
   if (!src) {
     ui.modelStatus.textContent = "No model set: enter a model URL or pick a .gguf file under Options.";
