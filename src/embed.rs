@@ -234,10 +234,14 @@ impl Embedder {
     }
 }
 
-/// Open a package written by `convert` from a BERT-family checkpoint.
+/// Open an embedding model: a package written by `convert` from a BERT-family checkpoint, or a
+/// GGUF file (`open_gguf_embedder`).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_embedder(ctx: &Context, dir: &Path, max_rows: u32) -> Result<Embedder> {
     use crate::loader::LoadError;
+    if dir.is_file() {
+        return open_gguf_embedder(ctx, dir, max_rows);
+    }
     let package = crate::loader::Package::open(dir)?;
     let mut tensors = package.load(ctx)?;
     let read = |f: &str| {
@@ -252,4 +256,37 @@ pub fn open_embedder(ctx: &Context, dir: &Path, max_rows: u32) -> Result<Embedde
         Err(_) => EmbedSettings::DEFAULT,
     };
     Embedder::new(ctx, &package.manifest.architecture, &mut tensors, &tokenizer, settings, max_rows)
+}
+
+impl EmbedSettings {
+    /// A GGUF embedding model's settings: `<arch>.pooling_type` (mean when the file does not say),
+    /// normalised (as llama.cpp's embeddings are by default), the model's full length.
+    pub fn from_gguf(md: &crate::loader::gguf::Metadata) -> Result<Self> {
+        let pooling = crate::loader::gguf::pooling(md).map_err(EngineError::Gguf)?;
+        Ok(EmbedSettings { pooling: pooling.unwrap_or(Pooling::Mean), ..Self::DEFAULT })
+    }
+}
+
+/// An embedder over a GGUF's tensors as llama.cpp lays out an embedding model (its `bert`
+/// architecture): config, WordPiece tokenizer and pooling from the metadata.
+pub fn embedder_from_gguf(
+    ctx: &Context,
+    file: &crate::loader::gguf::GgufFile,
+    tensors: &mut HashMap<String, GpuTensor>,
+    src: &mut dyn crate::loader::gguf::GgufSource,
+    max_rows: u32,
+) -> Result<Embedder> {
+    use crate::loader::{gguf, gguf_tokenizer::GgufTokenizer};
+    let architecture = gguf::hf_config(file, src).map_err(crate::engine::gguf_error)?;
+    let tok = GgufTokenizer::from_metadata(&file.metadata).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let json = tok.tokenizer_json().map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let settings = EmbedSettings::from_gguf(&file.metadata)?;
+    Embedder::new(ctx, &architecture, tensors, &json, settings, max_rows)
+}
+
+/// Open a GGUF embedding model (a BERT-family encoder written by llama.cpp's converter).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_gguf_embedder(ctx: &Context, path: &Path, max_rows: u32) -> Result<Embedder> {
+    let (file, mut tensors, mut captured) = crate::engine::stream_gguf(ctx, path)?;
+    embedder_from_gguf(ctx, &file, &mut tensors, &mut captured, max_rows)
 }

@@ -786,7 +786,7 @@ pub fn engine_from_gguf(
     Engine::new(model, &json, Some(&tok.tokenizer_config_json()))
 }
 
-fn gguf_error(e: crate::loader::gguf::GgufError) -> EngineError {
+pub(crate) fn gguf_error(e: crate::loader::gguf::GgufError) -> EngineError {
     match e {
         crate::loader::gguf::GgufError::Gpu(g) => EngineError::Gpu(g),
         other => EngineError::Gguf(other),
@@ -813,6 +813,18 @@ pub fn open_package(ctx: &Context, dir: &std::path::Path, opts: OpenOptions) -> 
 /// from `fetch`, in 1 MiB reads.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_gguf(ctx: &Context, path: &std::path::Path, opts: OpenOptions) -> Result<Engine> {
+    let (file, mut tensors, mut captured) = stream_gguf(ctx, path)?;
+    engine_from_gguf(ctx, &file, &mut tensors, &mut captured, opts)
+}
+
+/// A GGUF file (or a split model, given any part) streamed onto the GPU: its header, its tensors
+/// under checkpoint names, and the small tensors kept for the config.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::type_complexity)]
+pub fn stream_gguf(
+    ctx: &Context,
+    path: &std::path::Path,
+) -> Result<(crate::loader::gguf::GgufFile, HashMap<String, GpuTensor>, crate::loader::gguf_stream::CapturedSource)> {
     use std::io::Read;
 
     use crate::loader::{gguf, gguf_stream::GgufStream};
@@ -839,6 +851,5 @@ pub fn open_gguf(ctx: &Context, path: &std::path::Path, opts: OpenOptions) -> Re
         }
         stream.finish_part(i).map_err(gguf_error)?;
     }
-    let (file, mut tensors, mut captured) = stream.finish().map_err(gguf_error)?;
-    engine_from_gguf(ctx, &file, &mut tensors, &mut captured, opts)
+    stream.finish().map_err(gguf_error)
 }

@@ -21,7 +21,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::chat::Message;
-use crate::embed::{EmbedOptions, EmbedSettings, Embedder, Pooling, DEFAULT_MAX_ROWS, SETTINGS_FILE};
+use crate::embed::{
+    embedder_from_gguf, EmbedOptions, EmbedSettings, Embedder, Pooling, DEFAULT_MAX_ROWS, SETTINGS_FILE,
+};
 use crate::engine::{
     engine_from_gguf, engine_from_package, kv_cache_bytes, probe_state, state_options, Engine, EngineError, Event,
     Finish, GenerateOptions, OpenOptions,
@@ -259,12 +261,8 @@ enum OneOrMany {
 }
 
 impl LoadOptions {
-    /// The engine's options (its defaults where none is given; it checks them) and the GGUF hashes.
-    fn parse(v: JsValue) -> Result<(OpenOptions, Vec<String>), JsValue> {
-        Self::parse_all(v).map(|(opts, hashes, _)| (opts, hashes))
-    }
-
-    /// As `parse`, with `maxBatch` as given (an embedding model takes it as its token rows per pass).
+    /// The engine's options (its defaults where none is given; it checks them), the GGUF hashes, and
+    /// `maxBatch` as given (an embedding model takes it as its token rows per pass).
     fn parse_all(v: JsValue) -> Result<(OpenOptions, Vec<String>, Option<u32>), JsValue> {
         let o: LoadOptions = if v.is_undefined() || v.is_null() {
             Self::default()
@@ -564,10 +562,14 @@ enum Loading {
         opts: OpenOptions,
         embed: Option<u32>,
     },
+    /// `embed`: set once the first header shows an embedding model (its token rows per pass);
+    /// `max_batch` as the caller gave it.
     Gguf {
         stream: GgufStream<'static>,
         opts: OpenOptions,
         hashes: Vec<PartHash>,
+        max_batch: Option<u32>,
+        embed: Option<u32>,
     },
 }
 
@@ -666,7 +668,7 @@ fn kv_bytes(ctx: &Context, config: &Config, opts: &OpenOptions) -> Result<u64, J
 /// Tensors the config reads (RoPE factors) read as zeros: the state's sizes do not depend on them.
 /// `None` when the header alone cannot give it (a split model's tensor in a later part); the real
 /// config, built at `finishLoad`, reports such errors.
-fn early_config(stream: &GgufStream) -> Result<Option<Config>, JsValue> {
+fn early_config(stream: &GgufStream) -> Result<Option<Early>, JsValue> {
     use crate::loader::gguf::{hf_config, GgufFile, GgufSource};
     struct Zeros;
     impl GgufSource for Zeros {
@@ -686,8 +688,23 @@ fn early_config(stream: &GgufStream) -> Result<Option<Config>, JsValue> {
         // An architecture we do not run fails now, not after the download.
         Err(e @ GgufError::UnsupportedArch { .. }) => Err(gguf_error(e)),
         Err(_) => Ok(None),
-        Ok(v) => Ok(Config::from_hf(&v).ok()),
+        Ok(v) if is_embedding_gguf(&file.metadata) => Ok(Some(Early::Embed(EncoderConfig::from_hf(&v).ok()))),
+        Ok(v) => Ok(Config::from_hf(&v).ok().map(Early::Generate)),
     }
+}
+
+/// What the first GGUF header says the model is, to probe its GPU memory before the weights stream.
+enum Early {
+    Generate(Config),
+    /// An embedding model; the encoder's config when it is one (the batch buffers to probe).
+    Embed(Option<EncoderConfig>),
+}
+
+/// Whether a GGUF is an embedding model: llama.cpp's `bert`, or any architecture with
+/// `<arch>.pooling_type` (its converter writes one only for embedding models).
+fn is_embedding_gguf(md: &crate::loader::gguf::Metadata) -> bool {
+    let arch = md.str("general.architecture").unwrap_or("");
+    arch == "bert" || md.contains(&format!("{arch}.pooling_type"))
 }
 
 fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {
@@ -826,7 +843,7 @@ impl WasmEngine {
     /// Start loading a GGUF of these part sizes (one file, or a split model's parts in order).
     #[wasm_bindgen(js_name = beginGguf)]
     pub fn begin_gguf(&self, part_sizes: Vec<f64>, options: JsValue) -> Result<JsValue, JsValue> {
-        let (opts, hashes) = LoadOptions::parse(options)?;
+        let (opts, hashes, max_batch) = LoadOptions::parse_all(options)?;
         if part_sizes.iter().any(|&s| !(s >= 0.0 && s.fract() == 0.0)) {
             return Err(bad_request("part sizes must be whole byte counts"));
         }
@@ -844,7 +861,7 @@ impl WasmEngine {
         let total = stream.total_bytes();
         let mut inner = self.inner()?;
         inner.drop_model(self.ctx);
-        inner.loading = Loading::Gguf { stream, opts, hashes };
+        inner.loading = Loading::Gguf { stream, opts, hashes, max_batch, embed: None };
         let n = sizes.len();
         let plan = LoadPlan {
             kind: "gguf",
@@ -894,26 +911,36 @@ impl WasmEngine {
         let parsed = checked(self.ctx, what, bytes_now, move || {
             let mut inner = inner.try_borrow_mut().map_err(|_| busy())?;
             match &mut inner.loading {
-                Loading::Gguf { stream, opts, .. } => {
+                Loading::Gguf { stream, opts, max_batch, embed, .. } => {
                     stream.write(index as usize, &bytes).map_err(gguf_error)?;
-                    Ok(if index == 0 && !stream.header_pending(0) {
-                        early_config(stream)?.map(|c| (c, *opts))
-                    } else {
-                        None
-                    })
+                    if index != 0 || stream.header_pending(0) {
+                        return Ok(None);
+                    }
+                    let early = early_config(stream)?;
+                    if let Some(Early::Embed(_)) = &early {
+                        *embed = Some(max_batch.unwrap_or(DEFAULT_MAX_ROWS));
+                    }
+                    Ok(early.map(|c| (c, *opts, *embed)))
                 }
                 _ => Err(bad_request("the load was cancelled")),
             }
         })
         .await?;
         // The first header gives the config: the state is tried now, before the weights stream.
-        if let Some((config, opts)) = parsed {
-            let ctx = self.ctx;
-            let kv = kv_bytes(ctx, &config, &opts)?;
-            checked(ctx, "the KV cache and activations", kv, || {
-                probe_state(ctx, &config, &opts).map(drop).map_err(engine_error)
-            })
-            .await?;
+        let ctx = self.ctx;
+        match parsed {
+            Some((Early::Generate(config), opts, _)) => {
+                let kv = kv_bytes(ctx, &config, &opts)?;
+                checked(ctx, "the KV cache and activations", kv, || {
+                    probe_state(ctx, &config, &opts).map(drop).map_err(engine_error)
+                })
+                .await?;
+            }
+            Some((Early::Embed(Some(enc)), _, Some(rows))) => {
+                let what = format!("the embedding batch buffers ({rows} token rows)");
+                checked(ctx, &what, EncoderState::bytes(&enc, rows), || probe_encoder_state(ctx, &enc, rows)).await?;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -1000,8 +1027,7 @@ impl WasmEngine {
             Loading::Package { writer, embed: Some(rows), .. } => {
                 let manifest = writer.manifest().clone();
                 let mut tensors = writer.finish().map_err(|e| load_error(e, Some(&manifest)))?;
-                let weight_bytes = tensor_bytes(&tensors);
-                let buffers = tensor_buffers(&tensors);
+                let (weight_bytes, buffers) = (tensor_bytes(&tensors), tensor_buffers(&tensors));
                 let tok = tokenizer_json
                     .ok_or_else(|| js_error("BAD_MODEL", "the package's tokenizer.json is needed", &[]))?;
                 let settings = match embedding_json {
@@ -1017,32 +1043,20 @@ impl WasmEngine {
                 })
                 .await
                 .inspect_err(|_| ctx.release_all(&buffers))?;
-                let state_bytes: u64 = embedder.buffers().iter().map(|b| b.size()).sum();
-                let info = EmbedderInfo {
-                    task: "embed",
-                    architecture: arch["model_type"].as_str().unwrap_or("").to_string(),
-                    layers: embedder.config.n_layers,
-                    hidden: embedder.config.hidden,
-                    heads: embedder.config.n_heads,
-                    kv_heads: embedder.config.n_heads,
-                    vocab: embedder.config.vocab,
-                    context: embedder.max_tokens(),
-                    eos_token_ids: Vec::new(),
-                    kv_cache_bytes: 0.0,
-                    weight_bytes_per_token: weight_bytes as f64,
-                    dims: embedder.config.hidden,
-                    pooling: embedder.settings.pooling,
-                    normalize: embedder.settings.normalize,
-                    batch_tokens: rows,
-                    has_chat_template: false,
-                    weight_bytes: weight_bytes as f64,
-                    state_bytes: state_bytes as f64,
-                    kernels: ctx.variants(),
-                };
-                let mut inner = self.inner()?;
-                inner.embedder = Some(LoadedEmbedder { embedder, buffers });
-                inner.info = Some(Info::Embed(info.clone()));
-                return to_js(&info);
+                let name = arch["model_type"].as_str().unwrap_or("").to_string();
+                return self.install_embedder(embedder, buffers, weight_bytes, rows, name);
+            }
+            Loading::Gguf { stream, embed: Some(rows), .. } => {
+                let (file, mut tensors, mut kept) = stream.finish().map_err(gguf_error)?;
+                let (weight_bytes, buffers) = (tensor_bytes(&tensors), tensor_buffers(&tensors));
+                let what = format!("the embedding batch buffers ({rows} token rows)");
+                let embedder = checked(ctx, &what, 0, || {
+                    embedder_from_gguf(ctx, &file, &mut tensors, &mut kept, rows).map_err(engine_error)
+                })
+                .await
+                .inspect_err(|_| ctx.release_all(&buffers))?;
+                let name = file.architecture().unwrap_or("").to_string();
+                return self.install_embedder(embedder, buffers, weight_bytes, rows, name);
             }
             Loading::Package { writer, opts, embed: None } => {
                 let manifest = writer.manifest().clone();
@@ -1064,7 +1078,7 @@ impl WasmEngine {
                 .await?;
                 (engine, weight_bytes)
             }
-            Loading::Gguf { stream, opts, .. } => {
+            Loading::Gguf { stream, opts, embed: None, .. } => {
                 let (file, mut tensors, mut kept) = stream.finish().map_err(gguf_error)?;
                 let weight_bytes = tensor_bytes(&tensors);
                 let engine = checked(ctx, "the KV cache and activations", 0, || {
@@ -1080,6 +1094,43 @@ impl WasmEngine {
         let mut inner = self.inner()?;
         inner.engine = Some(engine);
         inner.info = Some(Info::Generate(info.clone()));
+        to_js(&info)
+    }
+
+    /// Keep a loaded embedding model as this engine's model; resolves with its `modelInfo`.
+    fn install_embedder(
+        &self,
+        embedder: Embedder,
+        buffers: Vec<wgpu::Buffer>,
+        weight_bytes: u64,
+        rows: u32,
+        architecture: String,
+    ) -> Result<JsValue, JsValue> {
+        let state_bytes: u64 = embedder.buffers().iter().map(|b| b.size()).sum();
+        let info = EmbedderInfo {
+            task: "embed",
+            architecture,
+            layers: embedder.config.n_layers,
+            hidden: embedder.config.hidden,
+            heads: embedder.config.n_heads,
+            kv_heads: embedder.config.n_heads,
+            vocab: embedder.config.vocab,
+            context: embedder.max_tokens(),
+            eos_token_ids: Vec::new(),
+            kv_cache_bytes: 0.0,
+            weight_bytes_per_token: weight_bytes as f64,
+            dims: embedder.config.hidden,
+            pooling: embedder.settings.pooling,
+            normalize: embedder.settings.normalize,
+            batch_tokens: rows,
+            has_chat_template: false,
+            weight_bytes: weight_bytes as f64,
+            state_bytes: state_bytes as f64,
+            kernels: self.ctx.variants(),
+        };
+        let mut inner = self.inner()?;
+        inner.embedder = Some(LoadedEmbedder { embedder, buffers });
+        inner.info = Some(Info::Embed(info.clone()));
         to_js(&info)
     }
 

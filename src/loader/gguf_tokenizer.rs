@@ -147,7 +147,11 @@ impl GgufTokenizer {
             }
         };
         let bos = id("tokenizer.ggml.bos_token_id")?;
-        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let eos = match id("tokenizer.ggml.eos_token_id")? {
+            // BERT's [SEP] may be given only as the separator.
+            None if model == "bert" => id("tokenizer.ggml.seperator_token_id")?,
+            eos => eos,
+        };
         let unk = id("tokenizer.ggml.unknown_token_id")?;
         let special_ids: HashSet<u32> = [
             bos,
@@ -160,6 +164,24 @@ impl GgufTokenizer {
         .into_iter()
         .flatten()
         .collect();
+        // BERT's WordPiece pieces as tokenizer.json has them: llama.cpp's converter wrote `##x` as `x`
+        // and a word-initial `x` as `▁x` ("phantom space"), control tokens as they are.
+        let unphantom = |(t, &ty): (&String, &i64)| -> String {
+            if ty == CONTROL {
+                t.clone()
+            } else if let Some(word) = t.strip_prefix('\u{2581}') {
+                word.to_string()
+            } else {
+                format!("##{t}")
+            }
+        };
+        let bert_pieces: Vec<String>;
+        let tokens: &[String] = if model == "bert" {
+            bert_pieces = tokens.iter().zip(&types).map(unphantom).collect();
+            &bert_pieces
+        } else {
+            tokens
+        };
         let token = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize)).cloned();
 
         // Later duplicates win, as in llama.cpp's token_to_id.
@@ -231,10 +253,26 @@ impl GgufTokenizer {
                 ]});
                 (model_json, json!({ "type": "Sequence", "normalizers": norms }), Value::Null, decoder, true)
             }
+            // llama.cpp's WPM tokenizer: lowercase, accents stripped, split at whitespace and
+            // punctuation (CJK characters alone), greedy longest-match WordPiece; [CLS] … [SEP].
+            "bert" => {
+                let model_json = json!({
+                    "type": "WordPiece", "unk_token": token(unk).unwrap_or_else(|| "[UNK]".into()),
+                    "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
+                    "vocab": Value::Object(vocab),
+                });
+                let normalizer = json!({
+                    "type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                    "strip_accents": null, "lowercase": true,
+                });
+                let decoder = json!({ "type": "WordPiece", "prefix": "##", "cleanup": true });
+                (model_json, normalizer, json!({ "type": "BertPreTokenizer" }), decoder, true)
+            }
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
         let add_bos = md.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos);
-        let add_eos = md.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+        // WordPiece (BERT) adds [SEP] as well as [CLS] unless told otherwise.
+        let add_eos = md.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(model == "bert");
 
         let mut added = Vec::new();
         for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {

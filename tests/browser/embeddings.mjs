@@ -19,6 +19,10 @@
 //           errors, the batch again gives the same vectors
 //   worker  createWorkerEngine: the batch gives the page's vectors (Float32Arrays cross the worker
 //           boundary), an error is typed there too
+//   gguf    the same model as a GGUF in llama.cpp's layout (models/all-MiniLM-L6-v2.f16.gguf, from
+//           scripts/fetch-embedder.sh): modelInfo from its metadata (task "embed", pooling "mean" from
+//           bert.pooling_type, context 512: a GGUF has the model's positions, not max_seq_length), the
+//           batch against sentence-transformers, its WordPiece tokenizer's token counts, a typed error
 //
 // Prints PASS/FAIL per scenario. Needs pkg/wasm (scripts/build-pkg.sh), the CLI (cargo build --bin
 // webgpu-llm), models/all-MiniLM-L6-v2 and Chromium; scripts/test-browser.sh runs it. The package is
@@ -183,14 +187,31 @@ async function scenarioWorker(S, F) {
   await E.page.close();
 }
 
+async function scenarioGguf(S, F) {
+  const page = await openHarness(S, "minilm-gguf", `${S.server.origin}/pages/models.html`);
+  const r = await M(page, "create", { options: { model: "/g/all-MiniLM-L6-v2.f16.gguf", cache: false } });
+  check(r.ok, `loading the GGUF failed: ${errText(r.error)}`);
+  const E = { page, id: r.id, info: r.modelInfo };
+  F.load_s = secs(r.ms);
+  const i = E.info;
+  check(i.task === "embed" && i.architecture === "bert" && i.dims === EXPECTED.dims && i.pooling === "mean" && i.normalize === true && i.context === 512,
+    `GGUF modelInfo ${JSON.stringify(i)}`);
+  const { worst } = await checkBatch(E, "gguf batch");
+  F.one_minus_min_cosine = (1 - worst).toExponential(1);
+  await expectError(E, { input: [""] }, "BAD_REQUEST", "gguf empty string", { option: "input" });
+  await M(page, "unload", E.id);
+  await page.close();
+}
+
 const SCENARIOS = [
   ["page", scenarioPage],
   ["worker", scenarioWorker],
+  ["gguf", scenarioGguf],
 ];
 
 async function main() {
   const problems = [];
-  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the CLI (cargo build --bin webgpu-llm)", CLI], ["all-MiniLM-L6-v2 (bash scripts/fetch-embedder.sh)", path.join(MINILM, "model.safetensors")], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
+  for (const [what, p] of [["pkg/wasm/webgpu_llm.js (bash scripts/build-pkg.sh)", "pkg/wasm/webgpu_llm.js"], ["the CLI (cargo build --bin webgpu-llm)", CLI], ["all-MiniLM-L6-v2 (bash scripts/fetch-embedder.sh)", path.join(MINILM, "model.safetensors")], ["its GGUF (bash scripts/fetch-embedder.sh)", path.join(REPO, "models/all-MiniLM-L6-v2.f16.gguf")], ["Chromium (bash scripts/setup.sh)", CHROMIUM]]) {
     if (!fs.existsSync(path.resolve(REPO, p))) problems.push(`missing ${what}: ${p}`);
   }
   if (problems.length) {
@@ -204,7 +225,7 @@ async function main() {
   try {
     const p = minilmPackage(CLI);
     log(`setup: MiniLM f16 package ${path.relative(REPO, p.pkgDir)} ${p.cached ? "(cached)" : `(converted in ${p.seconds.toFixed(1)} s)`}`);
-    const mounts = { "/pkg/": path.join(REPO, "pkg"), "/pages/": path.join(HERE, "pages"), "/m/minilm/": p.pkgDir };
+    const mounts = { "/pkg/": path.join(REPO, "pkg"), "/pages/": path.join(HERE, "pages"), "/m/minilm/": p.pkgDir, "/g/": path.join(REPO, "models") };
     S.server = await startServer({ mounts, quiet: !VERBOSE });
     S.context = await launch(path.join(tmp, "profile"));
     results = await runScenarios(S, SCENARIOS, wanted);

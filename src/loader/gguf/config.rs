@@ -15,6 +15,9 @@ use super::{GgufError, Result};
 /// (rope factor tables are read into the config instead). The name only: [`TensorMap::target`]
 /// also leaves out MTP blocks and says which tensors the model takes otherwise than as they are.
 pub fn hf_name(arch: &str, name: &str) -> Option<String> {
+    if arch == "bert" {
+        return bert_name(name);
+    }
     let global = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -77,6 +80,92 @@ pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
+/// BERT's checkpoint names (`BertModel`, no `bert.` prefix) for llama.cpp's `LLM_ARCH_BERT` tensors.
+fn bert_name(name: &str) -> Option<String> {
+    let (base, suffix) = name.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    let global = match base {
+        "token_embd" => Some("embeddings.word_embeddings"),
+        "position_embd" => Some("embeddings.position_embeddings"),
+        "token_types" => Some("embeddings.token_type_embeddings"),
+        "token_embd_norm" => Some("embeddings.LayerNorm"),
+        _ => None,
+    };
+    if let Some(g) = global {
+        return Some(format!("{g}.{suffix}"));
+    }
+    let (layer, rest) = base.strip_prefix("blk.")?.split_once('.')?;
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hf = match rest {
+        "attn_q" => "attention.self.query",
+        "attn_k" => "attention.self.key",
+        "attn_v" => "attention.self.value",
+        "attn_output" => "attention.output.dense",
+        "attn_output_norm" => "attention.output.LayerNorm",
+        "ffn_up" => "intermediate.dense",
+        "ffn_down" => "output.dense",
+        "layer_output_norm" => "output.LayerNorm",
+        _ => return None,
+    };
+    Some(format!("encoder.layer.{layer}.{hf}.{suffix}"))
+}
+
+/// A BERT encoder's config.json from llama.cpp's `bert.*` keys (`LLM_ARCH_BERT`: post-LayerNorm,
+/// erf-GELU, learned absolute positions; `attention.causal` must be false).
+fn bert_config(file: &GgufFile) -> Result<Value> {
+    let md = &file.metadata;
+    if md.opt_bool("bert.attention.causal")? == Some(true) {
+        return Err(GgufError::Unsupported { what: "bert.attention.causal".into(), detail: "true".into() });
+    }
+    if file.tensor("blk.0.attn_qkv.weight").is_some() {
+        return Err(GgufError::Unsupported {
+            what: "blk.0.attn_qkv".into(),
+            detail: "fused q|k|v (--fuse-qkv)".into(),
+        });
+    }
+    let vocab = md.array("tokenizer.ggml.tokens")?.len() as u64;
+    let types = match md.opt_u32("tokenizer.ggml.token_type_count")? {
+        Some(n) => n as u64,
+        None => file.require("token_types.weight")?.dims.get(1).copied().unwrap_or(1),
+    };
+    Ok(json!({
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "hidden_size": md.u32("bert.embedding_length")?,
+        "num_hidden_layers": md.u32("bert.block_count")?,
+        "num_attention_heads": md.u32("bert.attention.head_count")?,
+        "intermediate_size": md.u32("bert.feed_forward_length")?,
+        "max_position_embeddings": md.u32("bert.context_length")?,
+        "vocab_size": vocab,
+        "type_vocab_size": types,
+        "layer_norm_eps": md.float("bert.attention.layer_norm_epsilon")?,
+        "hidden_act": "gelu",
+        "position_embedding_type": "absolute",
+    }))
+}
+
+/// `<arch>.pooling_type` (llama.cpp's `LLAMA_POOLING_TYPE_*`): how an embedding model pools, `None`
+/// when the file does not say (or says NONE, per-token output).
+pub fn pooling(md: &Metadata) -> Result<Option<crate::ops::pool::Pooling>> {
+    use crate::ops::pool::Pooling;
+    let arch = md.str("general.architecture")?;
+    let key = format!("{arch}.pooling_type");
+    Ok(match md.opt_u32(&key)? {
+        None | Some(0) => None,
+        Some(1) => Some(Pooling::Mean),
+        Some(2) => Some(Pooling::Cls),
+        Some(3) => Some(Pooling::Last),
+        Some(other) => {
+            let what = if other == 4 { "4 (rank: a reranker)".to_string() } else { other.to_string() };
+            return Err(GgufError::Unsupported { what: key, detail: what });
+        }
+    })
+}
+
 fn is_gemma(arch: &str) -> bool {
     matches!(arch, "gemma2" | "gemma3")
 }
@@ -87,6 +176,9 @@ fn is_gemma(arch: &str) -> bool {
 pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
     let md = &file.metadata;
     let arch = file.architecture()?;
+    if arch == "bert" {
+        return bert_config(file);
+    }
     if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "gemma2" | "gemma3" | "qwen35") {
         return Err(GgufError::UnsupportedArch { arch: arch.to_string() });
     }

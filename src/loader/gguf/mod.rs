@@ -54,7 +54,7 @@ mod package;
 mod repack;
 mod value;
 
-pub use config::{hf_config, hf_name, Fix, Target, TensorMap};
+pub use config::{hf_config, hf_name, pooling, Fix, Target, TensorMap};
 #[cfg(not(target_arch = "wasm32"))]
 pub use files::{open, read_header_file, FileSource};
 pub use header::{parse_header, GgmlType, GgufFile, GgufSource, Header, SliceSource, TensorInfo};
