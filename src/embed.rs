@@ -1,9 +1,12 @@
-//! Text in, embeddings out: an encoder model (`model::encoder`), its tokenizer, and the
+//! Text in, embeddings out: an encoder model (`model::encoder`) or a decoder (`model::llama`, e.g.
+//! Qwen3-Embedding: causal attention, usually last-token pooling), its tokenizer, and the
 //! sentence-transformers settings it was trained with (pooling, normalisation, maximum length).
 //! Behaves as sentence-transformers does: the tokenizer's post-processor adds [CLS]/[SEP], its own
 //! padding and truncation settings in tokenizer.json are ignored, inputs are cut at
-//! `max_seq_length` only when asked (`truncate`), vectors are L2-normalised by default. Many inputs
-//! go through the GPU together: sorted by length, padded per batch, as many per pass as fit.
+//! `max_seq_length` only when asked (`truncate`), vectors are L2-normalised by default. An encoder
+//! takes many inputs per GPU pass: sorted by length, padded per batch, as many per pass as fit. A
+//! decoder takes one input per pass (its causal attention runs over one sequence's KV cache), each
+//! prefilled whole and pooled on the GPU; only the pooled vector is read back.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +18,10 @@ use crate::engine::{EngineError, Result};
 use crate::gpu::Context;
 use crate::loader::GpuTensor;
 use crate::model::encoder::{encode, EncoderConfig, EncoderState, EncoderWeights};
-use crate::model::ModelError;
+use crate::model::llama::{Logits, StateOptions};
+use crate::model::{Config, Model, ModelError};
+use crate::ops::attention::KvDtype;
+use crate::ops::pool::pool;
 pub use crate::ops::pool::Pooling;
 
 /// The package file holding [`EmbedSettings`] (written by `convert` from sentence-transformers' files).
@@ -121,10 +127,40 @@ pub struct Embeddings {
     pub passes: usize,
 }
 
+/// What a loaded embedding model is (for `modelInfo` and the CLI).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbedderShape {
+    /// `model_type` (bert, qwen3, …).
+    pub architecture: String,
+    pub layers: u32,
+    /// The model's width: values per embedding before a `dimensions` cut.
+    pub hidden: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub vocab: u32,
+    /// Positions the model has.
+    pub max_position: u32,
+    /// Token rows one GPU pass takes.
+    pub max_rows: u32,
+}
+
+enum Backbone {
+    Encoder {
+        config: EncoderConfig,
+        weights: EncoderWeights,
+        state: EncoderState,
+    },
+    /// A causal LM without its head; `lens`/`out` are the pooling's input length and output.
+    Decoder {
+        model: Box<Model>,
+        lens: wgpu::Buffer,
+        out: wgpu::Buffer,
+    },
+}
+
 pub struct Embedder {
-    pub config: EncoderConfig,
-    pub weights: EncoderWeights,
-    pub state: EncoderState,
+    backbone: Backbone,
+    pub shape: EmbedderShape,
     pub settings: EmbedSettings,
     tokenizer: Tokenizer,
     /// The same, cutting at `max_tokens` (its post-processor's special tokens kept).
@@ -132,7 +168,9 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// An embedder over loaded package tensors (HF BertModel names, with or without `bert.`).
+    /// An embedder over loaded package tensors: a BERT encoder (HF BertModel names, with or
+    /// without `bert.`), or a causal LM the engine runs (its names with or without `model.`, as
+    /// Qwen3-Embedding saves them; its lm_head is not needed).
     pub fn new(
         ctx: &Context,
         architecture: &serde_json::Value,
@@ -141,15 +179,31 @@ impl Embedder {
         settings: EmbedSettings,
         max_rows: u32,
     ) -> Result<Self> {
-        let config = EncoderConfig::from_hf(architecture).map_err(|e| EngineError::from(ModelError::Config(e)))?;
-        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
-        let weights = EncoderWeights::load(ctx, &config, tensors, prefix)?;
-        let state = EncoderState::new(ctx, &config, max_rows)?;
+        let model_type = architecture["model_type"].as_str().unwrap_or("").to_string();
+        let (backbone, shape) = if EncoderConfig::is_encoder(architecture) {
+            let config = EncoderConfig::from_hf(architecture).map_err(|e| EngineError::from(ModelError::Config(e)))?;
+            let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+            let weights = EncoderWeights::load(ctx, &config, tensors, prefix)?;
+            let state = EncoderState::new(ctx, &config, max_rows)?;
+            let shape = EmbedderShape {
+                architecture: model_type,
+                layers: config.n_layers,
+                hidden: config.hidden,
+                heads: config.n_heads,
+                kv_heads: config.n_heads,
+                vocab: config.vocab,
+                max_position: config.max_position,
+                max_rows,
+            };
+            (Backbone::Encoder { config, weights, state }, shape)
+        } else {
+            decoder(ctx, architecture, tensors, max_rows, model_type)?
+        };
         let mut tokenizer = Tokenizer::from_bytes(tokenizer_json).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         // tokenizer.json may pad or cut (all-MiniLM's pads to 128): sentence-transformers does neither
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        let mut embedder = Embedder { config, weights, state, settings, truncating: tokenizer.clone(), tokenizer };
+        let mut embedder = Embedder { backbone, shape, settings, truncating: tokenizer.clone(), tokenizer };
         let cut = TruncationParams {
             max_length: embedder.max_tokens() as usize,
             strategy: TruncationStrategy::LongestFirst,
@@ -162,7 +216,7 @@ impl Embedder {
 
     /// The most tokens an input may have: `max_seq_length`, within the model's positions.
     pub fn max_tokens(&self) -> u32 {
-        self.settings.max_seq_length.unwrap_or(u32::MAX).min(self.config.max_position).min(self.state.max_rows)
+        self.settings.max_seq_length.unwrap_or(u32::MAX).min(self.shape.max_position).min(self.shape.max_rows)
     }
 
     /// Token ids of each input as the model will see them (special tokens added; cut at
@@ -194,7 +248,7 @@ impl Embedder {
     pub async fn embed(&self, ctx: &Context, inputs: &[String], opts: &EmbedOptions) -> Result<Embeddings> {
         let pooling = opts.pooling.unwrap_or(self.settings.pooling);
         let normalize = opts.normalize.unwrap_or(self.settings.normalize);
-        let hidden = self.config.hidden;
+        let hidden = self.shape.hidden;
         let dims = opts.dimensions.unwrap_or(hidden);
         if dims == 0 || dims > hidden {
             return Err(EngineError::InvalidOption {
@@ -203,26 +257,42 @@ impl Embedder {
             });
         }
         let ids = self.tokenize(inputs, opts.truncate)?;
-        // Longest first, so each pass pads to a length close to its inputs'.
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let mut embeddings = vec![Vec::new(); ids.len()];
         let mut passes = 0;
-        let mut start = 0;
-        while start < order.len() {
-            let seq = ids[order[start]].len() as u32;
-            let fit = (self.state.max_rows / seq).max(1) as usize;
-            let group = &order[start..(start + fit).min(order.len())];
-            let seqs: Vec<Vec<u32>> = group.iter().map(|&i| ids[i].clone()).collect();
-            let shape = self.state.write_batch(ctx, &self.config, &seqs)?;
-            let kernels = encode(ctx, &self.config, &self.weights, &self.state, shape, pooling, dims, normalize)?;
-            ctx.run(&kernels.iter().collect::<Vec<_>>());
-            let out = ctx.read_f32(&self.state.out, group.len() * dims as usize).await?;
-            for (j, &i) in group.iter().enumerate() {
-                embeddings[i] = out[j * dims as usize..(j + 1) * dims as usize].to_vec();
+        match &self.backbone {
+            Backbone::Encoder { config, weights, state } => {
+                // Longest first, so each pass pads to a length close to its inputs'.
+                let mut order: Vec<usize> = (0..ids.len()).collect();
+                order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+                let mut start = 0;
+                while start < order.len() {
+                    let seq = ids[order[start]].len() as u32;
+                    let fit = (state.max_rows / seq).max(1) as usize;
+                    let group = &order[start..(start + fit).min(order.len())];
+                    let seqs: Vec<Vec<u32>> = group.iter().map(|&i| ids[i].clone()).collect();
+                    let shape = state.write_batch(ctx, config, &seqs)?;
+                    let kernels = encode(ctx, config, weights, state, shape, pooling, dims, normalize)?;
+                    ctx.run(&kernels.iter().collect::<Vec<_>>());
+                    let out = ctx.read_f32(&state.out, group.len() * dims as usize).await?;
+                    for (j, &i) in group.iter().enumerate() {
+                        embeddings[i] = out[j * dims as usize..(j + 1) * dims as usize].to_vec();
+                    }
+                    passes += 1;
+                    start += group.len();
+                }
             }
-            passes += 1;
-            start += group.len();
+            Backbone::Decoder { model, lens, out } => {
+                for (i, seq) in ids.iter().enumerate() {
+                    // One sequence per pass: prefilled whole (max_tokens ≤ max_batch), then pooled.
+                    let t = seq.len() as u32;
+                    model.run(ctx, seq, 0, Logits::Hidden)?;
+                    ctx.write(lens, 0, bytemuck::bytes_of(&t));
+                    let k = pool(ctx, model.state.hidden(), lens, out, (1, t, hidden), dims, pooling, normalize)?;
+                    ctx.run(&[&k]);
+                    embeddings[i] = ctx.read_f32(out, dims as usize).await?;
+                    passes += 1;
+                }
+            }
         }
         let tokens = ids.iter().map(|v| v.len()).sum();
         Ok(Embeddings { dims, pooling, normalize, ids, embeddings, tokens, passes })
@@ -230,8 +300,64 @@ impl Embedder {
 
     /// Every GPU buffer (for `Context::release_all`).
     pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
-        self.state.buffers()
+        match &self.backbone {
+            Backbone::Encoder { state, .. } => state.buffers(),
+            Backbone::Decoder { model, lens, out } => {
+                let mut b = model.weights.buffers();
+                b.extend(model.state.buffers());
+                b.extend([lens, out]);
+                b
+            }
+        }
     }
+}
+
+/// A causal LM as an embedder: its config (tied to the embedding when the checkpoint has no lm_head,
+/// which embedding models drop), tensor names given their `model.` prefix when saved without it, and
+/// a state that prefills `max_rows` tokens in one pass. Recurrent (Gated DeltaNet) models are refused:
+/// their state would have to be reset between inputs, and no embedding model has them.
+fn decoder(
+    ctx: &Context,
+    architecture: &serde_json::Value,
+    tensors: &mut HashMap<String, GpuTensor>,
+    max_rows: u32,
+    model_type: String,
+) -> Result<(Backbone, EmbedderShape)> {
+    let config_error = |e| EngineError::from(ModelError::Config(e));
+    if !tensors.contains_key("model.embed_tokens.weight") && tensors.contains_key("embed_tokens.weight") {
+        let bare: Vec<String> = tensors.keys().filter(|k| !k.starts_with("model.")).cloned().collect();
+        for name in bare {
+            if let Some(t) = tensors.remove(&name) {
+                tensors.insert(format!("model.{name}"), t);
+            }
+        }
+    }
+    let mut arch = architecture.clone();
+    if !tensors.contains_key("lm_head.weight") {
+        arch["tie_word_embeddings"] = serde_json::Value::Bool(true);
+    }
+    let config = Config::from_hf(&arch).map_err(config_error)?;
+    if config.delta.is_some() {
+        return Err(config_error(crate::model::ConfigError::Invalid(format!(
+            "{model_type}: a recurrent (Gated DeltaNet) model cannot embed"
+        ))));
+    }
+    let rows = max_rows.min(config.max_position);
+    let opts = StateOptions { context: rows, max_batch: rows, kv_dtype: KvDtype::F16, all_logits: false };
+    let shape = EmbedderShape {
+        architecture: model_type,
+        layers: config.n_layers,
+        hidden: config.hidden,
+        heads: config.n_heads,
+        kv_heads: config.n_kv_heads,
+        vocab: config.vocab,
+        max_position: config.max_position,
+        max_rows: rows,
+    };
+    let model = Model::new(ctx, config, tensors, opts)?;
+    let lens = ctx.storage("embed.lens", 4)?;
+    let out = ctx.storage("embed.out", shape.hidden as u64 * 4)?;
+    Ok((Backbone::Decoder { model: Box::new(model), lens, out }, shape))
 }
 
 /// Open an embedding model: a package written by `convert` from a BERT-family checkpoint, or a

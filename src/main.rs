@@ -39,7 +39,7 @@ USAGE
   webgpu-llm run --model <dir | model.gguf> (--prompt TEXT | --chat TEXT) [options]
   webgpu-llm bench --model <dir | model.gguf> [--prompt-tokens 128] [--gen-tokens 64] [--context N]
                    [--json] [run's sampling and --json-schema/--regex/--grammar options]
-  webgpu-llm embed --model <dir> --text T [--text T …] [--pooling cls|mean|last] [--no-normalize]
+  webgpu-llm embed --model <dir | model.gguf> --text T [--text T …] [--pooling cls|mean|last] [--no-normalize]
                    [--dimensions N] [--truncate] [--max-rows 4096] [--json]
   webgpu-llm embed --model <dir> --bench [--bench-tokens 128] [--json]
 
@@ -67,8 +67,11 @@ RUN OPTIONS
   --json               one JSON object per line: prompt ids, each token, a summary
 
 EMBED
-  Sentence embeddings from a converted BERT-family package (e.g. all-MiniLM-L6-v2, bge): pooling,
-  normalisation and length as the checkpoint's sentence-transformers files say, overridable.
+  Sentence embeddings from a converted package of a BERT-family encoder (all-MiniLM-L6-v2, bge, e5)
+  or a decoder (Qwen3-Embedding; any supported causal model with --pooling mean), or a BERT GGUF
+  from llama.cpp's converter: pooling, normalisation and length as the checkpoint's
+  sentence-transformers files (a GGUF: bert.pooling_type) say, overridable. An encoder takes many
+  inputs per GPU pass, a decoder one; --max-rows bounds the token rows of a pass (and an input).
   --truncate cuts inputs longer than max_seq_length at the end (else they are an error). --json
   prints {dims, pooling, ids, embeddings} as one JSON object (ids: each input's tokens as fed to the model).
   --bench times inputs of --bench-tokens tokens in batches of 1 and 32: texts/s and tokens/s (median
@@ -415,7 +418,7 @@ BENCH
 
     fn cmd_embed(mut args: Args) -> Result<(), Error> {
         use webgpu_llm::embed::{open_embedder, EmbedOptions, Pooling, DEFAULT_MAX_ROWS};
-        let dir: PathBuf = args.take("--model")?.ok_or("embed needs --model <dir>")?.into();
+        let dir: PathBuf = args.take("--model")?.ok_or("embed needs --model <dir | model.gguf>")?.into();
         let texts = args.take_all("--text")?;
         if texts.is_empty() && !args.0.iter().any(|a| a == "--bench") {
             return Err("embed needs at least one --text (or --bench)".into());

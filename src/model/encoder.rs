@@ -35,6 +35,11 @@ pub struct EncoderConfig {
 }
 
 impl EncoderConfig {
+    /// Whether a config.json is one of the encoders this module runs (others are decoders).
+    pub fn is_encoder(c: &Value) -> bool {
+        c["model_type"].as_str() == Some("bert")
+    }
+
     pub fn from_hf(c: &Value) -> Result<Self, ConfigError> {
         let model_type = c["model_type"].as_str().unwrap_or("");
         if model_type != "bert" {

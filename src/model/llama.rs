@@ -257,6 +257,11 @@ impl State {
     }
 
     /// Put `tokens` in the id buffer for an `Input::Ids` step; they are checked against `vocab`.
+    /// The final-normed hidden rows a `Logits::Hidden` forward leaves, `(t, hidden)` f32.
+    pub fn hidden(&self) -> &wgpu::Buffer {
+        &self.xb
+    }
+
     pub fn write_ids(&self, ctx: &Context, tokens: &[u32], vocab: u32) -> super::error::Result<()> {
         ensure(!tokens.is_empty() && tokens.len() <= self.opts.max_batch as usize, "forward", || {
             format!("{} tokens in one step; the state holds 1..={}", tokens.len(), self.opts.max_batch)
@@ -325,6 +330,9 @@ pub enum Logits {
     Last,
     /// Every token's (tests, scoring).
     All,
+    /// None: every row's final-normed hidden state, left in the state's `hidden()` buffer
+    /// (embeddings pool these; no lm_head, no choice).
+    Hidden,
 }
 
 /// The int8 activations a one-row product with `w` takes, if it takes them: the state has them
@@ -577,9 +585,13 @@ pub fn forward(
     }
 
     // final norm, then logits = xb·W_lmᵀ for the rows asked for
+    if which == Logits::Hidden {
+        k.push(rms_norm(ctx, &s.x, &w.norm, &s.xb, t, h, eps)?);
+        return Ok(k);
+    }
     let lm_head = w.lm_head.as_ref().unwrap_or(&w.embed);
     let rows = match which {
-        Logits::All => t,
+        Logits::All | Logits::Hidden => t,
         Logits::Last => 1,
     };
     ensure(rows <= s.opts.logit_rows(), "forward", || {

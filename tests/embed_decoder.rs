@@ -1,0 +1,171 @@
+//! Decoder embedders (Qwen3-Embedding's layout) on the tiny random Qwen3 fixture (tests/fixtures/qwen3,
+//! checked against transformers by tests/model_hf.rs), written as Qwen3-Embedding saves a checkpoint:
+//! no `model.` prefix, no lm_head, sentence-transformers files asking for last-token pooling and
+//! normalisation; an f16 package (the fixture's weights are f16 values, so exactly them). Without an lm_head there are no logits to compare, but pooling is linear and the
+//! embedding is tied, so the reference still holds: the last-token vector h (not normalised) gives
+//! h·E[id] = transformers' logit of `id` at the prompt's last position, and the mean of the hidden rows
+//! gives the mean of the prompt's logit rows, for the 40 top and 128 probe ids of each row (float32
+//! transformers). 1e-2 absolute: the embedder keeps K and V in f16 (half the memory of a pass over
+//! thousands of tokens), which moves these logits (|x| ≤ 13) by up to 3e-3 here; with an f32 cache
+//! they agree within tests/model_hf.rs's 1e-3. A wrong row, pooling or norm is off by whole units.
+//! Also: the package's settings (last, normalised), a batch equals one input at a time, the
+//! tokenizer's post-processor (Qwen3-Embedding's appends <|endoftext|>) is applied, typed errors.
+
+mod common;
+use common::fixture::{json_ids, Fixture};
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use webgpu_llm::embed::{open_embedder, EmbedOptions, Embedder, Pooling};
+use webgpu_llm::engine::EngineError;
+use webgpu_llm::loader::convert::{convert, ConvertOptions};
+use webgpu_llm::loader::manifest::Quant;
+
+const ATOL: f64 = 1e-2;
+
+/// The fixture as a Qwen3-Embedding-style checkpoint, converted to an f16 package; `end_token`: a
+/// tokenizer.json whose post-processor appends <|endoftext|>, as Qwen3-Embedding's does.
+fn package(name: &str, end_token: bool) -> PathBuf {
+    let f = Fixture::load("qwen3");
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let hf = root.join("hf");
+    let _ = std::fs::remove_dir_all(&root);
+    f.write_hf_dir_with(&hf, &|n| n.strip_prefix("model.").unwrap_or(n).to_string(), Vec::new());
+    let write = |p: &str, v: Value| {
+        let path = hf.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    };
+    write(
+        "modules.json",
+        json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        ]),
+    );
+    write(
+        "1_Pooling/config.json",
+        json!({"word_embedding_dimension": 96, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false,
+               "pooling_mode_lasttoken": true}),
+    );
+    write("sentence_bert_config.json", json!({"max_seq_length": 64, "do_lower_case": false}));
+    if end_token {
+        let path = hf.join("tokenizer.json");
+        let mut tok: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        tok["post_processor"] = json!({
+            "type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "<|endoftext|>", "type_id": 1}}],
+            "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [151643], "tokens": ["<|endoftext|>"]}}
+        });
+        std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    }
+    let out = root.join("pkg");
+    convert(&hf, &out, ConvertOptions { quant: Quant::F16, shard_mb: 32 }).unwrap();
+    out
+}
+
+fn open(dir: &Path) -> Embedder {
+    open_embedder(ctx(), dir, 256).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// `h`·E[id] for the row's top and probe ids, against transformers' logits (`want` per id).
+fn check_logits(what: &str, h: &[f32], embed: &[half::f16], hidden: usize, ids: &[u32], want: &[f64]) {
+    let got: Vec<f32> = ids
+        .iter()
+        .map(|&id| {
+            let row = &embed[id as usize * hidden..(id as usize + 1) * hidden];
+            h.iter().zip(row).map(|(a, b)| *a as f64 * b.to_f64()).sum::<f64>() as f32
+        })
+        .collect();
+    assert_close(what, &got, want, ATOL, 0.0);
+}
+
+#[test]
+fn qwen3_embedding_layout_pools_transformers_hidden_states() {
+    let f = Fixture::load("qwen3");
+    let hidden = f.config["hidden_size"].as_u64().unwrap() as usize;
+    let weights = f.weights();
+    let embed = &weights.iter().find(|(n, _, _)| n == "model.embed_tokens.weight").unwrap().2;
+    let probe = json_ids(&f.expected["probe_ids"]);
+    let e = open(&package("qwen3-embedding", false));
+    assert_eq!((e.settings.pooling, e.settings.normalize, e.max_tokens()), (Pooling::Last, true, 64));
+    assert_eq!((e.shape.architecture.as_str(), e.shape.hidden), ("qwen3", hidden as u32));
+
+    let prompts: Vec<&Value> =
+        f.expected["prompts"].as_array().unwrap().iter().filter(|p| p["messages"].is_null()).collect();
+    let texts: Vec<String> = prompts.iter().map(|p| p["text"].as_str().unwrap().to_string()).collect();
+    let raw = |pooling| EmbedOptions { pooling: Some(pooling), normalize: Some(false), ..Default::default() };
+    let last = pollster::block_on(e.embed(ctx(), &texts, &raw(Pooling::Last))).unwrap();
+    let mean = pollster::block_on(e.embed(ctx(), &texts, &raw(Pooling::Mean))).unwrap();
+    assert_eq!(last.passes, texts.len(), "one input per pass");
+    for (i, p) in prompts.iter().enumerate() {
+        let ids = json_ids(&p["ids"]);
+        assert_eq!(last.ids[i], ids, "{}: token ids", p["name"]);
+        let n = ids.len();
+        let row = |r: usize| -> (Vec<u32>, Vec<f64>) {
+            let mut sel = json_ids(&p["top_ids"][r]);
+            sel.extend(&probe);
+            let mut want = floats(&p["top_logits"][r]);
+            want.extend(floats(&p["probe_logits"][r]));
+            (sel, want)
+        };
+        let (sel, want) = row(n - 1);
+        check_logits(&format!("{} last", p["name"]), &last.embeddings[i], embed, hidden, &sel, &want);
+        // mean pooling: the mean of the rows' logits (probe ids, which every row has)
+        let mut want = vec![0.0; probe.len()];
+        for r in 0..n {
+            for (w, x) in want.iter_mut().zip(floats(&p["probe_logits"][r])) {
+                *w += x / n as f64;
+            }
+        }
+        check_logits(&format!("{} mean", p["name"]), &mean.embeddings[i], embed, hidden, &probe, &want);
+    }
+
+    // The package's own settings: last token, normalised, each input alone = in a request of several.
+    let norm = pollster::block_on(e.embed(ctx(), &texts, &EmbedOptions::default())).unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let len = last.embeddings[i].iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        for (a, b) in norm.embeddings[i].iter().zip(&last.embeddings[i]) {
+            assert!((*a as f64 - *b as f64 / len).abs() < 1e-5, "normalised = last / |last|");
+        }
+        let one = pollster::block_on(e.embed(ctx(), std::slice::from_ref(text), &EmbedOptions::default())).unwrap();
+        assert_eq!(one.embeddings[0], norm.embeddings[i], "{text:?}: alone vs in a request");
+    }
+
+    // Typed errors, and the embedder still works.
+    let err = |inputs: &[&str]| {
+        let v: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+        pollster::block_on(e.embed(ctx(), &v, &EmbedOptions::default())).unwrap_err()
+    };
+    assert!(matches!(err(&[]), EngineError::EmptyInput { index: None }));
+    assert!(matches!(err(&["a", ""]), EngineError::EmptyInput { index: Some(1) }));
+    let long = "word ".repeat(100);
+    assert!(matches!(err(&["ok", &long]), EngineError::InputTooLong { index: 1, max: 64, .. }));
+    let cut =
+        pollster::block_on(e.embed(ctx(), &[long], &EmbedOptions { truncate: true, ..Default::default() })).unwrap();
+    assert_eq!(cut.ids[0].len(), 64);
+    let again = pollster::block_on(e.embed(ctx(), &texts, &EmbedOptions::default())).unwrap();
+    assert_eq!(again.embeddings, norm.embeddings);
+}
+
+/// Qwen3-Embedding's tokenizer appends <|endoftext|>: that token is fed and pooled (last), and a
+/// truncated input keeps it.
+#[test]
+fn the_post_processors_end_token_is_fed_and_kept_when_cut() {
+    let e = open(&package("qwen3-embedding-eot", true));
+    let r = pollster::block_on(e.embed(ctx(), &["The capital of France is".to_string()], &EmbedOptions::default()))
+        .unwrap();
+    assert_eq!(*r.ids[0].last().unwrap(), 151643);
+    assert_eq!(r.ids[0].len(), 6);
+    let long = vec!["word ".repeat(100)];
+    let cut =
+        pollster::block_on(e.embed(ctx(), &long, &EmbedOptions { truncate: true, ..Default::default() })).unwrap();
+    assert_eq!((cut.ids[0].len(), *cut.ids[0].last().unwrap()), (64, 151643));
+}
