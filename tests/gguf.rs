@@ -12,7 +12,7 @@
 //! - SmolLM2-135M-Instruct Q4_1 (models/, when present) opens through `open_gguf` and answers.
 
 mod common;
-use common::fixture::{f32_bytes_sha, json_ids, Fixture};
+use common::fixture::{f32_bytes_sha, json_ids, top_k, Fixture};
 use common::*;
 
 use half::f16;
@@ -1259,13 +1259,9 @@ fn qwen35_gguf_converts_to_an_equal_package() {
     check_gguf_to_package("qwen35");
 }
 
-/// Fixture `name` as a GGUF with tokenizer keys (GPT-2-style, padded to the model's vocabulary
-/// with [PAD<i>] as convert_hf_to_gguf.py pads), converted to a package with 1 MiB shards: each
-/// tensor `TensorMap` takes is in the manifest with `read_fixed`'s bytes (and nothing else is),
-/// and the package, through `open_package`, gives transformers' logits.
-fn check_gguf_to_package(name: &str) {
-    let f = Fixture::load(name);
-    let mut w = Writer::new();
+/// SmolLM2's GPT-2-style tokenizer keys (tok-gpt2-smollm.gguf), padded to `f`'s vocabulary with
+/// [PAD<i>] as convert_hf_to_gguf.py pads.
+fn gpt2_tokenizer_keys(f: &Fixture, w: &mut Writer) {
     let tok = parse_header(&std::fs::read(fixtures().join("tok-gpt2-smollm.gguf")).unwrap()).unwrap().metadata;
     let vocab = f.config["vocab_size"].as_u64().unwrap() as usize;
     for (key, value) in tok.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
@@ -1281,6 +1277,60 @@ fn check_gguf_to_package(name: &str) {
             v => w.value(key, v),
         };
     }
+}
+
+/// A Qwen3-Embedding GGUF as llama.cpp's converter writes one (`qwen3`, `qwen3.pooling_type` = LAST
+/// from its 1_Pooling config, no output.weight) opens as an embedder: last-token pooling, normalised,
+/// and the last token's vector h gives h·E[id] = the same file's model logits at the prompt's last
+/// position (top 40 ids; 1e-2: both keep K/V in f16, but the embedder prefills whole and the model
+/// in chunks of 32).
+#[test]
+fn qwen3_embedding_gguf_embeds_the_models_last_hidden_state() {
+    use webgpu_llm::embed::{open_embedder, EmbedOptions, Pooling};
+    let f = Fixture::load("qwen3");
+    let mut w = Writer::new();
+    gpt2_tokenizer_keys(&f, &mut w);
+    w.u32("qwen3.pooling_type", 3);
+    let bytes = fixture_gguf_with(&f, w);
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-gguf-embed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("qwen3-embedding.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = open_embedder(ctx(), &path, 64).unwrap();
+    assert_eq!((e.settings.pooling, e.settings.normalize), (Pooling::Last, true));
+    let texts: Vec<String> = ["The capital of France is", "1, 2, 3, 4, 5, 6"].iter().map(|s| s.to_string()).collect();
+    let raw = EmbedOptions { normalize: Some(false), ..Default::default() };
+    let got = pollster::block_on(e.embed(ctx(), &texts, &raw)).unwrap();
+    let engine = webgpu_llm::engine::open_gguf(ctx(), &path, OpenOptions::default()).unwrap();
+    let weights = f.weights();
+    let embed = &weights.iter().find(|(n, _, _)| n == "model.embed_tokens.weight").unwrap().2;
+    let hidden = f.config["hidden_size"].as_u64().unwrap() as usize;
+    for (i, text) in texts.iter().enumerate() {
+        assert_eq!(got.ids[i], engine.encode(text, true).unwrap(), "{text:?}");
+        let logits = pollster::block_on(engine.model.logits(ctx(), &got.ids[i], 0, Logits::Last)).unwrap();
+        let top = top_k(&logits, 40);
+        let want: Vec<f64> = top.iter().map(|&id| logits[id as usize] as f64).collect();
+        let h = &got.embeddings[i];
+        let dots: Vec<f32> = top
+            .iter()
+            .map(|&id| {
+                let row = &embed[id as usize * hidden..(id as usize + 1) * hidden];
+                h.iter().zip(row).map(|(a, b)| *a as f64 * b.to_f64()).sum::<f64>() as f32
+            })
+            .collect();
+        assert_close(&format!("{text:?}"), &dots, &want, 1e-2, 0.0);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Fixture `name` as a GGUF with tokenizer keys (GPT-2-style, padded to the model's vocabulary
+/// with [PAD<i>] as convert_hf_to_gguf.py pads), converted to a package with 1 MiB shards: each
+/// tensor `TensorMap` takes is in the manifest with `read_fixed`'s bytes (and nothing else is),
+/// and the package, through `open_package`, gives transformers' logits.
+fn check_gguf_to_package(name: &str) {
+    let f = Fixture::load(name);
+    let mut w = Writer::new();
+    gpt2_tokenizer_keys(&f, &mut w);
     let bytes = fixture_gguf_with(&f, w);
     let dir = std::env::temp_dir().join(format!("webgpu-llm-gguf-pkg-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
