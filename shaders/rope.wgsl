@@ -10,6 +10,9 @@
 //   written with its v head to cache position pos0 + row (f32 words, or with KV_F16 packed f16
 //   pairs, as kv_write.wgsl). One workgroup of WG per (row, head slot): slot < n_heads is a q
 //   head, the rest kv heads; linear id row * (n_heads + n_kv_heads) + slot, folded by Context::grid.
+// rope_rows: rope_half / rope_interleaved in place on the first n_heads heads of rows of row_stride
+//   floats (an encoder's fused q|k|v rows: the q and k heads rotated, v left), row r at position
+//   positions[r] (each sequence of a padded batch counts from 0). Same pair ids as rope_half.
 // rope_kv_flat: the same without QK_NORM and without workgroup memory or barriers (which CPU-emulated
 //   GPUs pay for in every invocation): one invocation per (row, head slot, dim pair 2w, 2w + 1), each
 //   output dim computed from its own two inputs; linear id (row * slots + slot) * pairs + w.
@@ -38,8 +41,8 @@ struct Params {
     capacity: u32,    // rope_kv: cache positions
     row_words: u32,   // rope_kv: cache words per (head, position): head_dim, or head_dim / 2 with KV_F16
     eps: f32,         // rope_kv with QK_NORM
-    interleaved: u32, // rope_kv: 1 for (2i, 2i + 1) pairs, 0 for (i, i + half)
-    _pad0: u32,
+    interleaved: u32, // rope_kv, rope_rows: 1 for (2i, 2i + 1) pairs, 0 for (i, i + half)
+    row_stride: u32,  // rope_rows: floats per row of x
 }
 
 // The model's per-step values (src/ops/mod.rs StepParams), written once per step.
@@ -60,6 +63,7 @@ struct Step {
 @group(0) @binding(7) var<storage, read_write> cache_v: array<u32>;   // rope_kv: [n_kv_heads, capacity, row_words]
 @group(0) @binding(8) var<storage, read> q_norm: array<f32>;          // rope_kv with QK_NORM: [head_dim]
 @group(0) @binding(9) var<storage, read> k_norm: array<f32>;          // rope_kv with QK_NORM: [head_dim]
+@group(0) @binding(10) var<storage, read> positions: array<u32>;      // rope_rows: [t]
 
 var<workgroup> head_sh: array<f32, MAX_HEAD_DIM>; // rope_kv: the head being rotated
 
@@ -122,6 +126,28 @@ fn rope_interleaved(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let x1 = x[a + 1u];
     x[a] = x0 * cs.x - x1 * cs.y;
     x[a + 1u] = x1 * cs.x + x0 * cs.y;
+}
+
+@compute @workgroup_size(WG)
+fn rope_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) tid: u32) {
+    let j = (wid.x + wid.y * nwg.x) * WG + tid;
+    if (j >= p.pairs) { return; }
+    let i = j % p.half;
+    let rh = j / p.half; // row * n_heads + head
+    let row = rh / p.n_heads;
+    let head0 = row * p.row_stride + (rh % p.n_heads) * p.head_dim;
+    var a = head0 + i;
+    var b = a + p.half;
+    if (p.interleaved != 0u) {
+        a = head0 + 2u * i;
+        b = a + 1u;
+    }
+    let cs = cos_sin(positions[row], i);
+    let x0 = x[a];
+    let x1 = x[b];
+    x[a] = x0 * cs.x - x1 * cs.y;
+    x[b] = x1 * cs.x + x0 * cs.y;
 }
 
 @compute @workgroup_size(WG)

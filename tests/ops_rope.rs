@@ -14,7 +14,7 @@ mod common;
 use common::reference::{rope as reference, rope_f64, rope_mscale};
 use common::*;
 use webgpu_llm::ops::kv_write::{KvCacheShape, KvDtype};
-use webgpu_llm::ops::rope::{rope, rope_kv, QkNorm, RopeConfig, RopePairing, RopeScaling, RopeTable};
+use webgpu_llm::ops::rope::{rope, rope_kv, rope_rows, QkNorm, RopeConfig, RopePairing, RopeScaling, RopeTable};
 use webgpu_llm::ops::{Pos, StepBuffer};
 
 const ATOL: f64 = 2e-6;
@@ -199,6 +199,53 @@ fn rope_rejects_bad_shapes() {
     let err = rope(ctx, &x, &table, 9, 5, 0).err().expect("x holds 4 rows, not 5");
     assert!(err.to_string().contains("`x`"), "{err}");
     assert!(rope(ctx, &x, &table, 9, 2, u32::MAX).is_err(), "positions overflow u32");
+}
+
+/// `rope_rows` on fused q|k|v rows (an encoder's): each row's q and k heads rotated at that row's
+/// own position (a padded batch's r % seq, and arbitrary ones up to 100 000), v and the dims past
+/// rotary_dim bit for bit unchanged.
+#[test]
+fn rope_rows_matches_reference() {
+    let ctx = ctx();
+    let mut rng = Rng::new(seed("rope_rows"));
+    for pairing in [RopePairing::Half, RopePairing::Interleaved] {
+        // (head_dim, rotary_dim, heads): nomic-embed (64, 12), a tiny one, partial rotary
+        for &(hd, rd, heads) in &[(64u32, 64u32, 12usize), (16, 16, 4), (32, 16, 3)] {
+            let cfg = RopeConfig { rotary_dim: rd, ..RopeConfig::new(hd, 1000.0, pairing) };
+            let (hd, stride) = (hd as usize, 3 * heads * hd as usize);
+            for padded in [true, false] {
+                let t = 13;
+                let pos: Vec<u32> =
+                    (0..t).map(|r| if padded { (r % 5) as u32 } else { rng.below(100_001) as u32 }).collect();
+                let x = rng.vec(t * stride, 2.0);
+                let inv = cfg.inv_freq(4096).unwrap();
+                let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+                for (r, &p) in pos.iter().enumerate() {
+                    rope_f64(&mut want[r * stride..r * stride + 2 * heads * hd], &cfg, &inv, 1.0, 2 * heads, 1, p);
+                }
+                let (xb, pb) = (upload_f32(ctx, &x), upload_u32(ctx, &pos));
+                let table = RopeTable::new(ctx, &cfg, 4096).unwrap();
+                let k = rope_rows(ctx, &xb, &table, 2 * heads as u32, t as u32, stride as u32, &pb).unwrap();
+                ctx.run(&[&k]);
+                let got = read_f32(ctx, &xb, x.len());
+                let what = format!("rope_rows {pairing:?} hd={hd} rd={rd} heads={heads} padded={padded}");
+                assert_close(&what, &got, &want, ATOL, 0.0);
+                for (j, (&g, &v)) in got.iter().zip(&x).enumerate() {
+                    let col = j % stride;
+                    if col >= 2 * heads * hd || col % hd >= rd as usize {
+                        assert_eq!(g.to_bits(), v.to_bits(), "{what}: element {j} (v or pass-through) changed");
+                    }
+                }
+            }
+        }
+    }
+    let table = RopeTable::new(ctx, &RopeConfig::new(16, 1000.0, RopePairing::Half), 4096).unwrap();
+    let (x, pos) = (ctx.storage("x", 4 * 48 * 3).unwrap(), ctx.storage("pos", 4 * 3).unwrap());
+    assert!(rope_rows(ctx, &x, &table, 2, 4, 48, &pos).is_err(), "x and positions hold 3 rows, not 4");
+    assert!(rope_rows(ctx, &x, &table, 2, 3, 48, &pos).is_ok());
+    assert!(rope_rows(ctx, &x, &table, 2, 3, 60, &pos).is_err(), "rows of 60 overrun x");
+    assert!(rope_rows(ctx, &x, &table, 3, 1, 48, &pos).is_ok());
+    assert!(rope_rows(ctx, &x, &table, 4, 1, 48, &pos).is_err(), "4 heads of 16 do not fit rows of 48");
 }
 
 /// Llama-3.2's RoPE: theta 500000 with its llama3 `rope_scaling`, head_dim 64.

@@ -203,7 +203,7 @@ struct Params {
     row_words: u32,
     eps: f32,
     interleaved: u32,
-    _pad: u32,
+    row_stride: u32,
 }
 
 /// Rotate `x[t, n_heads * head_dim]` in place; row r is at position `pos0 + r`.
@@ -241,6 +241,48 @@ pub fn rope<'a>(
         Some(ctx.uniform("rope.params", &params)),
         workgroups,
     )
+}
+
+/// Rotate, in place, the first `n_heads` heads of each of `t` rows of `x`, rows of `row_stride`
+/// floats, row r at position `positions[r]` (`[t]` u32): an encoder's fused q|k|v rows
+/// (`row_stride` = 3 · hidden, `n_heads` = the q and k heads), where each sequence of a padded
+/// batch counts its positions from 0.
+pub fn rope_rows(
+    ctx: &Context,
+    x: &wgpu::Buffer,
+    table: &RopeTable,
+    n_heads: u32,
+    t: u32,
+    row_stride: u32,
+    positions: &wgpu::Buffer,
+) -> Result<Kernel> {
+    const OP: &str = "rope_rows";
+    let cfg = &table.config;
+    ensure(n_heads > 0 && t > 0, OP, || format!("empty shape t={t} n_heads={n_heads}"))?;
+    ensure(n_heads as u64 * cfg.head_dim as u64 <= row_stride as u64, OP, || {
+        format!("{n_heads} heads of {} do not fit rows of {row_stride}", cfg.head_dim)
+    })?;
+    let half = cfg.rotary_dim / 2;
+    let pairs = t as u64 * n_heads as u64 * half as u64;
+    ensure(pairs < 1 << 31 && t as u64 * row_stride as u64 <= u32::MAX as u64, OP, || {
+        format!("{t} rows of {row_stride} exceed u32 indexing")
+    })?;
+    check_len(OP, "x", x, t as u64 * row_stride as u64)?;
+    check_len(OP, "positions", positions, t as u64)?;
+    let params = Params {
+        pairs: pairs as u32,
+        n_heads,
+        head_dim: cfg.head_dim,
+        half,
+        mscale: table.mscale,
+        interleaved: (cfg.pairing == RopePairing::Interleaved) as u32,
+        row_stride,
+        ..Params::zeroed()
+    };
+    let key = PipelineKey::new(Shader::Rope, "rope_rows");
+    let workgroups = ctx.grid((pairs as u32).div_ceil(WG));
+    let buffers = [(1, &table.inv_freq), (2, x), (10, positions)];
+    Kernel::new(ctx, &key, &buffers, Some(ctx.uniform("rope_rows.params", &params)), workgroups)
 }
 
 /// Invocations per `rope_kv` workgroup can hold a head of at most this many dims.
