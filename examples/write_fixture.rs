@@ -3,7 +3,10 @@
 //! tensor names), the weights regenerated from the fixture's seed by tests/common/fixture.rs and
 //! checked against weights.json's sha256 before anything is written.
 //!
-//!   cargo run --example write_fixture -- <fixture-name> <out-dir>
+//!   cargo run --example write_fixture -- <fixture-name> <out-dir> [--embedding]
+//!
+//! `--embedding`: as Qwen3-Embedding saves a checkpoint (no `model.` prefix, no lm_head,
+//! sentence-transformers files for last-token pooling, normalised, at most 64 tokens).
 //!
 //! The browser tests (tests/browser/models.mjs, structured.mjs) convert its output with
 //! `webgpu-llm convert`, so the package they load holds exactly the weights transformers ran.
@@ -16,9 +19,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [name, out] = args.as_slice() else {
-        eprintln!("usage: cargo run --example write_fixture -- <fixture-name> <out-dir>  (fixtures: tests/fixtures/*)");
-        return ExitCode::from(2);
+    let (name, out, embedding) = match args.as_slice() {
+        [name, out] => (name, out, false),
+        [name, out, flag] if flag == "--embedding" => (name, out, true),
+        _ => {
+            eprintln!(
+                "usage: cargo run --example write_fixture -- <fixture-name> <out-dir> [--embedding]  (fixtures: tests/fixtures/*)"
+            );
+            return ExitCode::from(2);
+        }
     };
     let f = fixture::Fixture::load(name);
     // The same recipe as the Python side: a wrong byte here would make every comparison meaningless.
@@ -34,7 +43,11 @@ fn main() -> ExitCode {
         }
     }
     let out = Path::new(out);
-    f.write_hf_dir(out);
+    if embedding {
+        f.write_embedding_dir(out, 64);
+    } else {
+        f.write_hf_dir(out);
+    }
     println!("{}: fixture {name} ({} tensors, seed {})", out.display(), f.tensor_specs().len(), f.seed());
     ExitCode::SUCCESS
 }

@@ -312,6 +312,14 @@ impl Embedder {
     }
 }
 
+/// The state a decoder embedder runs an input in: prefilled whole, so `max_rows` (within the model's
+/// positions) is both its context and its batch; K and V in f16 (half the memory of f32; the vectors
+/// move by ~1e-4 relative, tests/embed_decoder.rs).
+pub fn decoder_state_options(config: &Config, max_rows: u32) -> StateOptions {
+    let rows = max_rows.min(config.max_position);
+    StateOptions { context: rows, max_batch: rows, kv_dtype: KvDtype::F16, all_logits: false }
+}
+
 /// A causal LM as an embedder: its config (tied to the embedding when the checkpoint has no lm_head,
 /// which embedding models drop), tensor names given their `model.` prefix when saved without it, and
 /// a state that prefills `max_rows` tokens in one pass. Recurrent (Gated DeltaNet) models are refused:
@@ -342,8 +350,8 @@ fn decoder(
             "{model_type}: a recurrent (Gated DeltaNet) model cannot embed"
         ))));
     }
-    let rows = max_rows.min(config.max_position);
-    let opts = StateOptions { context: rows, max_batch: rows, kv_dtype: KvDtype::F16, all_logits: false };
+    let opts = decoder_state_options(&config, max_rows);
+    let rows = opts.max_batch;
     let shape = EmbedderShape {
         architecture: model_type,
         layers: config.n_layers,

@@ -607,12 +607,29 @@ fn is_embedding_package(manifest: &Manifest) -> bool {
         || EncoderConfig::from_hf(&manifest.architecture).is_ok()
 }
 
-/// Allocate an encoder's batch buffers for `max_rows` token rows and free them: a model whose
-/// activations do not fit fails before its download.
-fn probe_encoder_state(ctx: &Context, cfg: &EncoderConfig, max_rows: u32) -> Result<(), JsValue> {
-    let state = EncoderState::new(ctx, cfg, max_rows).map_err(|e| engine_error(EngineError::Model(e)))?;
-    ctx.release_all(state.buffers());
-    Ok(())
+/// Allocate an embedding model's batch buffers for `rows` token rows (an encoder's activations, or
+/// a decoder's state) inside out-of-memory scopes and free them: a model whose activations do not
+/// fit fails before its download. A config neither reads is left to `finishLoad` to report.
+async fn probe_embedder(ctx: &Context, architecture: &serde_json::Value, rows: u32) -> Result<(), JsValue> {
+    let what = format!("the embedding batch buffers ({rows} token rows)");
+    let model = |e| engine_error(EngineError::Model(e));
+    if EncoderConfig::is_encoder(architecture) {
+        let Ok(enc) = EncoderConfig::from_hf(architecture) else { return Ok(()) };
+        return checked(ctx, &what, EncoderState::bytes(&enc, rows), || {
+            let state = EncoderState::new(ctx, &enc, rows).map_err(model)?;
+            ctx.release_all(state.buffers());
+            Ok(())
+        })
+        .await;
+    }
+    let Ok(config) = Config::from_hf(architecture) else { return Ok(()) };
+    let so = crate::embed::decoder_state_options(&config, rows);
+    checked(ctx, &what, kv_cache_bytes(&config, &so), || {
+        let state = crate::model::State::new(ctx, &config, so).map_err(|e| engine_error(e.into()))?;
+        ctx.release_all(state.buffers());
+        Ok(())
+    })
+    .await
 }
 
 /// Every buffer of loaded tensors (an embedder's weights, to free on unload).
@@ -688,7 +705,7 @@ fn early_config(stream: &GgufStream) -> Result<Option<Early>, JsValue> {
         // An architecture we do not run fails now, not after the download.
         Err(e @ GgufError::UnsupportedArch { .. }) => Err(gguf_error(e)),
         Err(_) => Ok(None),
-        Ok(v) if is_embedding_gguf(&file.metadata) => Ok(Some(Early::Embed(EncoderConfig::from_hf(&v).ok()))),
+        Ok(v) if is_embedding_gguf(&file.metadata) => Ok(Some(Early::Embed(Some(v)))),
         Ok(v) => Ok(Config::from_hf(&v).ok().map(Early::Generate)),
     }
 }
@@ -696,8 +713,8 @@ fn early_config(stream: &GgufStream) -> Result<Option<Early>, JsValue> {
 /// What the first GGUF header says the model is, to probe its GPU memory before the weights stream.
 enum Early {
     Generate(Config),
-    /// An embedding model; the encoder's config when it is one (the batch buffers to probe).
-    Embed(Option<EncoderConfig>),
+    /// An embedding model, with its config.json (for the batch buffers to probe).
+    Embed(Option<serde_json::Value>),
 }
 
 /// Whether a GGUF is an embedding model: llama.cpp's `bert`, or any architecture with
@@ -820,9 +837,8 @@ impl WasmEngine {
         if let Some(config) = &config {
             let probe = || probe_state(ctx, config, &opts).map(drop).map_err(engine_error);
             checked(ctx, "the KV cache and activations", kv, probe).await?;
-        } else if let (Some(rows), Ok(enc)) = (embed, EncoderConfig::from_hf(&manifest.architecture)) {
-            let what = format!("the embedding batch buffers ({rows} token rows)");
-            checked(ctx, &what, EncoderState::bytes(&enc, rows), || probe_encoder_state(ctx, &enc, rows)).await?;
+        } else if let Some(rows) = embed {
+            probe_embedder(ctx, &manifest.architecture, rows).await?;
         }
         let plan = LoadPlan {
             kind: "package",
@@ -936,10 +952,7 @@ impl WasmEngine {
                 })
                 .await?;
             }
-            Some((Early::Embed(Some(enc)), _, Some(rows))) => {
-                let what = format!("the embedding batch buffers ({rows} token rows)");
-                checked(ctx, &what, EncoderState::bytes(&enc, rows), || probe_encoder_state(ctx, &enc, rows)).await?;
-            }
+            Some((Early::Embed(Some(arch)), _, Some(rows))) => probe_embedder(ctx, &arch, rows).await?,
             _ => {}
         }
         Ok(())

@@ -30,26 +30,7 @@ fn package(name: &str, end_token: bool) -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let hf = root.join("hf");
     let _ = std::fs::remove_dir_all(&root);
-    f.write_hf_dir_with(&hf, &|n| n.strip_prefix("model.").unwrap_or(n).to_string(), Vec::new());
-    let write = |p: &str, v: Value| {
-        let path = hf.join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-    };
-    write(
-        "modules.json",
-        json!([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-        ]),
-    );
-    write(
-        "1_Pooling/config.json",
-        json!({"word_embedding_dimension": 96, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false,
-               "pooling_mode_lasttoken": true}),
-    );
-    write("sentence_bert_config.json", json!({"max_seq_length": 64, "do_lower_case": false}));
+    f.write_embedding_dir(&hf, 64);
     if end_token {
         let path = hf.join("tokenizer.json");
         let mut tok: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -23,6 +23,11 @@
 //           scripts/fetch-embedder.sh): modelInfo from its metadata (task "embed", pooling "mean" from
 //           bert.pooling_type, context 512: a GGUF has the model's positions, not max_seq_length), the
 //           batch against sentence-transformers, its WordPiece tokenizer's token counts, a typed error
+//   decoder a decoder embedder: the tiny random Qwen3 fixture in Qwen3-Embedding's layout (`cargo run
+//           --example write_fixture -- qwen3 DIR --embedding`, converted to f16; tests/embed_decoder.rs
+//           checks it natively against transformers): modelInfo (qwen3, last-token pooling, 64 tokens),
+//           the vectors the native CLI gives for the same package (`embed --json`; cosine ≥ 0.99999,
+//           token counts equal), one input per GPU pass, INPUT_TOO_LONG past 64 tokens
 //
 // Prints PASS/FAIL per scenario. Needs pkg/wasm (scripts/build-pkg.sh), the CLI (cargo build --bin
 // webgpu-llm), models/all-MiniLM-L6-v2 and Chromium; scripts/test-browser.sh runs it. The package is
@@ -32,6 +37,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
 import { MINILM, minilmPackage } from "./minilm.mjs";
 import { startServer } from "./server.mjs";
 import { CHROMIUM, KEEP, ONLY, VERBOSE, check, errText, launch, log, openHarness, runScenarios, secs, t0, wantedScenarios } from "./common.mjs";
@@ -203,10 +209,56 @@ async function scenarioGguf(S, F) {
   await page.close();
 }
 
+const DECODER_TEXTS = ["The capital of France is", "1, 2, 3, 4, 5, 6, 7", "A longer sentence, so that the inputs differ in length."];
+
+function run(cmd, args, what) {
+  const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp/webgpu-llm-xdg" };
+  const r = spawnSync(cmd, args, { cwd: REPO, env, encoding: "utf8", timeout: 900_000, maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${what}: ${cmd} ${args.join(" ")} failed (${r.status ?? r.signal}):\n${r.stderr}\n${r.stdout}`);
+  return r.stdout;
+}
+
+/** The Qwen3 fixture in Qwen3-Embedding's layout as an f16 package (rebuilt each run: ~10 s). */
+function decoderPackage(tmp) {
+  const hf = path.join(tmp, "qwen3-embedding-hf");
+  const pkgDir = path.join(tmp, "qwen3-embedding");
+  run("cargo", ["run", "--quiet", "--example", "write_fixture", "--", "qwen3", hf, "--embedding"], "the Qwen3-Embedding fixture");
+  run(CLI, ["convert", "--from", hf, "--out", pkgDir, "--quant", "f16"], "convert");
+  const args = ["embed", "--model", pkgDir, "--json", ...DECODER_TEXTS.flatMap((t) => ["--text", t])];
+  return { pkgDir, native: JSON.parse(run(CLI, args, "native embed")) };
+}
+
+async function scenarioDecoder(S, F) {
+  const page = await openHarness(S, "qwen3-embedding", `${S.server.origin}/pages/models.html`);
+  const r = await M(page, "create", { options: { model: "/m/qwen3-embedding/manifest.json", cache: false } });
+  check(r.ok, `loading the decoder embedder failed: ${errText(r.error)}`);
+  const E = { page, id: r.id, info: r.modelInfo };
+  F.load_s = secs(r.ms);
+  const i = E.info;
+  check(i.task === "embed" && i.architecture === "qwen3" && i.pooling === "last" && i.normalize === true && i.context === 64 && i.dims === 96,
+    `decoder modelInfo ${JSON.stringify(i)}`);
+  const res = await embed(E, { input: DECODER_TEXTS }, "decoder batch");
+  const native = S.decoderNative;
+  let worst = 1;
+  res.data.forEach((d, k) => {
+    const cos = cosine(d.embedding, native.embeddings[k]);
+    worst = Math.min(worst, cos);
+    check(cos >= 0.99999, `decoder ${JSON.stringify(DECODER_TEXTS[k])}: cosine ${cos} with the native CLI's vector`);
+  });
+  const tokens = native.ids.reduce((s, ids) => s + ids.length, 0);
+  check(res.usage.prompt_tokens === tokens && res.timings.gpu_passes === DECODER_TEXTS.length,
+    `decoder: usage ${JSON.stringify(res.usage)} (native ${tokens} tokens), ${res.timings.gpu_passes} passes`);
+  F.one_minus_min_cosine = (1 - worst).toExponential(1);
+  await expectError(E, { input: ["fine", "word ".repeat(100)] }, "INPUT_TOO_LONG", "decoder too long", { index: 1, max: 64 });
+  await M(page, "unload", E.id);
+  await page.close();
+}
+
 const SCENARIOS = [
   ["page", scenarioPage],
   ["worker", scenarioWorker],
   ["gguf", scenarioGguf],
+  ["decoder", scenarioDecoder],
 ];
 
 async function main() {
@@ -226,6 +278,12 @@ async function main() {
     const p = minilmPackage(CLI);
     log(`setup: MiniLM f16 package ${path.relative(REPO, p.pkgDir)} ${p.cached ? "(cached)" : `(converted in ${p.seconds.toFixed(1)} s)`}`);
     const mounts = { "/pkg/": path.join(REPO, "pkg"), "/pages/": path.join(HERE, "pages"), "/m/minilm/": p.pkgDir, "/g/": path.join(REPO, "models") };
+    if (wanted.includes("decoder")) {
+      const d = decoderPackage(tmp);
+      S.decoderNative = d.native;
+      mounts["/m/qwen3-embedding/"] = d.pkgDir;
+      log(`setup: the Qwen3-Embedding-layout fixture converted, native vectors for ${d.native.embeddings.length} texts`);
+    }
     S.server = await startServer({ mounts, quiet: !VERBOSE });
     S.context = await launch(path.join(tmp, "profile"));
     results = await runScenarios(S, SCENARIOS, wanted);

@@ -169,6 +169,42 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// The fixture as Qwen3-Embedding saves a checkpoint: tensor names without `model.`, no lm_head,
+    /// and sentence-transformers files asking for last-token pooling, normalisation and at most
+    /// `max_seq_length` tokens (tests/embed_decoder.rs, tests/browser/embeddings.mjs).
+    pub fn write_embedding_dir(&self, out: &Path, max_seq_length: u32) {
+        self.write_hf_dir_with(out, &|n| n.strip_prefix("model.").unwrap_or(n).to_string(), Vec::new());
+        let hidden = self.config["hidden_size"].as_u64().expect("config: hidden_size");
+        let write = |p: &str, v: Value| {
+            let path = out.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, v.to_string()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        };
+        let module = |idx: u32, path: &str, kind: &str| {
+            serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path,
+                               "type": format!("sentence_transformers.models.{kind}")})
+        };
+        write(
+            "modules.json",
+            serde_json::json!([
+                module(0, "", "Transformer"),
+                module(1, "1_Pooling", "Pooling"),
+                module(2, "2_Normalize", "Normalize")
+            ]),
+        );
+        write(
+            "1_Pooling/config.json",
+            serde_json::json!({"word_embedding_dimension": hidden, "pooling_mode_cls_token": false,
+                               "pooling_mode_mean_tokens": false, "pooling_mode_lasttoken": true}),
+        );
+        write(
+            "sentence_bert_config.json",
+            serde_json::json!({"max_seq_length": max_seq_length, "do_lower_case": false}),
+        );
+    }
+}
+
 /// splitmix64's output function.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
