@@ -144,6 +144,8 @@ pub struct EmbedderShape {
     pub max_rows: u32,
 }
 
+// One of each per embedder: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backbone {
     Encoder {
         config: EncoderConfig,
