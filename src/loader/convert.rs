@@ -178,8 +178,14 @@ pub fn choose_format(
         _ => return Err(ConvertError::UnsupportedRank { name: name.to_string(), shape: shape.to_vec() }),
     };
     let want = match quant {
-        // projections: q_proj, …, down_proj, and Qwen3.5's in_proj_qkv/z/a/b and out_proj
-        Quant::Q4 if name.ends_with("_proj.weight") || name.contains("in_proj_") => WeightFormat::Q4,
+        // projections: q_proj, …, down_proj, and Qwen3.5's in_proj_qkv/z/a/b and out_proj; an
+        // encoder's (nomic-bert's encoder.layers.N.attn.out_proj) stay Q8 like all of BERT's: encoders
+        // are small and 4-bit weights cost their embeddings ~1% cosine
+        Quant::Q4
+            if (name.ends_with("_proj.weight") || name.contains("in_proj_")) && !name.contains("encoder.layers.") =>
+        {
+            WeightFormat::Q4
+        }
         Quant::Q4 | Quant::Q8 => WeightFormat::Q8,
         Quant::F16 => WeightFormat::F16,
     };
