@@ -3,7 +3,7 @@
 //! tensor names), the weights regenerated from the fixture's seed by tests/common/fixture.rs and
 //! checked against weights.json's sha256 before anything is written.
 //!
-//!   cargo run --example write_fixture -- <fixture-name> <out-dir> [--embedding]
+//!   cargo run --example write_fixture -- <fixture-name | encoders/<name>> <out-dir> [--embedding]
 //!
 //! `--embedding`: as Qwen3-Embedding saves a checkpoint (no `model.` prefix, no lm_head,
 //! sentence-transformers files for last-token pooling, normalised, at most 64 tokens).
@@ -29,7 +29,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let f = fixture::Fixture::load(name);
+    // "encoders/<name>": tests/fixtures/encoders (BERT, nomic-bert)
+    let f = match name.strip_prefix("encoders/") {
+        Some(encoder) => fixture::Fixture::encoder(encoder),
+        None => fixture::Fixture::load(name),
+    };
     // The same recipe as the Python side: a wrong byte here would make every comparison meaningless.
     for (spec, (_, _, values)) in f.tensor_specs().iter().zip(f.weights()) {
         let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect();

@@ -35,18 +35,8 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
-/// tests/fixtures/encoders/<name>, its tokenizer shared one level up.
 fn fixture(name: &str) -> Fixture {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders");
-    let dir = root.join(name);
-    Fixture {
-        name: name.to_string(),
-        config: read_json(&dir.join("config.json")),
-        expected: read_json(&dir.join("expected.json")),
-        weights_spec: read_json(&dir.join("weights.json")),
-        tokenizer_dir: root,
-        dir,
-    }
+    Fixture::encoder(name)
 }
 
 /// `name` converted with `quant`, once per test process (tests run in parallel: one conversion at a time).

@@ -28,6 +28,9 @@
 //           checks it natively against transformers): modelInfo (qwen3, last-token pooling, 64 tokens),
 //           the vectors the native CLI gives for the same package (`embed --json`; cosine ≥ 0.99999,
 //           token counts equal), one input per GPU pass, INPUT_TOO_LONG past 64 tokens
+//   nomic   the tiny random nomic-bert (tests/fixtures/encoders/nomic: rotary q|k in place, SwiGLU, no
+//           biases; tests/encoder_hf.rs checks it natively), converted to f16, against transformers'
+//           mean-pooled, normalised vectors (cosine ≥ 0.9999), its 86-token case past the trained 32
 //
 // Prints PASS/FAIL per scenario. Needs pkg/wasm (scripts/build-pkg.sh), the CLI (cargo build --bin
 // webgpu-llm), models/all-MiniLM-L6-v2 and Chromium; scripts/test-browser.sh runs it. The package is
@@ -254,11 +257,45 @@ async function scenarioDecoder(S, F) {
   await page.close();
 }
 
+/** The tiny nomic-bert fixture as an f16 package, and its expected.json. */
+function nomicPackage(tmp) {
+  const hf = path.join(tmp, "nomic-hf");
+  const pkgDir = path.join(tmp, "nomic");
+  run("cargo", ["run", "--quiet", "--example", "write_fixture", "--", "encoders/nomic", hf], "the nomic-bert fixture");
+  run(CLI, ["convert", "--from", hf, "--out", pkgDir, "--quant", "f16"], "convert");
+  const expected = JSON.parse(fs.readFileSync(path.join(REPO, "tests/fixtures/encoders/nomic/expected.json"), "utf8"));
+  return { pkgDir, expected };
+}
+
+async function scenarioNomic(S, F) {
+  const page = await openHarness(S, "nomic", `${S.server.origin}/pages/models.html`);
+  const r = await M(page, "create", { options: { model: "/m/nomic/manifest.json", cache: false } });
+  check(r.ok, `loading nomic-bert failed: ${errText(r.error)}`);
+  const E = { page, id: r.id, info: r.modelInfo };
+  F.load_s = secs(r.ms);
+  check(E.info.task === "embed" && E.info.architecture === "nomic_bert" && E.info.pooling === "mean", `nomic modelInfo ${JSON.stringify(E.info)}`);
+  const cases = S.nomic.cases;
+  const res = await embed(E, { input: cases.map((c) => c.text) }, "nomic batch");
+  let worst = 1;
+  res.data.forEach((d, k) => {
+    const cos = cosine(d.embedding, cases[k].embedding);
+    worst = Math.min(worst, cos);
+    check(cos >= MIN_COS, `nomic ${JSON.stringify(cases[k].text.slice(0, 30))} (${cases[k].ids.length} tokens): cosine ${cos} with transformers`);
+  });
+  const tokens = cases.reduce((s, c) => s + c.ids.length, 0);
+  check(res.usage.prompt_tokens === tokens, `nomic: usage ${JSON.stringify(res.usage)}, transformers' ids ${tokens}`);
+  F.one_minus_min_cosine = (1 - worst).toExponential(1);
+  F.longest = Math.max(...cases.map((c) => c.ids.length));
+  await M(page, "unload", E.id);
+  await page.close();
+}
+
 const SCENARIOS = [
   ["page", scenarioPage],
   ["worker", scenarioWorker],
   ["gguf", scenarioGguf],
   ["decoder", scenarioDecoder],
+  ["nomic", scenarioNomic],
 ];
 
 async function main() {
@@ -283,6 +320,11 @@ async function main() {
       S.decoderNative = d.native;
       mounts["/m/qwen3-embedding/"] = d.pkgDir;
       log(`setup: the Qwen3-Embedding-layout fixture converted, native vectors for ${d.native.embeddings.length} texts`);
+    }
+    if (wanted.includes("nomic")) {
+      const n = nomicPackage(tmp);
+      S.nomic = n.expected;
+      mounts["/m/nomic/"] = n.pkgDir;
     }
     S.server = await startServer({ mounts, quiet: !VERBOSE });
     S.context = await launch(path.join(tmp, "profile"));

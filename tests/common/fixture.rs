@@ -81,6 +81,22 @@ impl Fixture {
         }
     }
 
+    /// `tests/fixtures/encoders/<name>` (tests/reference/make_encoder_fixtures.py), the tokenizer shared
+    /// one level up.
+    pub fn encoder(name: &str) -> Fixture {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders");
+        let dir = root.join(name);
+        assert!(dir.is_dir(), "no encoder fixture {name:?} in {}", root.display());
+        Fixture {
+            name: name.to_string(),
+            config: read_json(&dir.join("config.json")),
+            expected: read_json(&dir.join("expected.json")),
+            weights_spec: read_json(&dir.join("weights.json")),
+            tokenizer_dir: root,
+            dir,
+        }
+    }
+
     /// Every fixture, in [`NAMES`] order.
     pub fn all() -> Vec<Fixture> {
         NAMES.iter().map(|n| Fixture::load(n)).collect()
