@@ -216,6 +216,11 @@ impl Embedder {
         Ok(embedder)
     }
 
+    /// Values per embedding before a `dimensions` cut: the model's width.
+    pub fn dims(&self) -> u32 {
+        self.shape.hidden
+    }
+
     /// The most tokens an input may have: `max_seq_length`, within the model's positions.
     pub fn max_tokens(&self) -> u32 {
         self.settings.max_seq_length.unwrap_or(u32::MAX).min(self.shape.max_position).min(self.shape.max_rows)

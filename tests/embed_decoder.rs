@@ -10,6 +10,8 @@
 //! they agree within tests/model_hf.rs's 1e-3. A wrong row, pooling or norm is off by whole units.
 //! Also: the package's settings (last, normalised), a batch equals one input at a time, the
 //! tokenizer's post-processor (Qwen3-Embedding's appends <|endoftext|>) is applied, typed errors.
+//! And against sentence-transformers itself (tests/fixtures/qwen3/embedding.json from
+//! tests/reference/make_decoder_embed_fixture.py): ids equal, cosine ≥ 0.9999 (measured 1 − 9e-8).
 
 mod common;
 use common::fixture::{json_ids, Fixture};
@@ -149,4 +151,82 @@ fn the_post_processors_end_token_is_fed_and_kept_when_cut() {
     let cut =
         pollster::block_on(e.embed(ctx(), &long, &EmbedOptions { truncate: true, ..Default::default() })).unwrap();
     assert_eq!((cut.ids[0].len(), *cut.ids[0].last().unwrap()), (64, 151643));
+}
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
+    let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Cosine ≥ 0.9999 and the same length within 1e-3 relative (the vectors not normalised).
+fn check_vector(what: &str, got: &[f32], want: &[f64], worst: &mut f64) {
+    let cos = cosine(got, want);
+    *worst = worst.max(1.0 - cos);
+    assert!(cos >= 0.9999, "{what}: cosine {cos}");
+    let (ng, nw) =
+        (got.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt(), want.iter().map(|y| y * y).sum::<f64>().sqrt());
+    assert!((ng / nw - 1.0).abs() < 1e-3, "{what}: length {ng} vs {nw}");
+}
+
+/// Against sentence-transformers itself (tests/fixtures/qwen3/embedding.json, float32, from
+/// tests/reference/make_decoder_embed_fixture.py on the same checkpoint, end token included): the
+/// f16 package (exactly the fixture's f16 weights; K/V in f16) gives the same ids, and cosine ≥ 0.9999
+/// for the model's own output (last token, normalised), the raw last-token state and mean pooling.
+/// A batch with a much longer neighbour equals each input alone, bit for bit. A plain causal
+/// package of the same weights (`model.` names, a tokenizer that appends nothing, no
+/// sentence-transformers files) embeds by mean pooling, normalised: causal attention makes its rows
+/// sentence-transformers' rows before the end token.
+#[test]
+fn qwen3_embedding_matches_sentence_transformers() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3/embedding.json");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases = r["cases"].as_array().unwrap();
+    let texts: Vec<String> = cases.iter().map(|c| c["text"].as_str().unwrap().to_string()).collect();
+    let e = open(&package("qwen3-embedding-st", true));
+    assert_eq!((e.settings.pooling, e.settings.normalize), (Pooling::Last, true));
+    assert_eq!(e.max_tokens() as u64, r["max_seq_length"].as_u64().unwrap());
+    assert_eq!(e.dims() as u64, r["dims"].as_u64().unwrap());
+
+    // The long case is cut at max_seq_length by sentence-transformers: ask for the same.
+    let opts = |pooling, normalize| EmbedOptions { pooling, normalize, truncate: true, ..Default::default() };
+    let own = pollster::block_on(e.embed(ctx(), &texts, &opts(None, None))).unwrap();
+    let last = pollster::block_on(e.embed(ctx(), &texts, &opts(Some(Pooling::Last), Some(false)))).unwrap();
+    let mean = pollster::block_on(e.embed(ctx(), &texts, &opts(Some(Pooling::Mean), Some(false)))).unwrap();
+    let mut worst = 0.0f64;
+    for (i, c) in cases.iter().enumerate() {
+        let text = &texts[i];
+        assert_eq!(own.ids[i], json_ids(&c["ids"]), "{text:?}: token ids");
+        check_vector(&format!("{text:?} embedding"), &own.embeddings[i], &floats(&c["embedding"]), &mut worst);
+        check_vector(&format!("{text:?} last"), &last.embeddings[i], &floats(&c["last"]), &mut worst);
+        check_vector(&format!("{text:?} mean"), &mean.embeddings[i], &floats(&c["mean"]), &mut worst);
+        let alone = pollster::block_on(e.embed(ctx(), std::slice::from_ref(text), &opts(None, None))).unwrap();
+        assert_eq!(alone.embeddings[0], own.embeddings[i], "{text:?}: alone vs beside a 64-token input");
+    }
+    eprintln!("sentence-transformers: worst 1 - cosine {worst:.2e}");
+
+    let f = Fixture::load("qwen3");
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qwen3-causal-embed");
+    let _ = std::fs::remove_dir_all(&root);
+    f.write_hf_dir(&root.join("hf"));
+    convert(&root.join("hf"), &root.join("pkg"), ConvertOptions { quant: Quant::F16, shard_mb: 32 }).unwrap();
+    let plain = open(&root.join("pkg"));
+    assert_eq!((plain.settings.pooling, plain.settings.normalize), (Pooling::Mean, true));
+    let got = pollster::block_on(plain.embed(ctx(), &texts[..texts.len() - 1], &EmbedOptions::default())).unwrap();
+    for (i, c) in cases[..texts.len() - 1].iter().enumerate() {
+        let ids = json_ids(&c["ids"]);
+        assert_eq!(got.ids[i], ids[..ids.len() - 1], "{:?}: no end token", texts[i]);
+        check_vector(
+            &format!("{:?} plain mean", texts[i]),
+            &got.embeddings[i],
+            &unit(&floats(&c["prefix_mean"])),
+            &mut 0.0,
+        );
+    }
+}
+
+fn unit(v: &[f64]) -> Vec<f64> {
+    let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    v.iter().map(|x| x / n).collect()
 }
