@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A BERT sentence-embedding checkpoint (BertModel safetensors + tokenizer.json + sentence-transformers
+"""A BERT or nomic-bert sentence-embedding checkpoint (BertModel safetensors + tokenizer.json + sentence-transformers
 files) as a GGUF laid out as llama.cpp's converter writes it (convert_hf_to_gguf.py, class BertModel in
 conversion/bert.py), using llama.cpp's own Python package (PyPI `gguf`): its tensor name map
 (gguf.get_tensor_name_map), its GGUFWriter and its SpecialVocab. Without torch, so it runs in setup
@@ -14,7 +14,10 @@ f32; the `bert.*` hyperparameters
 attention.layer_norm_epsilon, attention.causal = false, pooling_type from 1_Pooling/config.json); the
 WordPiece vocabulary in llama.cpp's "phantom space" form (`##x` → `x`, other pieces `▁x`, control tokens
 as they are), tokenizer.ggml.model = "bert", token types, token_type_count, and SpecialVocab's ids.
-Not repeated: the pre-tokenizer hash lookup (tokenizer.ggml.pre is written as "default"; llama.cpp's
+nomic-bert (class NomicBertModel there): architecture `nomic-bert`, its GPT-2-style keys as the same
+`nomic-bert.*` hyperparameters plus rope.freq_base = rotary_emb_base, Wqkv fused as attn_qkv, fc11 as
+ffn_up and fc12 (the gate) as ffn_gate; its n_positions override for nomic-embed-text (8192 -> 2048) is
+applied only when the config has those values. Not repeated: the pre-tokenizer hash lookup (tokenizer.ggml.pre is written as "default"; llama.cpp's
 WordPiece tokenizer does not use it).
 
     python3 -m venv /tmp/ggvenv && /tmp/ggvenv/bin/pip install gguf==0.19.0 numpy safetensors
@@ -31,19 +34,34 @@ from safetensors.numpy import load_file
 
 def main(src: Path, out: Path) -> None:
     hp = json.loads((src / "config.json").read_text())
-    assert hp.get("model_type") == "bert", f"{src}: model_type {hp.get('model_type')}, not bert"
-    arch = gguf.MODEL_ARCH.BERT
-    n_layers = hp["num_hidden_layers"]
+    nomic = hp.get("model_type") == "nomic_bert"
+    assert nomic or hp.get("model_type") == "bert", f"{src}: model_type {hp.get('model_type')}"
+    arch = gguf.MODEL_ARCH.NOMIC_BERT if nomic else gguf.MODEL_ARCH.BERT
+    if nomic:
+        # NomicBertModel.__init__'s checks, and its context length for nomic-embed-text v1/v1.5
+        assert hp["activation_function"] == "swiglu" and not hp["prenorm"] and not hp["causal"]
+        assert not hp["qkv_proj_bias"] and not hp["mlp_fc1_bias"] and not hp["mlp_fc2_bias"]
+        assert hp["rotary_emb_fraction"] == 1.0 and not hp["rotary_emb_interleaved"]
+        if hp["n_positions"] == 8192 and hp.get("max_trained_positions") == 2048:
+            hp["n_positions"] = 2048
+        n_layers, ctx, width, ffn, heads, eps = (hp["n_layer"], hp["n_positions"], hp["n_embd"], hp["n_inner"],
+                                                 hp["n_head"], hp["layer_norm_epsilon"])
+    else:
+        n_layers, ctx, width, ffn, heads, eps = (hp["num_hidden_layers"], hp["max_position_embeddings"],
+                                                 hp["hidden_size"], hp["intermediate_size"],
+                                                 hp["num_attention_heads"], hp["layer_norm_eps"])
     w = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
 
     # TextModel.set_gguf_parameters + BertModel.set_gguf_parameters
     w.add_name(src.name)
     w.add_block_count(n_layers)
-    w.add_context_length(hp["max_position_embeddings"])
-    w.add_embedding_length(hp["hidden_size"])
-    w.add_feed_forward_length(hp["intermediate_size"])
-    w.add_head_count(hp["num_attention_heads"])
-    w.add_layer_norm_eps(hp["layer_norm_eps"])
+    w.add_context_length(ctx)
+    w.add_embedding_length(width)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_layer_norm_eps(eps)
+    if nomic:
+        w.add_rope_freq_base(hp["rotary_emb_base"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     w.add_causal_attention(False)
     pooling = pooling_type(src)

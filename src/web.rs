@@ -717,11 +717,11 @@ enum Early {
     Embed(Option<serde_json::Value>),
 }
 
-/// Whether a GGUF is an embedding model: llama.cpp's `bert`, or any architecture with
+/// Whether a GGUF is an embedding model: llama.cpp's `bert` or `nomic-bert`, or any architecture with
 /// `<arch>.pooling_type` (its converter writes one only for embedding models).
 fn is_embedding_gguf(md: &crate::loader::gguf::Metadata) -> bool {
     let arch = md.str("general.architecture").unwrap_or("");
-    arch == "bert" || md.contains(&format!("{arch}.pooling_type"))
+    matches!(arch, "bert" | "nomic-bert") || md.contains(&format!("{arch}.pooling_type"))
 }
 
 fn tensor_bytes(tensors: &HashMap<String, GpuTensor>) -> u64 {

@@ -1656,3 +1656,120 @@ fn sampled_generation_is_the_cpu_samplers_draw() {
     let b = pollster::block_on(engine.generate(ctx(), &prompt, &other, &mut |_| true)).unwrap();
     assert_ne!(b.generated, got.generated, "another seed, other tokens");
 }
+
+/// The tiny random nomic-bert (tests/fixtures/encoders/nomic, checked against transformers by
+/// tests/encoder_hf.rs) written as llama.cpp's converter writes nomic-embed-text (NomicBertModel in
+/// its conversion/bert.py: `nomic-bert.*` keys with rope.freq_base, q|k|v fused as attn_qkv, fc11 as
+/// ffn_up and fc12 as ffn_gate, matrices f16 and the rest f32, the WordPiece vocabulary in its
+/// "phantom space" form) opens as an embedder giving transformers' vectors: token ids equal, cosine
+/// ≥ 0.9999 (the weights are f16 values already, so this is float32 noise: ~1e-13 measured).
+#[test]
+fn nomic_bert_gguf_embeds_as_transformers() {
+    use webgpu_llm::embed::{open_embedder, EmbedOptions, Pooling};
+    let f = Fixture::encoder("nomic");
+    let c = &f.config;
+    let tok: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.tokenizer_dir.join("tokenizer.json")).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object().unwrap();
+    let n = vocab.values().map(|v| v.as_u64().unwrap() as usize).max().unwrap() + 1;
+    let mut tokens = vec![String::new(); n];
+    let mut types = vec![1i32; n];
+    for (t, id) in vocab {
+        tokens[id.as_u64().unwrap() as usize] = t.clone();
+    }
+    for a in tok["added_tokens"].as_array().unwrap() {
+        if a["special"].as_bool().unwrap() {
+            types[a["id"].as_u64().unwrap() as usize] = 3;
+        }
+    }
+    let phantom: Vec<String> = tokens
+        .iter()
+        .zip(&types)
+        .map(|(t, &ty)| match (ty, t.strip_prefix("##")) {
+            (3, _) => t.clone(),
+            (_, Some(piece)) => piece.to_string(),
+            _ => format!("\u{2581}{t}"),
+        })
+        .collect();
+    let id = |t: &str| vocab[t].as_u64().unwrap() as u32;
+    let u = |k: &str| c[k].as_u64().unwrap() as u32;
+    let mut w = Writer::new();
+    w.str("general.architecture", "nomic-bert")
+        .u32("nomic-bert.block_count", u("n_layer"))
+        .u32("nomic-bert.context_length", u("n_positions"))
+        .u32("nomic-bert.embedding_length", u("n_embd"))
+        .u32("nomic-bert.feed_forward_length", u("n_inner"))
+        .u32("nomic-bert.attention.head_count", u("n_head"))
+        .f32("nomic-bert.attention.layer_norm_epsilon", c["layer_norm_epsilon"].as_f64().unwrap() as f32)
+        .f32("nomic-bert.rope.freq_base", c["rotary_emb_base"].as_f64().unwrap() as f32)
+        .value("nomic-bert.attention.causal", &MetaValue::Bool(false))
+        .u32("nomic-bert.pooling_type", 1)
+        .u32("tokenizer.ggml.token_type_count", u("type_vocab_size"))
+        .str("tokenizer.ggml.model", "bert")
+        .str("tokenizer.ggml.pre", "default")
+        .value("tokenizer.ggml.tokens", &MetaValue::Array(MetaArray::String(phantom)))
+        .value("tokenizer.ggml.token_type", &MetaValue::Array(MetaArray::I32(types)))
+        .u32("tokenizer.ggml.bos_token_id", id("[CLS]"))
+        .u32("tokenizer.ggml.eos_token_id", id("[SEP]"))
+        .u32("tokenizer.ggml.unknown_token_id", id("[UNK]"))
+        .u32("tokenizer.ggml.padding_token_id", id("[PAD]"))
+        .value("tokenizer.ggml.add_bos_token", &MetaValue::Bool(true))
+        .value("tokenizer.ggml.add_eos_token", &MetaValue::Bool(true));
+    for (name, shape, values) in f.weights() {
+        let g = match name.as_str() {
+            "embeddings.word_embeddings.weight" => "token_embd.weight".to_string(),
+            "embeddings.token_type_embeddings.weight" => "token_types.weight".to_string(),
+            n if n.starts_with("emb_ln.") => n.replace("emb_ln", "token_embd_norm"),
+            n => {
+                let rest = n.strip_prefix("encoder.layers.").unwrap();
+                let (layer, rest) = rest.split_once('.').unwrap();
+                let (base, suffix) = rest.rsplit_once('.').unwrap();
+                let g = match base {
+                    "attn.Wqkv" => "attn_qkv",
+                    "attn.out_proj" => "attn_output",
+                    "norm1" => "attn_output_norm",
+                    "mlp.fc11" => "ffn_up",
+                    "mlp.fc12" => "ffn_gate",
+                    "mlp.fc2" => "ffn_down",
+                    "norm2" => "layer_output_norm",
+                    other => panic!("{other}: no GGUF name"),
+                };
+                format!("blk.{layer}.{g}.{suffix}")
+            }
+        };
+        match shape[..] {
+            // prepare_tensors: token_types stays f32, other matrices f16
+            [rows, cols] if g != "token_types.weight" => {
+                let data = values.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+                w.tensor(&g, &[cols as u64, rows as u64], GgmlType::F16, data);
+            }
+            _ => {
+                let v: Vec<f32> = values.iter().map(|x| x.to_f32()).collect();
+                let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+                w.f32_tensor(&g, &dims, &v);
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-gguf-nomic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nomic.gguf");
+    std::fs::write(&path, w.finish()).unwrap();
+    let e = open_embedder(ctx(), &path, 512).unwrap();
+    assert_eq!(
+        (e.settings.pooling, e.settings.normalize, e.shape.architecture.as_str()),
+        (Pooling::Mean, true, "nomic_bert")
+    );
+    let cases = f.expected["cases"].as_array().unwrap();
+    let texts: Vec<String> = cases.iter().map(|c| c["text"].as_str().unwrap().to_string()).collect();
+    let got = pollster::block_on(e.embed(ctx(), &texts, &EmbedOptions::default())).unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(got.ids[i], json_ids(&case["ids"]), "{:?}", case["text"]);
+        let want: Vec<f64> = case["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let v = &got.embeddings[i];
+        let dot: f64 = v.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
+        let norms =
+            v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt() * want.iter().map(|b| b * b).sum::<f64>().sqrt();
+        assert!(dot / norms >= 0.9999, "{:?}: cosine {}", case["text"], dot / norms);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

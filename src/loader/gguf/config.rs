@@ -18,6 +18,9 @@ pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     if arch == "bert" {
         return bert_name(name);
     }
+    if arch == "nomic-bert" {
+        return nomic_bert_name(name);
+    }
     let global = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -114,6 +117,74 @@ fn bert_name(name: &str) -> Option<String> {
     Some(format!("encoder.layer.{layer}.{hf}.{suffix}"))
 }
 
+/// nomic-ai's checkpoint names (what `model::encoder` reads for `nomic_bert`) for llama.cpp's
+/// `LLM_ARCH_NOMIC_BERT` tensors: q|k|v fused as `attn_qkv`, fc11 (the up) as `ffn_up`, fc12 (the
+/// gate) as `ffn_gate`.
+fn nomic_bert_name(name: &str) -> Option<String> {
+    let (base, suffix) = name.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    let global = match base {
+        "token_embd" => Some("embeddings.word_embeddings"),
+        "token_types" => Some("embeddings.token_type_embeddings"),
+        "token_embd_norm" => Some("emb_ln"),
+        _ => None,
+    };
+    if let Some(g) = global {
+        return Some(format!("{g}.{suffix}"));
+    }
+    let (layer, rest) = base.strip_prefix("blk.")?.split_once('.')?;
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hf = match rest {
+        "attn_qkv" => "attn.Wqkv",
+        "attn_output" => "attn.out_proj",
+        "attn_output_norm" => "norm1",
+        "ffn_up" => "mlp.fc11",
+        "ffn_gate" => "mlp.fc12",
+        "ffn_down" => "mlp.fc2",
+        "layer_output_norm" => "norm2",
+        _ => return None,
+    };
+    Some(format!("encoder.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// nomic-bert's config.json (nomic-ai's keys, as `model::encoder` reads them) from llama.cpp's
+/// `nomic-bert.*` keys. The converter accepts only what this says: SwiGLU, no biases, post-LN, full
+/// rotary, not interleaved; `rope.freq_base` is `rotary_emb_base`.
+fn nomic_bert_config(file: &GgufFile) -> Result<Value> {
+    let md = &file.metadata;
+    let k = |s: &str| format!("nomic-bert.{s}");
+    if md.opt_bool(&k("attention.causal"))? == Some(true) {
+        return Err(GgufError::Unsupported { what: k("attention.causal"), detail: "true".into() });
+    }
+    let vocab = md.array("tokenizer.ggml.tokens")?.len() as u64;
+    let types = md.opt_u32("tokenizer.ggml.token_type_count")?.unwrap_or(2);
+    let bias = file.tensor("blk.0.attn_qkv.bias").is_some();
+    Ok(json!({
+        "model_type": "nomic_bert",
+        "n_embd": md.u32(&k("embedding_length"))?,
+        "n_layer": md.u32(&k("block_count"))?,
+        "n_head": md.u32(&k("attention.head_count"))?,
+        "n_inner": md.u32(&k("feed_forward_length"))?,
+        "n_positions": md.u32(&k("context_length"))?,
+        "vocab_size": vocab,
+        "type_vocab_size": types,
+        "layer_norm_epsilon": md.float(&k("attention.layer_norm_epsilon"))?,
+        "rotary_emb_base": md.opt_float(&k("rope.freq_base"))?.unwrap_or(10_000.0),
+        "rotary_emb_fraction": 1.0,
+        "rotary_emb_interleaved": false,
+        "activation_function": "swiglu",
+        "qkv_proj_bias": bias,
+        "mlp_fc1_bias": bias,
+        "mlp_fc2_bias": bias,
+        "prenorm": false,
+        "causal": false,
+    }))
+}
+
 /// A BERT encoder's config.json from llama.cpp's `bert.*` keys (`LLM_ARCH_BERT`: post-LayerNorm,
 /// erf-GELU, learned absolute positions; `attention.causal` must be false).
 fn bert_config(file: &GgufFile) -> Result<Value> {
@@ -178,6 +249,9 @@ pub fn hf_config(file: &GgufFile, src: &mut dyn GgufSource) -> Result<Value> {
     let arch = file.architecture()?;
     if arch == "bert" {
         return bert_config(file);
+    }
+    if arch == "nomic-bert" {
+        return nomic_bert_config(file);
     }
     if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "gemma2" | "gemma3" | "qwen35") {
         return Err(GgufError::UnsupportedArch { arch: arch.to_string() });
