@@ -18,7 +18,7 @@ use crate::engine::{EngineError, Result};
 use crate::gpu::Context;
 use crate::loader::GpuTensor;
 use crate::model::encoder::{encode, EncoderConfig, EncoderState, EncoderWeights};
-use crate::model::llama::{Logits, StateOptions};
+use crate::model::llama::{Logits, State, StateOptions};
 use crate::model::{Config, Model, ModelError};
 use crate::ops::attention::KvDtype;
 use crate::ops::pool::pool;
@@ -327,10 +327,37 @@ pub fn decoder_state_options(config: &Config, max_rows: u32) -> StateOptions {
     StateOptions { context: rows, max_batch: rows, kv_dtype: KvDtype::F16, all_logits: false }
 }
 
+/// GPU bytes an embedder's state takes for `max_rows` token rows per pass, within a few KB (its
+/// weights not counted): an encoder's batch activations, or a decoder's `State`
+/// ([`decoder_state_options`]) and pooled output. For an out-of-memory check before a download.
+pub fn embedder_state_bytes(architecture: &serde_json::Value, max_rows: u32) -> Result<u64> {
+    let config_error = |e| EngineError::from(ModelError::Config(e));
+    if EncoderConfig::is_encoder(architecture) {
+        let config = EncoderConfig::from_hf(architecture).map_err(config_error)?;
+        return Ok(EncoderState::bytes(&config, max_rows));
+    }
+    let config = decoder_config(architecture)?;
+    // + the pooling's length and output
+    Ok(State::bytes(&config, &decoder_state_options(&config, max_rows)) + 4 + 4 * config.hidden as u64)
+}
+
+/// A causal LM's config, refused when recurrent (Gated DeltaNet): its state would have to be reset
+/// between inputs, and no embedding model has one.
+fn decoder_config(architecture: &serde_json::Value) -> Result<Config> {
+    let config_error = |e| EngineError::from(ModelError::Config(e));
+    let config = Config::from_hf(architecture).map_err(config_error)?;
+    if config.delta.is_some() {
+        let model_type = architecture["model_type"].as_str().unwrap_or("");
+        return Err(config_error(crate::model::ConfigError::Invalid(format!(
+            "{model_type}: a recurrent (Gated DeltaNet) model cannot embed"
+        ))));
+    }
+    Ok(config)
+}
+
 /// A causal LM as an embedder: its config (tied to the embedding when the checkpoint has no lm_head,
 /// which embedding models drop), tensor names given their `model.` prefix when saved without it, and
-/// a state that prefills `max_rows` tokens in one pass. Recurrent (Gated DeltaNet) models are refused:
-/// their state would have to be reset between inputs, and no embedding model has them.
+/// a state that prefills `max_rows` tokens in one pass.
 fn decoder(
     ctx: &Context,
     architecture: &serde_json::Value,
@@ -338,7 +365,6 @@ fn decoder(
     max_rows: u32,
     model_type: String,
 ) -> Result<(Backbone, EmbedderShape)> {
-    let config_error = |e| EngineError::from(ModelError::Config(e));
     if !tensors.contains_key("model.embed_tokens.weight") && tensors.contains_key("embed_tokens.weight") {
         let bare: Vec<String> = tensors.keys().filter(|k| !k.starts_with("model.")).cloned().collect();
         for name in bare {
@@ -351,12 +377,7 @@ fn decoder(
     if !tensors.contains_key("lm_head.weight") {
         arch["tie_word_embeddings"] = serde_json::Value::Bool(true);
     }
-    let config = Config::from_hf(&arch).map_err(config_error)?;
-    if config.delta.is_some() {
-        return Err(config_error(crate::model::ConfigError::Invalid(format!(
-            "{model_type}: a recurrent (Gated DeltaNet) model cannot embed"
-        ))));
-    }
+    let config = decoder_config(&arch)?;
     let opts = decoder_state_options(&config, max_rows);
     let rows = opts.max_batch;
     let shape = EmbedderShape {

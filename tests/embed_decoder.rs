@@ -18,7 +18,7 @@ use common::fixture::{json_ids, Fixture};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use webgpu_llm::embed::{open_embedder, EmbedOptions, Embedder, Pooling};
+use webgpu_llm::embed::{decoder_state_options, embedder_state_bytes, open_embedder, EmbedOptions, Embedder, Pooling};
 use webgpu_llm::engine::EngineError;
 use webgpu_llm::loader::convert::{convert, ConvertOptions};
 use webgpu_llm::loader::manifest::Quant;
@@ -229,4 +229,53 @@ fn qwen3_embedding_matches_sentence_transformers() {
 fn unit(v: &[f64]) -> Vec<f64> {
     let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     v.iter().map(|x| x / n).collect()
+}
+
+/// `embedder_state_bytes` (the browser's out-of-memory probe) against what the allocations count,
+/// on a context of its own (the shared one's counters move with the other tests): a decoder's
+/// state within 64 KiB (uniforms, RoPE tables, argmax partials and one-row buffers are not counted)
+/// at a small and a large batch, an encoder's exactly; a recurrent model is refused as `new` refuses it. The attention scratch holds only the rows
+/// a step may split: Qwen3-Embedding-0.6B's shape at 4096 rows takes 0.8 GiB, not 1.8.
+#[test]
+fn state_bytes_match_the_allocations() {
+    use webgpu_llm::gpu::{Context, ContextOptions};
+    use webgpu_llm::model::encoder::{EncoderConfig, EncoderState};
+    use webgpu_llm::model::{Config, State};
+    let c = Context::new_blocking(ContextOptions::default()).unwrap();
+    let created = |f: &dyn Fn()| {
+        let before = c.counters().buffer_bytes_created;
+        f();
+        c.counters().buffer_bytes_created - before
+    };
+    // State::bytes on attention, sliding-window rings (gemma3) and Gated DeltaNet (qwen35) states
+    for name in ["qwen3", "gemma3", "qwen35"] {
+        let config = Config::from_hf(&Fixture::load(name).config).unwrap();
+        for rows in [64, 512] {
+            let opts = decoder_state_options(&config, rows);
+            let got = created(&|| c.release_all(State::new(&c, &config, opts).unwrap().buffers()));
+            let want = State::bytes(&config, &opts);
+            eprintln!("{name}, {rows} rows: allocated {got}, estimated {want}");
+            assert!(want <= got && got - want <= 64 << 10, "{name}, {rows} rows: allocated {got}, estimated {want}");
+        }
+    }
+    let arch = Fixture::load("qwen3").config;
+    let config = Config::from_hf(&arch).unwrap();
+    let state = State::bytes(&config, &decoder_state_options(&config, 300));
+    assert_eq!(embedder_state_bytes(&arch, 300).unwrap(), state + 4 + 4 * config.hidden as u64, "+ lens, out");
+    let recurrent = embedder_state_bytes(&Fixture::load("qwen35").config, 300).unwrap_err();
+    assert!(recurrent.to_string().contains("recurrent"), "{recurrent}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/bert/config.json");
+    let bert: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let enc = EncoderConfig::from_hf(&bert).unwrap();
+    let got = created(&|| c.release_all(EncoderState::new(&c, &enc, 300).unwrap().buffers()));
+    assert_eq!(embedder_state_bytes(&bert, 300).unwrap(), got, "encoder");
+
+    // Qwen3-Embedding-0.6B's config.json (the fields the engine reads)
+    let qwen3_06b = json!({"model_type": "qwen3", "hidden_size": 1024, "num_hidden_layers": 28,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 3072,
+        "vocab_size": 151669, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "tie_word_embeddings": true});
+    let bytes = embedder_state_bytes(&qwen3_06b, 4096).unwrap();
+    eprintln!("Qwen3-Embedding-0.6B at 4096 rows: {:.1} MiB", bytes as f64 / 1048576.0);
+    assert!(bytes < 1 << 30, "{bytes}");
 }

@@ -279,6 +279,24 @@ fn attention_auto_splits_long_decode() {
     assert_eq!(auto_splits(&shape, 100, 37, &scratch), 1, "rows beyond the scratch: no split");
 }
 
+/// `max_split_rows`: the most rows `auto_splits` splits, so a scratch sized to it (`State`'s) picks
+/// the same splits as one with room for every row; one row more is never split.
+#[test]
+fn attention_max_split_rows_bounds_auto_splits() {
+    use webgpu_llm::ops::attention::{auto_splits, max_split_rows};
+    let ctx = ctx();
+    let wide = AttentionScratch::new(ctx, 1100, 1, 4, 32).unwrap();
+    for n_heads in [1, 2, 3, 9, 16, 32, 64, 1024, 2000] {
+        let kv = KvCacheShape { n_kv_heads: 1, head_dim: 4, capacity: 1 << 20, dtype: KvDtype::F32, ring: false };
+        let shape = AttentionShape::new(n_heads, kv);
+        let rows = max_split_rows(n_heads);
+        if n_heads < 1024 {
+            assert!(auto_splits(&shape, 8000, rows, &wide) > 1, "{n_heads} heads: {rows} rows split");
+        }
+        assert_eq!(auto_splits(&shape, 8000, rows + 1, &wide), 1, "{n_heads} heads: {} rows", rows + 1);
+    }
+}
+
 #[test]
 fn attention_rejects_bad_arguments() {
     let ctx = ctx();

@@ -162,7 +162,7 @@ impl State {
             cache,
             att_gate: if cfg.attn_output_gate { Some(f32s("att_gate", t * cfg.q_dim() as u64)?) } else { None },
             dn,
-            scratch: AttentionScratch::new(ctx, opts.max_batch, cfg.n_heads, cfg.head_dim, 32)?,
+            scratch: AttentionScratch::new(ctx, scratch_rows(cfg, &opts), cfg.n_heads, cfg.head_dim, MAX_SPLITS)?,
             rope: RopeTable::new(ctx, &cfg.rope, opts.context)?,
             rope_local: cfg.rope_local.as_ref().map(|r| RopeTable::new(ctx, r, opts.context)).transpose()?,
             step: StepBuffer::new(ctx),
@@ -173,6 +173,43 @@ impl State {
             logits_back: ReadbackRing::new(ctx, "logits_back", 1, cfg.vocab as u64 * 4)?,
             plans: HashMap::new(),
         })
+    }
+}
+
+/// Key splits a flash-decoding attention step may use (`AttentionScratch`'s room).
+const MAX_SPLITS: u32 = 32;
+
+/// Rows the attention scratch holds: those a step of up to `max_batch` rows may split.
+fn scratch_rows(cfg: &Config, opts: &StateOptions) -> u32 {
+    opts.max_batch.min(crate::ops::attention::max_split_rows(cfg.n_heads))
+}
+
+impl State {
+    /// Bytes `new` allocates, within tens of KB: the buffers that grow with the rows, the context,
+    /// the layers or the vocabulary (K/V or recurrent state, activations, attention scratch, logits
+    /// and sampler); uniforms, RoPE tables and the one-row int8 activations are left out.
+    pub fn bytes(cfg: &Config, opts: &StateOptions) -> u64 {
+        let t = opts.max_batch as u64;
+        let (h, q, kv, ffn) = (cfg.hidden as u64, cfg.q_dim() as u64, cfg.kv_dim() as u64, cfg.ffn as u64);
+        let (full, local) = kv_shapes(cfg, opts);
+        let cache: u64 = (0..cfg.n_layers as usize)
+            .map(|l| match cfg.delta {
+                Some(dn) if cfg.linear.get(l).copied().unwrap_or(false) => DeltaState::bytes(&dn),
+                _ => 2 * layer_kv_shape(cfg, l, full, local).bytes(),
+            })
+            .sum();
+        // ids; x, xb; q; qkv; att; gate|up; up; hb; the output gate
+        let gate = if cfg.attn_output_gate { q } else { 0 };
+        let activations = 4 * t * (1 + 2 * h + q + (q + 2 * kv) + q + 2 * ffn + 2 * ffn + gate);
+        let dn = cfg.delta.map_or(0, |d| {
+            4 * t * (d.in_width() + d.conv_dim() + d.value_dim()) as u64 + d.scratch_bytes(opts.max_batch)
+        });
+        let scratch = AttentionScratch::bytes_for(scratch_rows(cfg, opts), cfg.n_heads, cfg.head_dim, MAX_SPLITS);
+        // logits rows, the sampler's counts, the logits readback, its allowed-token bits; its history
+        let vocab = 4 * cfg.vocab as u64 * (opts.logit_rows() as u64 + 2)
+            + 4 * cfg.vocab.div_ceil(32) as u64
+            + 4 * (opts.context as u64 + 1);
+        cache + activations + dn + scratch + vocab
     }
 }
 

@@ -60,9 +60,7 @@ impl AttentionScratch {
 
     pub fn new(ctx: &Context, max_rows: u32, n_heads: u32, head_dim: u32, max_splits: u32) -> Result<Self> {
         const OP: &str = "AttentionScratch";
-        let slots = max_rows as u64 * n_heads as u64 * max_splits as u64;
-        // With at most one split the partials are never written; keep a word so binding works.
-        let (o_elems, ml_elems) = if max_splits > 1 { (slots * head_dim as u64, slots * 2) } else { (1, 1) };
+        let (o_elems, ml_elems) = Self::elems(max_rows, n_heads, head_dim, max_splits);
         let part_o = ctx.storage("attention.part_o", o_elems * 4)?;
         let part_ml = ctx.storage("attention.part_ml", ml_elems * 4)?;
         check_binding(ctx, OP, "part_o", &part_o)?;
@@ -72,6 +70,23 @@ impl AttentionScratch {
     /// The scratch buffers' total size in bytes.
     pub fn bytes(&self) -> u64 {
         self.part_o.size() + self.part_ml.size()
+    }
+
+    /// What `new` allocates with these arguments, in bytes.
+    pub fn bytes_for(max_rows: u32, n_heads: u32, head_dim: u32, max_splits: u32) -> u64 {
+        let (o_elems, ml_elems) = Self::elems(max_rows, n_heads, head_dim, max_splits);
+        4 * (o_elems + ml_elems)
+    }
+
+    /// f32 elements of `part_o` and `part_ml`.
+    fn elems(max_rows: u32, n_heads: u32, head_dim: u32, max_splits: u32) -> (u64, u64) {
+        let slots = max_rows as u64 * n_heads as u64 * max_splits as u64;
+        // With at most one split the partials are never written; keep a word so binding works.
+        if max_splits > 1 {
+            (slots * head_dim as u64, slots * 2)
+        } else {
+            (1, 1)
+        }
     }
 }
 
@@ -89,6 +104,13 @@ struct Params {
     window: u32,
     softcap_log2: f32,
     _pad: [u32; 2],
+}
+
+/// The most rows [`auto_splits`] ever splits for a layer of `n_heads` heads (more fill the GPU
+/// unsplit): a scratch with room for more rows than this only holds unused memory (a prefill of
+/// 4096 rows with 16 heads of 128 would otherwise keep 1 GiB of partials).
+pub fn max_split_rows(n_heads: u32) -> u32 {
+    ((BUSY_WORKGROUPS - 1) / n_heads.max(1)).max(1)
 }
 
 /// The number of splits chosen when none is forced: one per `KEYS_PER_SPLIT` keys, as long as the
