@@ -624,7 +624,8 @@ async fn probe_embedder(ctx: &Context, architecture: &serde_json::Value, rows: u
     }
     let Ok(config) = Config::from_hf(architecture) else { return Ok(()) };
     let so = crate::embed::decoder_state_options(&config, rows);
-    checked(ctx, &what, kv_cache_bytes(&config, &so), || {
+    let bytes = crate::embed::embedder_state_bytes(architecture, rows).unwrap_or(0);
+    checked(ctx, &what, bytes, || {
         let state = crate::model::State::new(ctx, &config, so).map_err(|e| engine_error(e.into()))?;
         ctx.release_all(state.buffers());
         Ok(())

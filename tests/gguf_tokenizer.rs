@@ -92,7 +92,7 @@ fn bad_vocabularies_are_errors() {
     md.insert("tokenizer.ggml.pre", MetaValue::String("no-such-pre".into()));
     assert!(matches!(GgufTokenizer::from_metadata(&md), Err(TokenizerError::UnsupportedPre(p)) if p == "no-such-pre"));
     let mut md = metadata_of("tok-gpt2-smollm.gguf");
-    md.insert("tokenizer.ggml.model", MetaValue::String("bert".into()));
+    md.insert("tokenizer.ggml.model", MetaValue::String("rwkv".into()));
     assert!(matches!(GgufTokenizer::from_metadata(&md), Err(TokenizerError::UnsupportedModel(_))));
     let mut md = metadata_of("tok-gpt2-smollm.gguf");
     md.insert("tokenizer.ggml.eos_token_id", MetaValue::U32(1 << 30));
