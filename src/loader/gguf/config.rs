@@ -15,11 +15,8 @@ use super::{GgufError, Result};
 /// (rope factor tables are read into the config instead). The name only: [`TensorMap::target`]
 /// also leaves out MTP blocks and says which tensors the model takes otherwise than as they are.
 pub fn hf_name(arch: &str, name: &str) -> Option<String> {
-    if arch == "bert" {
-        return bert_name(name);
-    }
-    if arch == "nomic-bert" {
-        return nomic_bert_name(name);
+    if arch == "bert" || arch == "nomic-bert" {
+        return encoder_name(arch == "nomic-bert", name);
     }
     let global = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
@@ -30,11 +27,7 @@ pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     if let Some(g) = global {
         return Some(g.to_string());
     }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
+    let (layer, rest) = block(name)?;
     // Qwen3.5's DeltaNet parameters are bare in the checkpoint; llama.cpp names A as ssm_a (no
     // suffix) and dt_bias as the bias of ssm_dt.
     if arch == "qwen35" {
@@ -83,72 +76,53 @@ pub fn hf_name(arch: &str, name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
-/// BERT's checkpoint names (`BertModel`, no `bert.` prefix) for llama.cpp's `LLM_ARCH_BERT` tensors.
-fn bert_name(name: &str) -> Option<String> {
-    let (base, suffix) = name.rsplit_once('.')?;
-    if suffix != "weight" && suffix != "bias" {
-        return None;
-    }
-    let global = match base {
-        "token_embd" => Some("embeddings.word_embeddings"),
-        "position_embd" => Some("embeddings.position_embeddings"),
-        "token_types" => Some("embeddings.token_type_embeddings"),
-        "token_embd_norm" => Some("embeddings.LayerNorm"),
-        _ => None,
-    };
-    if let Some(g) = global {
-        return Some(format!("{g}.{suffix}"));
-    }
-    let (layer, rest) = base.strip_prefix("blk.")?.split_once('.')?;
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let hf = match rest {
-        "attn_q" => "attention.self.query",
-        "attn_k" => "attention.self.key",
-        "attn_v" => "attention.self.value",
-        "attn_output" => "attention.output.dense",
-        "attn_output_norm" => "attention.output.LayerNorm",
-        "ffn_up" => "intermediate.dense",
-        "ffn_down" => "output.dense",
-        "layer_output_norm" => "output.LayerNorm",
-        _ => return None,
-    };
-    Some(format!("encoder.layer.{layer}.{hf}.{suffix}"))
+/// `blk.<layer>.<rest>` → (layer, rest), the layer all digits.
+fn block(name: &str) -> Option<(&str, &str)> {
+    let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    (!layer.is_empty() && layer.bytes().all(|b| b.is_ascii_digit())).then_some((layer, rest))
 }
 
-/// nomic-ai's checkpoint names (what `model::encoder` reads for `nomic_bert`) for llama.cpp's
-/// `LLM_ARCH_NOMIC_BERT` tensors: q|k|v fused as `attn_qkv`, fc11 (the up) as `ffn_up`, fc12 (the
-/// gate) as `ffn_gate`.
-fn nomic_bert_name(name: &str) -> Option<String> {
+/// The checkpoint names of llama.cpp's encoder tensors: BERT's (`LLM_ARCH_BERT` → `BertModel`, no
+/// `bert.` prefix) or, with `nomic`, nomic-ai's (`LLM_ARCH_NOMIC_BERT` → what `model::encoder` reads
+/// for `nomic_bert`: q|k|v fused as `attn_qkv`, fc11 (the up) as `ffn_up`, fc12 (the gate) as
+/// `ffn_gate`).
+fn encoder_name(nomic: bool, name: &str) -> Option<String> {
     let (base, suffix) = name.rsplit_once('.')?;
     if suffix != "weight" && suffix != "bias" {
         return None;
     }
-    let global = match base {
-        "token_embd" => Some("embeddings.word_embeddings"),
-        "token_types" => Some("embeddings.token_type_embeddings"),
-        "token_embd_norm" => Some("emb_ln"),
+    let global = match (nomic, base) {
+        (_, "token_embd") => Some("embeddings.word_embeddings"),
+        (false, "position_embd") => Some("embeddings.position_embeddings"),
+        (_, "token_types") => Some("embeddings.token_type_embeddings"),
+        (false, "token_embd_norm") => Some("embeddings.LayerNorm"),
+        (true, "token_embd_norm") => Some("emb_ln"),
         _ => None,
     };
     if let Some(g) = global {
         return Some(format!("{g}.{suffix}"));
     }
-    let (layer, rest) = base.strip_prefix("blk.")?.split_once('.')?;
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let hf = match rest {
-        "attn_qkv" => "attn.Wqkv",
-        "attn_output" => "attn.out_proj",
-        "attn_output_norm" => "norm1",
-        "ffn_up" => "mlp.fc11",
-        "ffn_gate" => "mlp.fc12",
-        "ffn_down" => "mlp.fc2",
-        "layer_output_norm" => "norm2",
+    let (layer, rest) = block(base)?;
+    let hf = match (nomic, rest) {
+        (false, "attn_q") => "attention.self.query",
+        (false, "attn_k") => "attention.self.key",
+        (false, "attn_v") => "attention.self.value",
+        (false, "attn_output") => "attention.output.dense",
+        (false, "attn_output_norm") => "attention.output.LayerNorm",
+        (false, "ffn_up") => "intermediate.dense",
+        (false, "ffn_down") => "output.dense",
+        (false, "layer_output_norm") => "output.LayerNorm",
+        (true, "attn_qkv") => "attn.Wqkv",
+        (true, "attn_output") => "attn.out_proj",
+        (true, "attn_output_norm") => "norm1",
+        (true, "ffn_up") => "mlp.fc11",
+        (true, "ffn_gate") => "mlp.fc12",
+        (true, "ffn_down") => "mlp.fc2",
+        (true, "layer_output_norm") => "norm2",
         _ => return None,
     };
-    Some(format!("encoder.layers.{layer}.{hf}.{suffix}"))
+    let layers = if nomic { "encoder.layers" } else { "encoder.layer" };
+    Some(format!("{layers}.{layer}.{hf}.{suffix}"))
 }
 
 /// nomic-bert's config.json (nomic-ai's keys, as `model::encoder` reads them) from llama.cpp's
