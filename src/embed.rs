@@ -341,6 +341,21 @@ pub fn embedder_state_bytes(architecture: &serde_json::Value, max_rows: u32) -> 
     Ok(State::bytes(&config, &decoder_state_options(&config, max_rows)) + 4 + 4 * config.hidden as u64)
 }
 
+/// Allocate the state an embedder would hold for `max_rows` token rows and free it again: the
+/// out-of-memory probe before a download (its size: [`embedder_state_bytes`]).
+pub fn probe_state(ctx: &Context, architecture: &serde_json::Value, max_rows: u32) -> Result<()> {
+    if EncoderConfig::is_encoder(architecture) {
+        let config = EncoderConfig::from_hf(architecture).map_err(|e| EngineError::from(ModelError::Config(e)))?;
+        let state = EncoderState::new(ctx, &config, max_rows)?;
+        ctx.release_all(state.buffers());
+        return Ok(());
+    }
+    let config = decoder_config(architecture)?;
+    let state = State::new(ctx, &config, decoder_state_options(&config, max_rows))?;
+    ctx.release_all(state.buffers());
+    Ok(())
+}
+
 /// A causal LM's config, refused when recurrent (Gated DeltaNet): its state would have to be reset
 /// between inputs, and no embedding model has one.
 fn decoder_config(architecture: &serde_json::Value) -> Result<Config> {
@@ -429,8 +444,9 @@ impl EmbedSettings {
     }
 }
 
-/// An embedder over a GGUF's tensors as llama.cpp lays out an embedding model (its `bert`
-/// architecture): config, WordPiece tokenizer and pooling from the metadata.
+/// An embedder over a GGUF's tensors as llama.cpp lays out an embedding model (its `bert` and
+/// `nomic-bert` architectures, or a decoder with `<arch>.pooling_type`): config, tokenizer and
+/// pooling from the metadata.
 pub fn embedder_from_gguf(
     ctx: &Context,
     file: &crate::loader::gguf::GgufFile,

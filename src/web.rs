@@ -33,7 +33,7 @@ use crate::guide::{Constraint, GuideError};
 use crate::loader::gguf::GgufError;
 use crate::loader::gguf_stream::GgufStream;
 use crate::loader::{GpuTensor, LoadError, Manifest, ShardWriter};
-use crate::model::encoder::{EncoderConfig, EncoderState};
+use crate::model::encoder::EncoderConfig;
 use crate::model::{Config, ModelError};
 use crate::ops::attention::KvDtype;
 use crate::sampling::SamplingParams;
@@ -289,9 +289,30 @@ impl LoadOptions {
     }
 }
 
+/// A call's options object (undefined / null: the defaults). serde_wasm_bindgen reads only the
+/// struct's fields, so a name it does not take is found here and is BAD_REQUEST naming it.
+fn js_options<T: serde::de::DeserializeOwned + Default>(v: JsValue, call: &str) -> Result<T, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(T::default());
+    }
+    let known = struct_fields::<T>();
+    if let Some(k) = js_sys::Object::keys(&v.clone().into())
+        .iter()
+        .filter_map(|k| k.as_string())
+        .find(|k| !known.contains(&k.as_str()))
+    {
+        return Err(js_error(
+            "BAD_REQUEST",
+            &format!("unknown option `{k}`; {call} takes {}", known.join(", ")),
+            &[("option", k.into())],
+        ));
+    }
+    serde_wasm_bindgen::from_value(v).map_err(bad_request)
+}
+
 /// `embed()`'s options (the JS layer maps OpenAI's names onto these).
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+#[serde(rename_all = "camelCase", default)]
 struct JsEmbedOptions {
     dimensions: Option<u32>,
     truncate: bool,
@@ -301,11 +322,7 @@ struct JsEmbedOptions {
 
 impl JsEmbedOptions {
     fn parse(v: JsValue) -> Result<EmbedOptions, JsValue> {
-        let o: Self = if v.is_undefined() || v.is_null() {
-            Self::default()
-        } else {
-            serde_wasm_bindgen::from_value(v).map_err(bad_request)?
-        };
+        let o: Self = js_options(v, "embed()")?;
         Ok(EmbedOptions { dimensions: o.dimensions, truncate: o.truncate, pooling: o.pooling, normalize: o.normalize })
     }
 }
@@ -411,24 +428,7 @@ impl JsGenerateOptions {
     /// The options, and the tool request among them (checked against the engine's template).
     #[allow(clippy::type_complexity)]
     fn parse(v: JsValue) -> Result<(GenerateOptions, JsTools), JsValue> {
-        let o: Self = if v.is_undefined() || v.is_null() {
-            Self::default()
-        } else {
-            // serde_wasm_bindgen reads only the struct's fields, so unknown names are found here.
-            let known = struct_fields::<Self>();
-            if let Some(k) = js_sys::Object::keys(&v.clone().into())
-                .iter()
-                .filter_map(|k| k.as_string())
-                .find(|k| !known.contains(&k.as_str()))
-            {
-                return Err(js_error(
-                    "BAD_REQUEST",
-                    &format!("unknown option `{k}`; generate() takes {}", known.join(", ")),
-                    &[("option", k.into())],
-                ));
-            }
-            serde_wasm_bindgen::from_value(v).map_err(bad_request)?
-        };
+        let o: Self = js_options(v, "generate()")?;
         let d = SamplingParams::default();
         let mut logit_bias = Vec::new();
         for (id, &bias) in o.logit_bias.iter().flatten() {
@@ -607,30 +607,13 @@ fn is_embedding_package(manifest: &Manifest) -> bool {
         || EncoderConfig::from_hf(&manifest.architecture).is_ok()
 }
 
-/// Allocate an embedding model's batch buffers for `rows` token rows (an encoder's activations, or
-/// a decoder's state) inside out-of-memory scopes and free them: a model whose activations do not
-/// fit fails before its download. A config neither reads is left to `finishLoad` to report.
+/// Allocate an embedding model's batch buffers for `rows` token rows inside out-of-memory scopes
+/// and free them (`embed::probe_state`): a model whose activations do not fit fails before its
+/// download. A config the embedder does not take is left to `finishLoad` to report.
 async fn probe_embedder(ctx: &Context, architecture: &serde_json::Value, rows: u32) -> Result<(), JsValue> {
+    let Ok(bytes) = crate::embed::embedder_state_bytes(architecture, rows) else { return Ok(()) };
     let what = format!("the embedding batch buffers ({rows} token rows)");
-    let model = |e| engine_error(EngineError::Model(e));
-    if EncoderConfig::is_encoder(architecture) {
-        let Ok(enc) = EncoderConfig::from_hf(architecture) else { return Ok(()) };
-        return checked(ctx, &what, EncoderState::bytes(&enc, rows), || {
-            let state = EncoderState::new(ctx, &enc, rows).map_err(model)?;
-            ctx.release_all(state.buffers());
-            Ok(())
-        })
-        .await;
-    }
-    let Ok(config) = Config::from_hf(architecture) else { return Ok(()) };
-    let so = crate::embed::decoder_state_options(&config, rows);
-    let bytes = crate::embed::embedder_state_bytes(architecture, rows).unwrap_or(0);
-    checked(ctx, &what, bytes, || {
-        let state = crate::model::State::new(ctx, &config, so).map_err(|e| engine_error(e.into()))?;
-        ctx.release_all(state.buffers());
-        Ok(())
-    })
-    .await
+    checked(ctx, &what, bytes, || crate::embed::probe_state(ctx, architecture, rows).map_err(engine_error)).await
 }
 
 /// Every buffer of loaded tensors (an embedder's weights, to free on unload).
