@@ -8,6 +8,7 @@
 //! empty and too-long inputs, after which the embedder still works.
 
 mod common;
+use common::fixture::json_floats as floats;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -41,17 +42,6 @@ fn package() -> &'static Path {
 
 fn open(max_rows: u32) -> Embedder {
     open_embedder(ctx(), package(), max_rows).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
-}
-
-fn cosine(a: &[f32], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, y)| x as f64 * y).sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn texts(exp: &Value) -> Vec<String> {

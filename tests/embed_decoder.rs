@@ -14,7 +14,7 @@
 //! tests/reference/make_decoder_embed_fixture.py): ids equal, cosine ≥ 0.9999 (measured 1 − 9e-8).
 
 mod common;
-use common::fixture::{json_ids, Fixture};
+use common::fixture::{json_floats as floats, json_ids, Fixture};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -52,10 +52,6 @@ fn package(name: &str, end_token: bool) -> PathBuf {
 
 fn open(dir: &Path) -> Embedder {
     open_embedder(ctx(), dir, 256).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 /// `h`·E[id] for the row's top and probe ids, against transformers' logits (`want` per id).
@@ -151,13 +147,6 @@ fn the_post_processors_end_token_is_fed_and_kept_when_cut() {
     let cut =
         pollster::block_on(e.embed(ctx(), &long, &EmbedOptions { truncate: true, ..Default::default() })).unwrap();
     assert_eq!((cut.ids[0].len(), *cut.ids[0].last().unwrap()), (64, 151643));
-}
-
-fn cosine(a: &[f32], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
-    let na = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 /// Cosine ≥ 0.9999 and the same length within 1e-3 relative (the vectors not normalised).

@@ -8,6 +8,7 @@
 //! (not sentence-transformers' max_seq_length of 256, which a GGUF does not carry).
 
 mod common;
+use common::fixture::json_floats;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -30,17 +31,6 @@ fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
-fn cosine(a: &[f32], b: &Value) -> f64 {
-    let b: Vec<f64> = b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(&b) {
-        ab += *x as f64 * y;
-        aa += (*x as f64).powi(2);
-        bb += y * y;
-    }
-    ab / (aa * bb).sqrt()
-}
-
 #[test]
 fn minilm_gguf_matches_sentence_transformers() {
     let exp = expected();
@@ -53,7 +43,7 @@ fn minilm_gguf_matches_sentence_transformers() {
     let got = pollster::block_on(e.embed(ctx(), &texts, &EmbedOptions::default())).unwrap();
     for (i, c) in short.iter().enumerate() {
         assert_eq!(got.ids[i], ids(&c["ids"]), "{:?}: token ids", c["text"]);
-        let cos = cosine(&got.embeddings[i], &c["embedding"]);
+        let cos = cosine(&got.embeddings[i], &json_floats(&c["embedding"]));
         assert!(cos >= 0.9999, "{:?}: cosine {cos}", c["text"]);
     }
     // The long case: sentence-transformers cut it at 256; here it runs to 512 (its ids begin alike).

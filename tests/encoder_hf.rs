@@ -18,6 +18,7 @@
 //!   weights gave the tiny nomic 0.987): pooled cosine ≥ 0.999.
 
 mod common;
+use common::fixture::json_floats as floats;
 use common::fixture::{sha256_hex, Fixture};
 use common::*;
 use serde_json::{json, Value};
@@ -31,14 +32,6 @@ use webgpu_llm::quant::WeightFormat;
 
 const ATOL: f64 = 1e-4;
 
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
-}
-
-fn fixture(name: &str) -> Fixture {
-    Fixture::encoder(name)
-}
-
 /// `name` converted with `quant`, once per test process (tests run in parallel: one conversion at a time).
 fn package(name: &str, quant: Quant) -> PathBuf {
     static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -49,7 +42,7 @@ fn package(name: &str, quant: Quant) -> PathBuf {
         return pkg;
     }
     std::fs::remove_dir_all(&base).ok();
-    let f = fixture(name);
+    let f = Fixture::encoder(name);
     // the regenerated weights are the ones the reference ran
     for (s, (n, _, v)) in f.tensor_specs().iter().zip(f.weights()) {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect();
@@ -63,17 +56,6 @@ fn package(name: &str, quant: Quant) -> PathBuf {
 
 fn ids(c: &Value) -> Vec<u32> {
     c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
-}
-
-fn cosine(a: &[f32], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, y)| x as f64 * y).sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn max_diff(a: &[f32], b: &[f64]) -> f64 {
@@ -114,7 +96,7 @@ impl Encoder {
 /// Every case in one padded batch vs transformers, then each alone vs the batch; returns the worst
 /// hidden-state error.
 fn check_exact(name: &str) -> f64 {
-    let f = fixture(name);
+    let f = Fixture::encoder(name);
     let cases = f.expected["cases"].as_array().unwrap().clone();
     let enc = Encoder::open(&package(name, Quant::F16));
     let h = enc.cfg.hidden as usize;
@@ -149,7 +131,7 @@ fn check_exact(name: &str) -> f64 {
 
 #[test]
 fn bert_tiny_matches_transformers() {
-    let f = fixture("bert");
+    let f = Fixture::encoder("bert");
     let cfg = EncoderConfig::from_hf(&f.config).unwrap();
     assert_eq!((cfg.positions, cfg.feed_forward, cfg.attn_bias), (Positions::Absolute, FeedForward::Gelu, true));
     check_exact("bert");
@@ -157,7 +139,7 @@ fn bert_tiny_matches_transformers() {
 
 #[test]
 fn nomic_tiny_matches_transformers() {
-    let f = fixture("nomic");
+    let f = Fixture::encoder("nomic");
     let cfg = EncoderConfig::from_hf(&f.config).unwrap();
     assert_eq!(cfg.positions, Positions::Rotary { base: 1000.0, rotary_dim: 16, interleaved: false });
     assert_eq!((cfg.feed_forward, cfg.attn_bias, cfg.ffn_bias), (FeedForward::SwiGlu, false, (false, false)));
@@ -172,7 +154,7 @@ fn nomic_tiny_matches_transformers() {
 #[test]
 fn encoder_fixtures_through_the_embedder() {
     for name in ["bert", "nomic"] {
-        let f = fixture(name);
+        let f = Fixture::encoder(name);
         let cases = f.expected["cases"].as_array().unwrap();
         let e = open_embedder(ctx(), &package(name, Quant::F16), 256).unwrap();
         let texts: Vec<String> = cases.iter().map(|c| c["text"].as_str().unwrap().to_string()).collect();
@@ -199,7 +181,7 @@ fn encoder_fixtures_through_the_embedder() {
 #[test]
 fn encoder_fixtures_quantized_packages() {
     for (name, quant) in [("bert", Quant::Q8), ("nomic", Quant::Q8), ("nomic", Quant::Q4)] {
-        let f = fixture(name);
+        let f = Fixture::encoder(name);
         let cases = f.expected["cases"].as_array().unwrap();
         let pkg = package(name, quant);
         // `--quant q4` keeps an encoder's matrices Q8 (convert's choose_format)
@@ -224,7 +206,7 @@ fn encoder_fixtures_quantized_packages() {
 /// nomic-ai's config variants: what the encoder takes, and what it refuses by name.
 #[test]
 fn nomic_configs() {
-    let base = fixture("nomic").config;
+    let base = Fixture::encoder("nomic").config;
     let with = |k: &str, v: Value| {
         let mut c = base.clone();
         c[k] = v;

@@ -12,7 +12,7 @@
 //! - SmolLM2-135M-Instruct Q4_1 (models/, when present) opens through `open_gguf` and answers.
 
 mod common;
-use common::fixture::{f32_bytes_sha, json_ids, top_k, Fixture};
+use common::fixture::{f32_bytes_sha, json_floats, json_ids, top_k, Fixture};
 use common::*;
 
 use half::f16;
@@ -1764,12 +1764,8 @@ fn nomic_bert_gguf_embeds_as_transformers() {
     let got = pollster::block_on(e.embed(ctx(), &texts, &EmbedOptions::default())).unwrap();
     for (i, case) in cases.iter().enumerate() {
         assert_eq!(got.ids[i], json_ids(&case["ids"]), "{:?}", case["text"]);
-        let want: Vec<f64> = case["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let v = &got.embeddings[i];
-        let dot: f64 = v.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
-        let norms =
-            v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt() * want.iter().map(|b| b * b).sum::<f64>().sqrt();
-        assert!(dot / norms >= 0.9999, "{:?}: cosine {}", case["text"], dot / norms);
+        let cos = cosine(&got.embeddings[i], &json_floats(&case["embedding"]));
+        assert!(cos >= 0.9999, "{:?}: cosine {cos}", case["text"]);
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -271,6 +271,11 @@ pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
+/// A JSON list of numbers, as f64.
+pub fn json_floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().expect("float list").iter().map(|x| x.as_f64().expect("float")).collect()
+}
+
 /// The `k` largest entries of `row`, largest first (ties by lower id).
 pub fn top_k(row: &[f32], k: usize) -> Vec<u32> {
     let mut idx: Vec<u32> = (0..row.len() as u32).collect();
